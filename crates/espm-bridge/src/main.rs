@@ -1,0 +1,2 @@
+//! The espm-bridge binary: configuration, wiring and the command line. No business logic lives here.
+fn main() {}

@@ -1,0 +1,1 @@
+//! Async client for the ENERGY STAR Portfolio Manager web services: auth, retries, pagination, typed errors.

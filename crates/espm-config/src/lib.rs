@@ -1,0 +1,1 @@
+//! espm-bridge configuration types: the single source for the TOML, JSON Schema, Helm values schema and docs.

@@ -1,0 +1,1 @@
+//! The durable SQLite journal: raw bodies, quarantine, notifications, outbox, cursors, dead letters.

@@ -1,0 +1,1 @@
+//! Portfolio Manager XML documents as typed serde structs: lenient reading, schema-valid writing.

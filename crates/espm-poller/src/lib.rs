@@ -1,0 +1,1 @@
+//! The drain loop: notifications behind a durable checkpoint, and pending-list diffs.

@@ -1,0 +1,1 @@
+//! Kafka sink: idempotent producer, CloudEvents Kafka binding.

@@ -1,0 +1,1 @@
+//! NATS JetStream sink: deduplicated publishes, CloudEvents headers.

@@ -1,0 +1,1 @@
+//! HTTP webhook sink: Standard Webhooks signing, retries, dead letters.

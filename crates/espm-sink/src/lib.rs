@@ -1,0 +1,113 @@
+//! The sink contract and the outbox delivery driver, plus the console and file sinks.
+//!
+//! Every sink (Kafka, NATS, webhook, console, file) implements [`Sink`]. The driver owns one
+//! cursor per sink in the journal: it reads a batch after the cursor, hands it to
+//! [`Sink::deliver`], and moves the cursor only past events the sink reported as
+//! [`Outcome::Delivered`] (or dead-lettered). A sink therefore never acknowledges anything itself.
+
+use std::time::{Duration, SystemTime};
+
+pub use espm_events::CloudEvent;
+
+/// One event on its way out, with the outbox position it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// Outbox sequence number (monotonic per journal).
+    pub seq: i64,
+    /// The event itself.
+    pub event: CloudEvent,
+    /// When the event entered the outbox; end-to-end latency and retry max-age count from here.
+    pub enqueued_at: SystemTime,
+    /// Delivery attempts already made by this sink for this event before this batch (0 first time).
+    pub attempts: u32,
+}
+
+/// What happened to one event of a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The broker or endpoint acknowledged it.
+    Delivered,
+    /// A transient failure: the driver keeps the event and tries again later.
+    Retry {
+        /// Human-readable cause, for logs and metrics.
+        reason: String,
+        /// A server-requested delay (`Retry-After`), if any.
+        retry_after: Option<Duration>,
+    },
+    /// Permanently undeliverable (retry budget spent, or a permanent rejection): the driver stores
+    /// it as a dead letter and moves on.
+    DeadLetter {
+        /// Why, for `espm-bridge dlq list`.
+        reason: String,
+    },
+    /// The endpoint asked to be disabled (webhook 410 Gone). The event stays in the outbox and the
+    /// sink stops until an operator re-enables it.
+    Disabled {
+        /// Why, for logs and `/readyz`.
+        reason: String,
+    },
+}
+
+/// Errors a sink reports outside of per-event outcomes.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Invalid sink configuration (bad template, bad URL, missing secret...).
+    #[error("sink {sink}: invalid configuration: {message}")]
+    Config {
+        /// Sink name.
+        sink: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// The broker or endpoint cannot be reached or refused us.
+    #[error("sink {sink}: not connected: {message}")]
+    Unavailable {
+        /// Sink name.
+        sink: String,
+        /// The underlying cause.
+        message: String,
+    },
+    /// Anything else (I/O of the file sink, ...).
+    #[error("sink {sink}: {message}")]
+    Other {
+        /// Sink name.
+        sink: String,
+        /// The underlying cause.
+        message: String,
+    },
+}
+
+/// A destination for events. Implementations do I/O only; batching, cursors and retries of
+/// failed events across batches belong to the driver.
+#[async_trait::async_trait]
+pub trait Sink: Send + Sync + 'static {
+    /// The configured name; it keys the sink's cursor in the journal, so it must be stable.
+    fn name(&self) -> &str;
+
+    /// The sink type: `kafka`, `nats`, `webhook`, `console` or `file`.
+    fn kind(&self) -> &'static str;
+
+    /// Whether this sink wants the event at all (e.g. a webhook type filter). Events it does not
+    /// want are acknowledged without being sent.
+    fn accepts(&self, _event: &CloudEvent) -> bool {
+        true
+    }
+
+    /// Connect, and create or verify topics and streams when configured. Called once before the
+    /// first batch and again after an [`Outcome::Retry`] streak; must be idempotent.
+    async fn start(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Send a batch, pipelined up to the sink's in-flight limit, and wait for every
+    /// acknowledgement. Returns exactly one outcome per envelope, in the same order.
+    async fn deliver(&self, batch: &[Envelope]) -> Vec<Outcome>;
+
+    /// Whether the sink is connected and able to deliver, for `/readyz`.
+    async fn health(&self) -> Result<(), SinkError> {
+        Ok(())
+    }
+
+    /// Flush buffered work before shutdown, waiting at most `grace`.
+    async fn close(&self, _grace: Duration) {}
+}
