@@ -1,1 +1,222 @@
-//! espm-bridge configuration types: the single source for the TOML, JSON Schema, Helm values schema and docs.
+//! espm-bridge configuration types: the single source for the TOML file, its JSON Schema, the Helm
+//! chart's `values.schema.json` and the configuration reference in the docs.
+//!
+//! Every struct denies unknown fields, so a typo is an error instead of a silent default. Every
+//! `///` comment on a field becomes reference documentation.
+
+mod secret;
+mod sink_kafka;
+mod sink_nats;
+mod sink_webhook;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use secret::{Secret, SecretError, SecretSource};
+pub use sink_kafka::{KafkaMode, KafkaSinkConfig};
+pub use sink_nats::NatsSinkConfig;
+pub use sink_webhook::{RetryPolicy, WebhookSinkConfig};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeConfig {
+    /// Where the durable journal lives.
+    #[serde(default)]
+    pub journal: JournalConfig,
+    /// The metrics and health endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// One entry per PM provider account to poll.
+    #[serde(default)]
+    pub accounts: Vec<AccountConfig>,
+    /// Where events go.
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// The SQLite journal: raw PM bodies, notifications, the outbox and dead letters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JournalConfig {
+    /// SQLite file. Put it on a persistent volume: it holds the only copy of drained notifications.
+    #[serde(default = "default_journal_path")]
+    pub path: PathBuf,
+    /// Delivered events and parsed raw bodies older than this may be compacted. Undelivered
+    /// events and quarantined bodies are never dropped.
+    #[serde(default = "default_retention", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub retention: Duration,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            path: default_journal_path(),
+            retention: default_retention(),
+        }
+    }
+}
+
+fn default_journal_path() -> PathBuf {
+    PathBuf::from("/var/lib/espm-bridge/journal.db")
+}
+fn default_retention() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+
+/// The HTTP listener for `/metrics`, `/healthz` and `/readyz`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Listen address, e.g. `0.0.0.0:9464`.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_metrics_listen(),
+        }
+    }
+}
+fn default_metrics_listen() -> String {
+    "0.0.0.0:9464".to_string()
+}
+
+/// PM environment an account lives in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// `https://portfoliomanager.energystar.gov/ws`
+    Live,
+    /// `https://portfoliomanager.energystar.gov/wstest`
+    Test,
+    /// The built-in simulator (`espm-bridge sim`).
+    Sim,
+}
+
+impl Environment {
+    /// The lowercase name used in event sources, subjects and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Live => "live",
+            Environment::Test => "test",
+            Environment::Sim => "sim",
+        }
+    }
+}
+
+/// How notifications are drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum DrainMode {
+    /// `GET /notification/list?clear=true`, journalled before parsing. One call per drain; a
+    /// response lost in transit after PM marked it read is lost.
+    Clear,
+    /// `clear=false` first (journalled), then `clear=true` (journalled, deduplicated). Two calls
+    /// per drain; only notifications that arrive between the two calls are exposed to a lost
+    /// response.
+    PeekThenClear,
+}
+
+/// One PM provider account to poll.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    /// Short stable name; appears in event `source`, subjects and metric labels, and keys the
+    /// journal namespace. Do not rename an account that has a journal.
+    pub name: String,
+    /// `live`, `test` or `sim`.
+    pub environment: Environment,
+    /// PM web-services base URL. Defaults from `environment` for live and test.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The provider's PM username.
+    pub username: String,
+    /// Path of a file holding the PM password (trailing newline ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Name of an environment variable holding the PM password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// `clear` or `peek-then-clear`.
+    #[serde(default = "default_drain_mode")]
+    pub drain_mode: DrainMode,
+    /// Idle interval between notification polls. A non-empty drain re-polls at once.
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub poll_interval: Duration,
+    /// Interval between walks of the three pending lists.
+    #[serde(default = "default_pending_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub pending_interval: Duration,
+    /// Per-request timeout for PM calls.
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub request_timeout: Duration,
+}
+
+fn default_drain_mode() -> DrainMode {
+    DrainMode::PeekThenClear
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_pending_interval() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// One destination for events, selected by `type`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SinkConfig {
+    /// Kafka topics through librdkafka.
+    Kafka(KafkaSinkConfig),
+    /// NATS subjects, JetStream by default.
+    Nats(NatsSinkConfig),
+    /// HTTP webhooks signed per Standard Webhooks.
+    Webhook(WebhookSinkConfig),
+    /// JSON lines on stdout.
+    Console(ConsoleSinkConfig),
+    /// JSON lines appended to a file, fsynced per batch.
+    File(FileSinkConfig),
+}
+
+impl SinkConfig {
+    /// The configured sink name (it keys the sink's delivery cursor).
+    pub fn name(&self) -> &str {
+        match self {
+            SinkConfig::Kafka(c) => &c.name,
+            SinkConfig::Nats(c) => &c.name,
+            SinkConfig::Webhook(c) => &c.name,
+            SinkConfig::Console(c) => &c.name,
+            SinkConfig::File(c) => &c.name,
+        }
+    }
+}
+
+/// Print events as JSON lines on stdout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSinkConfig {
+    /// Sink name; keys its cursor.
+    pub name: String,
+}
+
+/// Append events as JSON lines to a file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileSinkConfig {
+    /// Sink name; keys its cursor.
+    pub name: String,
+    /// File to append to; created if missing.
+    pub path: PathBuf,
+}

@@ -89,7 +89,10 @@ impl Template {
         if !lit.is_empty() {
             parts.push(Part::Lit(lit));
         }
-        Ok(Self { parts, source: s.to_string() })
+        Ok(Self {
+            parts,
+            source: s.to_string(),
+        })
     }
 
     /// The template text as configured.
@@ -158,7 +161,13 @@ mod tests {
     #[test]
     fn rejects_bad_templates() {
         assert_eq!(Template::parse("a{type"), Err(TemplateError::Unclosed(1)));
-        assert!(matches!(Template::parse("{nope}"), Err(TemplateError::Unknown(_))));
-        assert!(matches!(Template::parse("{data.}"), Err(TemplateError::Unknown(_))));
+        assert!(matches!(
+            Template::parse("{nope}"),
+            Err(TemplateError::Unknown(_))
+        ));
+        assert!(matches!(
+            Template::parse("{data.}"),
+            Err(TemplateError::Unknown(_))
+        ));
     }
 }

@@ -1,0 +1,101 @@
+//! Secrets: read from a file or an environment variable, never shown in `Debug`, `Display` or logs.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// A secret value. `Debug` and `Display` print `***`; use [`Secret::expose`] at the point of use.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself. Call only where it is sent, never where it could be logged.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where a secret comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// A mounted file; one trailing newline is stripped.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+}
+
+/// Why a secret could not be read. Messages name the source, never the value.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The file could not be read.
+    #[error("cannot read secret file {path}: {source}")]
+    File {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The variable is unset or not UTF-8.
+    #[error("environment variable {0} is not set")]
+    Env(String),
+}
+
+impl SecretSource {
+    /// Pick the configured source: a file wins over a variable; `None` when neither is set.
+    pub fn from_options(file: Option<&PathBuf>, env: Option<&String>) -> Option<Self> {
+        match (file, env) {
+            (Some(f), _) => Some(SecretSource::File(f.clone())),
+            (None, Some(e)) => Some(SecretSource::Env(e.clone())),
+            (None, None) => None,
+        }
+    }
+
+    /// Read the secret now.
+    pub fn read(&self) -> Result<Secret, SecretError> {
+        match self {
+            SecretSource::File(path) => std::fs::read_to_string(path)
+                .map(|s| {
+                    Secret(
+                        s.strip_suffix('\n')
+                            .unwrap_or(&s)
+                            .trim_end_matches('\r')
+                            .to_string(),
+                    )
+                })
+                .map_err(|source| SecretError::File {
+                    path: path.clone(),
+                    source,
+                }),
+            SecretSource::Env(name) => std::env::var(name)
+                .map(Secret)
+                .map_err(|_| SecretError::Env(name.clone())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_is_redacted() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?} {s}"), "*** ***");
+        assert_eq!(s.expose(), "hunter2");
+    }
+}

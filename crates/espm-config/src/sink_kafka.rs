@@ -1,0 +1,56 @@
+//! Kafka sink configuration. Owned by the Kafka sink: extend here.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// CloudEvents Kafka binding mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KafkaMode {
+    /// Attributes in `ce_*` headers, `data` as the JSON value.
+    #[default]
+    Binary,
+    /// The whole event as `application/cloudevents+json`.
+    Structured,
+}
+
+/// Publish events to Kafka with an idempotent producer (`acks=all`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    /// Sink name; keys its cursor.
+    pub name: String,
+    /// `bootstrap.servers`, comma-separated.
+    pub brokers: String,
+    /// Topic template over event attributes, e.g. `espm.{type}` or a fixed `espm-events`.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Partition key template; the default keeps one PM customer's events in order.
+    #[serde(default = "default_key")]
+    pub key: String,
+    /// Create missing topics at start-up with the admin client.
+    #[serde(default)]
+    pub create_topics: bool,
+    /// `binary` (default) or `structured`.
+    #[serde(default)]
+    pub mode: KafkaMode,
+    /// librdkafka properties passed through as-is (TLS, SASL, compression, ...).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+    /// librdkafka properties whose values are read from files (e.g. `sasl.password`).
+    #[serde(default)]
+    pub secret_files: BTreeMap<String, PathBuf>,
+    /// librdkafka properties whose values are read from environment variables.
+    #[serde(default)]
+    pub secret_envs: BTreeMap<String, String>,
+}
+
+fn default_topic() -> String {
+    "espm.{type}".to_string()
+}
+fn default_key() -> String {
+    "{data.accountId}".to_string()
+}

@@ -1,0 +1,93 @@
+//! Webhook sink configuration. Owned by the webhook sink: extend here.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Retry policy of a webhook endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicy {
+    /// Attempts before an event is dead-lettered (including the first).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Give up (dead-letter) when the event is older than this.
+    #[serde(default = "default_max_age", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub max_age: Duration,
+    /// First retry delay; doubles with jitter.
+    #[serde(default = "default_initial", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub initial_interval: Duration,
+    /// Cap on the retry delay.
+    #[serde(default = "default_max_interval", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub max_interval: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_attempts(),
+            max_age: default_max_age(),
+            initial_interval: default_initial(),
+            max_interval: default_max_interval(),
+        }
+    }
+}
+
+fn default_attempts() -> u32 {
+    10
+}
+fn default_max_age() -> Duration {
+    Duration::from_secs(72 * 3600)
+}
+fn default_initial() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_max_interval() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// POST each event to an HTTP endpoint, signed per Standard Webhooks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSinkConfig {
+    /// Sink name; keys its cursor. Each endpoint is its own sink, so one slow endpoint never
+    /// delays another.
+    pub name: String,
+    /// Endpoint URL.
+    pub url: String,
+    /// File holding `whsec_...` secrets, one per line; several lines sign with each (rotation).
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Environment variable holding `whsec_...` secrets, separated by spaces or commas.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Event-type filter; `*` matches a suffix (`gov.energystar.pm.share.*`). Empty means all.
+    #[serde(default)]
+    pub types: Vec<String>,
+    /// Concurrent requests; 1 keeps per-endpoint order.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Per-request timeout.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub timeout: Duration,
+    /// Extra headers sent with every request.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Retry policy.
+    #[serde(default)]
+    pub retry: RetryPolicy,
+}
+
+fn default_max_in_flight() -> usize {
+    1
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(15)
+}
