@@ -4,21 +4,57 @@
 //! Every struct denies unknown fields, so a typo is an error instead of a silent default. Every
 //! `///` comment on a field becomes reference documentation.
 
+mod chart;
+mod demo;
+mod generate;
+mod load;
 mod secret;
 mod sink_kafka;
 mod sink_nats;
 mod sink_webhook;
+mod validate;
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use schemars::JsonSchema;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
+pub use chart::{
+    HelmValues, ImageValues, PersistenceValues, ServiceAccountValues, ServiceMonitorValues,
+    ServiceValues,
+};
+pub use generate::{config_json_schema, helm_values_schema, reference_markdown, to_pretty_json};
+pub use load::{
+    from_toml_str, from_toml_str_with_env, load, load_and_validate, load_with_env, ConfigError,
+    ConfigProblem, ENV_PREFIX,
+};
 pub use secret::{Secret, SecretError, SecretSource};
+pub use demo::{DEMO_PASSWORD_ENV, DEMO_USERNAME};
+pub use validate::resolve_password;
 pub use sink_kafka::{KafkaMode, KafkaSinkConfig};
 pub use sink_nats::NatsSinkConfig;
 pub use sink_webhook::{RetryPolicy, WebhookSinkConfig};
+
+/// JSON Schema stand-in for `humantime_serde` durations (`"60s"`, `"5m"`, `"1h 30m"`, `"30d"`):
+/// use `#[schemars(with = "crate::DurationString")]` on such fields so the schema, the Helm values
+/// schema and the reference all say "duration" instead of a bare string.
+pub struct DurationString;
+
+impl JsonSchema for DurationString {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A duration: a number and a unit, e.g. `60s`, `5m`, `1h 30m`, `30d` (units ms, s, m, h, d, w).",
+            "pattern": "^\\s*[0-9]+\\s*[a-zA-Z]+(\\s*[0-9]+\\s*[a-zA-Z]+)*\\s*$"
+        })
+    }
+}
 
 /// The whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -48,7 +84,7 @@ pub struct JournalConfig {
     /// Delivered events and parsed raw bodies older than this may be compacted. Undelivered
     /// events and quarantined bodies are never dropped.
     #[serde(default = "default_retention", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "DurationString")]
     pub retention: Duration,
 }
 
@@ -149,15 +185,15 @@ pub struct AccountConfig {
     pub drain_mode: DrainMode,
     /// Idle interval between notification polls. A non-empty drain re-polls at once.
     #[serde(default = "default_poll_interval", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "DurationString")]
     pub poll_interval: Duration,
     /// Interval between walks of the three pending lists.
     #[serde(default = "default_pending_interval", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "DurationString")]
     pub pending_interval: Duration,
     /// Per-request timeout for PM calls.
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
-    #[schemars(with = "String")]
+    #[schemars(with = "DurationString")]
     pub request_timeout: Duration,
 }
 

@@ -53,6 +53,10 @@ pub enum SecretError {
     /// The variable is unset or not UTF-8.
     #[error("environment variable {0} is not set")]
     Env(String),
+    /// No source is configured (the message names the keys to set, e.g. `password_file or
+    /// password_env`). `validate()` reports this before start-up.
+    #[error("no secret configured: set {0}")]
+    NotConfigured(String),
 }
 
 impl SecretSource {

@@ -31,13 +31,23 @@ pub struct KafkaSinkConfig {
     /// Partition key template; the default keeps one PM customer's events in order.
     #[serde(default = "default_key")]
     pub key: String,
-    /// Create missing topics at start-up with the admin client.
+    /// Create each topic with the admin client the first time an event renders it (a fixed topic
+    /// is created at start-up). An existing topic is left as it is.
     #[serde(default)]
     pub create_topics: bool,
+    /// Partition count of topics created by `create_topics`.
+    #[serde(default = "default_topic_partitions")]
+    pub topic_partitions: i32,
+    /// Replication factor of topics created by `create_topics`; `-1` uses the broker's
+    /// `default.replication.factor`.
+    #[serde(default = "default_topic_replication_factor")]
+    pub topic_replication_factor: i32,
     /// `binary` (default) or `structured`.
     #[serde(default)]
     pub mode: KafkaMode,
-    /// librdkafka properties passed through as-is (TLS, SASL, compression, ...).
+    /// librdkafka properties passed through as-is (TLS, SASL, compression, ...). They win over
+    /// the sink's defaults (`message.timeout.ms=30000`), except `enable.idempotence=true` and
+    /// `acks=all`, which are always forced, and `bootstrap.servers`, which comes from `brokers`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
     /// librdkafka properties whose values are read from files (e.g. `sasl.password`).
@@ -53,4 +63,10 @@ fn default_topic() -> String {
 }
 fn default_key() -> String {
     "{data.accountId}".to_string()
+}
+fn default_topic_partitions() -> i32 {
+    3
+}
+fn default_topic_replication_factor() -> i32 {
+    -1
 }

@@ -1,6 +1,7 @@
 //! NATS sink configuration. Owned by the NATS sink: extend here.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -64,6 +65,20 @@ pub struct NatsSinkConfig {
     /// Maximum unacknowledged publishes in flight.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
+    /// How long to wait for a JetStream PubAck (and for stream look-ups) before the publish
+    /// counts as failed and is retried.
+    #[serde(default = "default_ack_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub ack_timeout: Duration,
+    /// How long a connection attempt may take in `start()`.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub connect_timeout: Duration,
+    /// Duplicate window of a stream created by `create_stream`: a retried publish with the same
+    /// event id (`Nats-Msg-Id`) inside this window is stored once.
+    #[serde(default = "default_duplicate_window", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub duplicate_window: Duration,
 }
 
 fn default_subject() -> String {
@@ -74,4 +89,13 @@ fn default_true() -> bool {
 }
 fn default_in_flight() -> usize {
     256
+}
+fn default_ack_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_duplicate_window() -> Duration {
+    Duration::from_secs(120)
 }
