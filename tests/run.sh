@@ -1,41 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, on a fresh machine or this one.
-# Installs and starts what the tests need (xmllint, a JetStream-enabled nats-server, the tansu
-# Kafka-protocol broker), then runs every test in the workspace. Tests that need Kafka start and
-# stop their own tansu broker; the NATS tests use per-test streams on 127.0.0.1:4222.
+# The whole test suite, on a fresh machine or this one: brings up what the tests need
+# (tests/setup.sh), then runs every test in the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-SUDO=""
-if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
-
-apt_pkgs=()
-command -v xmllint >/dev/null || apt_pkgs+=(libxml2-utils)
-command -v nats-server >/dev/null || apt_pkgs+=(nats-server)
-command -v pkg-config >/dev/null || apt_pkgs+=(pkg-config)
-dpkg -s libssl-dev >/dev/null 2>&1 || apt_pkgs+=(libssl-dev)
-command -v make >/dev/null || apt_pkgs+=(make)
-if [ ${#apt_pkgs[@]} -gt 0 ]; then
-  echo "tests/run.sh: installing ${apt_pkgs[*]}"
-  $SUDO apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_pkgs[@]}"
-fi
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-if ! port_open 4222; then
-  echo "tests/run.sh: no NATS on 127.0.0.1:4222, starting nats-server with JetStream"
-  nats_dir="${TMPDIR:-/tmp}/espm-nats"
-  mkdir -p "$nats_dir"
-  nohup "$(command -v nats-server)" -a 127.0.0.1 -p 4222 -js -sd "$nats_dir" >"$nats_dir/log" 2>&1 &
-  for _ in $(seq 1 50); do port_open 4222 && break; sleep 0.2; done
-  port_open 4222 || { echo "nats-server did not start; see $nats_dir/log" >&2; exit 1; }
-fi
-
-if ! command -v tansu >/dev/null && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
-  echo "tests/run.sh: installing tansu (Kafka-protocol broker, about 10 minutes once)"
-  cargo install tansu --locked --features dynostore
-fi
-export TANSU_BIN="${TANSU_BIN:-$(command -v tansu || echo "$HOME/.cargo/bin/tansu")}"
-
+source tests/setup.sh
 cargo test --workspace --no-fail-fast "$@"
