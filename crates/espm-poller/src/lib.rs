@@ -1,1 +1,199 @@
 //! The drain loop: notifications behind a durable checkpoint, and pending-list diffs.
+//!
+//! PM's `GET /notification/list?clear=true` is destructive: from the moment PM answers, the
+//! bridge holds the only copy. The poller therefore:
+//! 1. refuses to call `clear=true` unless a write probe of the journal succeeds;
+//! 2. journals the raw response body (a durable SQLite commit) before parsing it;
+//! 3. quarantines a body that does not parse (its bytes stay in the journal) and emits a
+//!    `gov.energystar.pm.bridge.body_quarantined` event;
+//! 4. stores parsed notifications idempotently and appends their events to the outbox in the
+//!    same transaction, then wakes the sink drivers.
+//!
+//! A crash between any two steps loses nothing that PM handed out intact: before step 2 PM's
+//! response was never received; after it, the bytes are on disk and a restart re-reads
+//! nothing from PM but still has them (quarantined or parsed). Duplicates are possible
+//! (peek-then-clear sees a notification twice), never loss; event ids are deterministic.
+
+mod drain;
+mod pending;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use espm_client::{ClientError, PmClient};
+use espm_events::Origin;
+use espm_journal::{Journal, JournalError, Scope};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use drain::DrainOutcome;
+pub use pending::PendingOutcome;
+
+/// How notifications are drained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrainMode {
+    /// One `clear=true` read per drain.
+    Clear,
+    /// A `clear=false` peek (journalled and committed), then `clear=true` (deduplicated).
+    PeekThenClear,
+}
+
+/// What one poller needs to know.
+#[derive(Debug, Clone)]
+pub struct PollerConfig {
+    /// PM environment and configured account name: the journal namespace and event source.
+    pub scope: Scope,
+    /// Drain mode.
+    pub drain_mode: DrainMode,
+    /// Idle wait between notification polls; a non-empty drain re-polls at once.
+    pub poll_interval: Duration,
+    /// Interval between walks of the pending lists.
+    pub pending_interval: Duration,
+    /// Upper bound of the error back-off.
+    pub max_error_backoff: Duration,
+}
+
+/// Why a poll failed. The loop logs it, counts it and backs off; it never exits on one.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// PM (or the network) failed.
+    #[error("PM call failed: {0}")]
+    Client(#[from] ClientError),
+    /// The journal failed; with an unwritable journal the poller does not clear anything.
+    #[error("journal failed: {0}")]
+    Journal(#[from] JournalError),
+    /// A blocking journal task panicked or was cancelled.
+    #[error("journal task failed: {0}")]
+    Task(String),
+}
+
+/// Health of one poller, read by `/readyz` and the metrics.
+#[derive(Debug, Default)]
+pub struct PollerStatus {
+    last_success_unix_ms: AtomicI64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl PollerStatus {
+    /// When the last poll (drain) succeeded, if ever.
+    pub fn last_success(&self) -> Option<SystemTime> {
+        let ms = self.last_success_unix_ms.load(Ordering::Relaxed);
+        (ms > 0).then(|| UNIX_EPOCH + Duration::from_millis(ms as u64))
+    }
+
+    /// The last error, cleared by the next success.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().map(|g| g.clone()).unwrap_or(None)
+    }
+
+    fn success(&self) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        self.last_success_unix_ms.store(now.as_millis() as i64, Ordering::Relaxed);
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = None;
+        }
+    }
+
+    fn failure(&self, e: &PollError) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = Some(e.to_string());
+        }
+    }
+}
+
+/// One provider account's poller.
+#[derive(Clone)]
+pub struct Poller {
+    client: PmClient,
+    journal: Journal,
+    cfg: PollerConfig,
+    origin: Origin,
+    wake: Arc<Notify>,
+    status: Arc<PollerStatus>,
+}
+
+impl std::fmt::Debug for Poller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Poller").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+impl Poller {
+    /// A poller; `wake` is notified whenever events were appended to the outbox.
+    pub fn new(client: PmClient, journal: Journal, cfg: PollerConfig, wake: Arc<Notify>) -> Self {
+        let origin = Origin { environment: cfg.scope.environment.clone(), account: cfg.scope.account.clone() };
+        Self { client, journal, cfg, origin, wake, status: Arc::new(PollerStatus::default()) }
+    }
+
+    /// Shared health, for `/readyz`.
+    pub fn status(&self) -> Arc<PollerStatus> {
+        self.status.clone()
+    }
+
+    /// Poll until `shutdown` is cancelled. A drain in progress is never cancelled half-way
+    /// (PM may already have marked its notifications read); only the waits between polls are.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let account = self.cfg.scope.account.clone();
+        let mut next_pending = tokio::time::Instant::now();
+        let mut backoff = self.error_backoff();
+        tracing::info!(account = %account, mode = ?self.cfg.drain_mode, "poller started");
+        while !shutdown.is_cancelled() {
+            if tokio::time::Instant::now() >= next_pending {
+                if let Err(e) = self.pending_once().await {
+                    tracing::warn!(account = %account, error = %e, "pending-list walk failed; will retry next interval");
+                }
+                next_pending = tokio::time::Instant::now() + self.cfg.pending_interval;
+            }
+            let wait = match self.drain_once().await {
+                Ok(out) => {
+                    self.status.success();
+                    backoff = self.error_backoff();
+                    if out.received > 0 {
+                        continue;
+                    }
+                    self.cfg.poll_interval
+                }
+                Err(e) => {
+                    self.status.failure(&e);
+                    let wait = backoff::backoff::Backoff::next_backoff(&mut backoff)
+                        .unwrap_or(self.cfg.max_error_backoff);
+                    tracing::error!(account = %account, error = %e, retry_in = ?wait, "notification drain failed");
+                    wait
+                }
+            };
+            let wait = wait.min(next_pending.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(10)));
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        tracing::info!(account = %account, "poller stopped");
+    }
+
+    fn error_backoff(&self) -> backoff::ExponentialBackoff {
+        backoff::ExponentialBackoff {
+            initial_interval: Duration::from_millis(500),
+            max_interval: self.cfg.max_error_backoff,
+            max_elapsed_time: None,
+            ..backoff::ExponentialBackoff::default()
+        }
+    }
+
+    /// Run a journal operation off the async runtime.
+    async fn journal<T, F>(&self, f: F) -> Result<T, PollError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Journal) -> Result<T, JournalError> + Send + 'static,
+    {
+        let j = self.journal.clone();
+        tokio::task::spawn_blocking(move || f(&j))
+            .await
+            .map_err(|e| PollError::Task(e.to_string()))?
+            .map_err(PollError::Journal)
+    }
+
+    fn account(&self) -> &str {
+        &self.cfg.scope.account
+    }
+}

@@ -1,0 +1,196 @@
+//! Command-line interface. `--help` on every subcommand explains what it does and when to use it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// espm-bridge turns ENERGY STAR Portfolio Manager polling into pushed CloudEvents.
+///
+/// It drains PM's notifications (UNSHARE, SHAREUPDATE, DISCONNECT, TRANSFERPROPERTY) and
+/// pending connection/share requests behind a durable SQLite journal, normalizes them into
+/// versioned CloudEvents and publishes them at least once to Kafka, NATS JetStream, HTTP
+/// webhooks, a file or the console.
+///
+/// Start here: `espm-bridge demo` runs everything on embedded defaults (a built-in PM
+/// simulator, a temporary journal, the console sink). For production: write a config
+/// (see config/production.toml), check it with `espm-bridge check-config --config FILE`,
+/// then `espm-bridge run --config FILE`.
+#[derive(Debug, Parser)]
+#[command(name = "espm-bridge", version, propagate_version = true)]
+pub struct Cli {
+    /// Log format: `json` (default when stdout is not a terminal) or `pretty`. Level from RUST_LOG
+    /// (default `info`).
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line (for log shippers).
+    Json,
+    /// Human-readable.
+    Pretty,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the bridge against real PM accounts (or a simulator) as configured.
+    ///
+    /// Polls every configured account, journals every PM response before parsing it, and
+    /// delivers events to every configured sink. SIGTERM/SIGINT stop polling and let in-flight
+    /// deliveries finish within --grace; undelivered events stay in the journal for next start.
+    Run {
+        /// TOML configuration file. Environment overrides: ESPM_BRIDGE__SECTION__KEY=value.
+        #[arg(long, short, env = "ESPM_BRIDGE_CONFIG")]
+        config: PathBuf,
+        /// Serve /metrics, /healthz and /readyz here instead of `metrics.listen`.
+        #[arg(long)]
+        metrics_addr: Option<SocketAddr>,
+        /// How long to wait for in-flight deliveries on shutdown.
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
+    },
+    /// Run the simulator and the bridge together on embedded defaults, printing events.
+    ///
+    /// Starts the built-in PM simulator with a seeded scenario, a journal in a temporary
+    /// directory and the console sink, then keeps simulated customers busy (connection
+    /// requests, shares, unshares, disconnects, transfers) so events keep flowing.
+    Demo {
+        /// Serve /metrics, /healthz and /readyz here.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        metrics_addr: SocketAddr,
+        /// Simulator listen address.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        sim_listen: SocketAddr,
+        /// Seconds between simulated customer actions (0 = only the seeded scenario).
+        #[arg(long, default_value_t = 3)]
+        activity_every: u64,
+        /// Stop after this long (e.g. `30s`); default: run until Ctrl-C.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// Keep the journal here instead of a temporary directory.
+        #[arg(long)]
+        journal: Option<PathBuf>,
+    },
+    /// Run the PM simulator alone (for local development and tests).
+    ///
+    /// PM paths are served under http://ADDR/ws (use that as `base_url`), the JSON control API
+    /// under http://ADDR/sim (customer actions, bulk notifications, faults, the ledger).
+    Sim {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:18080")]
+        listen: SocketAddr,
+        /// Provider username the simulator accepts.
+        #[arg(long, default_value = "sim_provider")]
+        username: String,
+        /// Provider password the simulator accepts.
+        #[arg(long, default_value = "sim_password", env = "ESPM_SIM_PASSWORD")]
+        password: String,
+        /// Seed for ids and the demo scenario (same seed, same world).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Start with an empty world instead of the demo scenario.
+        #[arg(long)]
+        empty: bool,
+    },
+    /// Normalize one PM XML document into CloudEvents, one JSON object per line on stdout.
+    ///
+    /// Accepts a `notificationList` or a `pendingList` (FILE, or `-` for stdin). Bad input gives
+    /// a message on stderr and a non-zero exit.
+    Normalize {
+        /// The XML file, or `-` for stdin.
+        #[arg(default_value = "-")]
+        file: String,
+        /// PM environment recorded in the events' source.
+        #[arg(long, default_value = "live")]
+        environment: String,
+        /// Provider account name recorded in the events' source.
+        #[arg(long, default_value = "default")]
+        account: String,
+    },
+    /// Validate a configuration file and print every problem with its key path.
+    CheckConfig {
+        /// TOML configuration file.
+        #[arg(long, short, env = "ESPM_BRIDGE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Inspect the journal: outbox depth per sink, quarantined bodies, a notification's history.
+    Journal {
+        /// Journal file (or give --config to use `journal.path`).
+        #[arg(long, conflicts_with = "config")]
+        path: Option<PathBuf>,
+        /// TOML configuration file.
+        #[arg(long, short, env = "ESPM_BRIDGE_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: JournalCommand,
+    },
+    /// See, replay or drop dead letters (events a sink gave up on).
+    Dlq {
+        /// Journal file (or give --config to use `journal.path`).
+        #[arg(long, conflicts_with = "config")]
+        path: Option<PathBuf>,
+        /// TOML configuration file.
+        #[arg(long, short, env = "ESPM_BRIDGE_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+/// `journal` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum JournalCommand {
+    /// Outbox depth, oldest pending event and dead letters per sink.
+    Depth,
+    /// Quarantined PM bodies (responses that did not parse).
+    Quarantine {
+        /// Print this body's raw bytes to stdout.
+        #[arg(long)]
+        show: Option<i64>,
+    },
+    /// Everything known about one PM notification: bodies, events, deliveries.
+    History {
+        /// PM notificationId.
+        notification_id: i64,
+    },
+    /// Drop delivered events and parsed bodies older than the retention now.
+    Compact {
+        /// Retention (default: `journal.retention` or 30d).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        retention: Option<std::time::Duration>,
+    },
+}
+
+/// `dlq` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters, optionally for one sink.
+    List {
+        /// Only this sink.
+        #[arg(long)]
+        sink: Option<String>,
+    },
+    /// Put a dead letter back in the outbox for its sink only (the next run delivers it).
+    Replay {
+        /// Dead-letter ids (from `dlq list`), or `--all`.
+        ids: Vec<i64>,
+        /// Replay every dead letter (of --sink, if given).
+        #[arg(long)]
+        all: bool,
+        /// With --all: only this sink.
+        #[arg(long)]
+        sink: Option<String>,
+    },
+    /// Delete dead letters for good.
+    Drop {
+        /// Dead-letter ids.
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+}

@@ -1,0 +1,277 @@
+//! One function per subcommand: parse arguments into library calls, print results.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use espm_config::{BridgeConfig, Secret};
+use espm_journal::Journal;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Command, DlqCommand, JournalCommand};
+use crate::runtime::{self, Options};
+
+/// Password the demo's simulator accepts; it never leaves the process.
+const DEMO_PASSWORD: &str = "demo-password";
+
+/// Run one subcommand.
+pub async fn dispatch(cmd: Command) -> Result<ExitCode> {
+    match cmd {
+        Command::Run { config, metrics_addr, grace } => {
+            let cfg = load_config(&config)?;
+            runtime::run(cfg, Options { metrics_addr, grace, passwords: BTreeMap::new() }, CancellationToken::new()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo { metrics_addr, sim_listen, activity_every, duration, journal } => {
+            demo(metrics_addr, sim_listen, activity_every, duration, journal).await
+        }
+        Command::Sim { listen, username, password, seed, empty } => {
+            let cfg = espm_sim::SimConfig { username, password, seed, scenario: !empty };
+            let server = espm_sim::SimServer::start(cfg, listen).await.with_context(|| format!("cannot start the simulator on {listen}"))?;
+            eprintln!("PM simulator: base_url {}  control API {}", server.base_url(), server.control_url());
+            tracing::info!(base_url = %server.base_url(), control = %server.control_url(), "simulator running");
+            runtime::shutdown_signal().await;
+            server.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Normalize { file, environment, account } => normalize(&file, environment, account),
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Journal { path, config, command } => journal_cmd(open_journal(path, config)?, command),
+        Command::Dlq { path, config, command } => dlq_cmd(open_journal(path, config)?, command),
+    }
+}
+
+fn load_config(path: &Path) -> Result<BridgeConfig> {
+    match espm_config::load_and_validate(path) {
+        Ok(c) => Ok(c),
+        Err(e) => {
+            for p in e.problems() {
+                eprintln!("{}: {p}", path.display());
+            }
+            Err(anyhow::Error::new(e).context(format!("invalid configuration {}", path.display())))
+        }
+    }
+}
+
+fn check_config(path: &Path) -> Result<ExitCode> {
+    match espm_config::load_and_validate(path) {
+        Ok(cfg) => {
+            println!("{}: OK ({} account(s), {} sink(s))", path.display(), cfg.accounts.len(), cfg.sinks.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            if e.problems().is_empty() {
+                eprintln!("{}: {e}", path.display());
+            }
+            for p in e.problems() {
+                eprintln!("{}: {p}", path.display());
+            }
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn normalize(file: &str, environment: String, account: String) -> Result<ExitCode> {
+    let mut bytes = Vec::new();
+    if file == "-" {
+        std::io::stdin().read_to_end(&mut bytes).context("cannot read stdin")?;
+    } else {
+        bytes = std::fs::read(file).with_context(|| format!("cannot read {file}"))?;
+    }
+    let origin = espm_events::Origin { environment, account };
+    match espm_events::normalize_document(&origin, &bytes) {
+        Ok(events) => {
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            for e in events {
+                out.write_all(&e.to_json_bytes())?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("espm-bridge normalize: {file}: {e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn open_journal(path: Option<PathBuf>, config: Option<PathBuf>) -> Result<Journal> {
+    let path = match (path, config) {
+        (Some(p), _) => p,
+        (None, Some(c)) => espm_config::load(&c).map_err(anyhow::Error::new)?.journal.path,
+        (None, None) => bail!("give --path JOURNAL_FILE or --config CONFIG_FILE"),
+    };
+    if !path.exists() {
+        bail!("no journal at {}", path.display());
+    }
+    Journal::open(&path).with_context(|| format!("cannot open the journal at {}", path.display()))
+}
+
+fn age(t: Option<SystemTime>) -> String {
+    match t.and_then(|t| SystemTime::now().duration_since(t).ok()) {
+        Some(d) => humantime::format_duration(Duration::from_secs(d.as_secs())).to_string(),
+        None => "-".into(),
+    }
+}
+
+fn journal_cmd(j: Journal, cmd: JournalCommand) -> Result<ExitCode> {
+    match cmd {
+        JournalCommand::Depth => {
+            println!("{:<24} {:>10} {:>10} {:>14} {:>8}", "SINK", "CURSOR", "PENDING", "OLDEST", "DLQ");
+            for s in j.sinks()? {
+                let d = j.outbox_depth(&s.sink)?;
+                let dlq = j.dlq_count(Some(&s.sink))?;
+                println!("{:<24} {:>10} {:>10} {:>14} {:>8}", s.sink, s.cursor, d.pending, age(d.oldest_enqueued_at), dlq);
+            }
+            println!("outbox head: {}", j.head_seq()?);
+        }
+        JournalCommand::Quarantine { show: Some(id) } => match j.raw_body(espm_journal::RawId(id))? {
+            Some(b) => std::io::stdout().write_all(&b)?,
+            None => bail!("no raw body {id}"),
+        },
+        JournalCommand::Quarantine { show: None } => {
+            let list = j.quarantine_list()?;
+            if list.is_empty() {
+                println!("no quarantined bodies");
+            }
+            for q in list {
+                println!("{q:?}");
+            }
+        }
+        JournalCommand::History { notification_id } => {
+            let h = j.notification_history(None, notification_id)?;
+            if h.is_empty() {
+                println!("notification {notification_id} is not in the journal");
+                return Ok(ExitCode::from(1));
+            }
+            for e in h {
+                println!("{e:#?}");
+            }
+        }
+        JournalCommand::Compact { retention } => {
+            let stats = j.compact(retention.unwrap_or(Duration::from_secs(30 * 86_400)), SystemTime::now())?;
+            println!("{stats:?}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn dlq_cmd(j: Journal, cmd: DlqCommand) -> Result<ExitCode> {
+    match cmd {
+        DlqCommand::List { sink } => {
+            let list = j.dlq_list(sink.as_deref())?;
+            println!("{:>6} {:<20} {:<38} {:<44} {:>8}  REASON", "ID", "SINK", "EVENT ID", "TYPE", "ATTEMPTS");
+            for d in list {
+                println!("{:>6} {:<20} {:<38} {:<44} {:>8}  {}", d.id, d.sink, d.event_id, d.event_type, d.attempts, d.reason);
+            }
+        }
+        DlqCommand::Replay { ids, all, sink } => {
+            let ids: Vec<i64> = if all { j.dlq_list(sink.as_deref())?.into_iter().map(|d| d.id).collect() } else { ids };
+            if ids.is_empty() {
+                bail!("nothing to replay: give dead-letter ids or --all");
+            }
+            for id in ids {
+                let seq = j.dlq_replay(id)?;
+                println!("dead letter {id} re-queued as outbox #{seq}");
+            }
+        }
+        DlqCommand::Drop { ids } => {
+            for id in ids {
+                if j.dlq_drop(id)? {
+                    println!("dead letter {id} dropped");
+                } else {
+                    println!("no dead letter {id}");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn demo(
+    metrics_addr: std::net::SocketAddr,
+    sim_listen: std::net::SocketAddr,
+    activity_every: u64,
+    duration: Option<Duration>,
+    journal: Option<PathBuf>,
+) -> Result<ExitCode> {
+    let sim_cfg = espm_sim::SimConfig {
+        username: espm_config::DEMO_USERNAME.to_string(),
+        password: DEMO_PASSWORD.to_string(),
+        seed: 42,
+        scenario: true,
+    };
+    let sim = espm_sim::SimServer::start(sim_cfg, sim_listen).await.context("cannot start the simulator")?;
+    let tmp = tempfile::tempdir().context("cannot create a temporary directory for the journal")?;
+    let dir = journal.unwrap_or_else(|| tmp.path().to_path_buf());
+    std::fs::create_dir_all(&dir)?;
+    let cfg = BridgeConfig::demo(&sim.base_url(), &dir);
+    eprintln!(
+        "espm-bridge demo: simulator at {} (control API {}), journal {}, metrics http://{metrics_addr}/metrics. Events follow, one JSON line each; Ctrl-C stops.",
+        sim.base_url(),
+        sim.control_url(),
+        cfg.journal.path.display()
+    );
+    let stop = CancellationToken::new();
+    if activity_every > 0 {
+        tokio::spawn(crate::commands::activity(sim.control_url(), Duration::from_secs(activity_every), stop.clone()));
+    }
+    if let Some(d) = duration {
+        let s = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(d).await;
+            s.cancel();
+        });
+    }
+    let mut passwords = BTreeMap::new();
+    passwords.insert("sim".to_string(), Secret::new(DEMO_PASSWORD));
+    let res = runtime::run(cfg, Options { metrics_addr: Some(metrics_addr), grace: Duration::from_secs(5), passwords }, stop.clone()).await;
+    stop.cancel();
+    sim.shutdown().await;
+    res.map(|_| ExitCode::SUCCESS)
+}
+
+/// Keep simulated customers busy so the demo shows every event type.
+pub async fn activity(control: String, every: Duration, stop: CancellationToken) {
+    let http = reqwest::Client::new();
+    let mut step: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        step += 1;
+        if let Err(e) = crate::commands::one_action(&http, &control, step).await {
+            tracing::debug!(error = %e, "demo activity step failed");
+        }
+    }
+}
+
+async fn one_action(http: &reqwest::Client, control: &str, step: u64) -> Result<()> {
+    let post = |path: &str, body: serde_json::Value| {
+        let url = format!("{control}{path}");
+        let req = http.post(url).json(&body);
+        async move {
+            let resp = req.send().await?.error_for_status()?;
+            Ok::<serde_json::Value, anyhow::Error>(resp.json().await.unwrap_or(serde_json::Value::Null))
+        }
+    };
+    let customer = post("/customers", serde_json::json!({ "firstName": "Demo", "lastName": format!("Customer {step}") })).await?;
+    let account_id = customer.get("accountId").and_then(|v| v.as_i64()).context("no accountId")?;
+    post("/connections", serde_json::json!({ "accountId": account_id, "customFields": { "Customer Number": format!("D{step:04}") } })).await?;
+    let prop = post("/shares/property", serde_json::json!({ "accountId": account_id, "accessLevel": "Read Write" })).await?;
+    let property_id = prop.get("propertyId").and_then(|v| v.as_i64()).context("no propertyId")?;
+    post("/shares/meter", serde_json::json!({ "accountId": account_id, "propertyId": property_id, "accessLevel": "Read" })).await?;
+    match step % 4 {
+        0 => post("/notifications", serde_json::json!({ "count": 3, "types": ["UNSHARE", "SHAREUPDATE", "DISCONNECT", "TRANSFERPROPERTY"] })).await?,
+        1 => post("/notifications", serde_json::json!({ "count": 1, "types": ["SHAREUPDATE"] })).await?,
+        2 => post("/notifications", serde_json::json!({ "count": 1, "types": ["UNSHARE"] })).await?,
+        _ => post("/notifications", serde_json::json!({ "count": 1, "types": ["TRANSFERPROPERTY"] })).await?,
+    };
+    Ok(())
+}

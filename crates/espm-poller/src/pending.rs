@@ -1,0 +1,124 @@
+//! Pending-list walks: every page journalled, then a diff against the stored snapshot.
+
+use std::collections::BTreeMap;
+
+use espm_client::PendingKind as ClientKind;
+use espm_events::{diff_pending, PendingEntry, PendingKind, Resolution};
+use espm_model::{parse, PendingList};
+
+use crate::{PollError, Poller};
+
+/// What one pending walk did, per list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PendingOutcome {
+    /// `requested` events emitted, per list.
+    pub requested: BTreeMap<&'static str, usize>,
+    /// `resolved` events emitted, per list.
+    pub resolved: BTreeMap<&'static str, usize>,
+}
+
+const KINDS: [(PendingKind, ClientKind, &str); 3] = [
+    (PendingKind::Connection, ClientKind::Connection, "connect/account/pending/list"),
+    (PendingKind::PropertyShare, ClientKind::PropertyShare, "share/property/pending/list"),
+    (PendingKind::MeterShare, ClientKind::MeterShare, "share/meter/pending/list"),
+];
+
+impl Poller {
+    /// Walk the three pending lists once. A list whose walk fails is skipped this round (an
+    /// incomplete list would report requests as resolved); the others still run.
+    pub async fn pending_once(&self) -> Result<PendingOutcome, PollError> {
+        let mut out = PendingOutcome::default();
+        let mut first_err = None;
+        for (kind, client_kind, endpoint) in KINDS {
+            match self.walk(kind, client_kind, endpoint).await {
+                Ok((req, res)) => {
+                    out.requested.insert(kind.as_str(), req);
+                    out.resolved.insert(kind.as_str(), res);
+                }
+                Err(e) => {
+                    tracing::warn!(account = %self.account(), list = kind.as_str(), error = %e, "pending list walk failed");
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    async fn walk(&self, kind: PendingKind, client_kind: ClientKind, endpoint: &'static str) -> Result<(usize, usize), PollError> {
+        let account = self.account().to_string();
+        let mut next: Option<String> = None;
+        let mut raw_ids = Vec::new();
+        let mut entries = Vec::new();
+        loop {
+            let raw = match self.client.pending_page_raw(client_kind, next.as_deref()).await {
+                Ok(r) => r,
+                Err(e) => {
+                    metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => endpoint, "outcome" => "error").increment(1);
+                    return Err(e.into());
+                }
+            };
+            let raw_id = self.store_raw(endpoint, raw.status, raw.bytes.to_vec()).await?;
+            raw_ids.push(raw_id);
+            let page = match parse::<PendingList>(&raw.bytes) {
+                Ok(p) => p,
+                Err(e) => {
+                    metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => endpoint, "outcome" => "parse_error").increment(1);
+                    self.quarantine(endpoint, raw_id, &e.to_string()).await?;
+                    return Err(PollError::Client(espm_client::ClientError::Xml(e)));
+                }
+            };
+            metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => endpoint, "outcome" => "ok").increment(1);
+            let next_link = page.next_page().map(str::to_string);
+            entries.extend(page.accounts.into_iter().map(PendingEntry::Connection));
+            entries.extend(page.properties.into_iter().map(PendingEntry::PropertyShare));
+            entries.extend(page.meters.into_iter().map(PendingEntry::MeterShare));
+            match next_link {
+                Some(l) if Some(&l) != next.as_ref() => next = Some(l),
+                _ => break,
+            }
+        }
+        let scope = self.cfg.scope.clone();
+        let origin = self.origin.clone();
+        let list = kind.as_str();
+        let (requested, resolved, types) = self
+            .journal(move |j| {
+                let previous = j.pending_snapshot(&scope, list)?;
+                let lookup_err = std::cell::RefCell::new(None);
+                let diff = diff_pending(
+                    &origin,
+                    kind,
+                    &previous,
+                    &entries,
+                    |k, id| match j.answer_for(&scope, k.as_str(), id) {
+                        Ok(Some(a)) if a == "accepted" => Resolution::Accepted,
+                        Ok(Some(a)) if a == "rejected" => Resolution::Rejected,
+                        Ok(_) => Resolution::Unknown,
+                        Err(e) => {
+                            lookup_err.borrow_mut().get_or_insert(e);
+                            Resolution::Unknown
+                        }
+                    },
+                    chrono::Utc::now(),
+                );
+                if let Some(e) = lookup_err.into_inner() {
+                    return Err(e);
+                }
+                let events: Vec<_> = diff.requested.iter().chain(diff.resolved.iter()).cloned().collect();
+                let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
+                j.commit_pending(&scope, list, &raw_ids, &diff.snapshot, &events)?;
+                Ok((diff.requested.len(), diff.resolved.len(), types))
+            })
+            .await?;
+        if requested + resolved > 0 {
+            self.wake.notify_waiters();
+            tracing::info!(account = %account, list, requested, resolved, "pending list changed");
+        }
+        for ty in types {
+            metrics::counter!("espm_bridge_events_emitted_total", "account" => account.clone(), "type" => ty).increment(1);
+        }
+        Ok((requested, resolved))
+    }
+}
