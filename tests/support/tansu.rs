@@ -121,7 +121,10 @@ impl Tansu {
                 .arg(&url)
                 .arg("--storage-engine")
                 .arg("memory://tansu/")
-                .env("RUST_LOG", std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()))
+                .env(
+                    "RUST_LOG",
+                    std::env::var("TANSU_LOG").unwrap_or_else(|_| "warn".into()),
+                )
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(log))
                 .stderr(Stdio::from(log_err))

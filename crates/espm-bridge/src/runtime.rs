@@ -70,7 +70,7 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
 
     let poll_stop = CancellationToken::new();
     let sink_stop = CancellationToken::new();
-    let wake = Arc::new(Notify::new());
+    let mut wakes = Vec::new();
 
     // Sinks first: they drain whatever an earlier run left in the outbox.
     let mut sinks = Vec::new();
@@ -81,7 +81,9 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         let state = Arc::new(SinkState::new());
         sink_states.push((sc.name().to_string(), state.clone()));
         sinks.push(sink.clone());
-        let task = tokio::spawn(run_sink(journal.clone(), sink, DriverConfig::default(), wake.clone(), sink_stop.clone(), state));
+        let wake = Arc::new(Notify::new());
+        wakes.push(wake.clone());
+        let task = tokio::spawn(run_sink(journal.clone(), sink, DriverConfig::default(), wake, sink_stop.clone(), state));
         sink_tasks.push(task);
     }
 
@@ -103,7 +105,7 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
             pending_interval: acct.pending_interval,
             max_error_backoff: acct.poll_interval.max(Duration::from_secs(5)).min(Duration::from_secs(300)),
         };
-        let poller = Poller::new(client, journal.clone(), pcfg, wake.clone());
+        let poller = Poller::new(client, journal.clone(), pcfg, wakes.clone());
         // A poll is "recent" for /readyz if it happened within a few intervals (errors back off).
         poller_status.push((acct.name.clone(), poller.status(), acct.poll_interval * 3 + Duration::from_secs(120)));
         poller_tasks.push(tokio::spawn(poller.run(poll_stop.clone())));

@@ -1,1 +1,24 @@
 //! Async client for the ENERGY STAR Portfolio Manager web services: auth, retries, pagination, typed errors.
+//!
+//! Usable on its own: build a [`ClientConfig`], make a [`PmClient`], call it. Raw reads
+//! ([`PmClient::notifications_raw`], [`PmClient::pending_page_raw`]) hand back the exact 2xx bytes so
+//! a caller can journal them before parsing; the typed calls parse with `espm-model`.
+//!
+//! Every call sends HTTP Basic auth; POST bodies are `application/xml`. Failures are one
+//! [`ClientError`]; 429, 500, 502, 503, 504, timeouts and transport errors are retried per
+//! [`RetryPolicy`] (counted in `espm_bridge_pm_retries_total{endpoint,reason}`), other 4xx never.
+
+#![deny(missing_docs)]
+
+mod client;
+mod config;
+mod error;
+
+pub use client::{CustomFieldTarget, CustomerLink, PendingKind, PmClient, RawBody, MAX_PAGES};
+pub use config::{
+    ClientConfig, Password, RetryPolicy, DEFAULT_USER_AGENT, LIVE_BASE_URL, TEST_BASE_URL,
+};
+pub use error::ClientError;
+pub use espm_model::{
+    Action, CustomField, Customer, NewCustomer, NotificationList, PendingList, PmErrorDetail,
+};

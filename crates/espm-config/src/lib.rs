@@ -25,17 +25,17 @@ pub use chart::{
     HelmValues, ImageValues, PersistenceValues, ServiceAccountValues, ServiceMonitorValues,
     ServiceValues,
 };
+pub use demo::{DEMO_PASSWORD_ENV, DEMO_USERNAME};
 pub use generate::{config_json_schema, helm_values_schema, reference_markdown, to_pretty_json};
 pub use load::{
     from_toml_str, from_toml_str_with_env, load, load_and_validate, load_with_env, ConfigError,
     ConfigProblem, ENV_PREFIX,
 };
 pub use secret::{Secret, SecretError, SecretSource};
-pub use demo::{DEMO_PASSWORD_ENV, DEMO_USERNAME};
-pub use validate::resolve_password;
 pub use sink_kafka::{KafkaMode, KafkaSinkConfig};
 pub use sink_nats::NatsSinkConfig;
 pub use sink_webhook::{RetryPolicy, WebhookSinkConfig};
+pub use validate::resolve_password;
 
 /// JSON Schema stand-in for `humantime_serde` durations (`"60s"`, `"5m"`, `"1h 30m"`, `"30d"`):
 /// use `#[schemars(with = "crate::DurationString")]` on such fields so the schema, the Helm values

@@ -18,11 +18,12 @@ pub struct RetryPolicy {
     #[serde(default = "default_max_age", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub max_age: Duration,
-    /// First retry delay; doubles with jitter.
+    /// First retry delay; doubles with jitter (±50%) on each further attempt.
     #[serde(default = "default_initial", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub initial_interval: Duration,
-    /// Cap on the retry delay.
+    /// Cap on the retry delay. A `Retry-After` longer than this is not waited out inside the
+    /// sink: the event is handed back to the delivery driver with that delay.
     #[serde(default = "default_max_interval", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub max_interval: Duration,
@@ -53,15 +54,19 @@ fn default_max_interval() -> Duration {
 }
 
 /// POST each event to an HTTP endpoint, signed per Standard Webhooks.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+///
+/// `Debug` hides the values of `headers`: they often carry credentials.
+#[derive(Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSinkConfig {
     /// Sink name; keys its cursor. Each endpoint is its own sink, so one slow endpoint never
     /// delays another.
     pub name: String,
-    /// Endpoint URL.
+    /// Endpoint URL (`http` or `https`). Redirects are not followed.
     pub url: String,
     /// File holding `whsec_...` secrets, one per line; several lines sign with each (rotation).
+    /// Blank lines and lines starting with `#` are ignored. Wins over `secret_env`; one of the
+    /// two is required.
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
     /// Environment variable holding `whsec_...` secrets, separated by spaces or commas.
@@ -77,7 +82,8 @@ pub struct WebhookSinkConfig {
     #[serde(default = "default_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub timeout: Duration,
-    /// Extra headers sent with every request.
+    /// Extra headers sent with every request (e.g. `Authorization`). They cannot replace
+    /// `content-type` or the `webhook-*` headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     /// Retry policy.
@@ -85,9 +91,56 @@ pub struct WebhookSinkConfig {
     pub retry: RetryPolicy,
 }
 
+impl std::fmt::Debug for WebhookSinkConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: BTreeMap<&str, &str> =
+            self.headers.keys().map(|k| (k.as_str(), "***")).collect();
+        f.debug_struct("WebhookSinkConfig")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("secret_file", &self.secret_file)
+            .field("secret_env", &self.secret_env)
+            .field("types", &self.types)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("timeout", &self.timeout)
+            .field("headers", &headers)
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
 fn default_max_in_flight() -> usize {
     1
 }
 fn default_timeout() -> Duration {
     Duration::from_secs(15)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_redacted_debug() {
+        let cfg: WebhookSinkConfig = toml::from_str(
+            r#"
+            name = "hook"
+            url = "https://example.com/hook"
+            secret_env = "HOOK_SECRETS"
+            headers = { Authorization = "Bearer s3cr3t" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.max_in_flight, 1);
+        assert_eq!(cfg.timeout, Duration::from_secs(15));
+        assert_eq!(cfg.retry, RetryPolicy::default());
+        let dbg = format!("{cfg:?}");
+        assert!(dbg.contains("Authorization"), "{dbg}");
+        assert!(!dbg.contains("s3cr3t"), "{dbg}");
+
+        let typo = toml::from_str::<WebhookSinkConfig>(
+            "name = \"h\"\nurl = \"https://x\"\nretry = { max_atempts = 3 }\n",
+        );
+        assert!(typo.is_err());
+    }
 }

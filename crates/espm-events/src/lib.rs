@@ -1,9 +1,48 @@
 //! The normalizer: Portfolio Manager documents to versioned CloudEvents 1.0, with JSON Schemas.
 //!
 //! This crate is pure: no I/O. [`CloudEvent`] is the contract every sink and the journal share.
+//!
+//! - [`notification_event`]: one PM `<notification>` -> one event (unknown codes pass through as
+//!   `gov.energystar.pm.notification.received`).
+//! - [`diff_pending`]: a complete pending list against the stored snapshot -> `...requested` and
+//!   `...resolved` events plus the new snapshot.
+//! - [`quarantine_event`]: the bridge's error event for a PM body that failed to parse.
+//! - [`normalize_document`]: a whole `notificationList` or `pendingList` body -> events.
+//! - [`event_schemas`] / [`asyncapi_yaml`]: the published contract, generated from the types in
+//!   [`data`] and [`EVENT_TYPES`] (checked in under `schemas/`).
+//!
+//! Ids are UUIDv5 over the origin and PM's own ids, so re-reading the same PM data after a
+//! restart yields the same ids and consumers can deduplicate.
+//!
+//! ```
+//! use espm_events::{normalize_document, Origin};
+//! let xml = br#"<notificationList><notification><notificationTypeCode>UNSHARE</notificationTypeCode>
+//!   <notificationId>8833843022</notificationId><description>x</description>
+//!   <propertyId>5</propertyId></notification></notificationList>"#;
+//! let events = normalize_document(&Origin::new("sim", "acme"), xml).unwrap();
+//! assert_eq!(events[0].ty, "gov.energystar.pm.share.revoked");
+//! assert_eq!(events[0].subject.as_deref(), Some("property/5"));
+//! assert_eq!(events[0].data["notificationId"], 8833843022i64);
+//! ```
+
+#![deny(missing_docs)]
 
 mod cloudevent;
+pub mod data;
+mod normalize;
+mod schema;
 mod template;
+mod types;
 
 pub use cloudevent::CloudEvent;
+pub use data::Resolution;
+pub use normalize::{
+    connection_requested_data, diff_pending, meter_share_requested_data, normalize_document,
+    normalize_pm_time, notification_data, notification_event, pending_key, pending_requested_event,
+    pending_resolved_event, pending_snapshot_value, property_share_requested_data,
+    quarantine_event, subject_for, NormalizeError, Origin, PendingDiff, PendingEntry, PendingKind,
+    ID_NAMESPACE,
+};
+pub use schema::{asyncapi_yaml, event_schema, event_schemas};
 pub use template::{Template, TemplateError};
+pub use types::*;

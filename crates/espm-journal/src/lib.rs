@@ -342,7 +342,9 @@ fn append_events(
 
 fn mark_parsed(tx: &Transaction<'_>, raw_ids: &[RawId]) -> Result<(), JournalError> {
     let mut st = tx
-        .prepare_cached("UPDATE raw_bodies SET state = 'parsed' WHERE id = ?1 AND state = 'received'")
+        .prepare_cached(
+            "UPDATE raw_bodies SET state = 'parsed' WHERE id = ?1 AND state = 'received'",
+        )
         .j()?;
     for id in raw_ids {
         st.execute([id.0]).j()?;
@@ -782,7 +784,14 @@ impl Journal {
                  action = excluded.action, answered_at = excluded.answered_at",
             )
             .j()?
-            .execute(params![scope.environment, scope.account, kind, id, action, now_ms()])
+            .execute(params![
+                scope.environment,
+                scope.account,
+                kind,
+                id,
+                action,
+                now_ms()
+            ])
             .j()?;
             Ok(())
         })
@@ -1255,7 +1264,9 @@ impl Journal {
                 .execute([cutoff])
                 .j()? as u64;
             let raw_bodies = tx
-                .prepare_cached("DELETE FROM raw_bodies WHERE state = 'parsed' AND received_at < ?1")
+                .prepare_cached(
+                    "DELETE FROM raw_bodies WHERE state = 'parsed' AND received_at < ?1",
+                )
                 .j()?
                 .execute([cutoff])
                 .j()? as u64;

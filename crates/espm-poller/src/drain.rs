@@ -108,7 +108,7 @@ impl Poller {
         let scope = self.cfg.scope.clone();
         let stats = self.journal(move |j| j.commit_notifications(&scope, raw_id, &entries, &events)).await?;
         if stats.new_events > 0 {
-            self.wake.notify_waiters();
+            self.wake_sinks();
         }
         if clear {
             metrics::counter!("espm_bridge_notifications_drained_total", "account" => account.clone()).increment(n as u64);
@@ -173,7 +173,7 @@ impl Poller {
             j.enqueue(&[event])
         })
         .await?;
-        self.wake.notify_waiters();
+        self.wake_sinks();
         metrics::counter!("espm_bridge_quarantined_bodies_total", "account" => self.account().to_string()).increment(1);
         Ok(())
     }

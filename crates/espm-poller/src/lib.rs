@@ -109,7 +109,7 @@ pub struct Poller {
     journal: Journal,
     cfg: PollerConfig,
     origin: Origin,
-    wake: Arc<Notify>,
+    wake: Vec<Arc<Notify>>,
     status: Arc<PollerStatus>,
 }
 
@@ -120,8 +120,9 @@ impl std::fmt::Debug for Poller {
 }
 
 impl Poller {
-    /// A poller; `wake` is notified whenever events were appended to the outbox.
-    pub fn new(client: PmClient, journal: Journal, cfg: PollerConfig, wake: Arc<Notify>) -> Self {
+    /// A poller; every `wake` (one per sink driver) is notified whenever events were appended
+    /// to the outbox.
+    pub fn new(client: PmClient, journal: Journal, cfg: PollerConfig, wake: Vec<Arc<Notify>>) -> Self {
         let origin = Origin { environment: cfg.scope.environment.clone(), account: cfg.scope.account.clone() };
         Self { client, journal, cfg, origin, wake, status: Arc::new(PollerStatus::default()) }
     }
@@ -191,6 +192,13 @@ impl Poller {
             .await
             .map_err(|e| PollError::Task(e.to_string()))?
             .map_err(PollError::Journal)
+    }
+
+    /// Tell every sink driver that the outbox grew (a stored permit if it is busy).
+    fn wake_sinks(&self) {
+        for w in &self.wake {
+            w.notify_one();
+        }
     }
 
     fn account(&self) -> &str {

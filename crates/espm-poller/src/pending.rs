@@ -113,7 +113,7 @@ impl Poller {
             })
             .await?;
         if requested + resolved > 0 {
-            self.wake.notify_waiters();
+            self.wake_sinks();
             tracing::info!(account = %account, list, requested, resolved, "pending list changed");
         }
         for ty in types {

@@ -7,7 +7,14 @@
 
 use std::time::{Duration, SystemTime};
 
+mod console;
+mod driver;
+mod file;
+
+pub use console::ConsoleSink;
+pub use driver::{run_sink, DriverConfig, SinkState};
 pub use espm_events::CloudEvent;
+pub use file::FileSink;
 
 /// One event on its way out, with the outbox position it came from.
 #[derive(Debug, Clone, PartialEq)]

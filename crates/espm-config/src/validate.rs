@@ -1,0 +1,342 @@
+//! Semantic checks that types alone cannot express, each reported with its key path.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use espm_events::Template;
+
+use crate::{
+    AccountConfig, BridgeConfig, ConfigProblem, Environment, FileSinkConfig, KafkaSinkConfig,
+    NatsSinkConfig, Secret, SecretError, SecretSource, SinkConfig, WebhookSinkConfig,
+};
+
+/// Longest account or sink name: they end up in metric labels, subjects, topic names and file
+/// names, so keep them short.
+const MAX_NAME_LEN: usize = 63;
+
+/// Read an account's PM password from its `password_file` or `password_env`.
+pub fn resolve_password(account: &AccountConfig) -> Result<Secret, SecretError> {
+    account
+        .password_source()
+        .ok_or_else(|| SecretError::NotConfigured("password_file or password_env".into()))?
+        .read()
+}
+
+impl AccountConfig {
+    /// Where the password comes from (a file wins over a variable); `None` when neither is set.
+    pub fn password_source(&self) -> Option<SecretSource> {
+        SecretSource::from_options(self.password_file.as_ref(), self.password_env.as_ref())
+    }
+
+    /// The configured `base_url`, or the PM default for `live` and `test`; `None` for `sim`
+    /// without a `base_url` (which `validate` rejects).
+    pub fn effective_base_url(&self) -> Option<String> {
+        match (&self.base_url, self.environment) {
+            (Some(u), _) => Some(u.clone()),
+            (None, Environment::Live) => {
+                Some("https://portfoliomanager.energystar.gov/ws".to_string())
+            }
+            (None, Environment::Test) => {
+                Some("https://portfoliomanager.energystar.gov/wstest".to_string())
+            }
+            (None, Environment::Sim) => None,
+        }
+    }
+}
+
+impl BridgeConfig {
+    /// Every semantic problem, each with its key path; empty means the configuration can run.
+    /// Secrets are not read here (files may be mounted only in the target environment).
+    pub fn validate(&self) -> Vec<ConfigProblem> {
+        let mut v = Problems::default();
+        if self.journal.path.as_os_str().is_empty() {
+            v.push("journal.path", "must not be empty");
+        }
+        v.duration("journal.retention", self.journal.retention);
+        check_listen(&mut v, &self.metrics.listen);
+
+        if self.accounts.is_empty() {
+            v.push(
+                "accounts",
+                "no accounts configured: add at least one [[accounts]] table",
+            );
+        }
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, a) in self.accounts.iter().enumerate() {
+            let p = format!("accounts[{i}]");
+            check_name(&mut v, &format!("{p}.name"), &a.name);
+            if let Some(first) = seen.insert(&a.name, i) {
+                v.push(
+                    format!("{p}.name"),
+                    format!(
+                        "duplicate account name `{}` (also accounts[{first}])",
+                        a.name
+                    ),
+                );
+            }
+            check_account(&mut v, &p, a);
+        }
+
+        if self.sinks.is_empty() {
+            v.push(
+                "sinks",
+                "no sinks configured: events would only pile up in the journal; add a [[sinks]] table",
+            );
+        }
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, s) in self.sinks.iter().enumerate() {
+            let p = format!("sinks[{i}]");
+            check_name(&mut v, &format!("{p}.name"), s.name());
+            if let Some(first) = seen.insert(s.name(), i) {
+                v.push(
+                    format!("{p}.name"),
+                    format!("duplicate sink name `{}` (also sinks[{first}])", s.name()),
+                );
+            }
+            match s {
+                SinkConfig::Kafka(k) => check_kafka(&mut v, &p, k),
+                SinkConfig::Nats(n) => check_nats(&mut v, &p, n),
+                SinkConfig::Webhook(w) => check_webhook(&mut v, &p, w),
+                SinkConfig::File(f) => check_file(&mut v, &p, f),
+                SinkConfig::Console(_) => {}
+            }
+        }
+        v.0
+    }
+}
+
+#[derive(Default)]
+struct Problems(Vec<ConfigProblem>);
+
+impl Problems {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigProblem::new(path, message));
+    }
+    fn duration(&mut self, path: impl Into<String>, d: Duration) {
+        if d.is_zero() {
+            self.push(path, "must be greater than zero");
+        }
+    }
+    fn template(&mut self, path: impl Into<String>, t: &str) {
+        let path = path.into();
+        if t.trim().is_empty() {
+            self.push(path, "must not be empty");
+        } else if let Err(e) = Template::parse(t) {
+            self.push(path, format!("invalid template `{t}`: {e}"));
+        }
+    }
+    fn at_least_one(&mut self, path: impl Into<String>, n: usize) {
+        if n < 1 {
+            self.push(path, "must be at least 1");
+        }
+    }
+    fn http_url(&mut self, path: impl Into<String>, s: &str) {
+        let path = path.into();
+        match url::Url::parse(s) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
+            Ok(u) => self.push(
+                path,
+                format!(
+                    "`{s}` is not an http(s) URL (scheme `{}`{})",
+                    u.scheme(),
+                    if u.has_host() { "" } else { ", no host" }
+                ),
+            ),
+            Err(e) => self.push(path, format!("`{s}` is not a valid URL: {e}")),
+        }
+    }
+    /// At most one of the given secret sources; `required` makes exactly one.
+    fn one_source(&mut self, path: &str, keys: &[(&str, bool)], required: bool) {
+        let set: Vec<&str> = keys.iter().filter(|k| k.1).map(|k| k.0).collect();
+        let names = keys
+            .iter()
+            .map(|k| format!("`{}`", k.0))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        if set.len() > 1 {
+            self.push(
+                format!("{path}.{}", set[1]),
+                format!("set only one of {names} (both {} given)", set.join(" and ")),
+            );
+        } else if set.is_empty() && required {
+            self.push(path, format!("missing secret: set {names}"));
+        }
+    }
+}
+
+fn check_name(v: &mut Problems, path: &str, name: &str) {
+    if name.is_empty() {
+        v.push(path, "must not be empty");
+    } else if name.len() > MAX_NAME_LEN {
+        v.push(path, format!("longer than {MAX_NAME_LEN} characters"));
+    } else if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        v.push(
+            path,
+            format!(
+                "`{name}` may contain only a-z, 0-9, `_` and `-` (it is used in metric labels, subjects and topic names)"
+            ),
+        );
+    }
+}
+
+fn check_listen(v: &mut Problems, listen: &str) {
+    let ok = listen
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !ok {
+        v.push(
+            "metrics.listen",
+            format!("`{listen}` is not a host:port listen address such as `0.0.0.0:9464`"),
+        );
+    }
+}
+
+fn check_account(v: &mut Problems, p: &str, a: &AccountConfig) {
+    if a.username.trim().is_empty() {
+        v.push(format!("{p}.username"), "must not be empty");
+    }
+    v.one_source(
+        p,
+        &[
+            ("password_file", a.password_file.is_some()),
+            ("password_env", a.password_env.is_some()),
+        ],
+        true,
+    );
+    if a.password_env.as_deref().is_some_and(str::is_empty) {
+        v.push(format!("{p}.password_env"), "must name a variable");
+    }
+    match (&a.base_url, a.environment) {
+        (Some(u), _) => v.http_url(format!("{p}.base_url"), u),
+        (None, Environment::Sim) => v.push(
+            format!("{p}.base_url"),
+            "required for environment `sim` (the simulator's URL, e.g. http://127.0.0.1:18080/ws)",
+        ),
+        (None, _) => {}
+    }
+    v.duration(format!("{p}.poll_interval"), a.poll_interval);
+    v.duration(format!("{p}.pending_interval"), a.pending_interval);
+    v.duration(format!("{p}.request_timeout"), a.request_timeout);
+}
+
+fn check_kafka(v: &mut Problems, p: &str, k: &KafkaSinkConfig) {
+    if k.brokers.split(',').all(|b| b.trim().is_empty()) {
+        v.push(
+            format!("{p}.brokers"),
+            "must list at least one broker (host:port)",
+        );
+    } else if k.brokers.split(',').any(|b| b.trim().is_empty()) {
+        v.push(format!("{p}.brokers"), "has an empty entry between commas");
+    }
+    v.template(format!("{p}.topic"), &k.topic);
+    v.template(format!("{p}.key"), &k.key);
+    for key in k.secret_files.keys().chain(k.secret_envs.keys()) {
+        if k.properties.contains_key(key) {
+            v.push(
+                format!("{p}.properties.{key}"),
+                "also set from secret_files/secret_envs: keep the secret out of `properties`",
+            );
+        }
+    }
+    for key in k.secret_files.keys() {
+        if k.secret_envs.contains_key(key) {
+            v.push(
+                format!("{p}.secret_envs.{key}"),
+                "also set in secret_files: pick one source",
+            );
+        }
+    }
+}
+
+fn check_nats(v: &mut Problems, p: &str, n: &NatsSinkConfig) {
+    if n.url.split(',').all(|u| u.trim().is_empty()) {
+        v.push(
+            format!("{p}.url"),
+            "must name at least one server, e.g. nats://nats:4222",
+        );
+    }
+    v.template(format!("{p}.subject"), &n.subject);
+    v.at_least_one(format!("{p}.max_in_flight"), n.max_in_flight);
+    if n.create_stream && n.stream.is_none() {
+        v.push(format!("{p}.stream"), "required when create_stream = true");
+    }
+    if (n.create_stream || n.stream.is_some()) && !n.jetstream {
+        v.push(format!("{p}.jetstream"), "a stream needs jetstream = true");
+    }
+    let has_password = n.password_file.is_some() || n.password_env.is_some();
+    v.one_source(
+        p,
+        &[
+            ("password_file", n.password_file.is_some()),
+            ("password_env", n.password_env.is_some()),
+        ],
+        false,
+    );
+    v.one_source(
+        p,
+        &[
+            ("token_file", n.token_file.is_some()),
+            ("token_env", n.token_env.is_some()),
+        ],
+        false,
+    );
+    if has_password && n.username.is_none() {
+        v.push(
+            format!("{p}.username"),
+            "required with password_file/password_env",
+        );
+    }
+    if n.tls_cert_file.is_some() != n.tls_key_file.is_some() {
+        v.push(
+            format!("{p}.tls_key_file"),
+            "tls_cert_file and tls_key_file go together",
+        );
+    }
+}
+
+fn check_webhook(v: &mut Problems, p: &str, w: &WebhookSinkConfig) {
+    v.http_url(format!("{p}.url"), &w.url);
+    v.one_source(
+        p,
+        &[
+            ("secret_file", w.secret_file.is_some()),
+            ("secret_env", w.secret_env.is_some()),
+        ],
+        true,
+    );
+    v.at_least_one(format!("{p}.max_in_flight"), w.max_in_flight);
+    v.duration(format!("{p}.timeout"), w.timeout);
+    for (i, t) in w.types.iter().enumerate() {
+        let star = t.find('*');
+        if t.is_empty() || star.is_some_and(|s| s + 1 != t.len()) {
+            v.push(
+                format!("{p}.types[{i}]"),
+                format!("`{t}`: use an exact type or a prefix ending in `*`"),
+            );
+        }
+    }
+    if w.retry.max_attempts < 1 {
+        v.push(format!("{p}.retry.max_attempts"), "must be at least 1");
+    }
+    v.duration(format!("{p}.retry.max_age"), w.retry.max_age);
+    v.duration(
+        format!("{p}.retry.initial_interval"),
+        w.retry.initial_interval,
+    );
+    v.duration(format!("{p}.retry.max_interval"), w.retry.max_interval);
+    if w.retry.initial_interval > w.retry.max_interval {
+        v.push(
+            format!("{p}.retry.initial_interval"),
+            "must not exceed retry.max_interval",
+        );
+    }
+}
+
+fn check_file(v: &mut Problems, p: &str, f: &FileSinkConfig) {
+    if f.path.as_os_str().is_empty() {
+        v.push(format!("{p}.path"), "must not be empty");
+    }
+}

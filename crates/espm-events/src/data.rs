@@ -1,0 +1,373 @@
+//! The `data` payload of every event type, as Rust types: serde builds `data` from them and
+//! schemars generates the published JSON Schemas from them, so the two cannot drift apart.
+//!
+//! Field names are PM's own (camelCase). Ids are JSON integers (PM's `xs:long`). Timestamps are
+//! normalised to RFC 3339 (offset preserved; no offset means US Eastern) and kept as PM wrote
+//! them in a `...Raw` sibling, because a consumer may need the exact text for reconciliation.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// `data` of the notification events (`share.revoked`, `share.updated`, `connection.terminated`,
+/// `property.transferred`, `notification.received`): every field of PM's `<notification>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationData {
+    /// PM's code as sent: `UNSHARE`, `SHAREUPDATE`, `DISCONNECT`, `TRANSFERPROPERTY` or another.
+    pub notification_type_code: String,
+    /// PM's id of the notification.
+    pub notification_id: i64,
+    /// PM's human-readable text.
+    pub description: String,
+    /// The customer account concerned (SHAREUPDATE: the editor's; TRANSFERPROPERTY: the new owner's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<i64>,
+    /// That account's username (absent in older PM schema versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The property concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property_id: Option<i64>,
+    /// The meter concerned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meter_id: Option<i64>,
+    /// When PM created it, RFC 3339 (absent when PM sent none or an unreadable value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub notification_created_date: Option<String>,
+    /// `notificationCreatedDate` exactly as PM sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_created_date_raw: Option<String>,
+    /// Username of who caused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_created_by: Option<String>,
+    /// Account id of who caused it (a string in PM's schema, kept as such).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification_created_by_account_id: Option<String>,
+}
+
+/// PM's `<address>` attributes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AddressData {
+    /// Street line 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address1: Option<String>,
+    /// Street line 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address2: Option<String>,
+    /// City.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    /// County.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub county: Option<String>,
+    /// Postal code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postal_code: Option<String>,
+    /// State (US) or province (CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// State or region outside US/CA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_state: Option<String>,
+    /// Country code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+}
+
+/// PM's `<accountInfo>`: the requesting customer's contact basics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountInfoData {
+    /// First name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_name: Option<String>,
+    /// Last name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_name: Option<String>,
+    /// E-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Postal address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<AddressData>,
+    /// Job title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_title: Option<String>,
+    /// Phone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    /// Organisation name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+}
+
+/// PM's audit block (`connectionAudit`, `shareAudit`): who sent the request, and when.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditData {
+    /// Creator's username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by: Option<String>,
+    /// Creator's account id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_by_account_id: Option<i64>,
+    /// Creation time, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub created_date: Option<String>,
+    /// `createdDate` exactly as PM sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_date_raw: Option<String>,
+    /// Last updater's username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated_by: Option<String>,
+    /// Last updater's account id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated_by_account_id: Option<i64>,
+    /// Last update time, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("format" = "date-time"))]
+    pub last_updated_date: Option<String>,
+    /// `lastUpdatedDate` exactly as PM sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_updated_date_raw: Option<String>,
+}
+
+/// PM's `<grossFloorArea>`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GrossFloorAreaData {
+    /// `Square Feet` or `Square Meters`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub units: Option<String>,
+    /// Whether the value is temporary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temporary: Option<bool>,
+    /// PM's `default` attribute (e.g. `N/A`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// The area.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
+}
+
+/// PM's `<propertyInfo>`: the property basics PM sends with a share.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyInfoData {
+    /// Property name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<AddressData>,
+    /// Number of buildings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number_of_buildings: Option<i32>,
+    /// `Existing`, `Project`, `Test`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub construction_status: Option<String>,
+    /// Primary function, e.g. `Office`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_function: Option<String>,
+    /// Year built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub year_built: Option<i32>,
+    /// Gross floor area.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gross_floor_area: Option<GrossFloorAreaData>,
+    /// Occupancy percentage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occupancy_percentage: Option<i32>,
+    /// Federal property flag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub is_federal_property: Option<bool>,
+    /// Free-text notes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+}
+
+/// PM's `<meterInfo>`: the meter basics PM sends with a meter share.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeterInfoData {
+    /// Meter id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
+    /// Meter type, e.g. `Electric`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub meter_type: Option<String>,
+    /// Meter name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Metered (vs estimated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metered: Option<bool>,
+    /// Unit, e.g. `kWh (thousand Watt-hours)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit_of_measure: Option<String>,
+    /// First bill date (`xs:date`, as PM sent it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_bill_date: Option<String>,
+    /// In use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_use: Option<bool>,
+    /// Inactive since (`xs:date`, as PM sent it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inactive_date: Option<String>,
+}
+
+/// `data` of `connection.requested`: a customer asks to connect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionRequestedData {
+    /// The requesting customer's account id.
+    pub account_id: i64,
+    /// Their username.
+    pub username: String,
+    /// Custom fields they submitted, name -> value.
+    #[serde(default)]
+    pub custom_fields: BTreeMap<String, String>,
+    /// Contact details.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_info: Option<AccountInfoData>,
+    /// Who sent the request, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_audit: Option<AuditData>,
+}
+
+/// `data` of `property_share.requested`: a customer shares a property.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyShareRequestedData {
+    /// The property.
+    pub property_id: i64,
+    /// The property data administrator's account (not necessarily the sender: see `shareAudit`).
+    pub account_id: i64,
+    /// That account's username.
+    pub username: String,
+    /// `Read`, `Read Write`, or another value PM adds, as written.
+    pub access_level: String,
+    /// Custom fields the customer submitted, name -> value.
+    #[serde(default)]
+    pub custom_fields: BTreeMap<String, String>,
+    /// Property basics.
+    #[serde(default)]
+    pub property_info: PropertyInfoData,
+    /// Who actually sent the share (differs from `accountId` for share-forward), and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_audit: Option<AuditData>,
+}
+
+/// `data` of `meter_share.requested`: a customer shares a meter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeterShareRequestedData {
+    /// The meter.
+    pub meter_id: i64,
+    /// Its property (which may not be shared with you).
+    pub property_id: i64,
+    /// The owner's account.
+    pub account_id: i64,
+    /// That account's username.
+    pub username: String,
+    /// `Read`, `Read Write`, or another value PM adds, as written.
+    pub access_level: String,
+    /// Custom fields the customer submitted, name -> value.
+    #[serde(default)]
+    pub custom_fields: BTreeMap<String, String>,
+    /// Property basics.
+    #[serde(default)]
+    pub property_info: PropertyInfoData,
+    /// Meter basics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meter_info: Option<MeterInfoData>,
+    /// Who sent the share, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share_audit: Option<AuditData>,
+}
+
+/// How a pending request left the pending list, as far as the bridge can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Resolution {
+    /// Accepted (e.g. the connection or share now exists).
+    Accepted,
+    /// Rejected (by us or withdrawn by the customer).
+    Rejected,
+    /// It vanished and the bridge cannot tell why.
+    Unknown,
+}
+
+impl Resolution {
+    /// `accepted`, `rejected` or `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Resolution::Accepted => "accepted",
+            Resolution::Rejected => "rejected",
+            Resolution::Unknown => "unknown",
+        }
+    }
+}
+
+/// `data` of `connection.resolved`: the request as it was last seen, plus how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionResolvedData {
+    /// The request as last seen pending.
+    #[serde(flatten)]
+    pub request: ConnectionRequestedData,
+    /// How it ended.
+    pub resolution: Resolution,
+    /// When the bridge saw it gone, RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
+    pub observed_at: String,
+}
+
+/// `data` of `property_share.resolved`: the share as it was last seen, plus how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyShareResolvedData {
+    /// The share as last seen pending.
+    #[serde(flatten)]
+    pub request: PropertyShareRequestedData,
+    /// How it ended.
+    pub resolution: Resolution,
+    /// When the bridge saw it gone, RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
+    pub observed_at: String,
+}
+
+/// `data` of `meter_share.resolved`: the share as it was last seen, plus how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeterShareResolvedData {
+    /// The share as last seen pending.
+    #[serde(flatten)]
+    pub request: MeterShareRequestedData,
+    /// How it ended.
+    pub resolution: Resolution,
+    /// When the bridge saw it gone, RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
+    pub observed_at: String,
+}
+
+/// `data` of `bridge.body_quarantined`: a PM body the bridge could not parse. The raw bytes stay
+/// in the journal under `rawId` for inspection and replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BodyQuarantinedData {
+    /// The PM endpoint the body came from, e.g. `/notification/list`.
+    pub endpoint: String,
+    /// The journal's id of the raw body.
+    pub raw_id: i64,
+    /// Why it could not be parsed.
+    pub error: String,
+    /// When the body was received, RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
+    pub received_at: String,
+}

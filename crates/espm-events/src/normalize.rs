@@ -1,0 +1,665 @@
+//! PM documents to CloudEvents: notifications, pending-list diffs, quarantined bodies.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use espm_model::{
+    AccountInfo, Address, Audit, CustomFieldList, DocumentError, MeterInfo, Notification,
+    NotificationList, PendingAccount, PendingList, PendingMeter, PendingProperty, PropertyInfo,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::data::*;
+use crate::types::*;
+use crate::CloudEvent;
+
+/// Namespace of the UUIDv5 event ids. Never change it: ids must stay stable across releases.
+pub const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_0f4e_8b7a_4d1e_9c39_2a5e_7d3b_9f10);
+
+/// Where an event comes from: the PM environment and the configured provider account.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// `live`, `test` or `sim`.
+    pub environment: String,
+    /// The configured provider account name (not a PM id).
+    pub account: String,
+}
+
+impl Origin {
+    /// An origin from its two parts.
+    pub fn new(environment: impl Into<String>, account: impl Into<String>) -> Self {
+        Self {
+            environment: environment.into(),
+            account: account.into(),
+        }
+    }
+
+    /// The CloudEvents `source`: `urn:espm:{environment}:{account}`.
+    pub fn source(&self) -> String {
+        format!("urn:espm:{}:{}", self.environment, self.account)
+    }
+
+    /// The deterministic event id: UUIDv5 over `{environment}/{account}/{name}`.
+    pub fn event_id(&self, name: &str) -> String {
+        let full = format!("{}/{}/{}", self.environment, self.account, name);
+        Uuid::new_v5(&ID_NAMESPACE, full.as_bytes()).to_string()
+    }
+
+    fn event(
+        &self,
+        ty: &str,
+        id_name: &str,
+        subject: Option<String>,
+        time: Option<String>,
+        data: Value,
+    ) -> CloudEvent {
+        CloudEvent {
+            specversion: "1.0".to_string(),
+            id: self.event_id(id_name),
+            source: self.source(),
+            ty: ty.to_string(),
+            subject,
+            time,
+            datacontenttype: "application/json".to_string(),
+            dataschema: dataschema_uri(ty),
+            espmenvironment: self.environment.clone(),
+            espmaccount: self.account.clone(),
+            data,
+        }
+    }
+}
+
+/// A PM timestamp as RFC 3339 with its offset kept (no offset = US Eastern), all digits kept.
+pub fn normalize_pm_time(raw: &str) -> Option<String> {
+    espm_model::parse_pm_datetime(raw)
+        .ok()
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, false))
+}
+
+fn utc_rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn to_value<T: Serialize>(data: &T) -> Value {
+    // Our data types are plain structs of strings, numbers, maps and non-NaN floats (NaN is
+    // filtered out when they are built), so serialising cannot fail; Null would flag a bug.
+    serde_json::to_value(data).unwrap_or(Value::Null)
+}
+
+/// `property/{p}/meter/{m}`, `property/{p}`, `meter/{m}` or `account/{a}`: the most specific.
+pub fn subject_for(
+    account_id: Option<i64>,
+    property_id: Option<i64>,
+    meter_id: Option<i64>,
+) -> Option<String> {
+    match (property_id, meter_id, account_id) {
+        (Some(p), Some(m), _) => Some(format!("property/{p}/meter/{m}")),
+        (Some(p), None, _) => Some(format!("property/{p}")),
+        (None, Some(m), _) => Some(format!("meter/{m}")),
+        (None, None, Some(a)) => Some(format!("account/{a}")),
+        (None, None, None) => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Notifications
+
+/// The `data` of a notification event.
+pub fn notification_data(n: &Notification) -> NotificationData {
+    NotificationData {
+        notification_type_code: n.notification_type_code.clone(),
+        notification_id: n.notification_id,
+        description: n.description.clone(),
+        account_id: n.account_id,
+        username: n.username.clone(),
+        property_id: n.property_id,
+        meter_id: n.meter_id,
+        notification_created_date: n
+            .notification_created_date
+            .as_deref()
+            .and_then(normalize_pm_time),
+        notification_created_date_raw: n.notification_created_date.clone(),
+        notification_created_by: n.notification_created_by.clone(),
+        notification_created_by_account_id: n.notification_created_by_account_id.clone(),
+    }
+}
+
+/// One PM notification as an event. Every code yields an event; unknown codes become
+/// `notification.received` carrying the code. The id depends only on the origin and PM's
+/// notification id, so a re-read notification gets the same id.
+pub fn notification_event(origin: &Origin, n: &Notification) -> CloudEvent {
+    let data = notification_data(n);
+    let time = data.notification_created_date.clone();
+    origin.event(
+        notification_event_type(&n.notification_type_code),
+        &format!("notification/{}", n.notification_id),
+        subject_for(n.account_id, n.property_id, n.meter_id),
+        time,
+        to_value(&data),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pending requests
+
+/// The three pending lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PendingKind {
+    /// `GET /connect/account/pending/list`.
+    Connection,
+    /// `GET /share/property/pending/list`.
+    PropertyShare,
+    /// `GET /share/meter/pending/list`.
+    MeterShare,
+}
+
+impl PendingKind {
+    /// All kinds.
+    pub const ALL: [PendingKind; 3] = [
+        PendingKind::Connection,
+        PendingKind::PropertyShare,
+        PendingKind::MeterShare,
+    ];
+
+    /// `connection`, `property_share` or `meter_share`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PendingKind::Connection => "connection",
+            PendingKind::PropertyShare => "property_share",
+            PendingKind::MeterShare => "meter_share",
+        }
+    }
+
+    /// The `...requested` event type.
+    pub fn requested_type(self) -> &'static str {
+        match self {
+            PendingKind::Connection => CONNECTION_REQUESTED,
+            PendingKind::PropertyShare => PROPERTY_SHARE_REQUESTED,
+            PendingKind::MeterShare => METER_SHARE_REQUESTED,
+        }
+    }
+
+    /// The `...resolved` event type.
+    pub fn resolved_type(self) -> &'static str {
+        match self {
+            PendingKind::Connection => CONNECTION_RESOLVED,
+            PendingKind::PropertyShare => PROPERTY_SHARE_RESOLVED,
+            PendingKind::MeterShare => METER_SHARE_RESOLVED,
+        }
+    }
+
+    /// The `data` field holding the id `resolution_of` is asked about.
+    fn id_field(self) -> &'static str {
+        match self {
+            PendingKind::Connection => "accountId",
+            PendingKind::PropertyShare => "propertyId",
+            PendingKind::MeterShare => "meterId",
+        }
+    }
+}
+
+/// One entry of a pending list.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PendingEntry {
+    /// A connection request.
+    Connection(PendingAccount),
+    /// A property share.
+    PropertyShare(PendingProperty),
+    /// A meter share.
+    MeterShare(PendingMeter),
+}
+
+impl PendingEntry {
+    /// Which list it belongs to.
+    pub fn kind(&self) -> PendingKind {
+        match self {
+            PendingEntry::Connection(_) => PendingKind::Connection,
+            PendingEntry::PropertyShare(_) => PendingKind::PropertyShare,
+            PendingEntry::MeterShare(_) => PendingKind::MeterShare,
+        }
+    }
+
+    /// Every entry of a pending list page, connections first, then properties, then meters.
+    pub fn from_list(list: &PendingList) -> Vec<PendingEntry> {
+        let mut out = Vec::with_capacity(list.len());
+        out.extend(list.accounts.iter().cloned().map(PendingEntry::Connection));
+        out.extend(
+            list.properties
+                .iter()
+                .cloned()
+                .map(PendingEntry::PropertyShare),
+        );
+        out.extend(list.meters.iter().cloned().map(PendingEntry::MeterShare));
+        out
+    }
+
+    fn audit(&self) -> Option<&Audit> {
+        match self {
+            PendingEntry::Connection(a) => a.connection_audit.as_ref(),
+            PendingEntry::PropertyShare(p) => p.share_audit.as_ref(),
+            PendingEntry::MeterShare(m) => m.share_audit.as_ref(),
+        }
+    }
+
+    fn subject(&self) -> Option<String> {
+        match self {
+            PendingEntry::Connection(a) => subject_for(Some(a.account_id), None, None),
+            PendingEntry::PropertyShare(p) => subject_for(None, Some(p.property_id), None),
+            PendingEntry::MeterShare(m) => subject_for(None, Some(m.property_id), Some(m.meter_id)),
+        }
+    }
+}
+
+/// The identity of a pending request: kind, ids and the audit `createdDate` (as an instant, so
+/// a change of notation alone is not a new request). A request re-sent after a reject has a new
+/// createdDate and so is a new request.
+pub fn pending_key(entry: &PendingEntry) -> String {
+    let created = entry
+        .audit()
+        .and_then(|a| a.created_date.as_deref())
+        .map(|raw| match espm_model::parse_pm_datetime(raw) {
+            Ok(t) => utc_rfc3339(t.with_timezone(&Utc)),
+            Err(_) => raw.trim().to_string(),
+        })
+        .unwrap_or_else(|| "-".to_string());
+    match entry {
+        PendingEntry::Connection(a) => format!("connection/{}/{created}", a.account_id),
+        PendingEntry::PropertyShare(p) => format!("property_share/{}/{created}", p.property_id),
+        PendingEntry::MeterShare(m) => {
+            format!("meter_share/{}/{}/{created}", m.property_id, m.meter_id)
+        }
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    if s.is_empty() {
+        None
+    } else {
+        Some(s.to_string())
+    }
+}
+
+fn address_data(a: &Address) -> AddressData {
+    AddressData {
+        address1: non_empty(&a.address1),
+        address2: a.address2.clone(),
+        city: non_empty(&a.city),
+        county: a.county.clone(),
+        postal_code: a.postal_code.clone(),
+        state: a.state.clone(),
+        other_state: a.other_state.clone(),
+        country: a.country.clone(),
+    }
+}
+
+fn account_info_data(a: &AccountInfo) -> AccountInfoData {
+    AccountInfoData {
+        first_name: a.first_name.clone(),
+        last_name: a.last_name.clone(),
+        email: a.email.clone(),
+        address: a.address.as_ref().map(address_data),
+        job_title: a.job_title.clone(),
+        phone: a.phone.clone(),
+        organization: a.organization.clone(),
+    }
+}
+
+fn audit_data(a: &Audit) -> AuditData {
+    AuditData {
+        created_by: a.created_by.clone(),
+        created_by_account_id: a.created_by_account_id,
+        created_date: a.created_date.as_deref().and_then(normalize_pm_time),
+        created_date_raw: a.created_date.clone(),
+        last_updated_by: a.last_updated_by.clone(),
+        last_updated_by_account_id: a.last_updated_by_account_id,
+        last_updated_date: a.last_updated_date.as_deref().and_then(normalize_pm_time),
+        last_updated_date_raw: a.last_updated_date.clone(),
+    }
+}
+
+fn property_info_data(p: &PropertyInfo) -> PropertyInfoData {
+    PropertyInfoData {
+        name: p.name.clone(),
+        address: p.address.as_ref().map(address_data),
+        number_of_buildings: p.number_of_buildings,
+        construction_status: p.construction_status.clone(),
+        primary_function: p.primary_function.clone(),
+        year_built: p.year_built,
+        gross_floor_area: p.gross_floor_area.as_ref().map(|g| GrossFloorAreaData {
+            units: g.units.clone(),
+            temporary: g.temporary,
+            default: g.default.clone(),
+            // JSON has no NaN or infinity; such a value carries no area anyway.
+            value: g.value.filter(|v| v.is_finite()),
+        }),
+        occupancy_percentage: p.occupancy_percentage,
+        is_federal_property: p.is_federal_property,
+        notes: p.notes.clone(),
+    }
+}
+
+fn meter_info_data(m: &MeterInfo) -> MeterInfoData {
+    MeterInfoData {
+        id: m.id,
+        meter_type: m.meter_type.clone(),
+        name: m.name.clone(),
+        metered: m.metered,
+        unit_of_measure: m.unit_of_measure.clone(),
+        first_bill_date: m.first_bill_date.clone(),
+        in_use: m.in_use,
+        inactive_date: m.inactive_date.clone(),
+    }
+}
+
+fn custom_fields(c: &Option<CustomFieldList>) -> BTreeMap<String, String> {
+    c.as_ref().map(CustomFieldList::to_map).unwrap_or_default()
+}
+
+/// The `data` of a connection request.
+pub fn connection_requested_data(a: &PendingAccount) -> ConnectionRequestedData {
+    ConnectionRequestedData {
+        account_id: a.account_id,
+        username: a.username.clone(),
+        custom_fields: custom_fields(&a.custom_field_list),
+        account_info: a.account_info.as_ref().map(account_info_data),
+        connection_audit: a.connection_audit.as_ref().map(audit_data),
+    }
+}
+
+/// The `data` of a property share request.
+pub fn property_share_requested_data(p: &PendingProperty) -> PropertyShareRequestedData {
+    PropertyShareRequestedData {
+        property_id: p.property_id,
+        account_id: p.account_id,
+        username: p.username.clone(),
+        access_level: p.access_level.as_str().to_string(),
+        custom_fields: custom_fields(&p.custom_field_list),
+        property_info: property_info_data(&p.property_info),
+        share_audit: p.share_audit.as_ref().map(audit_data),
+    }
+}
+
+/// The `data` of a meter share request.
+pub fn meter_share_requested_data(m: &PendingMeter) -> MeterShareRequestedData {
+    MeterShareRequestedData {
+        meter_id: m.meter_id,
+        property_id: m.property_id,
+        account_id: m.account_id,
+        username: m.username.clone(),
+        access_level: m.access_level.as_str().to_string(),
+        custom_fields: custom_fields(&m.custom_field_list),
+        property_info: property_info_data(&m.property_info),
+        meter_info: m.meter_info.as_ref().map(meter_info_data),
+        share_audit: m.share_audit.as_ref().map(audit_data),
+    }
+}
+
+/// What the journal stores per pending key: exactly the `requested` event's `data`, so that the
+/// `resolved` event can carry the request as it was last seen even after PM forgot it.
+pub fn pending_snapshot_value(entry: &PendingEntry) -> Value {
+    match entry {
+        PendingEntry::Connection(a) => to_value(&connection_requested_data(a)),
+        PendingEntry::PropertyShare(p) => to_value(&property_share_requested_data(p)),
+        PendingEntry::MeterShare(m) => to_value(&meter_share_requested_data(m)),
+    }
+}
+
+fn pending_id_name(kind: PendingKind, key: &str, what: &str) -> String {
+    format!("{}/{key}/{what}", kind.as_str())
+}
+
+/// The `requested` event of one pending entry (regardless of whether it was seen before).
+pub fn pending_requested_event(origin: &Origin, entry: &PendingEntry) -> CloudEvent {
+    let kind = entry.kind();
+    let key = pending_key(entry);
+    let time = entry
+        .audit()
+        .and_then(|a| a.created_date.as_deref())
+        .and_then(normalize_pm_time);
+    origin.event(
+        kind.requested_type(),
+        &pending_id_name(kind, &key, "requested"),
+        entry.subject(),
+        time,
+        pending_snapshot_value(entry),
+    )
+}
+
+/// Rebuild a typed request from a stored snapshot and add the resolution; a snapshot that does
+/// not fit the type (written by another version) is passed through with the two fields added.
+fn resolved_data<T, R>(
+    snapshot: &Value,
+    resolution: Resolution,
+    observed_at: &str,
+    wrap: impl FnOnce(T, Resolution, String) -> R,
+) -> Value
+where
+    T: DeserializeOwned,
+    R: Serialize,
+{
+    match serde_json::from_value::<T>(snapshot.clone()) {
+        Ok(request) => to_value(&wrap(request, resolution, observed_at.to_string())),
+        Err(_) => {
+            let mut obj = match snapshot {
+                Value::Object(m) => m.clone(),
+                other => {
+                    let mut m = serde_json::Map::new();
+                    m.insert("snapshot".to_string(), other.clone());
+                    m
+                }
+            };
+            obj.insert("resolution".to_string(), Value::from(resolution.as_str()));
+            obj.insert("observedAt".to_string(), Value::from(observed_at));
+            Value::Object(obj)
+        }
+    }
+}
+
+fn snapshot_i64(snapshot: &Value, field: &str) -> Option<i64> {
+    snapshot.get(field).and_then(Value::as_i64)
+}
+
+/// The `resolved` event of a request whose stored snapshot is `snapshot` under `key`.
+pub fn pending_resolved_event(
+    origin: &Origin,
+    kind: PendingKind,
+    key: &str,
+    snapshot: &Value,
+    resolution: Resolution,
+    observed_at: DateTime<Utc>,
+) -> CloudEvent {
+    let observed = utc_rfc3339(observed_at);
+    let data = match kind {
+        PendingKind::Connection => resolved_data(
+            snapshot,
+            resolution,
+            &observed,
+            |request, resolution, observed_at| ConnectionResolvedData {
+                request,
+                resolution,
+                observed_at,
+            },
+        ),
+        PendingKind::PropertyShare => resolved_data(
+            snapshot,
+            resolution,
+            &observed,
+            |request, resolution, observed_at| PropertyShareResolvedData {
+                request,
+                resolution,
+                observed_at,
+            },
+        ),
+        PendingKind::MeterShare => resolved_data(
+            snapshot,
+            resolution,
+            &observed,
+            |request, resolution, observed_at| MeterShareResolvedData {
+                request,
+                resolution,
+                observed_at,
+            },
+        ),
+    };
+    let account = snapshot_i64(snapshot, "accountId");
+    let property = snapshot_i64(snapshot, "propertyId");
+    let meter = snapshot_i64(snapshot, "meterId");
+    let subject = match kind {
+        PendingKind::Connection => subject_for(account, None, None),
+        PendingKind::PropertyShare => subject_for(account, property, None),
+        PendingKind::MeterShare => subject_for(account, property, meter),
+    };
+    origin.event(
+        kind.resolved_type(),
+        &pending_id_name(kind, key, "resolved"),
+        subject,
+        Some(observed),
+        data,
+    )
+}
+
+/// The outcome of comparing a pending list with its last stored snapshot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingDiff {
+    /// One `...requested` event per request not in the previous snapshot, in list order.
+    pub requested: Vec<CloudEvent>,
+    /// One `...resolved` event per request of the previous snapshot no longer listed, in key order.
+    pub resolved: Vec<CloudEvent>,
+    /// The new snapshot to store (key -> [`pending_snapshot_value`]), replacing the previous one.
+    pub snapshot: BTreeMap<String, Value>,
+}
+
+impl PendingDiff {
+    /// Whether nothing appeared or vanished.
+    pub fn is_empty(&self) -> bool {
+        self.requested.is_empty() && self.resolved.is_empty()
+    }
+
+    /// All events, `resolved` first (a re-sent request after a reject reads in causal order).
+    pub fn events(&self) -> impl Iterator<Item = &CloudEvent> {
+        self.resolved.iter().chain(self.requested.iter())
+    }
+}
+
+/// Compare the complete current pending list of one kind (all pages) with the previous snapshot.
+///
+/// Entries of another kind in `current` are ignored: each kind has its own list and snapshot.
+/// Duplicate entries (a request seen on two pages while PM shifted them) count once.
+/// `resolution_of(kind, id)` is asked, for each vanished request, about its accountId
+/// (connection), propertyId (property share) or meterId (meter share); a snapshot without
+/// that id resolves as [`Resolution::Unknown`]. Storing `snapshot` and diffing the same list
+/// again yields no events, so a restart between diff and store at worst repeats ids.
+pub fn diff_pending(
+    origin: &Origin,
+    kind: PendingKind,
+    previous: &BTreeMap<String, Value>,
+    current: &[PendingEntry],
+    resolution_of: impl Fn(PendingKind, i64) -> Resolution,
+    observed_at: DateTime<Utc>,
+) -> PendingDiff {
+    let mut snapshot = BTreeMap::new();
+    let mut requested = Vec::new();
+    let mut seen = BTreeSet::new();
+    for entry in current.iter().filter(|e| e.kind() == kind) {
+        let key = pending_key(entry);
+        if !seen.insert(key.clone()) {
+            continue;
+        }
+        if !previous.contains_key(&key) {
+            requested.push(pending_requested_event(origin, entry));
+        }
+        snapshot.insert(key, pending_snapshot_value(entry));
+    }
+    let resolved = previous
+        .iter()
+        .filter(|(key, _)| !seen.contains(*key))
+        .map(|(key, value)| {
+            let resolution = snapshot_i64(value, kind.id_field())
+                .map(|id| resolution_of(kind, id))
+                .unwrap_or(Resolution::Unknown);
+            pending_resolved_event(origin, kind, key, value, resolution, observed_at)
+        })
+        .collect();
+    PendingDiff {
+        requested,
+        resolved,
+        snapshot,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quarantine and whole documents
+
+/// The bridge's own error event for a PM body that failed to parse and was quarantined under
+/// `raw_id` in the journal. The id depends on origin and `raw_id` only.
+pub fn quarantine_event(
+    origin: &Origin,
+    endpoint: &str,
+    raw_id: i64,
+    error: &str,
+    received_at: DateTime<Utc>,
+) -> CloudEvent {
+    let data = BodyQuarantinedData {
+        endpoint: endpoint.to_string(),
+        raw_id,
+        error: error.to_string(),
+        received_at: utc_rfc3339(received_at),
+    };
+    let time = Some(data.received_at.clone());
+    origin.event(
+        BODY_QUARANTINED,
+        &format!("quarantine/{raw_id}"),
+        None,
+        time,
+        to_value(&data),
+    )
+}
+
+/// Why a document could not be normalised.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NormalizeError {
+    /// Not XML, or a `notificationList`/`pendingList` that does not parse.
+    #[error(transparent)]
+    Document(#[from] DocumentError),
+    /// Well-formed XML, but neither document the normalizer reads.
+    #[error("expected <notificationList> or <pendingList> but the document root is <{found}>")]
+    UnsupportedRoot {
+        /// The root element found.
+        found: String,
+    },
+}
+
+/// Normalise one PM body: a `notificationList` gives one event per notification, a `pendingList`
+/// one `...requested` event per entry (no diffing: every entry counts as new). Anything else is
+/// an error saying what was found.
+pub fn normalize_document(
+    origin: &Origin,
+    bytes: &[u8],
+) -> Result<Vec<CloudEvent>, NormalizeError> {
+    match espm_model::root_element(bytes).as_deref() {
+        Some("pendingList") => {
+            let list: PendingList = espm_model::parse(bytes)?;
+            Ok(PendingEntry::from_list(&list)
+                .iter()
+                .map(|e| pending_requested_event(origin, e))
+                .collect())
+        }
+        Some(root) if root != "notificationList" && !root.eq_ignore_ascii_case("html") => {
+            Err(NormalizeError::UnsupportedRoot {
+                found: root.to_string(),
+            })
+        }
+        // notificationList, HTML and non-XML: the model's parser gives the precise error.
+        _ => {
+            let list: NotificationList = espm_model::parse(bytes)?;
+            Ok(list
+                .notifications
+                .iter()
+                .map(|n| notification_event(origin, n))
+                .collect())
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The event types and their schema URIs.
+
+/// A PM `UNSHARE` notification: access to a property or meter was removed.
+pub const SHARE_REVOKED: &str = "gov.energystar.pm.share.revoked";
+/// A PM `SHAREUPDATE` notification: an access level changed.
+pub const SHARE_UPDATED: &str = "gov.energystar.pm.share.updated";
+/// A PM `DISCONNECT` notification: a customer connection ended.
+pub const CONNECTION_TERMINATED: &str = "gov.energystar.pm.connection.terminated";
+/// A PM `TRANSFERPROPERTY` notification: a property got a new owner.
+pub const PROPERTY_TRANSFERRED: &str = "gov.energystar.pm.property.transferred";
+/// A PM notification with a code we do not know (yet): passed through, never dropped.
+pub const NOTIFICATION_RECEIVED: &str = "gov.energystar.pm.notification.received";
+/// A pending connection request appeared.
+pub const CONNECTION_REQUESTED: &str = "gov.energystar.pm.connection.requested";
+/// A pending property share appeared.
+pub const PROPERTY_SHARE_REQUESTED: &str = "gov.energystar.pm.property_share.requested";
+/// A pending meter share appeared.
+pub const METER_SHARE_REQUESTED: &str = "gov.energystar.pm.meter_share.requested";
+/// A pending connection request left the pending list (accepted, rejected or withdrawn).
+pub const CONNECTION_RESOLVED: &str = "gov.energystar.pm.connection.resolved";
+/// A pending property share left the pending list.
+pub const PROPERTY_SHARE_RESOLVED: &str = "gov.energystar.pm.property_share.resolved";
+/// A pending meter share left the pending list.
+pub const METER_SHARE_RESOLVED: &str = "gov.energystar.pm.meter_share.resolved";
+/// Bridge-originated: a PM body failed to parse and was quarantined in the journal.
+pub const BODY_QUARANTINED: &str = "gov.energystar.pm.bridge.body_quarantined";
+
+/// Every event type the bridge emits; schemas and the AsyncAPI document are generated from it.
+pub const EVENT_TYPES: &[&str] = &[
+    SHARE_REVOKED,
+    SHARE_UPDATED,
+    CONNECTION_TERMINATED,
+    PROPERTY_TRANSFERRED,
+    NOTIFICATION_RECEIVED,
+    CONNECTION_REQUESTED,
+    PROPERTY_SHARE_REQUESTED,
+    METER_SHARE_REQUESTED,
+    CONNECTION_RESOLVED,
+    PROPERTY_SHARE_RESOLVED,
+    METER_SHARE_RESOLVED,
+    BODY_QUARANTINED,
+];
+
+/// The PM notification codes with a type of their own, and that type.
+pub const KNOWN_NOTIFICATION_CODES: &[(&str, &str)] = &[
+    ("UNSHARE", SHARE_REVOKED),
+    ("SHAREUPDATE", SHARE_UPDATED),
+    ("DISCONNECT", CONNECTION_TERMINATED),
+    ("TRANSFERPROPERTY", PROPERTY_TRANSFERRED),
+];
+
+/// Where the schemas are published; `dataschema` is `{SCHEMA_BASE}/{type}.v1.json`.
+pub const SCHEMA_BASE: &str = "https://espm-bridge.github.io/schemas";
+
+/// The `dataschema` URI (and the schema's `$id`) of an event type.
+pub fn dataschema_uri(event_type: &str) -> String {
+    format!("{SCHEMA_BASE}/{}", schema_file_name(event_type))
+}
+
+/// The file name of an event type's schema, e.g. `gov.energystar.pm.share.revoked.v1.json`.
+pub fn schema_file_name(event_type: &str) -> String {
+    format!("{event_type}.v1.json")
+}
+
+/// The event type of a PM notification code. Unknown codes map to [`NOTIFICATION_RECEIVED`].
+/// Surrounding whitespace and letter case are ignored (PM writes upper case).
+pub fn notification_event_type(code: &str) -> &'static str {
+    let code = code.trim();
+    KNOWN_NOTIFICATION_CODES
+        .iter()
+        .find(|(c, _)| c.eq_ignore_ascii_case(code))
+        .map(|(_, t)| *t)
+        .unwrap_or(NOTIFICATION_RECEIVED)
+}

@@ -1,0 +1,142 @@
+//! Shared test helpers: fixtures, schema validation, the documented example events.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use chrono::{TimeZone, Utc};
+use espm_events::*;
+use serde_json::Value;
+
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures"))
+}
+
+pub fn fixture(rel: &str) -> Vec<u8> {
+    let p = fixtures_dir().join(rel);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// Every fixture under a fixtures subdirectory, by file name.
+pub fn fixtures_in(dir: &str) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<_> = std::fs::read_dir(fixtures_dir().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "xml"))
+        .map(|p| {
+            let name = format!("{dir}/{}", p.file_name().unwrap().to_string_lossy());
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no fixtures in {dir}");
+    out
+}
+
+pub fn origin() -> Origin {
+    Origin::new("sim", "acme")
+}
+
+fn validators() -> &'static BTreeMap<String, jsonschema::Validator> {
+    static V: OnceLock<BTreeMap<String, jsonschema::Validator>> = OnceLock::new();
+    V.get_or_init(|| {
+        event_schemas()
+            .into_iter()
+            .map(|(ty, schema)| {
+                let v = jsonschema::options()
+                    .with_draft(jsonschema::Draft::Draft202012)
+                    .should_validate_formats(true)
+                    .build(&schema)
+                    .unwrap_or_else(|e| panic!("schema of {ty} does not compile: {e}"));
+                (ty, v)
+            })
+            .collect()
+    })
+}
+
+/// Validate an event against the schema of its own type; panics with every error.
+pub fn assert_valid(ev: &CloudEvent) {
+    let v = validators()
+        .get(&ev.ty)
+        .unwrap_or_else(|| panic!("no schema for type {}", ev.ty));
+    let json: Value = serde_json::from_slice(&ev.to_json_bytes()).unwrap();
+    let errors: Vec<String> = v
+        .iter_errors(&json)
+        .map(|e| format!("{} at {}", e, e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "event of type {} does not match its schema:\n{}\n{}",
+        ev.ty,
+        errors.join("\n"),
+        serde_json::to_string_pretty(&json).unwrap()
+    );
+}
+
+/// Whether an arbitrary JSON value validates against a type's schema.
+pub fn is_valid(ty: &str, json: &Value) -> bool {
+    validators()[ty].is_valid(json)
+}
+
+/// One example event per type, built from the fixtures (plus synthetic ones where PM has none).
+pub fn examples() -> BTreeMap<String, CloudEvent> {
+    let o = Origin::new("live", "acme-energy");
+    let mut out = BTreeMap::new();
+    for ev in normalize_document(&o, &fixture("notifications/mixed.xml")).unwrap() {
+        out.entry(ev.ty.clone()).or_insert(ev);
+    }
+    let unknown = espm_model::Notification {
+        notification_type_code: "PROPERTYDELETE".into(),
+        notification_id: 700_199,
+        description: "Harbor Office Suite 4 was deleted by Sam Patel.".into(),
+        account_id: Some(98_866),
+        username: Some("harbor_admin".into()),
+        property_id: Some(5_000_206),
+        meter_id: None,
+        notification_created_date: Some("2025-03-04T08:00:00".into()),
+        notification_created_by: Some("harbor_sam".into()),
+        notification_created_by_account_id: Some("98866".into()),
+    };
+    let ev = notification_event(&o, &unknown);
+    out.insert(ev.ty.clone(), ev);
+    let observed = Utc.with_ymd_and_hms(2025, 3, 5, 14, 0, 0).unwrap();
+    for (kind, file) in [
+        (PendingKind::Connection, "pending/accounts-page1.xml"),
+        (PendingKind::PropertyShare, "pending/properties.xml"),
+        (PendingKind::MeterShare, "pending/meters.xml"),
+    ] {
+        let list: espm_model::PendingList = espm_model::parse(&fixture(file)).unwrap();
+        let entries = PendingEntry::from_list(&list);
+        let first = &entries[..1];
+        let d = diff_pending(
+            &o,
+            kind,
+            &BTreeMap::new(),
+            first,
+            |_, _| Resolution::Unknown,
+            observed,
+        );
+        let req = d.requested[0].clone();
+        out.insert(req.ty.clone(), req);
+        let gone = diff_pending(
+            &o,
+            kind,
+            &d.snapshot,
+            &[],
+            |_, _| Resolution::Accepted,
+            observed,
+        );
+        let res = gone.resolved[0].clone();
+        out.insert(res.ty.clone(), res);
+    }
+    let q = quarantine_event(
+        &o,
+        "/notification/list",
+        4711,
+        "malformed <notificationList> document: unexpected end of input",
+        Utc.with_ymd_and_hms(2025, 3, 5, 14, 0, 1).unwrap(),
+    );
+    out.insert(q.ty.clone(), q);
+    out
+}

@@ -1,0 +1,693 @@
+//! The normalizer against the PM fixtures and generated inputs; every event is checked against
+//! the schema of its type.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use chrono::{DateTime, FixedOffset, TimeZone, Utc};
+use common::{assert_valid, fixture, fixtures_in, origin};
+use espm_events::*;
+use espm_model::{
+    AccessLevel, Audit, CustomField, CustomFieldList, MeterInfo, Notification, NotificationList,
+    PendingAccount, PendingMeter, PendingProperty, PropertyInfo,
+};
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+fn observed() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, 5, 14, 0, 0).unwrap()
+}
+
+// ------------------------------------------------------------------------------------------
+// Fixtures
+
+#[test]
+fn every_fixture_event_matches_its_schema() {
+    let mut count = 0;
+    for dir in ["notifications", "pending", "lenient"] {
+        for (name, bytes) in fixtures_in(dir) {
+            let events =
+                normalize_document(&origin(), &bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+            for ev in &events {
+                assert_valid(ev);
+            }
+            count += events.len();
+        }
+    }
+    // mixed (4) + accounts (2 + 1) + properties (1) + meters (1) + lenient (1 + 1)
+    assert_eq!(count, 11);
+}
+
+#[test]
+fn mixed_notifications_map_to_their_types() {
+    let events = normalize_document(&origin(), &fixture("notifications/mixed.xml")).unwrap();
+    let got: Vec<(&str, Option<&str>, Option<&str>)> = events
+        .iter()
+        .map(|e| (e.ty.as_str(), e.subject.as_deref(), e.time.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                SHARE_REVOKED,
+                Some("property/5000006/meter/2"),
+                Some("2025-03-02T09:14:07-05:00")
+            ),
+            (
+                CONNECTION_TERMINATED,
+                Some("account/68032"),
+                Some("2025-03-02T10:01:44-05:00")
+            ),
+            (
+                SHARE_UPDATED,
+                Some("property/5000206"),
+                Some("2025-03-02T11:30:00-05:00")
+            ),
+            (
+                PROPERTY_TRANSFERRED,
+                Some("property/453211"),
+                Some("2025-03-01T16:45:12-05:00")
+            ),
+        ]
+    );
+    let e = &events[2];
+    assert_eq!(e.source, "urn:espm:sim:acme");
+    assert_eq!(e.espmenvironment, "sim");
+    assert_eq!(e.espmaccount, "acme");
+    assert_eq!(e.specversion, "1.0");
+    assert_eq!(e.datacontenttype, "application/json");
+    assert_eq!(
+        e.dataschema,
+        "https://espm-bridge.github.io/schemas/gov.energystar.pm.share.updated.v1.json"
+    );
+    assert_eq!(
+        e.data,
+        json!({
+            "notificationTypeCode": "SHAREUPDATE",
+            "notificationId": 700103,
+            "description": "Harbor Office Suite 4 - Access level revised to Exchange Data - Read Only by Sam Patel.",
+            "accountId": 8833843022i64,
+            "username": "harbor_admin",
+            "propertyId": 5000206,
+            "notificationCreatedDate": "2025-03-02T11:30:00-05:00",
+            "notificationCreatedDateRaw": "2025-03-02T11:30:00-05:00",
+            "notificationCreatedBy": "harbor_sam",
+            "notificationCreatedByAccountId": "98866",
+        })
+    );
+    // UUIDv5 of a fixed name: pinned, so a change of namespace or name format is caught.
+    let again = normalize_document(&origin(), &fixture("notifications/mixed.xml")).unwrap();
+    assert_eq!(events, again);
+    assert_eq!(
+        e.id,
+        uuid::Uuid::new_v5(&ID_NAMESPACE, b"sim/acme/notification/700103").to_string()
+    );
+    let other = normalize_document(
+        &Origin::new("live", "acme"),
+        &fixture("notifications/mixed.xml"),
+    )
+    .unwrap();
+    assert_ne!(other[2].id, e.id, "ids are scoped by environment");
+}
+
+#[test]
+fn lenient_notification_without_username_or_date() {
+    let events = normalize_document(
+        &origin(),
+        &fixture("lenient/notification-without-username.xml"),
+    )
+    .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].ty, SHARE_REVOKED);
+    assert_eq!(events[0].time, None);
+    assert_eq!(events[0].subject.as_deref(), Some("property/7100042"));
+    assert!(events[0].data.get("username").is_none());
+}
+
+#[test]
+fn pending_documents_give_requested_events() {
+    let accounts = normalize_document(&origin(), &fixture("pending/accounts-page1.xml")).unwrap();
+    assert_eq!(accounts.len(), 2);
+    let a = &accounts[0];
+    assert_eq!(a.ty, CONNECTION_REQUESTED);
+    assert_eq!(a.subject.as_deref(), Some("account/68023"));
+    assert_eq!(a.time.as_deref(), Some("2024-12-04T11:29:54-05:00"));
+    assert_eq!(
+        a.data["customFields"],
+        json!({"Customer Number": "D987DDD", "Group Code": "G81113"})
+    );
+    assert_eq!(a.data["accountInfo"]["organization"], "ACME Corp");
+    assert_eq!(a.data["accountInfo"]["address"]["postalCode"], "22201");
+    assert_eq!(a.data["connectionAudit"]["createdByAccountId"], 68023);
+    assert_eq!(
+        a.data["connectionAudit"]["createdDateRaw"],
+        "2024-12-04T11:29:54.000-05:00"
+    );
+
+    let props = normalize_document(&origin(), &fixture("pending/properties.xml")).unwrap();
+    let p = &props[0];
+    assert_eq!(p.ty, PROPERTY_SHARE_REQUESTED);
+    assert_eq!(p.subject.as_deref(), Some("property/3635611"));
+    assert_eq!(p.data["accessLevel"], "Read Write");
+    assert_eq!(p.data["shareAudit"]["createdBy"], "acme_school");
+    assert_eq!(p.data["propertyInfo"]["grossFloorArea"]["value"], 10000.0);
+    assert_eq!(
+        p.data["propertyInfo"]["notes"],
+        "Permit license > 5 years old."
+    );
+
+    let meters = normalize_document(&origin(), &fixture("pending/meters.xml")).unwrap();
+    let m = &meters[0];
+    assert_eq!(m.ty, METER_SHARE_REQUESTED);
+    assert_eq!(m.subject.as_deref(), Some("property/3635611/meter/6067821"));
+    assert_eq!(m.data["meterInfo"]["type"], "Electric");
+    assert_eq!(m.data["customFields"]["Meter Number"], "123");
+
+    // No audit: no time, still a stable id.
+    let page2 = normalize_document(&origin(), &fixture("pending/accounts-page2.xml")).unwrap();
+    assert_eq!(page2[0].time, None);
+}
+
+#[test]
+fn bad_documents_give_clear_errors() {
+    let html = normalize_document(&origin(), &fixture("bad/maintenance.html")).unwrap_err();
+    assert!(
+        matches!(
+            html,
+            NormalizeError::Document(espm_model::DocumentError::NotXml { .. })
+        ),
+        "{html}"
+    );
+    let cut =
+        normalize_document(&origin(), &fixture("bad/truncated-notifications.xml")).unwrap_err();
+    assert!(
+        matches!(
+            cut,
+            NormalizeError::Document(espm_model::DocumentError::Malformed { .. })
+        ),
+        "{cut}"
+    );
+    let resp = normalize_document(&origin(), &fixture("responses/ok.xml")).unwrap_err();
+    assert_eq!(
+        resp,
+        NormalizeError::UnsupportedRoot {
+            found: "response".into()
+        }
+    );
+    assert_eq!(
+        resp.to_string(),
+        "expected <notificationList> or <pendingList> but the document root is <response>"
+    );
+    let empty = normalize_document(&origin(), b"").unwrap_err();
+    assert!(matches!(
+        empty,
+        NormalizeError::Document(espm_model::DocumentError::NotXml { .. })
+    ));
+    assert_eq!(
+        normalize_document(&origin(), &fixture("notifications/empty.xml")).unwrap(),
+        vec![]
+    );
+}
+
+#[test]
+fn quarantine_event_is_deterministic_and_valid() {
+    let t = Utc.with_ymd_and_hms(2025, 3, 5, 14, 0, 1).unwrap();
+    let q = quarantine_event(&origin(), "/share/meter/pending/list", 42, "boom", t);
+    assert_valid(&q);
+    assert_eq!(q.ty, BODY_QUARANTINED);
+    assert_eq!(q.time.as_deref(), Some("2025-03-05T14:00:01Z"));
+    assert_eq!(
+        q.data,
+        json!({"endpoint": "/share/meter/pending/list", "rawId": 42, "error": "boom", "receivedAt": "2025-03-05T14:00:01Z"})
+    );
+    assert_eq!(
+        q,
+        quarantine_event(&origin(), "/share/meter/pending/list", 42, "boom", t)
+    );
+    assert_ne!(
+        q.id,
+        quarantine_event(&origin(), "/share/meter/pending/list", 43, "boom", t).id
+    );
+}
+
+fn account(id: i64, created: Option<&str>) -> PendingEntry {
+    PendingEntry::Connection(PendingAccount {
+        account_id: id,
+        username: format!("u{id}"),
+        custom_field_list: None,
+        account_info: None,
+        connection_audit: created.map(|c| Audit {
+            created_date: Some(c.to_string()),
+            ..Audit::default()
+        }),
+    })
+}
+
+#[test]
+fn pending_key_identity() {
+    let a = account(7, Some("2024-12-04T11:29:54.000-05:00"));
+    assert_eq!(pending_key(&a), "connection/7/2024-12-04T16:29:54Z");
+    // Same instant in another notation is the same request.
+    assert_eq!(
+        pending_key(&a),
+        pending_key(&account(7, Some("2024-12-04T11:29:54")))
+    );
+    // Re-sent after a reject: new createdDate, new request.
+    assert_ne!(
+        pending_key(&a),
+        pending_key(&account(7, Some("2024-12-05T09:00:00-05:00")))
+    );
+    assert_eq!(pending_key(&account(7, None)), "connection/7/-");
+}
+
+#[test]
+fn diff_pending_requested_then_resolved() {
+    let a = account(7, Some("2024-12-04T11:29:54-05:00"));
+    let b = account(8, Some("2024-12-04T12:00:00-05:00"));
+    let first = diff_pending(
+        &origin(),
+        PendingKind::Connection,
+        &BTreeMap::new(),
+        &[a.clone(), b.clone(), a.clone()],
+        |_, _| unreachable!(),
+        observed(),
+    );
+    assert_eq!(first.requested.len(), 2);
+    assert!(first.resolved.is_empty());
+    assert_eq!(first.snapshot.len(), 2);
+    assert_eq!(first.snapshot[&pending_key(&a)], pending_snapshot_value(&a));
+    assert_eq!(first.requested[0].data, pending_snapshot_value(&a));
+    assert_eq!(first.requested[0], pending_requested_event(&origin(), &a));
+
+    let asked = std::cell::RefCell::new(Vec::new());
+    let second = diff_pending(
+        &origin(),
+        PendingKind::Connection,
+        &first.snapshot,
+        &[b.clone()],
+        |k, id| {
+            asked.borrow_mut().push((k, id));
+            Resolution::Rejected
+        },
+        observed(),
+    );
+    assert_eq!(asked.into_inner(), vec![(PendingKind::Connection, 7)]);
+    assert!(second.requested.is_empty());
+    let r = &second.resolved[0];
+    assert_valid(r);
+    assert_eq!(r.ty, CONNECTION_RESOLVED);
+    assert_eq!(r.subject.as_deref(), Some("account/7"));
+    assert_eq!(r.time.as_deref(), Some("2025-03-05T14:00:00Z"));
+    assert_eq!(r.data["resolution"], "rejected");
+    assert_eq!(r.data["observedAt"], "2025-03-05T14:00:00Z");
+    assert_eq!(r.data["username"], "u7");
+    assert_ne!(r.id, first.requested[0].id);
+
+    // Entries of another kind are not this list's business.
+    let other = diff_pending(
+        &origin(),
+        PendingKind::MeterShare,
+        &BTreeMap::new(),
+        &[a],
+        |_, _| Resolution::Unknown,
+        observed(),
+    );
+    assert!(other.is_empty() && other.snapshot.is_empty());
+}
+
+#[test]
+fn resolved_from_a_foreign_snapshot_keeps_it() {
+    let mut prev = BTreeMap::new();
+    prev.insert(
+        "property_share/9/-".to_string(),
+        json!({"propertyId": 9, "legacy": true}),
+    );
+    let d = diff_pending(
+        &origin(),
+        PendingKind::PropertyShare,
+        &prev,
+        &[],
+        |_, id| {
+            assert_eq!(id, 9);
+            Resolution::Accepted
+        },
+        observed(),
+    );
+    let r = &d.resolved[0];
+    assert_eq!(r.subject.as_deref(), Some("property/9"));
+    assert_eq!(r.data["legacy"], true);
+    assert_eq!(r.data["resolution"], "accepted");
+}
+
+// ------------------------------------------------------------------------------------------
+// Generated inputs
+
+/// A PM timestamp as text and, when it has an explicit offset, the instant it denotes.
+fn arb_pm_time() -> impl Strategy<Value = (String, Option<DateTime<FixedOffset>>)> {
+    (
+        946_684_800i64..2_208_988_800i64,
+        prop_oneof![
+            Just(0u32),
+            (0u32..1000).prop_map(|ms| ms * 1_000_000),
+            0u32..1_000_000_000
+        ],
+        -12 * 60i32..=14 * 60,
+        0u8..4,
+    )
+        .prop_map(|(secs, nanos, off_min, style)| {
+            let offset = FixedOffset::east_opt(off_min * 60).unwrap();
+            let t = offset.timestamp_opt(secs, nanos).unwrap();
+            match style {
+                0 => (t.format("%Y-%m-%dT%H:%M:%S%.f%:z").to_string(), Some(t)),
+                1 => {
+                    let z = t.with_timezone(&Utc);
+                    (
+                        z.format("%Y-%m-%dT%H:%M:%S%.fZ").to_string(),
+                        Some(z.fixed_offset()),
+                    )
+                }
+                // No offset: PM means US Eastern; the model decides the instant.
+                2 => (
+                    t.naive_local().format("%Y-%m-%dT%H:%M:%S%.f").to_string(),
+                    None,
+                ),
+                _ => ("not a date".to_string(), None),
+            }
+        })
+}
+
+fn arb_code() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just("UNSHARE".to_string()),
+        Just("SHAREUPDATE".to_string()),
+        Just("DISCONNECT".to_string()),
+        Just("TRANSFERPROPERTY".to_string()),
+        "[A-Z_]{1,20}",
+    ]
+}
+
+fn arb_text() -> impl Strategy<Value = String> {
+    "[a-zA-Z0-9éü&<>'\"@._-][a-zA-Z0-9 éü&<>'\"@._-]{0,30}"
+}
+
+fn arb_notification() -> impl Strategy<Value = (Notification, Option<DateTime<FixedOffset>>)> {
+    (
+        arb_code(),
+        any::<i64>(),
+        arb_text(),
+        proptest::option::of(any::<i64>()),
+        proptest::option::of(arb_text()),
+        proptest::option::of(any::<i64>()),
+        proptest::option::of(any::<i64>()),
+        proptest::option::of(arb_pm_time()),
+        proptest::option::of(arb_text()),
+        proptest::option::of("[0-9]{1,12}"),
+    )
+        .prop_map(
+            |(code, id, desc, acc, user, prop, meter, time, by, by_id)| {
+                let instant = time.as_ref().and_then(|t| t.1);
+                (
+                    Notification {
+                        notification_type_code: code,
+                        notification_id: id,
+                        description: desc,
+                        account_id: acc,
+                        username: user,
+                        property_id: prop,
+                        meter_id: meter,
+                        notification_created_date: time.map(|t| t.0),
+                        notification_created_by: by,
+                        notification_created_by_account_id: by_id,
+                    },
+                    instant,
+                )
+            },
+        )
+}
+
+proptest! {
+    #[test]
+    fn notification_events_are_valid_typed_and_lossless((n, instant) in arb_notification()) {
+        let o = origin();
+        let ev = notification_event(&o, &n);
+        assert_valid(&ev);
+        // Deterministic across calls (and so across restarts: no hidden state).
+        prop_assert_eq!(&ev, &notification_event(&o, &n));
+        prop_assert_eq!(&ev.id, &uuid::Uuid::new_v5(&ID_NAMESPACE, format!("sim/acme/notification/{}", n.notification_id).as_bytes()).to_string());
+        let expected_type = match n.notification_type_code.as_str() {
+            "UNSHARE" => SHARE_REVOKED,
+            "SHAREUPDATE" => SHARE_UPDATED,
+            "DISCONNECT" => CONNECTION_TERMINATED,
+            "TRANSFERPROPERTY" => PROPERTY_TRANSFERRED,
+            _ => NOTIFICATION_RECEIVED,
+        };
+        prop_assert_eq!(ev.ty.as_str(), expected_type);
+        prop_assert_eq!(&ev.data["notificationTypeCode"], &json!(n.notification_type_code));
+        prop_assert_eq!(&ev.data["notificationId"], &json!(n.notification_id));
+        prop_assert_eq!(ev.data.get("accountId").and_then(Value::as_i64), n.account_id);
+        prop_assert_eq!(ev.data.get("propertyId").and_then(Value::as_i64), n.property_id);
+        prop_assert_eq!(ev.data.get("meterId").and_then(Value::as_i64), n.meter_id);
+        prop_assert_eq!(ev.data.get("notificationCreatedDateRaw").and_then(Value::as_str), n.notification_created_date.as_deref());
+        // Time: the event's instant (and offset) is the source's.
+        let source = n.notification_created_date.as_deref().and_then(|r| espm_model::parse_pm_datetime(r).ok());
+        let got = ev.time.as_deref().map(|t| DateTime::parse_from_rfc3339(t).unwrap());
+        prop_assert_eq!(got, source);
+        if let Some(explicit) = instant {
+            prop_assert_eq!(got.map(|g| g.timestamp_nanos_opt()), Some(explicit.timestamp_nanos_opt()));
+            prop_assert_eq!(got.map(|g| *g.offset()), Some(*explicit.offset()));
+        }
+        prop_assert_eq!(ev.data.get("notificationCreatedDate").and_then(Value::as_str), ev.time.as_deref());
+        let subject = match (n.property_id, n.meter_id, n.account_id) {
+            (Some(p), Some(m), _) => Some(format!("property/{p}/meter/{m}")),
+            (Some(p), None, _) => Some(format!("property/{p}")),
+            (None, Some(m), _) => Some(format!("meter/{m}")),
+            (None, None, Some(a)) => Some(format!("account/{a}")),
+            _ => None,
+        };
+        prop_assert_eq!(ev.subject, subject);
+    }
+
+    #[test]
+    fn ids_are_unique_per_notification_id(list in proptest::collection::vec(arb_notification(), 0..40)) {
+        let notifications: Vec<Notification> = list.into_iter().map(|(n, _)| n).collect();
+        let xml = espm_model::to_xml(&NotificationList { notifications: notifications.clone() });
+        let events = normalize_document(&origin(), xml.as_bytes()).unwrap();
+        prop_assert_eq!(events.len(), notifications.len());
+        let distinct_ids: HashSet<i64> = notifications.iter().map(|n| n.notification_id).collect();
+        let distinct_events: HashSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
+        prop_assert_eq!(distinct_ids.len(), distinct_events.len());
+        for (n, ev) in notifications.iter().zip(&events) {
+            assert_valid(ev);
+            prop_assert_eq!(&ev.id, &notification_event(&origin(), n).id);
+            prop_assert_eq!(ev.ty.as_str(), notification_event_type(&n.notification_type_code));
+        }
+    }
+}
+
+/// A pending request with a lifetime [start, end) over the steps of a run.
+#[derive(Debug, Clone)]
+struct Life {
+    entry: PendingEntry,
+    start: usize,
+    end: usize,
+}
+
+fn arb_audit() -> impl Strategy<Value = Option<Audit>> {
+    proptest::option::of(
+        (arb_pm_time(), proptest::option::of(any::<i64>())).prop_map(|(t, by)| Audit {
+            created_by: Some("sender".into()),
+            created_by_account_id: by,
+            created_date: Some(t.0),
+            ..Audit::default()
+        }),
+    )
+}
+
+fn arb_fields() -> impl Strategy<Value = Option<CustomFieldList>> {
+    proptest::option::of(
+        proptest::collection::vec((arb_text(), arb_text()), 0..3).prop_map(|v| CustomFieldList {
+            fields: v
+                .into_iter()
+                .map(|(name, value)| CustomField { name, value })
+                .collect(),
+        }),
+    )
+}
+
+fn arb_access() -> impl Strategy<Value = AccessLevel> {
+    prop_oneof![
+        Just(AccessLevel::Read),
+        Just(AccessLevel::ReadWrite),
+        arb_text().prop_map(AccessLevel::Other)
+    ]
+}
+
+/// An entry of `kind` whose ids derive from `n`, so entries of one run are distinct requests.
+fn arb_entry(kind: PendingKind, n: i64) -> BoxedStrategy<PendingEntry> {
+    match kind {
+        PendingKind::Connection => (arb_fields(), arb_audit())
+            .prop_map(move |(f, a)| {
+                PendingEntry::Connection(PendingAccount {
+                    account_id: n,
+                    username: format!("u{n}"),
+                    custom_field_list: f,
+                    account_info: None,
+                    connection_audit: a,
+                })
+            })
+            .boxed(),
+        PendingKind::PropertyShare => (
+            arb_fields(),
+            arb_access(),
+            arb_audit(),
+            proptest::option::of(any::<f64>()),
+        )
+            .prop_map(move |(f, l, a, gfa)| {
+                PendingEntry::PropertyShare(PendingProperty {
+                    property_id: n,
+                    custom_field_list: f,
+                    access_level: l,
+                    account_id: 1000 + n,
+                    username: "owner".into(),
+                    property_info: PropertyInfo {
+                        name: Some(format!("P{n}")),
+                        gross_floor_area: gfa.map(|v| espm_model::GrossFloorArea {
+                            value: Some(v),
+                            ..Default::default()
+                        }),
+                        ..PropertyInfo::default()
+                    },
+                    share_audit: a,
+                })
+            })
+            .boxed(),
+        PendingKind::MeterShare => (arb_fields(), arb_access(), arb_audit())
+            .prop_map(move |(f, l, a)| {
+                PendingEntry::MeterShare(PendingMeter {
+                    meter_id: n,
+                    property_id: n / 2,
+                    account_id: 1000 + n,
+                    username: "owner".into(),
+                    custom_field_list: f,
+                    access_level: l,
+                    property_info: PropertyInfo::default(),
+                    meter_info: Some(MeterInfo {
+                        id: Some(n),
+                        meter_type: Some("Electric".into()),
+                        ..MeterInfo::default()
+                    }),
+                    share_audit: a,
+                })
+            })
+            .boxed(),
+    }
+}
+
+fn arb_run() -> impl Strategy<Value = (PendingKind, usize, Vec<Life>)> {
+    (
+        prop_oneof![
+            Just(PendingKind::Connection),
+            Just(PendingKind::PropertyShare),
+            Just(PendingKind::MeterShare)
+        ],
+        1usize..8,
+    )
+        .prop_flat_map(|(kind, steps)| {
+            let lives = proptest::collection::vec((0..steps, 1..=steps + 1), 0..12).prop_flat_map(
+                move |spans| {
+                    spans
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, (start, len))| {
+                            arb_entry(kind, i as i64 + 1).prop_map(move |entry| Life {
+                                entry,
+                                start,
+                                end: start + len,
+                            })
+                        })
+                        .collect::<Vec<_>>()
+                },
+            );
+            (Just(kind), Just(steps), lives)
+        })
+}
+
+fn resolution_for(id: i64) -> Resolution {
+    match id.rem_euclid(3) {
+        0 => Resolution::Accepted,
+        1 => Resolution::Rejected,
+        _ => Resolution::Unknown,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn diff_pending_emits_each_transition_once((kind, steps, lives) in arb_run(), dup in any::<bool>()) {
+        let o = origin();
+        let mut stored: BTreeMap<String, Value> = BTreeMap::new();
+        let mut requested: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut resolved: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut ids = BTreeSet::new();
+        let key_of: BTreeMap<String, &Life> = lives.iter().map(|l| (pending_key(&l.entry), l)).collect();
+        prop_assert_eq!(key_of.len(), lives.len(), "distinct requests have distinct keys");
+        for step in 0..steps {
+            let mut current: Vec<PendingEntry> = lives
+                .iter()
+                .filter(|l| l.start <= step && step < l.end)
+                .map(|l| l.entry.clone())
+                .collect();
+            if dup {
+                // PM shifting pages can show an entry twice.
+                current.extend(current.clone());
+                current.reverse();
+            }
+            let d = diff_pending(&o, kind, &stored, &current, |k, id| {
+                assert_eq!(k, kind);
+                resolution_for(id)
+            }, observed());
+            for ev in &d.requested {
+                assert_valid(ev);
+                prop_assert!(ids.insert(ev.id.clone()), "duplicate id");
+                let key = key_of.iter().find(|(_, l)| pending_requested_event(&o, &l.entry).id == ev.id).map(|(k, _)| k.clone());
+                prop_assert!(key.is_some());
+                requested.entry(key.unwrap()).or_default().push(step);
+            }
+            for ev in &d.resolved {
+                assert_valid(ev);
+                prop_assert!(ids.insert(ev.id.clone()), "duplicate id");
+                let key = key_of.keys().find(|k| {
+                    let want = uuid::Uuid::new_v5(&ID_NAMESPACE, format!("sim/acme/{}/{}/resolved", kind.as_str(), k).as_bytes());
+                    want.to_string() == ev.id
+                }).cloned();
+                prop_assert!(key.is_some());
+                let id_field = match kind { PendingKind::Connection => "accountId", PendingKind::PropertyShare => "propertyId", PendingKind::MeterShare => "meterId" };
+                let id = ev.data[id_field].as_i64().unwrap();
+                prop_assert_eq!(&ev.data["resolution"], &json!(resolution_for(id).as_str()));
+                resolved.entry(key.unwrap()).or_default().push(step);
+            }
+            // Restart safety: the same list against what would have been stored emits nothing.
+            let again = diff_pending(&o, kind, &d.snapshot, &current, |_, _| Resolution::Unknown, observed());
+            prop_assert!(again.is_empty());
+            prop_assert_eq!(&again.snapshot, &d.snapshot);
+            stored = d.snapshot;
+        }
+        for (key, life) in &key_of {
+            prop_assert_eq!(requested.get(key).cloned().unwrap_or_default(), vec![life.start]);
+            let want_resolved = if life.end < steps { vec![life.end] } else { vec![] };
+            prop_assert_eq!(resolved.get(key).cloned().unwrap_or_default(), want_resolved);
+        }
+    }
+
+    #[test]
+    fn pending_requested_time_is_the_audit_instant(entry in (0usize..3, 1i64..1000).prop_flat_map(|(k, n)| arb_entry(PendingKind::ALL[k], n))) {
+        let ev = pending_requested_event(&origin(), &entry);
+        assert_valid(&ev);
+        let audit_key = match entry.kind() { PendingKind::Connection => "connectionAudit", _ => "shareAudit" };
+        let raw = ev.data.get(audit_key).and_then(|a| a.get("createdDateRaw")).and_then(Value::as_str);
+        let source = raw.and_then(|r| espm_model::parse_pm_datetime(r).ok());
+        prop_assert_eq!(ev.time.as_deref().map(|t| DateTime::parse_from_rfc3339(t).unwrap()), source);
+    }
+}

@@ -1,0 +1,142 @@
+//! Schema and migrations, versioned by `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+use crate::error::{JournalError, SqlResultExt};
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Version 1. Times are Unix milliseconds.
+///
+/// - `outbox.seq` is AUTOINCREMENT so a sequence number is never reused after compaction
+///   deletes the newest rows; otherwise a cursor could silently skip new events.
+/// - `event_log` remembers every event id ever enqueued (not compacted), so idempotent append
+///   still holds after the outbox row was compacted away.
+/// - `outbox_event_once` makes an untargeted event id unique; replays (`target_sink` set) are
+///   exempt so a dead letter can always be re-appended.
+const V1: &str = r#"
+CREATE TABLE raw_bodies (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    environment TEXT    NOT NULL,
+    account     TEXT    NOT NULL,
+    endpoint    TEXT    NOT NULL,
+    http_status INTEGER NOT NULL,
+    body        BLOB    NOT NULL,
+    received_at INTEGER NOT NULL,
+    state       TEXT    NOT NULL DEFAULT 'received' CHECK (state IN ('received','parsed','quarantined')),
+    error       TEXT
+);
+CREATE INDEX raw_bodies_state ON raw_bodies(state, received_at);
+
+CREATE TABLE notifications (
+    environment     TEXT    NOT NULL,
+    account         TEXT    NOT NULL,
+    notification_id INTEGER NOT NULL,
+    type_code       TEXT    NOT NULL,
+    json            TEXT    NOT NULL,
+    first_seen_at   INTEGER NOT NULL,
+    first_raw_id    INTEGER NOT NULL,
+    PRIMARY KEY (environment, account, notification_id)
+) WITHOUT ROWID;
+
+CREATE TABLE notification_raw (
+    environment     TEXT    NOT NULL,
+    account         TEXT    NOT NULL,
+    notification_id INTEGER NOT NULL,
+    raw_id          INTEGER NOT NULL,
+    PRIMARY KEY (environment, account, notification_id, raw_id)
+) WITHOUT ROWID;
+
+CREATE TABLE notification_events (
+    environment     TEXT    NOT NULL,
+    account         TEXT    NOT NULL,
+    notification_id INTEGER NOT NULL,
+    event_id        TEXT    NOT NULL,
+    PRIMARY KEY (environment, account, notification_id, event_id)
+) WITHOUT ROWID;
+
+CREATE TABLE event_log (
+    event_id    TEXT    PRIMARY KEY,
+    event_type  TEXT    NOT NULL,
+    seq         INTEGER NOT NULL,
+    enqueued_at INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE outbox (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id    TEXT    NOT NULL,
+    event_type  TEXT    NOT NULL,
+    target_sink TEXT,
+    event_json  TEXT    NOT NULL,
+    enqueued_at INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX outbox_event_once ON outbox(event_id) WHERE target_sink IS NULL;
+CREATE INDEX outbox_replays ON outbox(event_id) WHERE target_sink IS NOT NULL;
+
+CREATE TABLE sinks (
+    name          TEXT    PRIMARY KEY,
+    cursor        INTEGER NOT NULL DEFAULT 0,
+    registered_at INTEGER NOT NULL,
+    updated_at    INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE dead_letters (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    sink       TEXT    NOT NULL,
+    seq        INTEGER NOT NULL,
+    event_id   TEXT    NOT NULL,
+    event_type TEXT    NOT NULL,
+    event_json TEXT    NOT NULL,
+    reason     TEXT    NOT NULL,
+    attempts   INTEGER NOT NULL,
+    failed_at  INTEGER NOT NULL,
+    UNIQUE (sink, seq)
+);
+CREATE INDEX dead_letters_event ON dead_letters(event_id);
+
+CREATE TABLE pending_snapshots (
+    environment TEXT NOT NULL,
+    account     TEXT NOT NULL,
+    list        TEXT NOT NULL,
+    item_key    TEXT NOT NULL,
+    json        TEXT NOT NULL,
+    PRIMARY KEY (environment, account, list, item_key)
+) WITHOUT ROWID;
+
+CREATE TABLE answers (
+    environment TEXT    NOT NULL,
+    account     TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,
+    id          INTEGER NOT NULL,
+    action      TEXT    NOT NULL,
+    answered_at INTEGER NOT NULL,
+    PRIMARY KEY (environment, account, kind, id)
+) WITHOUT ROWID;
+
+CREATE TABLE write_probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at INTEGER NOT NULL
+);
+"#;
+
+/// Bring the file up to [`SCHEMA_VERSION`], one version per transaction.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), JournalError> {
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .j()?;
+    if found > SCHEMA_VERSION {
+        return Err(JournalError::SchemaTooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if found < 1 {
+        let tx = conn.transaction().j()?;
+        tx.execute_batch(V1).j()?;
+        tx.pragma_update(None, "user_version", 1).j()?;
+        tx.commit().j()?;
+    }
+    // Future versions: `if found < 2 { ... }`.
+    Ok(())
+}

@@ -1,0 +1,482 @@
+//! Behaviour of the journal against real SQLite files.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use common::{ev, ev_for, scope};
+use espm_journal::{DeliveryStatus, Journal, NewDeadLetter, NotificationEntry, RawId, Scope};
+
+fn note(id: i64) -> NotificationEntry {
+    NotificationEntry {
+        notification_id: id,
+        type_code: "SHARE_UPDATE".into(),
+        json: serde_json::json!({ "notificationId": id }),
+    }
+}
+
+fn ids(rows: &[espm_journal::OutboxRow]) -> Vec<String> {
+    rows.iter().map(|r| r.event.id.clone()).collect()
+}
+
+fn far_future() -> SystemTime {
+    SystemTime::now() + Duration::from_secs(365 * 86_400)
+}
+
+#[test]
+fn open_creates_parent_dirs_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a/b/journal.db");
+    let s = scope();
+    {
+        let j = Journal::open(&path).unwrap();
+        let raw = j
+            .record_raw(&s, "/notification/list", 200, b"<xml/>")
+            .unwrap();
+        let stats = j
+            .commit_notifications(
+                &s,
+                raw,
+                &[note(1), note(2)],
+                &[ev_for("e1", 1), ev_for("e2", 2)],
+            )
+            .unwrap();
+        assert_eq!(stats.new_notifications, 2);
+        assert_eq!(stats.new_events, 2);
+        j.set_cursor("k", 1).unwrap();
+        let bad = j
+            .record_raw(&s, "/notification/list", 200, b"garbage")
+            .unwrap();
+        j.quarantine(bad, "not xml").unwrap();
+        j.record_answer(&s, "connection", 77, "accept").unwrap();
+    }
+    let j = Journal::open(&path).unwrap();
+    assert_eq!(j.cursor("k").unwrap(), 1);
+    assert_eq!(ids(&j.read_outbox("k", 0, 10).unwrap()), vec!["e1", "e2"]);
+    assert_eq!(ids(&j.read_outbox("k", 1, 10).unwrap()), vec!["e2"]);
+    assert_eq!(j.head_seq().unwrap(), 2);
+    let q = j.quarantine_list().unwrap();
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].error, "not xml");
+    assert_eq!(q[0].len, 7);
+    assert_eq!(
+        j.raw_body(q[0].id).unwrap().as_deref(),
+        Some(&b"garbage"[..])
+    );
+    assert_eq!(
+        j.answer_for(&s, "connection", 77).unwrap().as_deref(),
+        Some("accept")
+    );
+    assert_eq!(j.answer_for(&s, "connection", 78).unwrap(), None);
+    // Same notification after reopen is a duplicate, and its event is not enqueued again.
+    let raw = j
+        .record_raw(&s, "/notification/list", 200, b"<xml/>")
+        .unwrap();
+    let stats = j
+        .commit_notifications(
+            &s,
+            raw,
+            &[note(2), note(3)],
+            &[ev_for("e2", 2), ev_for("e3", 3)],
+        )
+        .unwrap();
+    assert_eq!(stats.new_notifications, 1);
+    assert_eq!(stats.duplicate_notifications, 1);
+    assert_eq!(stats.new_events, 1);
+    assert_eq!(
+        ids(&j.read_outbox("k", 0, 10).unwrap()),
+        vec!["e1", "e2", "e3"]
+    );
+}
+
+#[test]
+fn notifications_are_scoped_per_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&dir.path().join("j.db")).unwrap();
+    let a = Scope::new("live", "a");
+    let b = Scope::new("live", "b");
+    let ra = j.record_raw(&a, "/n", 200, b"x").unwrap();
+    let rb = j.record_raw(&b, "/n", 200, b"x").unwrap();
+    assert_eq!(
+        j.commit_notifications(&a, ra, &[note(5)], &[ev("a5")])
+            .unwrap()
+            .new_notifications,
+        1
+    );
+    assert_eq!(
+        j.commit_notifications(&b, rb, &[note(5)], &[ev("b5")])
+            .unwrap()
+            .new_notifications,
+        1
+    );
+    assert_eq!(j.notification_history(None, 5).unwrap().len(), 2);
+    assert_eq!(j.notification_history(Some(&a), 5).unwrap().len(), 1);
+}
+
+#[test]
+fn enqueue_is_idempotent_even_after_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&dir.path().join("j.db")).unwrap();
+    assert_eq!(j.enqueue(&[ev("x"), ev("y"), ev("x")]).unwrap(), 2);
+    assert_eq!(j.enqueue(&[ev("y"), ev("z")]).unwrap(), 1);
+    j.set_cursor("s", j.head_seq().unwrap()).unwrap();
+    let st = j.compact(Duration::ZERO, far_future()).unwrap();
+    assert_eq!(st.outbox_rows, 3);
+    assert_eq!(
+        j.enqueue(&[ev("x")]).unwrap(),
+        0,
+        "compacted id must stay known"
+    );
+    assert!(j.read_outbox("s", 0, 10).unwrap().is_empty());
+    // Sequence numbers are never reused after compaction emptied the outbox.
+    assert_eq!(j.enqueue(&[ev("w")]).unwrap(), 1);
+    let rows = j.read_outbox("s", 0, 10).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].seq, 4);
+    assert_eq!(j.read_outbox("s", 3, 10).unwrap().len(), 1);
+}
+
+#[test]
+fn cursors_are_independent_per_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&dir.path().join("j.db")).unwrap();
+    j.enqueue(&[ev("1"), ev("2"), ev("3")]).unwrap();
+    assert_eq!(j.cursor("fast").unwrap(), 0);
+    assert_eq!(j.cursor("slow").unwrap(), 0);
+    j.set_cursor("fast", 3).unwrap();
+    assert_eq!(j.cursor("slow").unwrap(), 0);
+    assert_eq!(j.outbox_depth("fast").unwrap().pending, 0);
+    let d = j.outbox_depth("slow").unwrap();
+    assert_eq!(d.pending, 3);
+    assert!(d.oldest_enqueued_at.is_some());
+    assert_eq!(ids(&j.read_outbox("slow", 0, 2).unwrap()), vec!["1", "2"]);
+    // Compaction must keep what "slow" has not passed.
+    j.set_cursor("slow", 1).unwrap();
+    let st = j.compact(Duration::ZERO, far_future()).unwrap();
+    assert_eq!(st.outbox_rows, 1);
+    assert_eq!(ids(&j.read_outbox("slow", 1, 10).unwrap()), vec!["2", "3"]);
+    let names: Vec<_> = j
+        .sinks()
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.name, s.cursor))
+        .collect();
+    assert_eq!(
+        names,
+        vec![("fast".to_string(), 3), ("slow".to_string(), 1)]
+    );
+}
+
+#[test]
+fn compaction_respects_retention_and_never_drops_undelivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&dir.path().join("j.db")).unwrap();
+    let s = scope();
+    // No sink registered: nothing untargeted may go.
+    j.enqueue(&[ev("1"), ev("2")]).unwrap();
+    assert_eq!(
+        j.compact(Duration::ZERO, far_future()).unwrap().outbox_rows,
+        0
+    );
+    j.register_sink("a").unwrap();
+    j.set_cursor("b", 2).unwrap();
+    assert_eq!(
+        j.compact(Duration::ZERO, far_future()).unwrap().outbox_rows,
+        0
+    );
+    j.set_cursor("a", 2).unwrap();
+    // Too young for a 1-day retention.
+    assert_eq!(
+        j.compact(Duration::from_secs(86_400), SystemTime::now())
+            .unwrap()
+            .outbox_rows,
+        0
+    );
+    assert_eq!(
+        j.compact(Duration::ZERO, far_future()).unwrap().outbox_rows,
+        2
+    );
+
+    // Raw bodies: parsed ones go, quarantined and unparsed stay.
+    let parsed = j.record_raw(&s, "/n", 200, b"ok").unwrap();
+    j.commit_notifications(&s, parsed, &[note(1)], &[]).unwrap();
+    let quarantined = j.record_raw(&s, "/n", 200, b"bad").unwrap();
+    j.quarantine(quarantined, "boom").unwrap();
+    let unparsed = j.record_raw(&s, "/n", 200, b"?").unwrap();
+    let st = j.compact(Duration::ZERO, far_future()).unwrap();
+    assert_eq!(st.raw_bodies, 1);
+    assert_eq!(j.raw_body(parsed).unwrap(), None);
+    assert!(j.raw_body(quarantined).unwrap().is_some());
+    assert!(j.raw_body(unparsed).unwrap().is_some());
+
+    // A forgotten sink no longer holds compaction back.
+    j.enqueue(&[ev("3")]).unwrap();
+    j.set_cursor("a", 3).unwrap();
+    j.set_cursor("b", 3).unwrap();
+    j.register_sink("gone").unwrap();
+    assert_eq!(
+        j.compact(Duration::ZERO, far_future()).unwrap().outbox_rows,
+        0
+    );
+    assert!(j.forget_sink("gone").unwrap());
+    assert_eq!(
+        j.compact(Duration::ZERO, far_future()).unwrap().outbox_rows,
+        1
+    );
+}
+
+#[test]
+fn dlq_replay_targets_one_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&dir.path().join("j.db")).unwrap();
+    j.enqueue(&[ev("1"), ev("2")]).unwrap();
+    let rows = j.read_outbox("hook", 0, 10).unwrap();
+    j.settle(
+        "hook",
+        &[NewDeadLetter {
+            row: rows[0].clone(),
+            reason: "HTTP 400".into(),
+            attempts: 3,
+        }],
+        2,
+    )
+    .unwrap();
+    j.set_cursor("kafka", 2).unwrap();
+    assert_eq!(j.cursor("hook").unwrap(), 2);
+    let dl = j.dlq_list(Some("hook")).unwrap();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].event_id, "1");
+    assert_eq!(dl[0].seq, 1);
+    assert_eq!(dl[0].reason, "HTTP 400");
+    assert_eq!(dl[0].attempts, 3);
+    assert_eq!(dl[0].event, rows[0].event);
+    assert_eq!(j.dlq_count(Some("hook")).unwrap(), 1);
+    assert_eq!(j.dlq_count(Some("kafka")).unwrap(), 0);
+    assert_eq!(j.dlq_count(None).unwrap(), 1);
+    assert!(j.dlq_list(Some("kafka")).unwrap().is_empty());
+
+    // Replaying an event whose id is already in the outbox must still work.
+    let seq = j.dlq_replay(dl[0].id).unwrap();
+    assert_eq!(seq, 3);
+    assert_eq!(j.dlq_count(None).unwrap(), 0);
+    assert_eq!(ids(&j.read_outbox("hook", 2, 10).unwrap()), vec!["1"]);
+    assert!(j.read_outbox("kafka", 2, 10).unwrap().is_empty());
+    assert_eq!(j.outbox_depth("kafka").unwrap().pending, 0);
+    assert_eq!(j.outbox_depth("hook").unwrap().pending, 1);
+    assert!(matches!(
+        j.dlq_replay(dl[0].id),
+        Err(espm_journal::JournalError::NotFound { .. })
+    ));
+
+    // The replay row is kept until its target passes it, whatever other sinks do.
+    assert_eq!(
+        j.compact(Duration::ZERO, far_future()).unwrap().outbox_rows,
+        2
+    );
+    assert_eq!(ids(&j.read_outbox("hook", 2, 10).unwrap()), vec!["1"]);
+    j.set_cursor("hook", 3).unwrap();
+    assert_eq!(
+        j.compact(Duration::ZERO, far_future()).unwrap().outbox_rows,
+        1
+    );
+
+    // Dead-lettering the same (sink, seq) twice keeps one entry; drop removes it.
+    let row = j.read_outbox("x", 0, 10).unwrap();
+    assert!(row.is_empty());
+    j.enqueue(&[ev("4")]).unwrap();
+    let row = j.read_outbox("x", 0, 10).unwrap().remove(0);
+    j.dead_letter("x", &row, "first", 1).unwrap();
+    j.dead_letter("x", &row, "second", 2).unwrap();
+    let dl = j.dlq_list(Some("x")).unwrap();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].reason, "second");
+    assert!(j.dlq_drop(dl[0].id).unwrap());
+    assert!(!j.dlq_drop(dl[0].id).unwrap());
+}
+
+#[test]
+fn pending_snapshots_replace_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    let s = scope();
+    let j = Journal::open(&path).unwrap();
+    assert!(j.pending_snapshot(&s, "connection").unwrap().is_empty());
+    let raw = j
+        .record_raw(&s, "/connect/account/pending/list", 200, b"<x/>")
+        .unwrap();
+    let mut snap = BTreeMap::new();
+    snap.insert("1".to_string(), serde_json::json!({"id": 1}));
+    snap.insert("2".to_string(), serde_json::json!({"id": 2}));
+    assert_eq!(
+        j.commit_pending(&s, "connection", &[raw], &snap, &[ev("p1"), ev("p2")])
+            .unwrap(),
+        2
+    );
+    let mut snap2 = BTreeMap::new();
+    snap2.insert("2".to_string(), serde_json::json!({"id": 2}));
+    assert_eq!(
+        j.commit_pending(&s, "connection", &[], &snap2, &[ev("p1-gone"), ev("p2")])
+            .unwrap(),
+        1
+    );
+    drop(j);
+    let j = Journal::open(&path).unwrap();
+    assert_eq!(j.pending_snapshot(&s, "connection").unwrap(), snap2);
+    assert!(j.pending_snapshot(&s, "property").unwrap().is_empty());
+    // The raw body was marked parsed, so compaction may drop it.
+    assert_eq!(
+        j.compact(Duration::ZERO, far_future()).unwrap().raw_bodies,
+        1
+    );
+}
+
+#[test]
+fn history_shows_raws_events_and_per_sink_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&dir.path().join("j.db")).unwrap();
+    let s = scope();
+    j.register_sink("a").unwrap();
+    j.register_sink("b").unwrap();
+    let r1 = j
+        .record_raw(&s, "/notification/list?clear=false", 200, b"1")
+        .unwrap();
+    j.commit_notifications(
+        &s,
+        r1,
+        &[note(9), note(10)],
+        &[ev_for("n9", 9), ev_for("n10", 10)],
+    )
+    .unwrap();
+    let r2 = j
+        .record_raw(&s, "/notification/list?clear=true", 200, b"2")
+        .unwrap();
+    j.commit_notifications(&s, r2, &[note(9)], &[ev_for("n9", 9)])
+        .unwrap();
+
+    let rows = j.read_outbox("a", 0, 10).unwrap();
+    j.settle(
+        "a",
+        &[NewDeadLetter {
+            row: rows[0].clone(),
+            reason: "nope".into(),
+            attempts: 5,
+        }],
+        2,
+    )
+    .unwrap();
+
+    let h = j.notification_history(Some(&s), 9).unwrap();
+    assert_eq!(h.len(), 1);
+    let h = &h[0];
+    assert_eq!(h.type_code, "SHARE_UPDATE");
+    assert_eq!(h.raw_ids, vec![r1, r2]);
+    assert_eq!(h.events.len(), 1);
+    let e = &h.events[0];
+    assert_eq!((e.event_id.as_str(), e.seq), ("n9", 1));
+    assert_eq!(e.deliveries.len(), 2);
+    assert_eq!(e.deliveries[0].sink, "a");
+    assert_eq!(
+        e.deliveries[0].status,
+        DeliveryStatus::DeadLettered {
+            reason: "nope".into(),
+            attempts: 5
+        }
+    );
+    assert_eq!(e.deliveries[1].status, DeliveryStatus::Pending);
+
+    let id = j.dlq_list(Some("a")).unwrap()[0].id;
+    let seq = j.dlq_replay(id).unwrap();
+    let h = j.notification_history(Some(&s), 9).unwrap().remove(0);
+    assert_eq!(h.events.len(), 2);
+    assert_eq!(h.events[1].seq, seq);
+    assert_eq!(h.events[1].target_sink.as_deref(), Some("a"));
+    assert_eq!(h.events[1].deliveries.len(), 1);
+    assert_eq!(h.events[1].deliveries[0].status, DeliveryStatus::Pending);
+    j.set_cursor("a", seq).unwrap();
+    let h = j.notification_history(Some(&s), 9).unwrap().remove(0);
+    assert_eq!(h.events[1].deliveries[0].status, DeliveryStatus::Delivered);
+
+    let h10 = j.notification_history(Some(&s), 10).unwrap().remove(0);
+    assert_eq!(h10.raw_ids, vec![r1]);
+    assert_eq!(h10.events[0].event_id, "n10");
+    assert_eq!(
+        h10.events[0].deliveries[0].status,
+        DeliveryStatus::Delivered
+    );
+    assert!(j.notification_history(Some(&s), 11).unwrap().is_empty());
+}
+
+#[test]
+fn quarantine_of_unknown_raw_is_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&dir.path().join("j.db")).unwrap();
+    assert!(matches!(
+        j.quarantine(RawId(42), "x"),
+        Err(espm_journal::JournalError::NotFound { .. })
+    ));
+}
+
+#[test]
+fn read_only_journal_is_unwritable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    {
+        let j = Journal::open(&path).unwrap();
+        j.enqueue(&[ev("1")]).unwrap();
+        j.check_writable().unwrap();
+    }
+    let ro = Journal::open_read_only(&path).unwrap();
+    // Reads work...
+    assert_eq!(ro.read_outbox("s", 0, 10).unwrap().len(), 1);
+    // ...every write reports unwritable.
+    let e = ro.check_writable().unwrap_err();
+    assert!(e.is_unwritable(), "{e}");
+    let e = ro.enqueue(&[ev("2")]).unwrap_err();
+    assert!(e.is_unwritable(), "{e}");
+    assert_eq!(
+        e.unwritable_kind(),
+        Some(espm_journal::UnwritableKind::ReadOnly)
+    );
+    let e = ro.record_raw(&scope(), "/n", 200, b"x").unwrap_err();
+    assert!(e.is_unwritable(), "{e}");
+}
+
+#[test]
+fn locked_journal_is_unwritable() {
+    // A second process holding the write lock (here: a raw connection with an open write
+    // transaction) must surface as unwritable once the busy timeout expires.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    let j = Journal::open(&path).unwrap();
+    let other = rusqlite::Connection::open(&path).unwrap();
+    other
+        .execute_batch("BEGIN IMMEDIATE; INSERT INTO write_probe(id, at) VALUES (1, 0);")
+        .unwrap();
+    let e = j.check_writable().unwrap_err();
+    assert_eq!(
+        e.unwritable_kind(),
+        Some(espm_journal::UnwritableKind::Locked),
+        "{e}"
+    );
+    other.execute_batch("ROLLBACK").unwrap();
+    j.check_writable().unwrap();
+}
+
+#[test]
+fn unwritable_location_is_reported_on_open() {
+    // A path whose parent is a regular file cannot be created by anyone (even root).
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain");
+    std::fs::write(&file, b"x").unwrap();
+    let e = Journal::open(&file.join("j.db")).unwrap_err();
+    // create_dir_all fails with NotADirectory/AlreadyExists; it is an I/O error, not unwritable
+    // by kind, but it must not succeed.
+    assert!(
+        matches!(
+            e,
+            espm_journal::JournalError::Io(_) | espm_journal::JournalError::Unwritable { .. }
+        ),
+        "{e}"
+    );
+}

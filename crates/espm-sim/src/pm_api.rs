@@ -1,0 +1,586 @@
+//! PM's provider-side web services under `/ws`: HTTP Basic, XML bodies, PM's errors, plus the
+//! fault-injection layer.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Router};
+use base64::Engine;
+use espm_model::{
+    parse, to_xml, Action, CustomField, CustomFieldValues, Link, Links, NewCustomer, PmDocument,
+    SharingResponse, TerminateSharingResponse,
+};
+use http_body::Frame;
+
+use crate::faults::{ClearCommit, FaultDecision, FaultKind};
+use crate::world::{CustomFieldTarget, SimError};
+use crate::SimState;
+
+/// PM's maintenance page, served for injected 502s.
+pub const MAINTENANCE_HTML: &str = include_str!("../../../tests/fixtures/bad/maintenance.html");
+
+const XML: &str = "application/xml";
+
+fn xml_response(status: StatusCode, xml: String) -> Response {
+    (status, [(header::CONTENT_TYPE, XML)], xml).into_response()
+}
+
+fn pm_error(status: StatusCode, number: Option<&str>, description: &str) -> Response {
+    let mut doc = espm_model::Response::error(number.unwrap_or(""), description);
+    if number.is_none() {
+        if let Some(errors) = doc.errors.as_mut() {
+            for e in &mut errors.error {
+                e.error_number = None;
+            }
+        }
+    }
+    xml_response(status, to_xml(&doc))
+}
+
+fn ok_response() -> Response {
+    xml_response(StatusCode::OK, to_xml(&espm_model::Response::ok()))
+}
+
+/// PM's answer for a refused world operation.
+fn sim_error(e: SimError) -> Response {
+    let text = e.to_string();
+    match e {
+        SimError::AccessDenied => pm_error(StatusCode::FORBIDDEN, Some("-200"), &text),
+        SimError::NotFound(_) => pm_error(StatusCode::NOT_FOUND, Some("-200"), &text),
+        SimError::Invalid(_) => pm_error(StatusCode::BAD_REQUEST, Some("-100"), &text),
+        SimError::NotPending | SimError::NotConnected | SimError::Conflict(_) => {
+            pm_error(StatusCode::BAD_REQUEST, Some("-200"), &text)
+        }
+    }
+}
+
+fn schema_error(message: &str) -> Response {
+    pm_error(
+        StatusCode::BAD_REQUEST,
+        Some("-100"),
+        &format!("The request body failed schema validation: {message}"),
+    )
+}
+
+/// Check the content type and parse a request body as PM would (schema errors are `-100`).
+fn xml_body<T: PmDocument>(headers: &HeaderMap, body: &Bytes) -> Result<T, Response> {
+    let is_xml = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(XML));
+    if !is_xml {
+        return Err(pm_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            None,
+            "Unsupported Media Type: request bodies must be application/xml",
+        ));
+    }
+    parse::<T>(body).map_err(|e| schema_error(&e.to_string()))
+}
+
+fn check_note(note: Option<&String>) -> Result<(), Response> {
+    match note {
+        Some(n) if n.is_empty() || n.chars().count() > 1000 => {
+            Err(schema_error("note must be 1 to 1000 characters"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn parse_id(raw: &str) -> Result<i64, Response> {
+    raw.trim().parse().map_err(|_| {
+        pm_error(
+            StatusCode::NOT_FOUND,
+            Some("-200"),
+            &format!("Invalid id {raw:?}."),
+        )
+    })
+}
+
+fn flag(q: &HashMap<String, String>, name: &str, default: bool) -> bool {
+    match q.get(name).map(|v| v.trim().to_ascii_lowercase()) {
+        Some(v) if v == "false" => false,
+        Some(v) if v == "true" => true,
+        _ => default,
+    }
+}
+
+fn page(q: &HashMap<String, String>) -> usize {
+    q.get("page")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or(1)
+}
+
+/// The fault decided for this request (always present behind the `/ws` layer).
+#[derive(Debug, Clone, Copy)]
+pub struct Injected(pub FaultDecision);
+
+/// `/ws` routes with auth and faults (state applied).
+pub fn router(state: SimState) -> Router {
+    Router::new()
+        .route("/notification/list", get(notifications))
+        .route("/connect/account/pending/list", get(pending_accounts))
+        .route("/share/property/pending/list", get(pending_properties))
+        .route("/share/meter/pending/list", get(pending_meters))
+        .route("/connect/account/{id}", post(answer_connection))
+        .route("/share/property/{id}", post(answer_property))
+        .route("/share/meter/{id}", post(answer_meter))
+        .route("/disconnect/account/{id}", post(disconnect))
+        .route("/unshare/property/{id}", post(unshare_property))
+        .route("/unshare/meter/{id}", post(unshare_meter))
+        .route("/customer/list", get(customer_list))
+        .route("/customer/{id}", get(customer))
+        .route("/customer", post(create_customer))
+        .route("/account/{id}/customFieldList", get(account_fields))
+        .route("/property/{id}/customFieldList", get(property_fields))
+        .route("/meter/{id}/customFieldList", get(meter_fields))
+        .fallback(|| async {
+            pm_error(
+                StatusCode::NOT_FOUND,
+                Some("-200"),
+                "The requested resource does not exist.",
+            )
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+fn authorized(state: &SimState, headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(encoded) = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))
+    else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let cfg = state.config();
+    let expected = format!("{}:{}", cfg.username, cfg.password);
+    decoded == expected.as_bytes()
+}
+
+/// Auth, latency and faults around every `/ws` call.
+async fn guard(State(state): State<SimState>, mut req: Request, next: Next) -> Response {
+    if !authorized(&state, req.headers()) {
+        let mut r = pm_error(StatusCode::UNAUTHORIZED, None, "Unauthorized");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"Portfolio Manager\""),
+        );
+        return r;
+    }
+    let path = req.uri().path().to_string();
+    let path = path.strip_prefix("/ws").unwrap_or(&path).to_string();
+    let decision = state.inner.faults.lock().decide(&path);
+    if decision.latency_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(decision.latency_ms)).await;
+    }
+    req.extensions_mut().insert(Injected(decision));
+    let Some(fault) = decision.fault else {
+        return next.run(req).await;
+    };
+    tracing::debug!(?fault, %path, "espm-sim injecting a fault");
+    // Status faults reject the request up front, unless the policy says it was processed first;
+    // notification reads always run so the ledger records the attempt (they commit per policy).
+    let run_inner = !fault.is_status()
+        || decision.clear_commits == ClearCommit::All
+        || path == "/notification/list";
+    let inner = if run_inner {
+        Some(next.run(req).await)
+    } else {
+        None
+    };
+    match fault {
+        FaultKind::Http429 => {
+            let mut r = pm_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                None,
+                "Too many requests: rate limit exceeded.",
+            );
+            if let Ok(v) = HeaderValue::from_str(&decision.retry_after_secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            r
+        }
+        FaultKind::Http500 => pm_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            "An unexpected error occurred.",
+        ),
+        FaultKind::Http502 => (
+            StatusCode::BAD_GATEWAY,
+            [(header::CONTENT_TYPE, "text/html; charset=UTF-8")],
+            MAINTENANCE_HTML,
+        )
+            .into_response(),
+        FaultKind::Truncated => {
+            let Some(inner) = inner else {
+                return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+            };
+            let (mut parts, body) = inner.into_parts();
+            let bytes = axum::body::to_bytes(body, usize::MAX)
+                .await
+                .unwrap_or_default();
+            parts.headers.remove(header::CONTENT_LENGTH);
+            Response::from_parts(parts, Body::from(bytes.slice(..bytes.len() / 2)))
+        }
+        FaultKind::Drop => Response::new(Body::new(BrokenBody)),
+    }
+}
+
+/// A body that fails at once: hyper aborts the connection without a complete response.
+struct BrokenBody;
+
+impl http_body::Body for BrokenBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(Some(Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionAborted,
+            "espm-sim: injected connection drop",
+        ))))
+    }
+}
+
+/// A notification-list body that tells the ledger whether it reached the connection: delivered
+/// when hyper takes the (single) frame, lost when hyper drops it untouched (client gone).
+struct TrackedBody {
+    data: Option<Bytes>,
+    state: SimState,
+    generation: u64,
+    read_id: u64,
+    settled: bool,
+}
+
+impl TrackedBody {
+    fn settle(&mut self, delivered: bool) {
+        if self.settled {
+            return;
+        }
+        self.settled = true;
+        let mut world = self.state.inner.world.lock();
+        if self.state.inner.generation.load(Ordering::SeqCst) == self.generation {
+            world.settle_read(self.read_id, delivered);
+        }
+    }
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.data.take() {
+            Some(data) => {
+                // The whole body is handed to the connection in this one frame.
+                self.settle(true);
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let len = self.data.as_ref().map_or(0, |d| d.len() as u64);
+        http_body::SizeHint::with_exact(len)
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        // Dropped before hyper took the body: the client went away first.
+        self.settle(false);
+    }
+}
+
+async fn notifications(
+    State(state): State<SimState>,
+    Extension(Injected(decision)): Extension<Injected>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let clear = flag(&q, "clear", true);
+    let fault = decision.fault;
+    let commit = fault.is_none_or(|f| decision.clear_commits.commits(f));
+    let generation = state.inner.generation.load(Ordering::SeqCst);
+    let (read_id, list) = state
+        .inner
+        .world
+        .lock()
+        .read_notifications(clear, commit, fault);
+    let xml = to_xml(&list);
+    if fault.is_some() {
+        return xml_response(StatusCode::OK, xml);
+    }
+    let body = TrackedBody {
+        data: Some(Bytes::from(xml)),
+        state: state.clone(),
+        generation,
+        read_id,
+        settled: false,
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, XML)],
+        Body::new(body),
+    )
+        .into_response()
+}
+
+async fn pending_accounts(
+    State(state): State<SimState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let list = state.inner.world.lock().pending_accounts_page(page(&q));
+    xml_response(StatusCode::OK, to_xml(&list))
+}
+
+async fn pending_properties(
+    State(state): State<SimState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let list = state.inner.world.lock().pending_properties_page(page(&q));
+    xml_response(StatusCode::OK, to_xml(&list))
+}
+
+async fn pending_meters(
+    State(state): State<SimState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let list = state.inner.world.lock().pending_meters_page(page(&q));
+    xml_response(StatusCode::OK, to_xml(&list))
+}
+
+/// Parse `{id}` and a `sharingResponse`, then run `op(world, id, accept)`.
+fn answer(
+    state: &SimState,
+    raw_id: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    op: fn(&mut crate::World, i64, bool) -> Result<(), SimError>,
+) -> Response {
+    let id = match parse_id(raw_id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let doc: SharingResponse = match xml_body(headers, body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_note(doc.note.as_ref()) {
+        return r;
+    }
+    let accept = doc.action == Action::Accept;
+    match op(&mut state.inner.world.lock(), id, accept) {
+        Ok(()) => ok_response(),
+        Err(e) => sim_error(e),
+    }
+}
+
+async fn answer_connection(
+    State(state): State<SimState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(&state, &id, &headers, &body, |w, id, a| {
+        w.answer_connection(id, a)
+    })
+}
+
+async fn answer_property(
+    State(state): State<SimState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(&state, &id, &headers, &body, |w, id, a| {
+        w.answer_property_share(id, a)
+    })
+}
+
+async fn answer_meter(
+    State(state): State<SimState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(&state, &id, &headers, &body, |w, id, a| {
+        w.answer_meter_share(id, a)
+    })
+}
+
+/// Parse `{id}` and a `terminateSharingResponse`, then run `op`.
+fn terminate(
+    state: &SimState,
+    raw_id: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    op: impl FnOnce(&mut crate::World, i64) -> Result<(), SimError>,
+) -> Response {
+    let id = match parse_id(raw_id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let doc: TerminateSharingResponse = match xml_body(headers, body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    if let Err(r) = check_note(doc.note.as_ref()) {
+        return r;
+    }
+    match op(&mut state.inner.world.lock(), id) {
+        Ok(()) => ok_response(),
+        Err(e) => sim_error(e),
+    }
+}
+
+async fn disconnect(
+    State(state): State<SimState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let keep = flag(&q, "keepShares", false);
+    terminate(&state, &id, &headers, &body, |w, id| {
+        w.provider_disconnect(id, keep)
+    })
+}
+
+async fn unshare_property(
+    State(state): State<SimState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    terminate(&state, &id, &headers, &body, |w, id| {
+        w.provider_unshare_property(id)
+    })
+}
+
+async fn unshare_meter(
+    State(state): State<SimState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    terminate(&state, &id, &headers, &body, |w, id| {
+        w.provider_unshare_meter(id)
+    })
+}
+
+fn customer_link(id: i64, hint: Option<String>) -> Link {
+    Link {
+        id: Some(id),
+        link_description: Some("This is the GET url for this Customer.".into()),
+        link: Some(format!("/customer/{id}")),
+        http_method: Some("GET".into()),
+        hint,
+    }
+}
+
+async fn customer_list(State(state): State<SimState>) -> Response {
+    let list = state.inner.world.lock().customer_list();
+    let doc = espm_model::Response {
+        links: Some(Links {
+            link: list
+                .into_iter()
+                .map(|(id, org)| customer_link(id, org))
+                .collect(),
+        }),
+        ..espm_model::Response::ok()
+    };
+    xml_response(StatusCode::OK, to_xml(&doc))
+}
+
+async fn customer(State(state): State<SimState>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let doc = state.inner.world.lock().customer_doc(id);
+    match doc {
+        Ok(c) => xml_response(StatusCode::OK, to_xml(&c)),
+        Err(e) => sim_error(e),
+    }
+}
+
+async fn create_customer(
+    State(state): State<SimState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let doc: NewCustomer = match xml_body(&headers, &body) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let created = state.inner.world.lock().create_connected_customer(&doc);
+    match created {
+        Ok(id) => {
+            let mut link = customer_link(id, None);
+            link.id = None;
+            let doc = espm_model::Response {
+                id: Some(id),
+                links: Some(Links { link: vec![link] }),
+                ..espm_model::Response::ok()
+            };
+            xml_response(StatusCode::CREATED, to_xml(&doc))
+        }
+        Err(e) => sim_error(e),
+    }
+}
+
+fn fields_response(state: &SimState, raw: &str, make: fn(i64) -> CustomFieldTarget) -> Response {
+    let id = match parse_id(raw) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let fields = state.inner.world.lock().custom_fields(make(id));
+    match fields {
+        Ok(fields) => {
+            let doc = CustomFieldValues {
+                fields: fields
+                    .into_iter()
+                    .map(|(name, value)| CustomField { name, value })
+                    .collect(),
+            };
+            xml_response(StatusCode::OK, to_xml(&doc))
+        }
+        Err(e) => sim_error(e),
+    }
+}
+
+async fn account_fields(State(state): State<SimState>, Path(id): Path<String>) -> Response {
+    fields_response(&state, &id, CustomFieldTarget::Account)
+}
+
+async fn property_fields(State(state): State<SimState>, Path(id): Path<String>) -> Response {
+    fields_response(&state, &id, CustomFieldTarget::Property)
+}
+
+async fn meter_fields(State(state): State<SimState>, Path(id): Path<String>) -> Response {
+    fields_response(&state, &id, CustomFieldTarget::Meter)
+}

@@ -1,0 +1,293 @@
+//! Pure mapping of a CloudEvent to a Kafka record (CloudEvents Kafka protocol binding 1.0).
+
+use espm_config::KafkaMode;
+use espm_events::{CloudEvent, Template};
+
+/// `content-type` of a binary-mode record: the value is the JSON of `data`.
+pub const BINARY_CONTENT_TYPE: &str = "application/json";
+/// `content-type` of a structured-mode record: the value is the whole event.
+pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json; charset=UTF-8";
+
+/// Kafka's own limit on topic name length.
+const MAX_TOPIC_LEN: usize = 249;
+
+/// One Kafka record, ready to enqueue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaRequest {
+    /// Rendered topic.
+    pub topic: String,
+    /// Rendered partition key; `None` when the key template rendered empty.
+    pub key: Option<String>,
+    /// Record headers in order (`ce_*` attributes and `content-type`).
+    pub headers: Vec<(String, String)>,
+    /// Record value.
+    pub payload: Vec<u8>,
+}
+
+/// Why an event cannot become a record. Permanent: the same event always fails the same way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildError {
+    /// The topic template rendered a name Kafka rejects.
+    InvalidTopic {
+        /// The rendered name.
+        topic: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::InvalidTopic { topic, reason } => {
+                write!(f, "invalid topic {topic:?}: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
+/// Maps events to records with the configured topic and key templates and binding mode.
+#[derive(Debug, Clone)]
+pub struct RequestBuilder {
+    topic: Template,
+    key: Template,
+    mode: KafkaMode,
+}
+
+impl RequestBuilder {
+    /// A builder from parsed templates.
+    pub fn new(topic: Template, key: Template, mode: KafkaMode) -> Self {
+        Self { topic, key, mode }
+    }
+
+    /// The topic template.
+    pub fn topic_template(&self) -> &Template {
+        &self.topic
+    }
+
+    /// The topic when the template has no placeholders (so it can be created at start-up).
+    pub fn static_topic(&self) -> Option<&str> {
+        let s = self.topic.as_str();
+        (!s.contains('{') && !s.contains('}')).then_some(s)
+    }
+
+    /// Map one event to a record.
+    pub fn build(&self, ev: &CloudEvent) -> Result<KafkaRequest, BuildError> {
+        let topic = self.topic.render(ev);
+        validate_topic(&topic)?;
+        let key = self.key.render(ev);
+        let key = (!key.is_empty()).then_some(key);
+        let (headers, payload) = match self.mode {
+            KafkaMode::Binary => (binary_headers(ev), data_json(ev)),
+            KafkaMode::Structured => (
+                vec![(
+                    "content-type".to_string(),
+                    STRUCTURED_CONTENT_TYPE.to_string(),
+                )],
+                ev.to_json_bytes(),
+            ),
+        };
+        Ok(KafkaRequest {
+            topic,
+            key,
+            headers,
+            payload,
+        })
+    }
+}
+
+fn data_json(ev: &CloudEvent) -> Vec<u8> {
+    // Serialising a Value cannot fail.
+    serde_json::to_vec(&ev.data).unwrap_or_default()
+}
+
+fn binary_headers(ev: &CloudEvent) -> Vec<(String, String)> {
+    let mut h = Vec::with_capacity(10);
+    let mut push = |k: &str, v: &str| h.push((k.to_string(), v.to_string()));
+    push("ce_specversion", &ev.specversion);
+    push("ce_id", &ev.id);
+    push("ce_source", &ev.source);
+    push("ce_type", &ev.ty);
+    if let Some(s) = &ev.subject {
+        push("ce_subject", s);
+    }
+    if let Some(t) = &ev.time {
+        push("ce_time", t);
+    }
+    push("ce_dataschema", &ev.dataschema);
+    push("ce_espmenvironment", &ev.espmenvironment);
+    push("ce_espmaccount", &ev.espmaccount);
+    // The binding maps `datacontenttype` to `content-type`; our data is always JSON.
+    push("content-type", BINARY_CONTENT_TYPE);
+    h
+}
+
+/// Kafka's topic name rules: 1..=249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic(topic: &str) -> Result<(), BuildError> {
+    let err = |reason| {
+        Err(BuildError::InvalidTopic {
+            topic: topic.to_string(),
+            reason,
+        })
+    };
+    if topic.is_empty() {
+        return err("empty (check the topic template's placeholders)");
+    }
+    if topic.len() > MAX_TOPIC_LEN {
+        return err("longer than 249 characters");
+    }
+    if topic == "." || topic == ".." {
+        return err("`.` and `..` are not allowed");
+    }
+    if !topic
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return err("only ASCII letters, digits, `.`, `_` and `-` are allowed");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev() -> CloudEvent {
+        CloudEvent {
+            specversion: "1.0".into(),
+            id: "id-1".into(),
+            source: "urn:espm:sim:acme".into(),
+            ty: "gov.energystar.pm.share.revoked".into(),
+            subject: Some("property/5000006".into()),
+            time: Some("2024-05-01T12:00:00Z".into()),
+            datacontenttype: "application/json".into(),
+            dataschema: "https://example.org/schema/v1".into(),
+            espmenvironment: "sim".into(),
+            espmaccount: "acme".into(),
+            data: serde_json::json!({"accountId": 8833843022i64, "propertyId": 5000006}),
+        }
+    }
+
+    fn builder(topic: &str, key: &str, mode: KafkaMode) -> RequestBuilder {
+        RequestBuilder::new(
+            Template::parse(topic).unwrap(),
+            Template::parse(key).unwrap(),
+            mode,
+        )
+    }
+
+    fn header<'a>(r: &'a KafkaRequest, k: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn binary_mode_headers_key_and_value() {
+        let r = builder("espm.{type}", "{data.accountId}", KafkaMode::Binary)
+            .build(&ev())
+            .unwrap();
+        assert_eq!(r.topic, "espm.gov.energystar.pm.share.revoked");
+        assert_eq!(r.key.as_deref(), Some("8833843022"));
+        let names: Vec<&str> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "ce_specversion",
+                "ce_id",
+                "ce_source",
+                "ce_type",
+                "ce_subject",
+                "ce_time",
+                "ce_dataschema",
+                "ce_espmenvironment",
+                "ce_espmaccount",
+                "content-type"
+            ]
+        );
+        assert_eq!(header(&r, "ce_id"), Some("id-1"));
+        assert_eq!(
+            header(&r, "ce_type"),
+            Some("gov.energystar.pm.share.revoked")
+        );
+        assert_eq!(header(&r, "ce_subject"), Some("property/5000006"));
+        assert_eq!(header(&r, "ce_time"), Some("2024-05-01T12:00:00Z"));
+        assert_eq!(header(&r, "ce_espmaccount"), Some("acme"));
+        assert_eq!(header(&r, "content-type"), Some("application/json"));
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        assert_eq!(v, ev().data);
+    }
+
+    #[test]
+    fn binary_mode_omits_absent_optional_attributes() {
+        let mut e = ev();
+        e.subject = None;
+        e.time = None;
+        let r = builder("t", "{data.accountId}", KafkaMode::Binary)
+            .build(&e)
+            .unwrap();
+        assert_eq!(header(&r, "ce_subject"), None);
+        assert_eq!(header(&r, "ce_time"), None);
+        assert_eq!(r.headers.len(), 8);
+    }
+
+    #[test]
+    fn structured_mode_carries_the_whole_event() {
+        let r = builder("espm-events", "{account}", KafkaMode::Structured)
+            .build(&ev())
+            .unwrap();
+        assert_eq!(r.topic, "espm-events");
+        assert_eq!(r.key.as_deref(), Some("acme"));
+        assert_eq!(
+            r.headers,
+            vec![(
+                "content-type".to_string(),
+                "application/cloudevents+json; charset=UTF-8".to_string()
+            )]
+        );
+        let back: CloudEvent = serde_json::from_slice(&r.payload).unwrap();
+        assert_eq!(back, ev());
+    }
+
+    #[test]
+    fn empty_key_means_no_key() {
+        let mut e = ev();
+        e.data = serde_json::json!({"other": 1});
+        let r = builder("t", "{data.accountId}", KafkaMode::Binary)
+            .build(&e)
+            .unwrap();
+        assert_eq!(r.key, None);
+    }
+
+    #[test]
+    fn invalid_rendered_topics_are_rejected() {
+        let b = builder("espm.{subject}", "", KafkaMode::Binary);
+        let err = b.build(&ev()).unwrap_err();
+        assert!(
+            matches!(err, BuildError::InvalidTopic { ref topic, .. } if topic == "espm.property/5000006")
+        );
+        let mut e = ev();
+        e.subject = None;
+        assert!(builder("{subject}", "", KafkaMode::Binary)
+            .build(&e)
+            .is_err());
+        assert!(validate_topic(&"a".repeat(250)).is_err());
+        assert!(validate_topic("..").is_err());
+        assert!(validate_topic("espm.sim_x-1").is_ok());
+    }
+
+    #[test]
+    fn static_topic_detection() {
+        assert_eq!(
+            builder("espm-events", "", KafkaMode::Binary).static_topic(),
+            Some("espm-events")
+        );
+        assert_eq!(
+            builder("espm.{type}", "", KafkaMode::Binary).static_topic(),
+            None
+        );
+    }
+}

@@ -1,0 +1,202 @@
+//! [`KafkaSink`]: the [`Sink`] implementation.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use espm_config::{KafkaSinkConfig, SecretSource};
+use espm_events::Template;
+use espm_sink::{CloudEvent, Envelope, Outcome, Sink, SinkError};
+use rdkafka::config::ClientConfig;
+
+use crate::request_builder::RequestBuilder;
+use crate::service::{reason_label, redact, KafkaService, TopicSpec};
+
+/// How long `start()` waits for cluster metadata.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `health()` waits for cluster metadata.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
+/// Default `message.timeout.ms`: a delivery failure reaches the driver as `Retry` after this long
+/// (librdkafka's own default is five minutes). Overridable through `properties`.
+const DEFAULT_MESSAGE_TIMEOUT_MS: &str = "30000";
+
+/// Publishes events to Kafka with an idempotent producer (`acks=all`), using the CloudEvents
+/// Kafka binding (binary or structured mode).
+pub struct KafkaSink {
+    name: String,
+    builder: RequestBuilder,
+    service: KafkaService,
+}
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The client configuration may hold secrets: show only the name and templates.
+        f.debug_struct("KafkaSink")
+            .field("name", &self.name)
+            .field("builder", &self.builder)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaSink {
+    /// Parse the templates, read secret properties, and build the producer and admin client.
+    /// Does no network I/O: librdkafka connects in the background; see [`Sink::start`].
+    ///
+    /// Client properties, in order of precedence: `bootstrap.servers` from `brokers`,
+    /// `enable.idempotence=true` and `acks=all` (always forced: ordering and no duplicates
+    /// depend on them), then `secret_files` and `secret_envs`, then `properties`, then the sink's
+    /// default `message.timeout.ms=30000`.
+    pub fn new(cfg: &KafkaSinkConfig) -> Result<KafkaSink, SinkError> {
+        let config_err = |message: String| SinkError::Config {
+            sink: cfg.name.clone(),
+            message,
+        };
+        let topic = Template::parse(&cfg.topic)
+            .map_err(|e| config_err(format!("topic template {:?}: {e}", cfg.topic)))?;
+        let key = Template::parse(&cfg.key)
+            .map_err(|e| config_err(format!("key template {:?}: {e}", cfg.key)))?;
+        if cfg.brokers.trim().is_empty() {
+            return Err(config_err("brokers is empty".into()));
+        }
+        if cfg.create_topics && cfg.topic_partitions < 1 {
+            return Err(config_err(format!(
+                "topic_partitions must be at least 1, got {}",
+                cfg.topic_partitions
+            )));
+        }
+        let builder = RequestBuilder::new(topic, key, cfg.mode);
+        if let Some(t) = builder.static_topic() {
+            crate::request_builder::validate_topic(t)
+                .map_err(|e| config_err(format!("topic: {e}")))?;
+        }
+
+        // Shared client settings (for the producer and the admin client).
+        let mut common = ClientConfig::new();
+        let mut secret_keys = BTreeSet::new();
+        for (k, v) in &cfg.properties {
+            common.set(k, v);
+        }
+        for (k, path) in &cfg.secret_files {
+            let s = SecretSource::File(path.clone())
+                .read()
+                .map_err(|e| config_err(format!("property {k}: {e}")))?;
+            common.set(k, s.expose());
+            secret_keys.insert(k.clone());
+        }
+        for (k, var) in &cfg.secret_envs {
+            let s = SecretSource::Env(var.clone())
+                .read()
+                .map_err(|e| config_err(format!("property {k}: {e}")))?;
+            common.set(k, s.expose());
+            secret_keys.insert(k.clone());
+        }
+        common.set("bootstrap.servers", &cfg.brokers);
+        if common.get("client.id").is_none() {
+            common.set("client.id", format!("espm-bridge-{}", cfg.name));
+        }
+
+        let admin_config = common.clone();
+        let mut producer_config = common;
+        if producer_config.get("message.timeout.ms").is_none()
+            && producer_config.get("delivery.timeout.ms").is_none()
+        {
+            producer_config.set("message.timeout.ms", DEFAULT_MESSAGE_TIMEOUT_MS);
+        }
+        for (k, v) in [("enable.idempotence", "true"), ("acks", "all")] {
+            if let Some(user) = producer_config.get(k) {
+                if user != v {
+                    tracing::warn!(sink = %cfg.name, property = k, value = user, forced = v, "overriding a kafka property the sink depends on");
+                }
+            }
+            producer_config.set(k, v);
+        }
+        let service = KafkaService::new(
+            &cfg.name,
+            producer_config,
+            admin_config,
+            TopicSpec {
+                create: cfg.create_topics,
+                partitions: cfg.topic_partitions,
+                replication_factor: cfg.topic_replication_factor,
+            },
+        )
+        .map_err(|e| config_err(redact(&e)))?;
+        Ok(KafkaSink {
+            name: cfg.name.clone(),
+            builder,
+            service,
+        })
+    }
+
+    /// The event-to-record mapping this sink uses.
+    pub fn request_builder(&self) -> &RequestBuilder {
+        &self.builder
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for KafkaSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn accepts(&self, _event: &CloudEvent) -> bool {
+        true
+    }
+
+    /// Check that the cluster answers a metadata request, and create a fixed topic when
+    /// `create_topics` is on (templated topics are created on first use).
+    async fn start(&self) -> Result<(), SinkError> {
+        self.service.recover(false).await;
+        self.service
+            .fetch_metadata(START_TIMEOUT)
+            .await
+            .map_err(|message| SinkError::Unavailable {
+                sink: self.name.clone(),
+                message,
+            })?;
+        if let Some(topic) = self.builder.static_topic() {
+            if let Some(message) = self.service.ensure_topics([topic]).await.remove(topic) {
+                return Err(SinkError::Unavailable {
+                    sink: self.name.clone(),
+                    message,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn deliver(&self, batch: &[Envelope]) -> Vec<Outcome> {
+        let reqs: Vec<_> = batch.iter().map(|e| self.builder.build(&e.event)).collect();
+        let outcomes = self.service.send_all(&reqs).await;
+        for (env, o) in batch.iter().zip(&outcomes) {
+            if let Some(label) = reason_label(o) {
+                metrics::counter!(
+                    "espm_bridge_sink_failures_total",
+                    "sink" => self.name.clone(),
+                    "reason" => label
+                )
+                .increment(1);
+                tracing::debug!(sink = %self.name, seq = env.seq, outcome = ?o, "kafka delivery not acknowledged");
+            }
+        }
+        outcomes
+    }
+
+    async fn health(&self) -> Result<(), SinkError> {
+        self.service
+            .fetch_metadata(HEALTH_TIMEOUT)
+            .await
+            .map_err(|message| SinkError::Unavailable {
+                sink: self.name.clone(),
+                message,
+            })
+    }
+
+    async fn close(&self, grace: Duration) {
+        self.service.flush(grace).await;
+    }
+}

@@ -1,0 +1,276 @@
+//! Pure mapping of one event to what goes on the wire: subject, headers and payload.
+//!
+//! # Subject sanitising
+//!
+//! NATS subjects are `.`-separated tokens. A publish subject must have no empty token, no
+//! whitespace and no wildcard (`*`, `>`). Rendered event attributes are outside input, so
+//! [`sanitize_subject`] rewrites the rendered template token by token:
+//!
+//! - every whitespace character (ASCII or Unicode), every control character, `*` and `>` is
+//!   replaced by `_`;
+//! - an empty token (a missing attribute, a leading, trailing or doubled `.`) becomes `_`.
+//!
+//! Dots inside attribute values (e.g. the event type `gov.energystar.pm.share.revoked`) are kept:
+//! they add tokens, which is what lets consumers subscribe to `espm.live.gov.energystar.pm.>`.
+//! The result always satisfies [`is_valid_publish_subject`].
+
+use async_nats::header::NATS_MESSAGE_ID;
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use espm_events::{CloudEvent, Template};
+
+/// `content-type` of every message: the payload is the structured-mode CloudEvent.
+pub const CONTENT_TYPE: &str = "application/cloudevents+json";
+
+/// One event, ready to publish.
+#[derive(Debug, Clone)]
+pub struct NatsRequest {
+    /// Sanitised subject (always a valid publish subject).
+    pub subject: String,
+    /// `ce-*` headers, `content-type`, and `Nats-Msg-Id` in JetStream mode.
+    pub headers: HeaderMap,
+    /// The whole event as structured CloudEvent JSON.
+    pub payload: Bytes,
+}
+
+/// Build the subject, headers and payload for `event`.
+///
+/// With `jetstream`, the `Nats-Msg-Id` header carries the event id so the stream's duplicate
+/// window drops a retried publish of the same event.
+pub fn build_request(subject: &Template, event: &CloudEvent, jetstream: bool) -> NatsRequest {
+    let mut headers = HeaderMap::new();
+    let mut put = |name: &'static str, value: &str| {
+        headers.insert(name, header_value(value).as_str());
+    };
+    put("ce-specversion", &event.specversion);
+    put("ce-id", &event.id);
+    put("ce-source", &event.source);
+    put("ce-type", &event.ty);
+    if let Some(s) = &event.subject {
+        put("ce-subject", s);
+    }
+    if let Some(t) = &event.time {
+        put("ce-time", t);
+    }
+    put("ce-dataschema", &event.dataschema);
+    put("ce-espmenvironment", &event.espmenvironment);
+    put("ce-espmaccount", &event.espmaccount);
+    put("content-type", CONTENT_TYPE);
+    if jetstream {
+        // The standard name, so readers of this HeaderMap find it with NATS_MESSAGE_ID too.
+        headers.insert(NATS_MESSAGE_ID, header_value(&event.id).as_str());
+    }
+    NatsRequest {
+        subject: render_subject(subject, event),
+        headers,
+        payload: Bytes::from(event.to_json_bytes()),
+    }
+}
+
+/// Render `template` for `event` and sanitise the result (see the module docs).
+pub fn render_subject(template: &Template, event: &CloudEvent) -> String {
+    sanitize_subject(&template.render(event))
+}
+
+/// Make any string a valid NATS publish subject (see the module docs for the rules).
+pub fn sanitize_subject(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len().max(1));
+    for (i, token) in raw.split('.').enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if token.is_empty() {
+            out.push('_');
+            continue;
+        }
+        out.extend(
+            token
+                .chars()
+                .map(|c| if is_bad_subject_char(c) { '_' } else { c }),
+        );
+    }
+    out
+}
+
+/// Whether `s` can be published to: non-empty tokens without whitespace, control characters
+/// or wildcards.
+pub fn is_valid_publish_subject(s: &str) -> bool {
+    s.split('.')
+        .all(|t| !t.is_empty() && !t.chars().any(is_bad_subject_char))
+}
+
+fn is_bad_subject_char(c: char) -> bool {
+    c.is_whitespace() || c.is_control() || c == '*' || c == '>'
+}
+
+/// Header values travel in a line-based protocol: CR, LF and other control characters would
+/// break the frame (async-nats does not check), so they become spaces.
+fn header_value(v: &str) -> String {
+    v.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ev() -> CloudEvent {
+        CloudEvent {
+            specversion: "1.0".into(),
+            id: "evt-1".into(),
+            source: "urn:espm:sim:acme".into(),
+            ty: "gov.energystar.pm.share.revoked".into(),
+            subject: Some("property/5000006".into()),
+            time: Some("2024-01-02T03:04:05Z".into()),
+            datacontenttype: "application/json".into(),
+            dataschema: "https://espm-bridge.dev/schemas/share.revoked/v1.json".into(),
+            espmenvironment: "sim".into(),
+            espmaccount: "acme".into(),
+            data: serde_json::json!({"propertyId": 5000006, "name": "Main St *HQ*"}),
+        }
+    }
+
+    fn h<'a>(r: &'a NatsRequest, name: &str) -> Option<&'a str> {
+        r.headers.get(name).map(|v| v.as_str())
+    }
+
+    #[test]
+    fn builds_subject_headers_and_payload() {
+        let t = Template::parse("espm.{environment}.{type}").unwrap();
+        let r = build_request(&t, &ev(), true);
+        assert_eq!(r.subject, "espm.sim.gov.energystar.pm.share.revoked");
+        assert_eq!(h(&r, "ce-specversion"), Some("1.0"));
+        assert_eq!(h(&r, "ce-id"), Some("evt-1"));
+        assert_eq!(h(&r, "ce-source"), Some("urn:espm:sim:acme"));
+        assert_eq!(h(&r, "ce-type"), Some("gov.energystar.pm.share.revoked"));
+        assert_eq!(h(&r, "ce-subject"), Some("property/5000006"));
+        assert_eq!(h(&r, "ce-time"), Some("2024-01-02T03:04:05Z"));
+        assert_eq!(
+            h(&r, "ce-dataschema"),
+            Some("https://espm-bridge.dev/schemas/share.revoked/v1.json")
+        );
+        assert_eq!(h(&r, "ce-espmenvironment"), Some("sim"));
+        assert_eq!(h(&r, "ce-espmaccount"), Some("acme"));
+        assert_eq!(h(&r, "content-type"), Some(CONTENT_TYPE));
+        assert_eq!(
+            r.headers.get(NATS_MESSAGE_ID).map(|v| v.as_str()),
+            Some("evt-1")
+        );
+        let back: CloudEvent = serde_json::from_slice(&r.payload).unwrap();
+        assert_eq!(back, ev());
+    }
+
+    #[test]
+    fn core_mode_has_no_msg_id_and_optional_headers_are_omitted() {
+        let t = Template::parse("espm.{environment}.{type}").unwrap();
+        let mut e = ev();
+        e.subject = None;
+        e.time = None;
+        let r = build_request(&t, &e, false);
+        assert!(r.headers.get(NATS_MESSAGE_ID).is_none());
+        assert_eq!(h(&r, "ce-subject"), None);
+        assert_eq!(h(&r, "ce-time"), None);
+        assert_eq!(h(&r, "ce-id"), Some("evt-1"));
+    }
+
+    #[test]
+    fn header_values_lose_line_breaks() {
+        let t = Template::parse("x").unwrap();
+        let mut e = ev();
+        e.subject = Some("a\r\nb".into());
+        let r = build_request(&t, &e, true);
+        assert_eq!(h(&r, "ce-subject"), Some("a  b"));
+    }
+
+    #[test]
+    fn sanitises_bad_tokens() {
+        assert_eq!(sanitize_subject("espm.sim.a b"), "espm.sim.a_b");
+        assert_eq!(sanitize_subject("espm..x"), "espm._.x");
+        assert_eq!(sanitize_subject("espm.sim."), "espm.sim._");
+        assert_eq!(sanitize_subject(".a"), "_.a");
+        assert_eq!(sanitize_subject(""), "_");
+        assert_eq!(sanitize_subject("a.*.>"), "a._._");
+        assert_eq!(sanitize_subject("a.b*c>d"), "a.b_c_d");
+        assert_eq!(sanitize_subject("a.\tb\n"), "a._b_");
+        assert_eq!(sanitize_subject("a.caf\u{e9}"), "a.caf\u{e9}");
+        assert_eq!(sanitize_subject("a.x\u{a0}y"), "a.x_y");
+    }
+
+    #[test]
+    fn missing_attribute_and_data_render_valid_subjects() {
+        let t = Template::parse("espm.{subject}.{data.name}.{data.missing}").unwrap();
+        let mut e = ev();
+        e.subject = None;
+        let s = render_subject(&t, &e);
+        assert_eq!(s, "espm._.Main_St__HQ_._");
+        assert!(is_valid_publish_subject(&s));
+    }
+
+    #[test]
+    fn validity_predicate() {
+        assert!(is_valid_publish_subject("espm.sim.x"));
+        assert!(!is_valid_publish_subject(""));
+        assert!(!is_valid_publish_subject("a..b"));
+        assert!(!is_valid_publish_subject("a.>"));
+        assert!(!is_valid_publish_subject("a.*"));
+        assert!(!is_valid_publish_subject("a b"));
+        assert!(!is_valid_publish_subject("a."));
+    }
+
+    fn any_event() -> impl Strategy<Value = CloudEvent> {
+        let s = || any::<String>();
+        (
+            (s(), s(), s(), proptest::option::of(s())),
+            (s(), s(), s(), s()),
+        )
+            .prop_map(|((id, source, ty, subject), (time, schema, env, acct))| {
+                CloudEvent {
+                    specversion: "1.0".into(),
+                    id,
+                    source,
+                    ty,
+                    subject,
+                    time: Some(time),
+                    datacontenttype: "application/json".into(),
+                    dataschema: schema,
+                    espmenvironment: env,
+                    espmaccount: acct,
+                    data: serde_json::json!({"k": "v"}),
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn any_event_renders_a_valid_subject(e in any_event()) {
+            for tpl in ["espm.{environment}.{type}", "{id}", "{subject}.{time}", "a.{account}.{source}.>"] {
+                let t = Template::parse(tpl).unwrap();
+                let s = render_subject(&t, &e);
+                prop_assert!(is_valid_publish_subject(&s), "{tpl} -> {s:?}");
+            }
+        }
+
+        #[test]
+        fn sanitize_is_idempotent_and_keeps_valid_subjects(raw in any::<String>()) {
+            let s = sanitize_subject(&raw);
+            prop_assert!(is_valid_publish_subject(&s));
+            prop_assert_eq!(sanitize_subject(&s), s.clone());
+            if is_valid_publish_subject(&raw) {
+                prop_assert_eq!(s, raw);
+            }
+        }
+
+        #[test]
+        fn header_values_never_contain_line_breaks(e in any_event()) {
+            let t = Template::parse("x").unwrap();
+            let r = build_request(&t, &e, true);
+            for (_, values) in r.headers.iter() {
+                for v in values {
+                    prop_assert!(!v.as_str().contains(['\r', '\n']));
+                }
+            }
+        }
+    }
+}

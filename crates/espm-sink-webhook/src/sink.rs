@@ -1,0 +1,447 @@
+//! The webhook [`Sink`]: one instance per configured endpoint, so each has its own cursor and a
+//! slow or dead endpoint never delays another.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use backoff::backoff::Backoff;
+use espm_config::{RetryPolicy, SecretSource, WebhookSinkConfig};
+use espm_sink::{CloudEvent, Envelope, Outcome, Sink, SinkError};
+use futures::StreamExt;
+use http::HeaderMap;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::request_builder::{self, extra_headers};
+use crate::service::{Attempt, WebhookService};
+use crate::signing::Signer;
+
+/// Event-type filter: exact types, or prefixes written with a trailing `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeFilter {
+    exact: Vec<String>,
+    prefixes: Vec<String>,
+}
+
+impl TypeFilter {
+    /// Parse patterns; an empty list accepts every type. `*` is only allowed at the end.
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Self, String> {
+        let mut exact = Vec::new();
+        let mut prefixes = Vec::new();
+        for p in patterns {
+            let p = p.as_ref().trim();
+            if p.is_empty() {
+                return Err("empty event-type pattern in `types`".into());
+            }
+            let (body, wildcard) = match p.strip_suffix('*') {
+                Some(prefix) => (prefix, true),
+                None => (p, false),
+            };
+            if body.contains('*') {
+                return Err(format!(
+                    "event-type pattern {p:?}: `*` is only supported at the end"
+                ));
+            }
+            if wildcard {
+                prefixes.push(body.to_string());
+            } else {
+                exact.push(body.to_string());
+            }
+        }
+        Ok(Self { exact, prefixes })
+    }
+
+    /// Whether an event of type `ty` passes.
+    pub fn matches(&self, ty: &str) -> bool {
+        (self.exact.is_empty() && self.prefixes.is_empty())
+            || self.exact.iter().any(|e| e == ty)
+            || self.prefixes.iter().any(|p| ty.starts_with(p.as_str()))
+    }
+}
+
+/// POSTs each event to one endpoint, signed per Standard Webhooks, retrying per its policy.
+#[derive(Debug)]
+pub struct WebhookSink {
+    name: String,
+    filter: TypeFilter,
+    signer: Signer,
+    headers: HeaderMap,
+    service: WebhookService,
+    max_in_flight: usize,
+    retry: RetryPolicy,
+    /// Cancelled by `close`: pending retry waits end at once and nothing new is sent.
+    closing: CancellationToken,
+    /// Running `deliver` calls, so that `close` can wait for them.
+    active: Arc<AtomicUsize>,
+    idle: Arc<Notify>,
+    /// Set by a 410 Gone, cleared by the next 2xx; reported by `health`.
+    gone: AtomicBool,
+}
+
+fn config_error(sink: &str, message: impl Into<String>) -> SinkError {
+    SinkError::Config {
+        sink: sink.to_string(),
+        message: message.into(),
+    }
+}
+
+/// Read the configured secrets: a file holds one per line; a variable holds them separated by
+/// spaces or commas. Blank lines and `#` comments in the file are ignored.
+fn read_secrets(cfg: &WebhookSinkConfig) -> Result<Vec<espm_config::Secret>, SinkError> {
+    let name = &cfg.name;
+    let source = SecretSource::from_options(cfg.secret_file.as_ref(), cfg.secret_env.as_ref())
+        .ok_or_else(|| {
+            config_error(
+                name,
+                "no signing secret: set `secret_file` or `secret_env` to `whsec_...` secret(s)",
+            )
+        })?;
+    let raw = source
+        .read()
+        .map_err(|e| config_error(name, e.to_string()))?;
+    let secrets: Vec<espm_config::Secret> = match source {
+        SecretSource::File(_) => raw
+            .expose()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(espm_config::Secret::new)
+            .collect(),
+        SecretSource::Env(_) => raw
+            .expose()
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .map(espm_config::Secret::new)
+            .collect(),
+    };
+    if secrets.is_empty() {
+        return Err(config_error(
+            name,
+            match source {
+                SecretSource::File(p) => format!("secret file {} holds no secret", p.display()),
+                SecretSource::Env(v) => format!("environment variable {v} holds no secret"),
+            },
+        ));
+    }
+    Ok(secrets)
+}
+
+fn parse_url(name: &str, raw: &str) -> Result<reqwest::Url, SinkError> {
+    // Parse errors never echo the URL: it may carry a token in its query.
+    let url =
+        reqwest::Url::parse(raw).map_err(|e| config_error(name, format!("invalid `url`: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(config_error(
+            name,
+            format!("`url` must be http or https, not {:?}", url.scheme()),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(config_error(name, "`url` has no host"));
+    }
+    Ok(url)
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn age_of(envelope: &Envelope) -> Duration {
+    SystemTime::now()
+        .duration_since(envelope.enqueued_at)
+        .unwrap_or(Duration::ZERO)
+}
+
+/// Decrements the active-deliver count even if the `deliver` future is dropped midway.
+struct ActiveGuard<'a> {
+    active: &'a AtomicUsize,
+    idle: &'a Notify,
+}
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+impl WebhookSink {
+    /// Validate the configuration, read and parse the secrets and build the HTTP client.
+    ///
+    /// Fails with [`SinkError::Config`] on a bad URL, a missing or malformed secret (the
+    /// message names the secret's position, never its value), a bad `types` pattern, an
+    /// invalid or reserved extra header, or `max_in_flight = 0`.
+    pub fn new(cfg: &WebhookSinkConfig) -> Result<Self, SinkError> {
+        let name = cfg.name.as_str();
+        let url = parse_url(name, &cfg.url)?;
+        let filter = TypeFilter::new(&cfg.types).map_err(|m| config_error(name, m))?;
+        if cfg.max_in_flight == 0 {
+            return Err(config_error(name, "`max_in_flight` must be at least 1"));
+        }
+        if cfg.retry.max_attempts == 0 {
+            return Err(config_error(
+                name,
+                "`retry.max_attempts` must be at least 1",
+            ));
+        }
+        if cfg.timeout.is_zero() {
+            return Err(config_error(name, "`timeout` must be greater than zero"));
+        }
+        let secrets = read_secrets(cfg)?;
+        let signer = Signer::from_secrets(&secrets.iter().map(|s| s.expose()).collect::<Vec<_>>())
+            .map_err(|(i, e)| config_error(name, format!("signing secret #{}: {e}", i + 1)))?;
+        let headers = extra_headers(&cfg.headers).map_err(|e| config_error(name, e.to_string()))?;
+        let service = WebhookService::new(url, cfg.timeout, cfg.max_in_flight)
+            .map_err(|e| config_error(name, format!("cannot build HTTP client: {e}")))?;
+        Ok(Self {
+            name: cfg.name.clone(),
+            filter,
+            signer,
+            headers,
+            service,
+            max_in_flight: cfg.max_in_flight,
+            retry: cfg.retry.clone(),
+            closing: CancellationToken::new(),
+            active: Arc::new(AtomicUsize::new(0)),
+            idle: Arc::new(Notify::new()),
+            gone: AtomicBool::new(false),
+        })
+    }
+
+    fn backoff(&self) -> backoff::ExponentialBackoff {
+        let max_interval = self.retry.max_interval.max(self.retry.initial_interval);
+        backoff::ExponentialBackoff {
+            current_interval: self.retry.initial_interval,
+            initial_interval: self.retry.initial_interval,
+            randomization_factor: 0.5,
+            multiplier: 2.0,
+            max_interval,
+            // Age limits are ours (from the outbox enqueue time), not the backoff's.
+            max_elapsed_time: None,
+            ..backoff::ExponentialBackoff::default()
+        }
+    }
+
+    fn record_failure(&self, label: String) {
+        metrics::counter!(
+            "espm_bridge_sink_failures_total",
+            "sink" => self.name.clone(),
+            "reason" => label
+        )
+        .increment(1);
+    }
+
+    /// Deliver one event, retrying in place. `stop` is cancelled when the batch must stop (410,
+    /// a hand-back to the driver, or `close`); the event then gets `Retry` unless it already
+    /// reached a final outcome.
+    async fn deliver_one(&self, envelope: &Envelope, stop: &CancellationToken) -> Outcome {
+        let policy = &self.retry;
+        let mut attempts = envelope.attempts;
+        let mut backoff = self.backoff();
+        let mut last = String::from("attempt budget spent in earlier batches");
+        loop {
+            if stop.is_cancelled() {
+                return Outcome::Retry {
+                    reason: if self.closing.is_cancelled() {
+                        "not sent: sink is closing".into()
+                    } else {
+                        "not sent: delivery of this batch was stopped".into()
+                    },
+                    retry_after: None,
+                };
+            }
+            if attempts >= policy.max_attempts {
+                return Outcome::DeadLetter {
+                    reason: format!("gave up after {attempts} attempts; last: {last}"),
+                };
+            }
+            let age = age_of(envelope);
+            if age >= policy.max_age {
+                return Outcome::DeadLetter {
+                    reason: format!(
+                        "older than max_age ({}) after {attempts} attempts; last: {last}",
+                        humanize(policy.max_age)
+                    ),
+                };
+            }
+
+            let request =
+                request_builder::build(&envelope.event, &self.signer, &self.headers, unix_now());
+            attempts += 1;
+            let attempt = self.service.send(request).await;
+            let (kind, retry_after) = match attempt {
+                Attempt::Success { .. } => {
+                    self.gone.store(false, Ordering::Relaxed);
+                    return Outcome::Delivered;
+                }
+                Attempt::Gone => {
+                    self.gone.store(true, Ordering::Relaxed);
+                    self.record_failure("http_410".into());
+                    stop.cancel();
+                    tracing::warn!(sink = %self.name, seq = envelope.seq, "endpoint answered 410 Gone; disabling");
+                    return Outcome::Disabled {
+                        reason: "endpoint answered HTTP 410 Gone".into(),
+                    };
+                }
+                Attempt::Failed {
+                    ref kind,
+                    retry_after,
+                    ..
+                } => (kind.clone(), retry_after),
+            };
+            self.record_failure(kind.label());
+            last = attempt.to_string();
+            tracing::warn!(
+                sink = %self.name,
+                seq = envelope.seq,
+                event_id = %envelope.event.id,
+                attempt = attempts,
+                error = %last,
+                "webhook delivery attempt failed"
+            );
+            if attempts >= policy.max_attempts {
+                // Final even if the batch is being stopped: no point keeping it for another try.
+                return Outcome::DeadLetter {
+                    reason: format!("gave up after {attempts} attempts; last: {last}"),
+                };
+            }
+
+            let mut delay = backoff
+                .next_backoff()
+                .unwrap_or(policy.max_interval)
+                .min(policy.max_interval);
+            if let Some(asked) = retry_after {
+                if asked > policy.max_interval {
+                    // Waiting longer than the policy's cap would hold up this sink's whole
+                    // batch: hand the event back to the driver, which waits between batches.
+                    stop.cancel();
+                    return Outcome::Retry {
+                        reason: format!("{last} (Retry-After {})", humanize(asked)),
+                        retry_after: Some(asked),
+                    };
+                }
+                delay = delay.max(asked);
+            }
+            if age_of(envelope) + delay >= policy.max_age {
+                return Outcome::DeadLetter {
+                    reason: format!(
+                        "would exceed max_age ({}) before the next attempt, after {attempts} attempts; last: {last}",
+                        humanize(policy.max_age)
+                    ),
+                };
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop.cancelled() => {}
+            }
+        }
+    }
+}
+
+fn humanize(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+#[async_trait::async_trait]
+impl Sink for WebhookSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    fn accepts(&self, event: &CloudEvent) -> bool {
+        self.filter.matches(&event.ty)
+    }
+
+    /// Sends up to `max_in_flight` events at once (1 = strictly one after the other, in batch
+    /// order), each retried in place. Once an event is disabled (410) or handed back to the
+    /// driver, events not yet finished get `Retry`, so nothing after them is sent out of order.
+    async fn deliver(&self, batch: &[Envelope]) -> Vec<Outcome> {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        let _guard = ActiveGuard {
+            active: &self.active,
+            idle: &self.idle,
+        };
+        let stop = self.closing.child_token();
+        let stop = &stop;
+        // Futures are built up front (they do nothing until polled): mapping inside the stream
+        // trips a higher-ranked lifetime limitation of `async_trait`'s `Send` check.
+        let pending: Vec<_> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, env)| async move { (i, self.deliver_one(env, stop).await) })
+            .collect();
+        let mut results: Vec<(usize, Outcome)> = futures::stream::iter(pending)
+            .buffer_unordered(self.max_in_flight)
+            .collect()
+            .await;
+        results.sort_by_key(|(i, _)| *i);
+        results.into_iter().map(|(_, o)| o).collect()
+    }
+
+    async fn health(&self) -> Result<(), SinkError> {
+        if self.gone.load(Ordering::Relaxed) {
+            return Err(SinkError::Unavailable {
+                sink: self.name.clone(),
+                message: "endpoint answered HTTP 410 Gone; re-enable it once the receiver is fixed"
+                    .into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Ends pending retry waits at once (their events get `Retry`) and waits up to `grace` for
+    /// requests already on the wire.
+    async fn close(&self, grace: Duration) {
+        self.closing.cancel();
+        let wait = async {
+            loop {
+                let notified = self.idle.notified();
+                if self.active.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn type_filter() {
+        let all = TypeFilter::new::<&str>(&[]).unwrap();
+        assert!(all.matches("anything"));
+        let f = TypeFilter::new(&[
+            "gov.energystar.pm.share.*",
+            "gov.energystar.pm.meter.created",
+        ])
+        .unwrap();
+        assert!(f.matches("gov.energystar.pm.share.revoked"));
+        assert!(f.matches("gov.energystar.pm.meter.created"));
+        assert!(!f.matches("gov.energystar.pm.meter.deleted"));
+        assert!(!f.matches("gov.energystar.pm.sharex"));
+        assert!(TypeFilter::new(&["*"]).unwrap().matches("x"));
+        assert!(TypeFilter::new(&["a.*.b"]).is_err());
+        assert!(TypeFilter::new(&["  "]).is_err());
+    }
+
+    #[test]
+    fn urls_are_validated() {
+        assert!(parse_url("s", "https://example.com/hook?token=abc").is_ok());
+        let err = parse_url("s", "ftp://example.com/x?token=abc").unwrap_err();
+        assert!(!err.to_string().contains("token=abc"));
+        assert!(parse_url("s", "not a url").is_err());
+    }
+}

@@ -1,0 +1,606 @@
+//! The webhook sink against real HTTP receivers on loopback. Every signature is checked with the
+//! `standardwebhooks` crate, an implementation that is not ours.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use axum::Router;
+use espm_config::{RetryPolicy, WebhookSinkConfig};
+use espm_sink::{CloudEvent, Envelope, Outcome, Sink, SinkError};
+use espm_sink_webhook::WebhookSink;
+use tokio::sync::{Barrier, Semaphore};
+
+const SECRET_A: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+// base64("second-secret-for-rotation")
+const SECRET_B: &str = "whsec_c2Vjb25kLXNlY3JldC1mb3Itcm90YXRpb24=";
+// base64("a-secret-nobody-configured")
+const SECRET_OTHER: &str = "whsec_YS1zZWNyZXQtbm9ib2R5LWNvbmZpZ3VyZWQ=";
+
+// ---------------------------------------------------------------- receiver
+
+#[derive(Clone)]
+struct Reply {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    delay: Duration,
+}
+
+impl Reply {
+    fn status(status: u16) -> Self {
+        Self {
+            status,
+            headers: Vec::new(),
+            delay: Duration::ZERO,
+        }
+    }
+    fn header(mut self, name: &'static str, value: &str) -> Self {
+        self.headers.push((name, value.to_string()));
+        self
+    }
+    fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+    at: Instant,
+}
+
+struct ReceiverState {
+    script: Mutex<VecDeque<Reply>>,
+    default: Reply,
+    received: Mutex<Vec<Received>>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    /// When set, each request waits until this many are in flight together.
+    barrier: Option<Barrier>,
+    /// When set, each request waits for a permit the test hands out.
+    gate: Option<Semaphore>,
+}
+
+struct Receiver {
+    url: String,
+    state: Arc<ReceiverState>,
+}
+
+struct InFlight<'a>(&'a AtomicUsize);
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn handle(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> impl IntoResponse {
+    state.received.lock().unwrap().push(Received {
+        headers,
+        body,
+        at: Instant::now(),
+    });
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    let _guard = InFlight(&state.in_flight);
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    let reply = state
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or_else(|| state.default.clone());
+    if let Some(b) = &state.barrier {
+        // A generous bound, only so that a broken sink fails the test instead of hanging it.
+        if tokio::time::timeout(Duration::from_secs(20), b.wait())
+            .await
+            .is_err()
+        {
+            return (StatusCode::IM_A_TEAPOT, HeaderMap::new(), "barrier timeout");
+        }
+    }
+    if let Some(g) = &state.gate {
+        g.acquire().await.unwrap().forget();
+    }
+    tokio::time::sleep(reply.delay).await;
+    let mut headers = HeaderMap::new();
+    for (k, v) in reply.headers {
+        headers.insert(k, v.parse().unwrap());
+    }
+    (StatusCode::from_u16(reply.status).unwrap(), headers, "")
+}
+
+impl Receiver {
+    async fn start(script: Vec<Reply>, default: Reply) -> Self {
+        Self::start_with(script, default, None, false).await
+    }
+
+    async fn start_with(
+        script: Vec<Reply>,
+        default: Reply,
+        barrier: Option<usize>,
+        gate: bool,
+    ) -> Self {
+        let state = Arc::new(ReceiverState {
+            script: Mutex::new(script.into()),
+            default,
+            received: Mutex::new(Vec::new()),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
+            barrier: barrier.map(Barrier::new),
+            gate: gate.then(|| Semaphore::new(0)),
+        });
+        let app = Router::new()
+            .route("/hook", post(handle))
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            url: format!("http://{addr}/hook"),
+            state,
+        }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.received()
+            .iter()
+            .map(|r| r.headers["webhook-id"].to_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------- helpers
+
+fn secret_file(secrets: &[&str]) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    for s in secrets {
+        writeln!(f, "{s}").unwrap();
+    }
+    f
+}
+
+fn config(name: &str, url: &str, secrets: &tempfile::NamedTempFile) -> WebhookSinkConfig {
+    WebhookSinkConfig {
+        name: name.into(),
+        url: url.into(),
+        secret_file: Some(secrets.path().to_path_buf()),
+        secret_env: None,
+        types: Vec::new(),
+        max_in_flight: 1,
+        timeout: Duration::from_secs(10),
+        headers: BTreeMap::new(),
+        retry: RetryPolicy {
+            max_attempts: 5,
+            max_age: Duration::from_secs(3600),
+            initial_interval: Duration::from_millis(1),
+            max_interval: Duration::from_millis(10),
+        },
+    }
+}
+
+fn event(id: &str, ty: &str) -> CloudEvent {
+    CloudEvent {
+        specversion: "1.0".into(),
+        id: id.into(),
+        source: "urn:espm:test:acme".into(),
+        ty: ty.into(),
+        subject: Some("property/5000006".into()),
+        time: Some("2024-01-02T03:04:05Z".into()),
+        datacontenttype: "application/json".into(),
+        dataschema: "https://espm-bridge.invalid/schemas/share.json".into(),
+        espmenvironment: "test".into(),
+        espmaccount: "acme".into(),
+        data: serde_json::json!({"propertyId": 5000006, "note": "ünïcode ✓"}),
+    }
+}
+
+fn envelope(seq: i64) -> Envelope {
+    Envelope {
+        seq,
+        event: event(&format!("evt-{seq}"), "gov.energystar.pm.share.revoked"),
+        enqueued_at: SystemTime::now(),
+        attempts: 0,
+    }
+}
+
+fn verify(secret: &str, r: &Received) -> bool {
+    standardwebhooks::Webhook::new(secret)
+        .unwrap()
+        .verify(&r.body, &r.headers)
+        .is_ok()
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn signs_per_standard_webhooks_with_every_rotated_secret() {
+    let rx = Receiver::start(vec![], Reply::status(204)).await;
+    let secrets = secret_file(&[SECRET_A, "", SECRET_B]);
+    let mut cfg = config("hook", &rx.url, &secrets);
+    cfg.headers
+        .insert("Authorization".into(), "Bearer t0k3n".into());
+    let sink = WebhookSink::new(&cfg).unwrap();
+    let env = envelope(1);
+
+    assert_eq!(
+        sink.deliver(std::slice::from_ref(&env)).await,
+        vec![Outcome::Delivered]
+    );
+
+    let got = rx.received();
+    assert_eq!(got.len(), 1);
+    let r = &got[0];
+    assert!(verify(SECRET_A, r), "old secret must verify");
+    assert!(verify(SECRET_B, r), "new secret must verify");
+    assert!(
+        !verify(SECRET_OTHER, r),
+        "an unrelated secret must not verify"
+    );
+    // Each secret verifies on its own signature: drop one and the other still verifies alone.
+    let sigs: Vec<&str> = r.headers["webhook-signature"]
+        .to_str()
+        .unwrap()
+        .split(' ')
+        .collect();
+    assert_eq!(sigs.len(), 2);
+    for (secret, sig) in [(SECRET_A, sigs[0]), (SECRET_B, sigs[1])] {
+        let mut single = r.clone();
+        single
+            .headers
+            .insert("webhook-signature", sig.parse().unwrap());
+        assert!(verify(secret, &single));
+        let other = if secret == SECRET_A {
+            SECRET_B
+        } else {
+            SECRET_A
+        };
+        assert!(!verify(other, &single));
+    }
+    // A tampered body fails.
+    let mut tampered = r.clone();
+    tampered.body = Bytes::from(r.body.iter().copied().rev().collect::<Vec<u8>>());
+    assert!(!verify(SECRET_A, &tampered));
+
+    assert_eq!(r.headers["webhook-id"], "evt-1");
+    assert_eq!(r.headers["content-type"], "application/cloudevents+json");
+    assert_eq!(
+        r.headers["user-agent"],
+        concat!("espm-bridge/", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(r.headers["authorization"], "Bearer t0k3n");
+    let back: CloudEvent = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(back, env.event);
+}
+
+#[tokio::test]
+async fn secrets_from_an_environment_variable() {
+    let rx = Receiver::start(vec![], Reply::status(200)).await;
+    let var = "ESPM_WEBHOOK_TEST_SECRETS_ENV";
+    // Only this test reads this variable.
+    std::env::set_var(var, format!("{SECRET_A}, {SECRET_B}"));
+    let unused = secret_file(&[]);
+    let mut cfg = config("env", &rx.url, &unused);
+    cfg.secret_file = None;
+    cfg.secret_env = Some(var.into());
+    let sink = WebhookSink::new(&cfg).unwrap();
+    assert_eq!(sink.deliver(&[envelope(1)]).await, vec![Outcome::Delivered]);
+    let r = &rx.received()[0];
+    assert!(verify(SECRET_A, r) && verify(SECRET_B, r));
+}
+
+#[tokio::test]
+async fn bad_configuration_is_rejected_without_leaking_secrets() {
+    let leaky = "whsec_this-is-not*base64-TOPSECRET";
+    let f = secret_file(&[SECRET_A, leaky]);
+    let cfg = config("bad", "http://127.0.0.1:9/hook", &f);
+    let err = WebhookSink::new(&cfg).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, SinkError::Config { .. }), "{msg}");
+    assert!(msg.contains("#2"), "{msg}");
+    assert!(!msg.contains("TOPSECRET"), "{msg}");
+    assert!(!format!("{err:?}").contains("TOPSECRET"));
+
+    let f = secret_file(&["MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]);
+    let msg = WebhookSink::new(&config("bad", "http://127.0.0.1:9/hook", &f))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("whsec_"), "{msg}");
+    assert!(!msg.contains("MfKQ9r8G"), "{msg}");
+
+    let good = secret_file(&[SECRET_A]);
+    let mut cfg = config("bad", "http://127.0.0.1:9/hook", &good);
+    cfg.secret_file = None;
+    assert!(WebhookSink::new(&cfg)
+        .unwrap_err()
+        .to_string()
+        .contains("secret"));
+
+    for url in ["not a url", "ftp://example.com/x", "file:///etc/passwd"] {
+        let cfg = config("bad", url, &good);
+        assert!(WebhookSink::new(&cfg).is_err(), "{url}");
+    }
+    let mut cfg = config("bad", "http://127.0.0.1:9/hook", &good);
+    cfg.max_in_flight = 0;
+    assert!(WebhookSink::new(&cfg).is_err());
+    let mut cfg = config("bad", "http://127.0.0.1:9/hook", &good);
+    cfg.headers
+        .insert("webhook-signature".into(), "v1,forged".into());
+    assert!(WebhookSink::new(&cfg).is_err());
+
+    // The sink's Debug shows no key material.
+    let sink = WebhookSink::new(&config("ok", "http://127.0.0.1:9/hook", &good)).unwrap();
+    let dbg = format!("{sink:?}");
+    assert!(!dbg.contains("MfKQ9r8G"), "{dbg}");
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_with_the_same_webhook_id() {
+    let rx = Receiver::start(
+        vec![Reply::status(500), Reply::status(503)],
+        Reply::status(200),
+    )
+    .await;
+    let f = secret_file(&[SECRET_A]);
+    let sink = WebhookSink::new(&config("retry", &rx.url, &f)).unwrap();
+    assert_eq!(sink.deliver(&[envelope(7)]).await, vec![Outcome::Delivered]);
+    let got = rx.received();
+    assert_eq!(got.len(), 3);
+    for r in &got {
+        assert_eq!(r.headers["webhook-id"], "evt-7");
+        assert!(verify(SECRET_A, r));
+    }
+    assert_eq!(got[0].body, got[2].body);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let rx = Receiver::start(
+        vec![Reply::status(429).header("retry-after", "1")],
+        Reply::status(200),
+    )
+    .await;
+    let f = secret_file(&[SECRET_A]);
+    let mut cfg = config("ra", &rx.url, &f);
+    cfg.retry.max_interval = Duration::from_secs(2);
+    let sink = WebhookSink::new(&cfg).unwrap();
+    assert_eq!(sink.deliver(&[envelope(1)]).await, vec![Outcome::Delivered]);
+    let got = rx.received();
+    assert_eq!(got.len(), 2);
+    let gap = got[1].at - got[0].at;
+    assert!(gap >= Duration::from_secs(1), "retried after {gap:?}");
+}
+
+#[tokio::test]
+async fn retry_after_beyond_the_cap_is_handed_back_to_the_driver() {
+    let rx = Receiver::start(
+        vec![Reply::status(503).header("retry-after", "120")],
+        Reply::status(200),
+    )
+    .await;
+    let f = secret_file(&[SECRET_A]);
+    let sink = WebhookSink::new(&config("ra-long", &rx.url, &f)).unwrap();
+    let out = sink.deliver(&[envelope(1), envelope(2)]).await;
+    match &out[0] {
+        Outcome::Retry {
+            reason,
+            retry_after,
+        } => {
+            assert_eq!(*retry_after, Some(Duration::from_secs(120)));
+            assert!(reason.contains("503"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(out[1], Outcome::Retry { .. }), "{:?}", out[1]);
+    assert_eq!(rx.received().len(), 1, "nothing after a hand-back is sent");
+}
+
+#[tokio::test]
+async fn gone_disables_and_stops_the_batch() {
+    let rx = Receiver::start(vec![Reply::status(410)], Reply::status(200)).await;
+    let f = secret_file(&[SECRET_A]);
+    let sink = WebhookSink::new(&config("gone", &rx.url, &f)).unwrap();
+    assert!(sink.health().await.is_ok());
+    let out = sink.deliver(&[envelope(1), envelope(2), envelope(3)]).await;
+    assert!(matches!(out[0], Outcome::Disabled { .. }), "{out:?}");
+    assert!(matches!(out[1], Outcome::Retry { .. }), "{out:?}");
+    assert!(matches!(out[2], Outcome::Retry { .. }), "{out:?}");
+    assert_eq!(rx.received().len(), 1);
+    assert!(sink.health().await.is_err());
+}
+
+#[tokio::test]
+async fn permanent_failure_is_dead_lettered_after_max_attempts() {
+    let rx = Receiver::start(vec![Reply::status(400)], Reply::status(500)).await;
+    let f = secret_file(&[SECRET_A]);
+    let mut cfg = config("dead", &rx.url, &f);
+    cfg.retry.max_attempts = 3;
+    let sink = WebhookSink::new(&cfg).unwrap();
+    let out = sink.deliver(&[envelope(1)]).await;
+    match &out[0] {
+        Outcome::DeadLetter { reason } => {
+            assert!(reason.contains("3 attempts"), "{reason}");
+            assert!(reason.contains("500"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rx.received().len(), 3, "a 4xx is retried per policy too");
+
+    // Attempts made in earlier batches count.
+    let before = rx.received().len();
+    let mut env = envelope(2);
+    env.attempts = 2;
+    assert!(matches!(
+        sink.deliver(&[env]).await[0],
+        Outcome::DeadLetter { .. }
+    ));
+    assert_eq!(rx.received().len() - before, 1);
+}
+
+#[tokio::test]
+async fn events_older_than_max_age_are_dead_lettered_unsent() {
+    let rx = Receiver::start(vec![], Reply::status(200)).await;
+    let f = secret_file(&[SECRET_A]);
+    let sink = WebhookSink::new(&config("old", &rx.url, &f)).unwrap();
+    let mut env = envelope(1);
+    env.enqueued_at = SystemTime::now() - Duration::from_secs(7200);
+    let out = sink.deliver(&[env, envelope(2)]).await;
+    assert!(
+        matches!(&out[0], Outcome::DeadLetter { reason } if reason.contains("max_age")),
+        "{out:?}"
+    );
+    assert_eq!(out[1], Outcome::Delivered);
+    assert_eq!(rx.ids(), vec!["evt-2"]);
+}
+
+#[tokio::test]
+async fn slow_endpoint_times_out_is_retried_then_dead_lettered() {
+    let rx = Receiver::start(vec![], Reply::status(200).delay(Duration::from_secs(30))).await;
+    let f = secret_file(&[SECRET_A]);
+    let mut cfg = config("slow", &rx.url, &f);
+    cfg.timeout = Duration::from_millis(200);
+    cfg.retry.max_attempts = 2;
+    let sink = WebhookSink::new(&cfg).unwrap();
+    let out = sink.deliver(&[envelope(1)]).await;
+    match &out[0] {
+        Outcome::DeadLetter { reason } => assert!(reason.contains("timeout"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(rx.ids(), vec!["evt-1", "evt-1"]);
+}
+
+#[tokio::test]
+async fn unreachable_endpoint_is_retried_then_dead_lettered() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    drop(listener);
+    let f = secret_file(&[SECRET_A]);
+    let mut cfg = config("down", &url, &f);
+    cfg.retry.max_attempts = 2;
+    let sink = WebhookSink::new(&cfg).unwrap();
+    match &sink.deliver(&[envelope(1)]).await[0] {
+        Outcome::DeadLetter { reason } => assert!(reason.contains("connection"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn type_filter_selects_events() {
+    let f = secret_file(&[SECRET_A]);
+    let mut cfg = config("types", "http://127.0.0.1:9/hook", &f);
+    cfg.types = vec![
+        "gov.energystar.pm.share.*".into(),
+        "gov.energystar.pm.meter.created".into(),
+    ];
+    let sink = WebhookSink::new(&cfg).unwrap();
+    assert!(sink.accepts(&event("1", "gov.energystar.pm.share.revoked")));
+    assert!(sink.accepts(&event("2", "gov.energystar.pm.share.accepted")));
+    assert!(sink.accepts(&event("3", "gov.energystar.pm.meter.created")));
+    assert!(!sink.accepts(&event("4", "gov.energystar.pm.meter.deleted")));
+    assert!(!sink.accepts(&event("5", "gov.energystar.pm.property.updated")));
+
+    cfg.types.clear();
+    let all = WebhookSink::new(&cfg).unwrap();
+    assert!(all.accepts(&event("6", "anything.at.all")));
+    assert_eq!(all.kind(), "webhook");
+    assert_eq!(all.name(), "types");
+}
+
+#[tokio::test]
+async fn one_in_flight_keeps_order() {
+    let rx = Receiver::start(
+        vec![Reply::status(500).delay(Duration::from_millis(20))],
+        Reply::status(200).delay(Duration::from_millis(20)),
+    )
+    .await;
+    let f = secret_file(&[SECRET_A]);
+    let sink = WebhookSink::new(&config("ordered", &rx.url, &f)).unwrap();
+    let batch: Vec<Envelope> = (1..=5).map(envelope).collect();
+    let out = sink.deliver(&batch).await;
+    assert_eq!(out, vec![Outcome::Delivered; 5]);
+    assert_eq!(
+        rx.ids(),
+        vec!["evt-1", "evt-1", "evt-2", "evt-3", "evt-4", "evt-5"]
+    );
+    assert_eq!(rx.state.max_in_flight.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn several_in_flight_overlap() {
+    // Each request is held until three are in flight together: only a concurrent sink passes.
+    let rx = Receiver::start_with(vec![], Reply::status(200), Some(3), false).await;
+    let f = secret_file(&[SECRET_A]);
+    let mut cfg = config("parallel", &rx.url, &f);
+    cfg.max_in_flight = 3;
+    let sink = WebhookSink::new(&cfg).unwrap();
+    let batch: Vec<Envelope> = (1..=3).map(envelope).collect();
+    let out = sink.deliver(&batch).await;
+    assert_eq!(out, vec![Outcome::Delivered; 3]);
+    assert_eq!(rx.state.max_in_flight.load(Ordering::SeqCst), 3);
+    let mut ids = rx.ids();
+    ids.sort();
+    assert_eq!(ids, vec!["evt-1", "evt-2", "evt-3"]);
+}
+
+#[tokio::test]
+async fn a_slow_endpoint_does_not_block_another_sink() {
+    // The slow receiver holds every request until the test releases it.
+    let slow = Receiver::start_with(vec![], Reply::status(200), None, true).await;
+    let fast = Receiver::start(vec![], Reply::status(200)).await;
+    let f = secret_file(&[SECRET_A]);
+    let slow_sink = Arc::new(WebhookSink::new(&config("slow", &slow.url, &f)).unwrap());
+    let fast_sink = WebhookSink::new(&config("fast", &fast.url, &f)).unwrap();
+
+    let s = slow_sink.clone();
+    let slow_task = tokio::spawn(async move { s.deliver(&[envelope(1)]).await });
+    while slow.received().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let fast_out = fast_sink.deliver(&[envelope(1), envelope(2)]).await;
+    assert_eq!(fast_out, vec![Outcome::Delivered; 2]);
+    assert!(!slow_task.is_finished(), "slow endpoint was released early");
+
+    slow.state.gate.as_ref().unwrap().add_permits(1);
+    assert_eq!(slow_task.await.unwrap(), vec![Outcome::Delivered]);
+}
+
+#[tokio::test]
+async fn close_ends_retry_waits() {
+    let rx = Receiver::start(vec![], Reply::status(500)).await;
+    let f = secret_file(&[SECRET_A]);
+    let mut cfg = config("closing", &rx.url, &f);
+    cfg.retry.initial_interval = Duration::from_secs(3600);
+    cfg.retry.max_interval = Duration::from_secs(3600);
+    cfg.retry.max_age = Duration::from_secs(72 * 3600);
+    let sink = Arc::new(WebhookSink::new(&cfg).unwrap());
+    let s = sink.clone();
+    let task = tokio::spawn(async move { s.deliver(&[envelope(1), envelope(2)]).await });
+    while rx.received().is_empty() {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    sink.close(Duration::from_secs(10)).await;
+    let out = task.await.unwrap();
+    assert!(
+        matches!(&out[0], Outcome::Retry { reason, .. } if reason.contains("closing")),
+        "{out:?}"
+    );
+    assert!(matches!(out[1], Outcome::Retry { .. }), "{out:?}");
+    assert_eq!(rx.received().len(), 1);
+}

@@ -1,0 +1,498 @@
+//! The outbox delivery driver: one task per sink moving that sink's cursor through the journal.
+//!
+//! Delivery is at least once. The cursor only moves over a contiguous prefix of events the sink
+//! delivered or dead-lettered, together with those dead letters in one journal transaction, so a
+//! crash at any point re-delivers rather than loses.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use backoff::backoff::Backoff;
+use backoff::{ExponentialBackoff, ExponentialBackoffBuilder};
+use espm_journal::{Journal, JournalError, NewDeadLetter, OutboxRow};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Envelope, Outcome, Sink};
+
+/// After this many consecutive [`Outcome::Retry`] batches the driver calls [`Sink::start`] again
+/// (reconnect, re-verify topics) before the next attempt.
+const RESTART_AFTER_RETRIES: u32 = 3;
+
+/// Gauges that need a COUNT over the outbox are refreshed at most this often while busy.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Tuning of one sink's driver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverConfig {
+    /// Events read from the outbox and handed to the sink per batch.
+    pub batch_size: usize,
+    /// How long to sleep when the outbox is empty, if nobody wakes the driver sooner.
+    pub idle_poll: Duration,
+    /// First back-off delay after a failed batch.
+    pub retry_initial: Duration,
+    /// Longest back-off delay (a server's `Retry-After` may ask for more and is honoured).
+    pub retry_max: Duration,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            idle_poll: Duration::from_millis(250),
+            retry_initial: Duration::from_millis(500),
+            retry_max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Live state of one sink's driver, shared with `/readyz`.
+#[derive(Debug, Default)]
+pub struct SinkState {
+    connected: AtomicBool,
+    disabled: AtomicBool,
+    cursor: AtomicI64,
+    last_error: RwLock<Option<String>>,
+    disabled_reason: RwLock<Option<String>>,
+    last_delivery: RwLock<Option<SystemTime>>,
+}
+
+impl SinkState {
+    /// A fresh state: not connected, not disabled, no error, nothing delivered.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether the last `start` or batch succeeded (false after a failure until the next success).
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Whether the sink reported [`Outcome::Disabled`]; its driver has stopped.
+    pub fn is_disabled(&self) -> bool {
+        self.disabled.load(Ordering::Relaxed)
+    }
+
+    /// Connected and not disabled.
+    pub fn is_ready(&self) -> bool {
+        self.is_connected() && !self.is_disabled()
+    }
+
+    /// Why the sink was disabled, if it was.
+    pub fn disabled_reason(&self) -> Option<String> {
+        read(&self.disabled_reason)
+    }
+
+    /// The most recent failure (start, delivery or journal), kept after recovery for diagnosis.
+    pub fn last_error(&self) -> Option<String> {
+        read(&self.last_error)
+    }
+
+    /// When the driver last moved the cursor over a delivered event.
+    pub fn last_delivery(&self) -> Option<SystemTime> {
+        read(&self.last_delivery)
+    }
+
+    /// The sink's cursor as last stored in the journal.
+    pub fn cursor(&self) -> i64 {
+        self.cursor.load(Ordering::Relaxed)
+    }
+
+    /// Clear the disabled flag (an operator re-enabled the sink); the caller restarts the driver.
+    pub fn clear_disabled(&self) {
+        self.disabled.store(false, Ordering::Relaxed);
+        write(&self.disabled_reason, None);
+    }
+
+    fn fail(&self, error: String) {
+        self.connected.store(false, Ordering::Relaxed);
+        write(&self.last_error, Some(error));
+    }
+
+    fn disable(&self, reason: String) {
+        self.disabled.store(true, Ordering::Relaxed);
+        self.connected.store(false, Ordering::Relaxed);
+        write(&self.last_error, Some(reason.clone()));
+        write(&self.disabled_reason, Some(reason));
+    }
+}
+
+// A poisoned lock only means a panic elsewhere while holding a plain value; the value is fine.
+fn read<T: Clone>(l: &RwLock<T>) -> T {
+    l.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn write<T>(l: &RwLock<T>, v: T) {
+    *l.write().unwrap_or_else(|p| p.into_inner()) = v;
+}
+
+/// Run a journal call on the blocking pool.
+async fn blocking<T, F>(journal: &Journal, f: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    F: FnOnce(&Journal) -> Result<T, JournalError> + Send + 'static,
+{
+    let j = journal.clone();
+    match tokio::task::spawn_blocking(move || f(&j)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("journal: {e}")),
+        Err(e) => Err(format!("journal task failed: {e}")),
+    }
+}
+
+/// Sleep, unless shutdown comes first. Returns true on shutdown.
+async fn sleep_or_shutdown(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = shutdown.cancelled() => true,
+    }
+}
+
+fn new_backoff(cfg: &DriverConfig) -> ExponentialBackoff {
+    ExponentialBackoffBuilder::new()
+        .with_initial_interval(cfg.retry_initial)
+        .with_max_interval(cfg.retry_max.max(cfg.retry_initial))
+        .with_randomization_factor(0.5)
+        .with_multiplier(2.0)
+        .with_max_elapsed_time(None)
+        .build()
+}
+
+struct Metrics {
+    sink: String,
+    last_gauges: Option<Instant>,
+}
+
+impl Metrics {
+    fn failure(&self, reason: &'static str, n: u64) {
+        metrics::counter!("espm_bridge_sink_failures_total", "sink" => self.sink.clone(), "reason" => reason)
+            .increment(n);
+    }
+
+    fn published(&self, n: u64) {
+        metrics::counter!("espm_bridge_sink_published_total", "sink" => self.sink.clone())
+            .increment(n);
+    }
+
+    fn latency(&self, enqueued_at: SystemTime, now: SystemTime) {
+        let secs = now
+            .duration_since(enqueued_at)
+            .unwrap_or(Duration::ZERO)
+            .as_secs_f64();
+        metrics::histogram!("espm_bridge_delivery_latency_seconds", "sink" => self.sink.clone())
+            .record(secs);
+    }
+
+    fn empty(&mut self) {
+        metrics::gauge!("espm_bridge_outbox_depth", "sink" => self.sink.clone()).set(0.0);
+        metrics::gauge!("espm_bridge_outbox_oldest_age_seconds", "sink" => self.sink.clone())
+            .set(0.0);
+    }
+
+    /// Refresh depth, age and DLQ gauges from the journal (throttled unless `force`).
+    async fn refresh(&mut self, journal: &Journal, force: bool) {
+        if !force
+            && self
+                .last_gauges
+                .is_some_and(|t| t.elapsed() < GAUGE_INTERVAL)
+        {
+            return;
+        }
+        self.last_gauges = Some(Instant::now());
+        let name = self.sink.clone();
+        let res = blocking(journal, move |j| {
+            Ok((j.outbox_depth(&name)?, j.dlq_count(Some(&name))?))
+        })
+        .await;
+        match res {
+            Ok((depth, dlq)) => {
+                let age = depth
+                    .oldest_enqueued_at
+                    .and_then(|t| SystemTime::now().duration_since(t).ok())
+                    .unwrap_or(Duration::ZERO);
+                metrics::gauge!("espm_bridge_outbox_depth", "sink" => self.sink.clone())
+                    .set(depth.pending as f64);
+                metrics::gauge!("espm_bridge_outbox_oldest_age_seconds", "sink" => self.sink.clone())
+                    .set(age.as_secs_f64());
+                metrics::gauge!("espm_bridge_dlq_size", "sink" => self.sink.clone())
+                    .set(dlq as f64);
+            }
+            Err(e) => tracing::warn!(sink = %self.sink, error = %e, "cannot refresh outbox gauges"),
+        }
+    }
+}
+
+/// Why a batch stopped before its end.
+enum Stop {
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    Disabled {
+        reason: String,
+    },
+}
+
+/// Deliver the outbox to one sink until shutdown or until the sink disables itself.
+///
+/// Reads batches after the sink's journal cursor, hands the events the sink accepts to
+/// [`Sink::deliver`] and moves the cursor over the contiguous prefix of delivered or
+/// dead-lettered events (dead letters are stored in the same transaction). At the first
+/// [`Outcome::Retry`] it backs off (exponential with jitter, at least the sink's `retry_after`)
+/// and re-reads from the cursor, so events after the failed one may be delivered again. At
+/// [`Outcome::Disabled`] it marks `state` disabled and returns, leaving the events in the outbox.
+///
+/// When idle it waits for `wake` or `cfg.idle_poll`. Wake it with `wake.notify_one()` (the
+/// permit is kept if the driver is busy); with one `Notify` shared by several drivers use
+/// `notify_waiters()`, and `idle_poll` bounds the delay of a missed wake-up.
+///
+/// On `shutdown` it takes no new batch; a batch in flight is finished unless the caller drops
+/// this future (bound it with a grace timeout), in which case its events are delivered again
+/// after restart. The caller calls [`Sink::close`] afterwards.
+pub async fn run_sink(
+    journal: Journal,
+    sink: Arc<dyn Sink>,
+    cfg: DriverConfig,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+    state: Arc<SinkState>,
+) {
+    let name = sink.name().to_string();
+    let batch_size = cfg.batch_size.max(1);
+    let mut backoff = new_backoff(&cfg);
+    let mut metrics = Metrics {
+        sink: name.clone(),
+        last_gauges: None,
+    };
+
+    // Registering the sink makes compaction keep what it has not seen.
+    let mut cursor = loop {
+        let n = name.clone();
+        match blocking(&journal, move |j| j.cursor(&n)).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::error!(sink = %name, error = %e, "cannot read sink cursor");
+                state.fail(e);
+                metrics.failure("journal", 1);
+                let delay = backoff.next_backoff().unwrap_or(cfg.retry_max);
+                if sleep_or_shutdown(delay, &shutdown).await {
+                    return;
+                }
+            }
+        }
+    };
+    state.cursor.store(cursor, Ordering::Relaxed);
+    metrics.refresh(&journal, true).await;
+
+    let mut attempts: HashMap<i64, u32> = HashMap::new();
+    let mut started = false;
+    let mut retry_streak = 0u32;
+
+    while !shutdown.is_cancelled() {
+        if !started {
+            match sink.start().await {
+                Ok(()) => {
+                    started = true;
+                    state.connected.store(true, Ordering::Relaxed);
+                    tracing::info!(sink = %name, kind = sink.kind(), cursor, "sink started");
+                }
+                Err(e) => {
+                    tracing::warn!(sink = %name, error = %e, "sink start failed");
+                    state.fail(e.to_string());
+                    metrics.failure("unavailable", 1);
+                    let delay = backoff.next_backoff().unwrap_or(cfg.retry_max);
+                    if sleep_or_shutdown(delay, &shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+
+        let n = name.clone();
+        let rows: Vec<OutboxRow> =
+            match blocking(&journal, move |j| j.read_outbox(&n, cursor, batch_size)).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(sink = %name, error = %e, "cannot read outbox");
+                    state.fail(e);
+                    metrics.failure("journal", 1);
+                    let delay = backoff.next_backoff().unwrap_or(cfg.retry_max);
+                    if sleep_or_shutdown(delay, &shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+
+        if rows.is_empty() {
+            metrics.empty();
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(cfg.idle_poll) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            continue;
+        }
+
+        let accepted: Vec<bool> = rows.iter().map(|r| sink.accepts(&r.event)).collect();
+        let envelopes: Vec<Envelope> = rows
+            .iter()
+            .zip(&accepted)
+            .filter(|(_, a)| **a)
+            .map(|(r, _)| Envelope {
+                seq: r.seq,
+                event: r.event.clone(),
+                enqueued_at: r.enqueued_at,
+                attempts: attempts.get(&r.seq).copied().unwrap_or(0),
+            })
+            .collect();
+        let mut outcomes = if envelopes.is_empty() {
+            Vec::new()
+        } else {
+            sink.deliver(&envelopes).await
+        };
+        if outcomes.len() != envelopes.len() {
+            tracing::error!(
+                sink = %name,
+                expected = envelopes.len(),
+                got = outcomes.len(),
+                "sink returned a wrong number of outcomes; retrying the rest"
+            );
+            outcomes.resize(
+                envelopes.len(),
+                Outcome::Retry {
+                    reason: "sink returned no outcome".into(),
+                    retry_after: None,
+                },
+            );
+        }
+
+        // Walk in order; the cursor may only cover a contiguous settled prefix.
+        let now = SystemTime::now();
+        let mut new_cursor = cursor;
+        let mut dead: Vec<NewDeadLetter> = Vec::new();
+        let mut delivered: Vec<SystemTime> = Vec::new();
+        let mut stop: Option<(Stop, usize)> = None;
+        let mut outcome_iter = outcomes.into_iter();
+        for (i, (row, ok)) in rows.iter().zip(&accepted).enumerate() {
+            if !*ok {
+                new_cursor = row.seq;
+                continue;
+            }
+            let Some(outcome) = outcome_iter.next() else {
+                break; // unreachable: outcomes were resized to match
+            };
+            match outcome {
+                Outcome::Delivered => {
+                    new_cursor = row.seq;
+                    delivered.push(row.enqueued_at);
+                }
+                Outcome::DeadLetter { reason } => {
+                    tracing::warn!(sink = %name, seq = row.seq, event_id = %row.event.id, %reason, "dead-lettering event");
+                    dead.push(NewDeadLetter {
+                        row: row.clone(),
+                        reason,
+                        attempts: attempts.get(&row.seq).copied().unwrap_or(0) + 1,
+                    });
+                    new_cursor = row.seq;
+                }
+                Outcome::Retry {
+                    reason,
+                    retry_after,
+                } => {
+                    stop = Some((
+                        Stop::Retry {
+                            reason,
+                            retry_after,
+                        },
+                        i,
+                    ));
+                    break;
+                }
+                Outcome::Disabled { reason } => {
+                    stop = Some((Stop::Disabled { reason }, i));
+                    break;
+                }
+            }
+        }
+
+        if new_cursor != cursor || !dead.is_empty() {
+            let n = name.clone();
+            let dead_n = dead.len() as u64;
+            match blocking(&journal, move |j| j.settle(&n, &dead, new_cursor)).await {
+                Ok(()) => {
+                    cursor = new_cursor;
+                    state.cursor.store(cursor, Ordering::Relaxed);
+                    attempts.retain(|seq, _| *seq > cursor);
+                    if !delivered.is_empty() {
+                        metrics.published(delivered.len() as u64);
+                        for at in &delivered {
+                            metrics.latency(*at, now);
+                        }
+                        write(&state.last_delivery, Some(now));
+                    }
+                    if dead_n > 0 {
+                        metrics.failure("dead_letter", dead_n);
+                    }
+                    metrics.refresh(&journal, dead_n > 0).await;
+                }
+                Err(e) => {
+                    // Nothing moved: the whole batch is delivered again later (at least once).
+                    tracing::error!(sink = %name, error = %e, "cannot store sink cursor");
+                    state.fail(e);
+                    metrics.failure("journal", 1);
+                    let delay = backoff.next_backoff().unwrap_or(cfg.retry_max);
+                    if sleep_or_shutdown(delay, &shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+
+        match stop {
+            None => {
+                backoff.reset();
+                retry_streak = 0;
+                state.connected.store(true, Ordering::Relaxed);
+            }
+            Some((Stop::Disabled { reason }, _)) => {
+                tracing::error!(sink = %name, %reason, cursor, "sink disabled itself; its events stay in the outbox");
+                metrics.failure("disabled", 1);
+                state.disable(reason);
+                return;
+            }
+            Some((
+                Stop::Retry {
+                    reason,
+                    retry_after,
+                },
+                at,
+            )) => {
+                // Everything sent from the failed event on was attempted once more.
+                for (row, ok) in rows.iter().zip(&accepted).skip(at) {
+                    if *ok {
+                        *attempts.entry(row.seq).or_insert(0) += 1;
+                    }
+                }
+                retry_streak += 1;
+                if retry_streak >= RESTART_AFTER_RETRIES {
+                    started = false;
+                }
+                let mut delay = backoff.next_backoff().unwrap_or(cfg.retry_max);
+                if let Some(ra) = retry_after {
+                    delay = delay.max(ra);
+                }
+                tracing::warn!(sink = %name, %reason, ?delay, cursor, "delivery failed; backing off");
+                metrics.failure("retry", 1);
+                state.fail(reason);
+                if sleep_or_shutdown(delay, &shutdown).await {
+                    return;
+                }
+            }
+        }
+    }
+}
