@@ -124,9 +124,9 @@ fn journal_cmd(j: Journal, cmd: JournalCommand) -> Result<ExitCode> {
         JournalCommand::Depth => {
             println!("{:<24} {:>10} {:>10} {:>14} {:>8}", "SINK", "CURSOR", "PENDING", "OLDEST", "DLQ");
             for s in j.sinks()? {
-                let d = j.outbox_depth(&s.sink)?;
-                let dlq = j.dlq_count(Some(&s.sink))?;
-                println!("{:<24} {:>10} {:>10} {:>14} {:>8}", s.sink, s.cursor, d.pending, age(d.oldest_enqueued_at), dlq);
+                let d = j.outbox_depth(&s.name)?;
+                let dlq = j.dlq_count(Some(&s.name))?;
+                println!("{:<24} {:>10} {:>10} {:>14} {:>8}", s.name, s.cursor, d.pending, age(d.oldest_enqueued_at), dlq);
             }
             println!("outbox head: {}", j.head_seq()?);
         }

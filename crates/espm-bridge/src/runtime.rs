@@ -10,7 +10,7 @@ use espm_client::{ClientConfig, Password, PmClient};
 use espm_config::{AccountConfig, BridgeConfig, DrainMode, Secret, SinkConfig};
 use espm_journal::{Journal, Scope};
 use espm_poller::{Poller, PollerConfig, PollerStatus};
-use espm_sink::driver::{run_sink, DriverConfig, SinkState};
+use espm_sink::{run_sink, DriverConfig, SinkState};
 use espm_sink::Sink;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -30,8 +30,8 @@ pub struct Options {
 /// Build one sink from its configuration.
 pub fn build_sink(cfg: &SinkConfig) -> Result<Arc<dyn Sink>> {
     Ok(match cfg {
-        SinkConfig::Console(c) => Arc::new(espm_sink::console::ConsoleSink::new(c)),
-        SinkConfig::File(c) => Arc::new(espm_sink::file::FileSink::new(c)),
+        SinkConfig::Console(c) => Arc::new(espm_sink::ConsoleSink::new(c)),
+        SinkConfig::File(c) => Arc::new(espm_sink::FileSink::new(c)),
         SinkConfig::Kafka(c) => Arc::new(espm_sink_kafka::KafkaSink::new(c)?),
         SinkConfig::Nats(c) => Arc::new(espm_sink_nats::NatsSink::new(c)?),
         SinkConfig::Webhook(c) => Arc::new(espm_sink_webhook::WebhookSink::new(c)?),

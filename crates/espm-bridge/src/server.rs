@@ -12,7 +12,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use espm_journal::Journal;
 use espm_poller::PollerStatus;
-use espm_sink::driver::SinkState;
+use espm_sink::SinkState;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
 

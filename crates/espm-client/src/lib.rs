@@ -7,6 +7,22 @@
 //! Every call sends HTTP Basic auth; POST bodies are `application/xml`. Failures are one
 //! [`ClientError`]; 429, 500, 502, 503, 504, timeouts and transport errors are retried per
 //! [`RetryPolicy`] (counted in `espm_bridge_pm_retries_total{endpoint,reason}`), other 4xx never.
+//!
+//! ```no_run
+//! use espm_client::{Action, ClientConfig, PendingKind, PmClient, TEST_BASE_URL};
+//! # async fn demo() -> Result<(), espm_client::ClientError> {
+//! let client = PmClient::new(ClientConfig::new(TEST_BASE_URL, "provider", "secret"))?;
+//! for page in client.pending_all(PendingKind::Connection).await? {
+//!     for req in &page.accounts {
+//!         match client.answer(PendingKind::Connection, req.account_id, Action::Accept, None).await {
+//!             Err(e) if e.is_already_resolved() => {} // answered before: fine
+//!             other => other?,
+//!         }
+//!     }
+//! }
+//! let peek = client.notifications(false).await?;
+//! # let _ = peek; Ok(()) }
+//! ```
 
 #![deny(missing_docs)]
 

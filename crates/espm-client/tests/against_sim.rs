@@ -87,6 +87,17 @@ impl Sim {
         v["script"].as_array().map_or(0, Vec::len)
     }
 
+    async fn ledger_summary(&self) -> Value {
+        self.http
+            .get(format!("{}/ledger?summary=true", self.server.control_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     async fn customer(&self, org: &str) -> i64 {
         let v = self
             .control("/customers", json!({ "organization": org }))
@@ -97,7 +108,8 @@ impl Sim {
     /// A customer connected to the provider (requested, then accepted through the client).
     async fn connected_customer(&self, client: &PmClient, org: &str) -> i64 {
         let a = self.customer(org).await;
-        self.control("/connections", json!({ "accountId": a })).await;
+        self.control("/connections", json!({ "accountId": a }))
+            .await;
         client
             .answer(PendingKind::Connection, a, Action::Accept, None)
             .await
@@ -165,16 +177,28 @@ async fn connections_accept_reject_already_resolved_customers_and_custom_fields(
     sim.control("/connections", json!({ "accountId": b })).await;
 
     let pages = c.pending_all(PendingKind::Connection).await.unwrap();
-    let ids: BTreeSet<i64> = ids_of(&pages, PendingKind::Connection).into_iter().collect();
+    let ids: BTreeSet<i64> = ids_of(&pages, PendingKind::Connection)
+        .into_iter()
+        .collect();
     assert_eq!(ids, BTreeSet::from([a, b]));
-    let pa = pages[0].accounts.iter().find(|x| x.account_id == a).unwrap();
+    let pa = pages[0]
+        .accounts
+        .iter()
+        .find(|x| x.account_id == a)
+        .unwrap();
     assert_eq!(
         pa.custom_field_list.as_ref().unwrap().to_map()["Customer Number"],
         "D987"
     );
-    let fields = c.custom_fields(CustomFieldTarget::Account(a)).await.unwrap();
+    let fields = c
+        .custom_fields(CustomFieldTarget::Account(a))
+        .await
+        .unwrap();
     assert_eq!(fields.len(), 1);
-    assert_eq!((fields[0].name.as_str(), fields[0].value.as_str()), ("Customer Number", "D987"));
+    assert_eq!(
+        (fields[0].name.as_str(), fields[0].value.as_str()),
+        ("Customer Number", "D987")
+    );
 
     c.answer(PendingKind::Connection, a, Action::Accept, Some("welcome"))
         .await
@@ -212,23 +236,36 @@ async fn property_shares_accept_reject_and_already_resolved() {
     let sim = Sim::empty().await;
     let c = sim.client(fast(0));
     let owner = sim.connected_customer(&c, "Owner Inc").await;
-    let p1 = sim.share_property(owner, json!({ "Property Ref": "P-1" })).await;
+    let p1 = sim
+        .share_property(owner, json!({ "Property Ref": "P-1" }))
+        .await;
     let p2 = sim.share_property(owner, json!({})).await;
     let pages = c.pending_all(PendingKind::PropertyShare).await.unwrap();
     assert_eq!(
-        ids_of(&pages, PendingKind::PropertyShare).into_iter().collect::<BTreeSet<_>>(),
+        ids_of(&pages, PendingKind::PropertyShare)
+            .into_iter()
+            .collect::<BTreeSet<_>>(),
         BTreeSet::from([p1, p2])
     );
-    let pp = pages[0].properties.iter().find(|p| p.property_id == p1).unwrap();
+    let pp = pages[0]
+        .properties
+        .iter()
+        .find(|p| p.property_id == p1)
+        .unwrap();
     assert_eq!(pp.account_id, owner);
     assert_eq!(pp.access_level, espm_model::AccessLevel::Read);
 
     c.answer(PendingKind::PropertyShare, p1, Action::Accept, None)
         .await
         .unwrap();
-    c.answer(PendingKind::PropertyShare, p2, Action::Reject, Some("not ours"))
-        .await
-        .unwrap();
+    c.answer(
+        PendingKind::PropertyShare,
+        p2,
+        Action::Reject,
+        Some("not ours"),
+    )
+    .await
+    .unwrap();
     for id in [p1, p2] {
         let err = c
             .answer(PendingKind::PropertyShare, id, Action::Accept, None)
@@ -236,10 +273,19 @@ async fn property_shares_accept_reject_and_already_resolved() {
             .unwrap_err();
         assert!(err.is_already_resolved(), "{err}");
     }
-    let fields = c.custom_fields(CustomFieldTarget::Property(p1)).await.unwrap();
+    let fields = c
+        .custom_fields(CustomFieldTarget::Property(p1))
+        .await
+        .unwrap();
     assert_eq!(fields[0].value, "P-1");
-    assert!(sim.server.state().with_world(|w| w.property_share(p1).is_some()));
-    assert!(sim.server.state().with_world(|w| w.property_share(p2).is_none()));
+    assert!(sim
+        .server
+        .state()
+        .with_world(|w| w.property_share(p1).is_some()));
+    assert!(sim
+        .server
+        .state()
+        .with_world(|w| w.property_share(p2).is_none()));
 }
 
 #[tokio::test]
@@ -253,7 +299,9 @@ async fn meter_shares_accept_reject_and_already_resolved() {
     assert_eq!(p1, prop);
     let pages = c.pending_all(PendingKind::MeterShare).await.unwrap();
     assert_eq!(
-        ids_of(&pages, PendingKind::MeterShare).into_iter().collect::<BTreeSet<_>>(),
+        ids_of(&pages, PendingKind::MeterShare)
+            .into_iter()
+            .collect::<BTreeSet<_>>(),
         BTreeSet::from([m1, m2])
     );
     let pm = pages[0].meters.iter().find(|m| m.meter_id == m1).unwrap();
@@ -264,7 +312,10 @@ async fn meter_shares_accept_reject_and_already_resolved() {
     c.answer(PendingKind::MeterShare, m1, Action::Accept, None)
         .await
         .unwrap();
-    assert!(sim.server.state().with_world(|w| w.property_share(prop).is_some()));
+    assert!(sim
+        .server
+        .state()
+        .with_world(|w| w.property_share(prop).is_some()));
     let err = c
         .answer(PendingKind::PropertyShare, prop, Action::Accept, None)
         .await
@@ -296,7 +347,10 @@ async fn pagination_over_three_pages() {
     }
     let pages = c.pending_all(PendingKind::PropertyShare).await.unwrap();
     assert_eq!(pages.len(), 3);
-    assert_eq!(pages.iter().map(PendingList::len).collect::<Vec<_>>(), vec![20, 20, 5]);
+    assert_eq!(
+        pages.iter().map(PendingList::len).collect::<Vec<_>>(),
+        vec![20, 20, 5]
+    );
     let got = ids_of(&pages, PendingKind::PropertyShare);
     assert_eq!(got.len(), 45);
     assert_eq!(got.into_iter().collect::<BTreeSet<_>>(), want);
@@ -319,8 +373,12 @@ async fn unshares_then_403_and_repeat_is_refused() {
     c.answer(PendingKind::MeterShare, meter, Action::Accept, None)
         .await
         .unwrap();
-    c.custom_fields(CustomFieldTarget::Property(prop)).await.unwrap();
-    c.custom_fields(CustomFieldTarget::Meter(meter)).await.unwrap();
+    c.custom_fields(CustomFieldTarget::Property(prop))
+        .await
+        .unwrap();
+    c.custom_fields(CustomFieldTarget::Meter(meter))
+        .await
+        .unwrap();
 
     c.unshare_property(prop, Some("bye")).await.unwrap();
     let err = c
@@ -330,7 +388,10 @@ async fn unshares_then_403_and_repeat_is_refused() {
     assert_eq!(err.status(), Some(403), "{err}");
     assert!(err.is_access_denied());
     // The meter share on that property went with it.
-    assert!(sim.server.state().with_world(|w| w.meter_share(m_on_prop).is_none()));
+    assert!(sim
+        .server
+        .state()
+        .with_world(|w| w.meter_share(m_on_prop).is_none()));
 
     c.unshare_meter(meter, None).await.unwrap();
     let err = c
@@ -361,15 +422,25 @@ async fn disconnect_keep_shares_true_and_false() {
             .unwrap();
     }
 
-    c.disconnect(keep, true, Some("keeping the data")).await.unwrap();
+    c.disconnect(keep, true, Some("keeping the data"))
+        .await
+        .unwrap();
     c.disconnect(drop_, false, None).await.unwrap();
     let customers: Vec<i64> = c.customers().await.unwrap().iter().map(|l| l.id).collect();
     assert!(customers.is_empty(), "{customers:?}");
     let world = sim.server.state();
     assert!(world.with_world(|w| !w.is_connected(keep) && !w.is_connected(drop_)));
-    assert!(world.with_world(|w| w.property_share(pk).is_some()), "keepShares=true kept it");
-    assert!(world.with_world(|w| w.property_share(pd).is_none()), "keepShares=false removed it");
-    c.custom_fields(CustomFieldTarget::Property(pk)).await.unwrap();
+    assert!(
+        world.with_world(|w| w.property_share(pk).is_some()),
+        "keepShares=true kept it"
+    );
+    assert!(
+        world.with_world(|w| w.property_share(pd).is_none()),
+        "keepShares=false removed it"
+    );
+    c.custom_fields(CustomFieldTarget::Property(pk))
+        .await
+        .unwrap();
     let err = c
         .custom_fields(CustomFieldTarget::Property(pd))
         .await
@@ -440,30 +511,69 @@ async fn notifications_peek_clear_and_every_type() {
             .await
             .unwrap();
     }
-    assert!(c.notifications(false).await.unwrap().notifications.is_empty());
+    assert!(c
+        .notifications(false)
+        .await
+        .unwrap()
+        .notifications
+        .is_empty());
     let mut want = Vec::new();
     let v = sim
-        .control("/shares/edit", json!({ "propertyId": p1, "accessLevel": "Read Write" }))
+        .control(
+            "/shares/edit",
+            json!({ "propertyId": p1, "accessLevel": "Read Write" }),
+        )
         .await;
-    want.extend(v["notificationIds"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()));
+    want.extend(
+        v["notificationIds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap()),
+    );
     let v = sim.control("/unshare", json!({ "propertyId": p1 })).await;
-    want.extend(v["notificationIds"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()));
+    want.extend(
+        v["notificationIds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap()),
+    );
     let v = sim
         .control(
             "/transfer",
             json!({ "propertyId": p2, "toAccountId": b, "removeAccess": true }),
         )
         .await;
-    want.extend(v["notificationIds"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()));
+    want.extend(
+        v["notificationIds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap()),
+    );
     let v = sim.control("/disconnect", json!({ "accountId": a })).await;
-    want.extend(v["notificationIds"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()));
-    sim.control("/notifications", json!({ "count": 3, "types": ["UNSHARE", "FUTURECODE"] }))
-        .await;
+    want.extend(
+        v["notificationIds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_i64().unwrap()),
+    );
+    sim.control(
+        "/notifications",
+        json!({ "count": 3, "types": ["UNSHARE", "FUTURECODE"] }),
+    )
+    .await;
 
     let peek = c.notifications(false).await.unwrap();
     let again = c.notifications(false).await.unwrap();
     assert_eq!(peek, again, "a peek must not consume");
-    let ids: Vec<i64> = peek.notifications.iter().map(|n| n.notification_id).collect();
+    let ids: Vec<i64> = peek
+        .notifications
+        .iter()
+        .map(|n| n.notification_id)
+        .collect();
     assert_eq!(&ids[..want.len()], &want[..]);
     assert_eq!(ids.len(), want.len() + 3);
     let types: BTreeSet<&str> = peek
@@ -471,7 +581,13 @@ async fn notifications_peek_clear_and_every_type() {
         .iter()
         .map(|n| n.notification_type_code.as_str())
         .collect();
-    for t in ["SHAREUPDATE", "UNSHARE", "TRANSFERPROPERTY", "DISCONNECT", "FUTURECODE"] {
+    for t in [
+        "SHAREUPDATE",
+        "UNSHARE",
+        "TRANSFERPROPERTY",
+        "DISCONNECT",
+        "FUTURECODE",
+    ] {
         assert!(types.contains(t), "{t} missing from {types:?}");
     }
     let transfer = peek
@@ -479,11 +595,19 @@ async fn notifications_peek_clear_and_every_type() {
         .iter()
         .find(|n| n.notification_type_code == "TRANSFERPROPERTY")
         .unwrap();
-    assert_eq!((transfer.property_id, transfer.account_id), (Some(p2), Some(b)));
+    assert_eq!(
+        (transfer.property_id, transfer.account_id),
+        (Some(p2), Some(b))
+    );
 
     let cleared = c.notifications(true).await.unwrap();
     assert_eq!(cleared, peek);
-    assert!(c.notifications(false).await.unwrap().notifications.is_empty());
+    assert!(c
+        .notifications(false)
+        .await
+        .unwrap()
+        .notifications
+        .is_empty());
 }
 
 #[tokio::test]
@@ -524,16 +648,23 @@ async fn wrong_password_is_401_and_not_retried() {
 async fn fault_429_retry_after_is_honoured() {
     let sim = Sim::empty().await;
     let c = sim.client(fast(3));
-    sim.faults(json!({ "script": ["http429"], "retry_after_secs": 1, "paths": ["/customer/list"] }))
-        .await;
+    sim.faults(
+        json!({ "script": ["http429"], "retry_after_secs": 1, "paths": ["/customer/list"] }),
+    )
+    .await;
     let started = Instant::now();
     c.customers().await.unwrap();
     // Correctness, not performance: the retry must wait at least the Retry-After.
     assert!(started.elapsed() >= Duration::from_secs(1));
     assert_eq!(sim.remaining_script().await, 0);
 
-    sim.faults(json!({ "script": ["http429"], "retry_after_secs": 1 })).await;
-    let err = sim.client(RetryPolicy::none()).customers().await.unwrap_err();
+    sim.faults(json!({ "script": ["http429"], "retry_after_secs": 1 }))
+        .await;
+    let err = sim
+        .client(RetryPolicy::none())
+        .customers()
+        .await
+        .unwrap_err();
     assert_eq!(err.status(), Some(429));
     assert_eq!(err.retry_after(), Some(Duration::from_secs(1)));
 }
@@ -541,13 +672,21 @@ async fn fault_429_retry_after_is_honoured() {
 #[tokio::test]
 async fn fault_500_is_retried_or_reported() {
     let sim = Sim::empty().await;
-    sim.faults(json!({ "script": ["http500", "http500"] })).await;
+    sim.faults(json!({ "script": ["http500", "http500"] }))
+        .await;
     sim.client(fast(3)).customers().await.unwrap();
     assert_eq!(sim.remaining_script().await, 0);
 
     sim.faults(json!({ "script": ["http500"] })).await;
-    let err = sim.client(RetryPolicy::none()).customers().await.unwrap_err();
-    assert!(matches!(err, ClientError::Http { status: 500, .. }), "{err:?}");
+    let err = sim
+        .client(RetryPolicy::none())
+        .customers()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::Http { status: 500, .. }),
+        "{err:?}"
+    );
     assert!(err.is_retryable());
 }
 
@@ -561,14 +700,17 @@ async fn fault_502_maintenance_page_is_not_xml_then_retried() {
         .await
         .unwrap_err();
     match &err {
-        ClientError::NotXml { status, snippet, .. } => {
+        ClientError::NotXml {
+            status, snippet, ..
+        } => {
             assert_eq!(*status, 502);
             assert!(!snippet.is_empty());
             assert!(!snippet.contains('\n'));
         }
         other => panic!("unexpected {other:?}"),
     }
-    sim.faults(json!({ "script": ["http502", "http502"] })).await;
+    sim.faults(json!({ "script": ["http502", "http502"] }))
+        .await;
     let pages = sim
         .client(fast(3))
         .pending_all(PendingKind::Connection)
@@ -606,7 +748,11 @@ async fn fault_truncated_body_is_an_xml_error_and_raw_keeps_the_bytes() {
 async fn fault_drop_is_transport_then_retried() {
     let sim = Sim::empty().await;
     sim.faults(json!({ "script": ["drop"] })).await;
-    let err = sim.client(RetryPolicy::none()).customers().await.unwrap_err();
+    let err = sim
+        .client(RetryPolicy::none())
+        .customers()
+        .await
+        .unwrap_err();
     assert!(matches!(err, ClientError::Transport { .. }), "{err:?}");
     assert!(err.is_retryable());
 
@@ -629,14 +775,28 @@ async fn fault_drop_on_clear_loses_notifications_but_peek_does_not() {
     sim.faults(json!({ "script": ["drop"], "paths": ["/notification/list"] }))
         .await;
     let cleared = c.notifications(true).await.unwrap();
-    assert!(cleared.notifications.is_empty(), "lost to the dropped response");
-    assert!(c.notifications(false).await.unwrap().notifications.is_empty());
+    assert!(
+        cleared.notifications.is_empty(),
+        "lost to the dropped response"
+    );
+    assert!(c
+        .notifications(false)
+        .await
+        .unwrap()
+        .notifications
+        .is_empty());
+    // The simulator's ground truth agrees: both were handed out on the dropped read and lost.
+    let ledger = sim.ledger_summary().await;
+    assert_eq!(ledger["handedOut"], 2, "{ledger}");
+    assert_eq!(ledger["delivered"], 0, "{ledger}");
+    assert_eq!(ledger["faultedReads"], 2, "{ledger}");
 }
 
 #[tokio::test]
 async fn fault_latency_times_out_or_is_waited_for() {
     let sim = Sim::empty().await;
-    sim.faults(json!({ "latency_ms": 1500, "paths": ["/customer/list"] })).await;
+    sim.faults(json!({ "latency_ms": 1500, "paths": ["/customer/list"] }))
+        .await;
     let mut cfg = ClientConfig::new(sim.server.base_url(), USER, PASS);
     cfg.timeout = Duration::from_millis(300);
     cfg.retry = RetryPolicy::none();
@@ -655,13 +815,20 @@ async fn random_fault_mix_is_absorbed_by_retries() {
     for _ in 0..25 {
         sim.share_property(owner, json!({})).await;
     }
-    sim.faults(json!({ "http429": 0.04, "retry_after_secs": 0, "http500": 0.04,
-                       "http502": 0.04, "drop": 0.03 }))
-        .await;
+    sim.faults(
+        json!({ "http429": 0.04, "retry_after_secs": 0, "http500": 0.04,
+                       "http502": 0.04, "drop": 0.03 }),
+    )
+    .await;
     for _ in 0..10 {
         let pages = c.pending_all(PendingKind::PropertyShare).await.unwrap();
         assert_eq!(ids_of(&pages, PendingKind::PropertyShare).len(), 25);
         c.customers().await.unwrap();
         c.notifications(false).await.unwrap();
     }
+    // Faults really were injected (and absorbed) on the way.
+    let ledger = sim.ledger_summary().await;
+    let faulted = ledger["faultedReads"].as_u64().unwrap();
+    let reads = ledger["reads"].as_u64().unwrap();
+    assert!(faulted > 0 && reads == 10 + faulted, "{ledger}");
 }

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use espm_model::{
     AccountInfo, Address, Audit, CustomFieldList, DocumentError, MeterInfo, Notification,
     NotificationList, PendingAccount, PendingList, PendingMeter, PendingProperty, PropertyInfo,
@@ -73,10 +73,19 @@ impl Origin {
 }
 
 /// A PM timestamp as RFC 3339 with its offset kept (no offset = US Eastern), all digits kept.
+///
+/// `None` when the text is not a PM timestamp or its year cannot be written in RFC 3339
+/// (outside 0000..=9999). An offset with seconds (New York's pre-1883 local mean time) cannot
+/// be written in RFC 3339 either, so such an instant is written in UTC instead of being shifted.
 pub fn normalize_pm_time(raw: &str) -> Option<String> {
-    espm_model::parse_pm_datetime(raw)
-        .ok()
-        .map(|t| t.to_rfc3339_opts(SecondsFormat::AutoSi, false))
+    let t = espm_model::parse_pm_datetime(raw).ok()?;
+    if !(0..=9999).contains(&t.year()) || !(0..=9999).contains(&t.naive_utc().year()) {
+        return None;
+    }
+    if t.offset().local_minus_utc() % 60 != 0 {
+        return Some(t.to_utc().to_rfc3339_opts(SecondsFormat::AutoSi, true));
+    }
+    Some(t.to_rfc3339_opts(SecondsFormat::AutoSi, false))
 }
 
 fn utc_rfc3339(t: DateTime<Utc>) -> String {

@@ -141,7 +141,8 @@ fn schemas_reject_wrong_events() {
     let ev = &ex[SHARE_REVOKED];
     let good: serde_json::Value = serde_json::from_slice(&ev.to_json_bytes()).unwrap();
     assert!(common::is_valid(SHARE_REVOKED, &good));
-    let mutations: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+    let mutations: Vec<(&str, Mutation)> = vec![
         (
             "time not a date-time",
             Box::new(|v| v["time"] = "yesterday".into()),

@@ -285,7 +285,7 @@ fn diff_pending_requested_then_resolved() {
         &origin(),
         PendingKind::Connection,
         &first.snapshot,
-        &[b.clone()],
+        std::slice::from_ref(&b),
         |k, id| {
             asked.borrow_mut().push((k, id));
             Resolution::Rejected
@@ -690,4 +690,25 @@ proptest! {
         let source = raw.and_then(|r| espm_model::parse_pm_datetime(r).ok());
         prop_assert_eq!(ev.time.as_deref().map(|t| DateTime::parse_from_rfc3339(t).unwrap()), source);
     }
+}
+
+#[test]
+fn times_that_rfc3339_cannot_hold() {
+    assert_eq!(
+        normalize_pm_time("2025-07-15T08:00:00").as_deref(),
+        Some("2025-07-15T08:00:00-04:00")
+    );
+    assert_eq!(
+        normalize_pm_time("2014-12-04T11:29:54.120-05:00").as_deref(),
+        Some("2014-12-04T11:29:54.120-05:00")
+    );
+    assert_eq!(normalize_pm_time("+12345-01-01T00:00:00"), None);
+    assert_eq!(normalize_pm_time("-0001-01-01T00:00:00"), None);
+    // New York local mean time before 1883 is -04:56:02: written in UTC, not rounded.
+    let lmt = normalize_pm_time("1850-01-01T00:00:00").unwrap();
+    assert_eq!(lmt, "1850-01-01T04:56:02Z");
+    assert_eq!(
+        DateTime::parse_from_rfc3339(&lmt).unwrap(),
+        espm_model::parse_pm_datetime("1850-01-01T00:00:00").unwrap()
+    );
 }

@@ -1,6 +1,10 @@
 //! The JSON control API under `/sim`: customer-side actions, load generation, faults, the ledger.
 //! No authentication (it is a test tool); bodies are JSON whatever the content type says.
 
+// Helpers return the finished error `Response` as their `Err`: it goes straight back to the
+// client, once per request, so boxing it would only add noise.
+#![allow(clippy::result_large_err)]
+
 use std::collections::{BTreeMap, HashMap};
 
 use axum::body::Bytes;
@@ -250,7 +254,10 @@ struct BulkReq {
 async fn bulk(State(state): State<SimState>, bytes: Bytes) -> Response {
     let r: BulkReq = parse_or_return!(bytes);
     if r.types.iter().any(|t| t.trim().is_empty()) {
-        return error(StatusCode::BAD_REQUEST, "notification types must not be empty");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "notification types must not be empty",
+        );
     }
     let range = state.with_world(|w| w.bulk_notifications(r.count, &r.types));
     created(json!({

@@ -824,7 +824,11 @@ impl World {
     /// `POST /share/meter/{id}`. Accepting also accepts the pending share of its property and
     /// connects an unconnected owner.
     pub fn answer_meter_share(&mut self, meter_id: i64, accept: bool) -> Result<(), SimError> {
-        let Some(i) = self.pending_meters.iter().position(|p| p.target == meter_id) else {
+        let Some(i) = self
+            .pending_meters
+            .iter()
+            .position(|p| p.target == meter_id)
+        else {
             return Err(SimError::NotPending);
         };
         let p = self.pending_meters.remove(i);
@@ -872,7 +876,11 @@ impl World {
 
     /// `POST /disconnect/account/{id}?keepShares=..`. Without `keep_shares` the owner's shares go
     /// too; pending requests from that owner always go.
-    pub fn provider_disconnect(&mut self, account_id: i64, keep_shares: bool) -> Result<(), SimError> {
+    pub fn provider_disconnect(
+        &mut self,
+        account_id: i64,
+        keep_shares: bool,
+    ) -> Result<(), SimError> {
         if self.connections.remove(&account_id).is_none() {
             return Err(SimError::NotConnected);
         }
@@ -901,7 +909,9 @@ impl World {
     pub fn provider_unshare_meter(&mut self, meter_id: i64) -> Result<(), SimError> {
         if self.meter_shares.remove(&meter_id).is_none() {
             self.meter(meter_id)?;
-            return Err(SimError::Conflict("This meter is not shared with you.".into()));
+            return Err(SimError::Conflict(
+                "This meter is not shared with you.".into(),
+            ));
         }
         Ok(())
     }
@@ -963,7 +973,9 @@ impl World {
         let username = match spec.username {
             Some(u) => u,
             None => {
-                let base = format!("{}_{}", first, last).to_lowercase().replace(' ', "_");
+                let base = format!("{}_{}", first, last)
+                    .to_lowercase()
+                    .replace(' ', "_");
                 let mut name = base.clone();
                 let mut n = 1;
                 while self.customers.values().any(|c| c.username == name) {
@@ -1408,7 +1420,10 @@ impl World {
                 return Err(format!("two pending connections from {}", p.account_id));
             }
             if self.is_connected(p.account_id) {
-                return Err(format!("pending connection from connected {}", p.account_id));
+                return Err(format!(
+                    "pending connection from connected {}",
+                    p.account_id
+                ));
             }
             if !self.customers.contains_key(&p.account_id) {
                 return Err(format!("pending connection from unknown {}", p.account_id));

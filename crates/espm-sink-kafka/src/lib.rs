@@ -4,6 +4,8 @@
 //! `service` owns the producer I/O, and [`KafkaSink`] implements [`espm_sink::Sink`].
 //! The configuration is [`espm_config::KafkaSinkConfig`].
 
+#![deny(missing_docs)]
+
 pub mod request_builder;
 mod service;
 mod sink;

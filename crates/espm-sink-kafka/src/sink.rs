@@ -200,3 +200,91 @@ impl Sink for KafkaSink {
         self.service.flush(grace).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use espm_config::KafkaMode;
+    use std::collections::BTreeMap;
+
+    fn cfg() -> KafkaSinkConfig {
+        KafkaSinkConfig {
+            name: "k".into(),
+            // Nothing listens here; `new` does no network I/O.
+            brokers: "127.0.0.1:1".into(),
+            topic: "espm.{type}".into(),
+            key: "{data.accountId}".into(),
+            create_topics: false,
+            topic_partitions: 1,
+            topic_replication_factor: -1,
+            mode: KafkaMode::Binary,
+            properties: BTreeMap::new(),
+            secret_files: BTreeMap::new(),
+            secret_envs: BTreeMap::new(),
+        }
+    }
+
+    fn config_error(c: &KafkaSinkConfig) -> String {
+        match KafkaSink::new(c) {
+            Err(e @ SinkError::Config { .. }) => e.to_string(),
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn builds_without_a_reachable_broker() {
+        let s = KafkaSink::new(&cfg()).unwrap();
+        assert_eq!(s.name(), "k");
+        assert_eq!(s.kind(), "kafka");
+        assert_eq!(s.request_builder().topic_template().as_str(), "espm.{type}");
+    }
+
+    #[test]
+    fn bad_templates_and_fixed_topics_are_config_errors() {
+        let mut c = cfg();
+        c.topic = "espm.{nope}".into();
+        assert!(config_error(&c).contains("topic template"));
+        let mut c = cfg();
+        c.key = "{data.".into();
+        assert!(config_error(&c).contains("key template"));
+        let mut c = cfg();
+        c.topic = "bad topic".into();
+        assert!(config_error(&c).contains("invalid topic"));
+    }
+
+    #[test]
+    fn secret_values_never_appear_in_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "hunter2-secret\n").unwrap();
+        let mut c = cfg();
+        // An unknown property carrying a secret value: librdkafka rejects it.
+        c.secret_files
+            .insert("no.such.property".into(), file.clone());
+        let msg = config_error(&c);
+        assert!(msg.contains("no.such.property"), "{msg}");
+        assert!(!msg.contains("hunter2"), "{msg}");
+
+        let mut c = cfg();
+        c.secret_files
+            .insert("sasl.password".into(), dir.path().join("missing"));
+        let msg = config_error(&c);
+        assert!(
+            msg.contains("sasl.password") && msg.contains("missing"),
+            "{msg}"
+        );
+
+        let mut c = cfg();
+        c.secret_envs.insert(
+            "sasl.password".into(),
+            "ESPM_KAFKA_TEST_UNSET_VARIABLE".into(),
+        );
+        assert!(config_error(&c).contains("ESPM_KAFKA_TEST_UNSET_VARIABLE"));
+
+        // A valid secret property is accepted.
+        let mut c = cfg();
+        c.secret_files.insert("sasl.password".into(), file);
+        let s = KafkaSink::new(&c).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

@@ -98,11 +98,8 @@ impl Sim {
     }
 
     pub async fn terminate(&self, path: &str) -> Reply {
-        self.post_xml(
-            path,
-            &to_xml(&TerminateSharingResponse::new(Some("done"))),
-        )
-        .await
+        self.post_xml(path, &to_xml(&TerminateSharingResponse::new(Some("done"))))
+            .await
     }
 
     /// Control API call: (status, JSON).
@@ -138,8 +135,12 @@ impl Sim {
 
     pub async fn connected_customer(&self) -> i64 {
         let a = self.new_customer().await;
-        self.ok("POST", "/connections", serde_json::json!({ "accountId": a }))
-            .await;
+        self.ok(
+            "POST",
+            "/connections",
+            serde_json::json!({ "accountId": a }),
+        )
+        .await;
         let r = self.accept(&format!("/connect/account/{a}")).await;
         assert_eq!(r.status, 200, "{}", r.body);
         a
@@ -204,7 +205,12 @@ pub fn assert_pm_error(r: &Reply, status: u16, number: Option<&str>) -> espm_mod
     let doc: espm_model::Response = espm_model::parse(r.body.as_bytes()).unwrap();
     assert_eq!(doc.status, espm_model::ResponseStatus::Error);
     if let Some(n) = number {
-        assert_eq!(doc.error_list()[0].error_number.as_deref(), Some(n), "{}", r.body);
+        assert_eq!(
+            doc.error_list()[0].error_number.as_deref(),
+            Some(n),
+            "{}",
+            r.body
+        );
     }
     doc
 }

@@ -1,0 +1,90 @@
+//! The command line: `normalize`, `check-config`, `--help`.
+
+mod support;
+
+use std::process::Command;
+
+use support::bridge_bin;
+
+fn fixture(rel: &str) -> String {
+    format!("{}/../../tests/fixtures/{rel}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn normalize_prints_one_cloudevent_per_notification() {
+    let out = Command::new(bridge_bin()).args(["normalize", &fixture("notifications/mixed.xml")]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let types: Vec<&str> = lines.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "gov.energystar.pm.share.revoked",
+            "gov.energystar.pm.connection.terminated",
+            "gov.energystar.pm.share.updated",
+            "gov.energystar.pm.property.transferred"
+        ]
+    );
+    assert_eq!(lines[2]["data"]["accountId"], serde_json::json!(8_833_843_022i64));
+    assert_eq!(lines[0]["specversion"], "1.0");
+}
+
+#[test]
+fn normalize_reads_pending_lists_from_stdin() {
+    let xml = std::fs::read(fixture("pending/accounts-page1.xml")).unwrap();
+    let mut child = Command::new(bridge_bin())
+        .args(["normalize", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&xml).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    assert!(text.contains("gov.energystar.pm.connection.requested"));
+}
+
+#[test]
+fn normalize_rejects_bad_input_with_a_clear_message() {
+    for (rel, needle) in [("bad/truncated-notifications.xml", "malformed"), ("bad/maintenance.html", "not an XML")] {
+        let out = Command::new(bridge_bin()).args(["normalize", &fixture(rel)]).output().unwrap();
+        assert!(!out.status.success(), "{rel} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+        assert!(err.contains(&needle.to_lowercase()), "{rel}: {err}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
+#[test]
+fn check_config_accepts_the_examples_and_names_key_paths() {
+    for cfg in ["production.toml", "demo.toml"] {
+        let path = format!("{}/../../config/{cfg}", env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(bridge_bin()).args(["check-config", "--config", &path]).output().unwrap();
+        assert!(out.status.success(), "{cfg}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[journal]\npaht = \"/tmp/x\"\n[[sinks]]\ntype = \"kafka\"\nname = \"k\"\nbrokers = \"b:9092\"\ntopic = \"{nope}\"\n").unwrap();
+    let out = Command::new(bridge_bin()).args(["check-config", "--config", bad.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("journal.paht") || err.contains("journal"), "{err}");
+    assert!(err.contains("sinks[0].topic"), "{err}");
+    // `run` refuses the same file with the same messages.
+    let out = Command::new(bridge_bin()).args(["run", "--config", bad.to_str().unwrap()]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sinks[0].topic"));
+}
+
+#[test]
+fn help_teaches() {
+    let out = Command::new(bridge_bin()).arg("--help").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for word in ["demo", "run", "sim", "normalize", "check-config", "journal", "dlq"] {
+        assert!(text.contains(word), "--help lacks {word}:\n{text}");
+    }
+}
