@@ -25,11 +25,16 @@ pub struct Bridge {
 impl Bridge {
     /// Start `espm-bridge run --config <config>` with extra env, logs to `dir/bridge-N.log`.
     pub fn start(config: &Path, dir: &Path, env: &[(&str, &str)], metrics: Option<u16>) -> Bridge {
+        Self::start_with_grace(config, dir, env, metrics, "10s")
+    }
+
+    /// [`Bridge::start`] with a shutdown grace period.
+    pub fn start_with_grace(config: &Path, dir: &Path, env: &[(&str, &str)], metrics: Option<u16>, grace: &str) -> Bridge {
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         let stderr_path = dir.join(format!("bridge-{n}.log"));
         let stderr = std::fs::File::create(&stderr_path).expect("log file");
         let mut cmd = Command::new(bridge_bin());
-        cmd.arg("--log-format").arg("json").arg("run").arg("--config").arg(config).arg("--grace").arg("10s");
+        cmd.arg("--log-format").arg("json").arg("run").arg("--config").arg(config).arg("--grace").arg(grace);
         if let Some(p) = metrics {
             cmd.arg("--metrics-addr").arg(format!("127.0.0.1:{p}"));
         }
