@@ -1,0 +1,261 @@
+//! `espm-load`: push a burst of notifications from the in-process PM simulator through the real
+//! `espm-bridge` binary (a child process) to one sink at a time, and report events/s, end-to-end
+//! latency percentiles and the bridge's peak RSS. A measuring tool, never a test.
+
+#[path = "../../../tests/support/tansu.rs"]
+mod tansu;
+
+mod receivers;
+mod report;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, ValueEnum};
+
+/// Drive a burst of PM notifications end to end and measure what the bridge does with them.
+///
+/// For every selected sink, one run: start the PM simulator in-process (empty world, no faults),
+/// write a bridge config (one `sim` account with `drain_mode = "clear"` and a 50 ms poll
+/// interval, a fresh SQLite journal, exactly one sink), spawn `espm-bridge run --config ...`,
+/// wait for its /readyz, create the notifications through `POST /sim/notifications` in chunks,
+/// and consume the events from the sink (a Kafka consumer on a fresh topic, an ordered
+/// JetStream consumer on a fresh stream, an in-process webhook receiver answering 204, or by
+/// tailing the file sink's output).
+///
+/// Reported per run:
+///   events/s    unique notifications received / (last receive - first POST)
+///   p50, p99    end-to-end latency: receive wall-clock time minus the notification's
+///               `createdAt` in the simulator's ledger (so it includes PM queueing, polling,
+///               journalling, normalizing, the outbox and the broker round trip)
+///   peak_rss    the bridge's VmHWM from /proc just before SIGTERM
+///
+/// The process exits non-zero if any notification in the simulator's ledger did not arrive
+/// before --timeout; the bridge log and journal of that run are kept and their path printed.
+///
+/// Needs: `espm-bridge` built in the same profile (`cargo build --release -p espm-bridge
+/// -p espm-load`), NATS with JetStream for `nats` (default nats://127.0.0.1:4222), and the
+/// tansu broker for `kafka` unless --kafka-brokers is given (`bash tests/run.sh` installs it).
+///
+/// Examples:
+///   target/release/espm-load --markdown
+///   target/release/espm-load --sink webhook --notifications 20000
+///   target/release/espm-load --sink kafka --kafka-brokers 127.0.0.1:9092 --timeout 20m
+#[derive(Debug, Parser)]
+#[command(name = "espm-load", version, verbatim_doc_comment)]
+struct Args {
+    /// Notifications to create per run (at least 1).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    notifications: u64,
+
+    /// Which sink to measure; `all` runs file, kafka, nats and webhook one after another, each
+    /// with a fresh journal and a fresh simulator.
+    #[arg(long, value_enum, default_value_t = SinkChoice::All)]
+    sink: SinkChoice,
+
+    /// The espm-bridge binary. Default: `espm-bridge` next to this executable (the same cargo
+    /// target directory and profile).
+    #[arg(long)]
+    bridge_bin: Option<PathBuf>,
+
+    /// Kafka bootstrap servers. Default: start a throw-away tansu broker (in-memory storage) for
+    /// the kafka run. A fresh topic `espm-load-*` is created on it either way.
+    #[arg(long)]
+    kafka_brokers: Option<String>,
+
+    /// NATS server with JetStream. A fresh stream `ESPM_LOAD_*` is created by the bridge and
+    /// deleted after the run.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats_url: String,
+
+    /// Also print the results as a Markdown table (for the README).
+    #[arg(long)]
+    markdown: bool,
+
+    /// Give up on a run after this long (from the bridge's start), e.g. `10m`, `90s`.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+
+    /// Notifications per `POST /sim/notifications` request.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    chunk: u64,
+
+    /// `RUST_LOG` for the bridge child (its JSON log goes to a file in the run's directory).
+    #[arg(long, default_value = "info")]
+    bridge_log_level: String,
+}
+
+/// The `--sink` choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SinkChoice {
+    /// JSON lines appended to a file (fsynced per batch), read back by tailing it.
+    File,
+    /// Kafka topic through the idempotent producer, read back with a consumer.
+    Kafka,
+    /// NATS JetStream stream, read back with an ordered consumer.
+    Nats,
+    /// Signed HTTP POSTs to an in-process receiver answering 204.
+    Webhook,
+    /// All four, one after another.
+    All,
+}
+
+/// One sink kind actually run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkKind {
+    /// File sink.
+    File,
+    /// Kafka sink.
+    Kafka,
+    /// NATS JetStream sink.
+    Nats,
+    /// Webhook sink.
+    Webhook,
+}
+
+impl SinkKind {
+    /// Lowercase name, as in `--sink`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkKind::File => "file",
+            SinkKind::Kafka => "kafka",
+            SinkKind::Nats => "nats",
+            SinkKind::Webhook => "webhook",
+        }
+    }
+}
+
+impl SinkChoice {
+    fn kinds(self) -> Vec<SinkKind> {
+        match self {
+            SinkChoice::File => vec![SinkKind::File],
+            SinkChoice::Kafka => vec![SinkKind::Kafka],
+            SinkChoice::Nats => vec![SinkKind::Nats],
+            SinkChoice::Webhook => vec![SinkKind::Webhook],
+            SinkChoice::All => vec![
+                SinkKind::File,
+                SinkKind::Kafka,
+                SinkKind::Nats,
+                SinkKind::Webhook,
+            ],
+        }
+    }
+}
+
+fn default_bridge_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("cannot locate the current executable")?;
+    let dir = exe
+        .parent()
+        .context("the current executable has no parent directory")?;
+    Ok(dir.join(format!("espm-bridge{}", std::env::consts::EXE_SUFFIX)))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("espm-load: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(real_main(args)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("espm-load: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs every selected sink; `Ok(false)` when any run failed or was incomplete.
+async fn real_main(args: Args) -> anyhow::Result<bool> {
+    let bridge_bin = match &args.bridge_bin {
+        Some(p) => p.clone(),
+        None => default_bridge_bin()?,
+    };
+    if !bridge_bin.is_file() {
+        bail!(
+            "espm-bridge binary not found at {} (build it with `cargo build --release -p \
+             espm-bridge -p espm-load`, or pass --bridge-bin)",
+            bridge_bin.display()
+        );
+    }
+    let settings = run::Settings {
+        bridge_bin,
+        notifications: usize::try_from(args.notifications).context("--notifications")?,
+        chunk: usize::try_from(args.chunk).context("--chunk")?,
+        timeout: args.timeout,
+        nats_url: args.nats_url.clone(),
+        bridge_log_level: args.bridge_log_level.clone(),
+    };
+
+    let mut results = Vec::new();
+    let mut all_ok = true;
+    for kind in args.sink.kinds() {
+        eprintln!(
+            "espm-load: {} run: {} notifications",
+            kind.as_str(),
+            settings.notifications
+        );
+        // The broker lives exactly as long as its run.
+        let mut broker = None;
+        let brokers = match (kind, &args.kafka_brokers) {
+            (SinkKind::Kafka, Some(b)) => Some(b.clone()),
+            (SinkKind::Kafka, None) => match start_tansu().await {
+                Ok(t) => {
+                    let b = t.bootstrap();
+                    broker = Some(t);
+                    Some(b)
+                }
+                Err(e) => {
+                    all_ok = false;
+                    println!("sink=kafka FAILED: {e:#}");
+                    continue;
+                }
+            },
+            _ => None,
+        };
+        let outcome = run::run(&settings, kind, brokers.as_deref()).await;
+        drop(broker);
+        match outcome {
+            Ok(r) => {
+                println!("{}", report::line(&r));
+                all_ok &= r.complete();
+                results.push(r);
+            }
+            Err(e) => {
+                all_ok = false;
+                println!("sink={} FAILED: {e:#}", kind.as_str());
+            }
+        }
+    }
+    if args.markdown && !results.is_empty() {
+        println!();
+        print!("{}", report::markdown(&results));
+    }
+    Ok(all_ok)
+}
+
+/// Start tansu off the async threads (the harness sleeps while it waits for the port) and turn
+/// its panics (binary missing, port never opened) into an error for this run only.
+async fn start_tansu() -> anyhow::Result<tansu::Tansu> {
+    let started = tokio::task::spawn_blocking(|| std::panic::catch_unwind(tansu::Tansu::start))
+        .await
+        .context("tansu start task failed")?;
+    started.map_err(|panic| {
+        let msg = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into());
+        anyhow::anyhow!("cannot start tansu: {msg} (or pass --kafka-brokers)")
+    })
+}
