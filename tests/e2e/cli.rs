@@ -12,10 +12,20 @@ fn fixture(rel: &str) -> String {
 
 #[test]
 fn normalize_prints_one_cloudevent_per_notification() {
-    let out = Command::new(bridge_bin()).args(["normalize", &fixture("notifications/mixed.xml")]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let lines: Vec<serde_json::Value> =
-        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let out = Command::new(bridge_bin())
+        .args(["normalize", &fixture("notifications/mixed.xml")])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let types: Vec<&str> = lines.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(
         types,
@@ -26,7 +36,10 @@ fn normalize_prints_one_cloudevent_per_notification() {
             "gov.energystar.pm.property.transferred"
         ]
     );
-    assert_eq!(lines[2]["data"]["accountId"], serde_json::json!(8_833_843_022i64));
+    assert_eq!(
+        lines[2]["data"]["accountId"],
+        serde_json::json!(8_833_843_022i64)
+    );
     assert_eq!(lines[0]["specversion"], "1.0");
 }
 
@@ -50,8 +63,14 @@ fn normalize_reads_pending_lists_from_stdin() {
 
 #[test]
 fn normalize_rejects_bad_input_with_a_clear_message() {
-    for (rel, needle) in [("bad/truncated-notifications.xml", "malformed"), ("bad/maintenance.html", "not an XML")] {
-        let out = Command::new(bridge_bin()).args(["normalize", &fixture(rel)]).output().unwrap();
+    for (rel, needle) in [
+        ("bad/truncated-notifications.xml", "malformed"),
+        ("bad/maintenance.html", "not an XML"),
+    ] {
+        let out = Command::new(bridge_bin())
+            .args(["normalize", &fixture(rel)])
+            .output()
+            .unwrap();
         assert!(!out.status.success(), "{rel} was accepted");
         let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
         assert!(err.contains(&needle.to_lowercase()), "{rel}: {err}");
@@ -63,26 +82,43 @@ fn normalize_rejects_bad_input_with_a_clear_message() {
 fn check_config_accepts_the_examples_and_names_key_paths() {
     for cfg in ["production.toml", "demo.toml"] {
         let path = format!("{}/../../config/{cfg}", env!("CARGO_MANIFEST_DIR"));
-        let out = Command::new(bridge_bin()).args(["check-config", "--config", &path]).output().unwrap();
-        assert!(out.status.success(), "{cfg}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(bridge_bin())
+            .args(["check-config", "--config", &path])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{cfg}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let typo = dir.path().join("typo.toml");
     std::fs::write(&typo, "[journal]\npaht = \"/tmp/x\"\n").unwrap();
-    let out = Command::new(bridge_bin()).args(["check-config", "--config", typo.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(bridge_bin())
+        .args(["check-config", "--config", typo.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("journal.paht"), "{err}");
     let bad = dir.path().join("bad.toml");
     let accounts = "[[accounts]]\nname = \"a\"\nenvironment = \"test\"\nusername = \"u\"\npassword_env = \"P\"\n";
-    let sinks = "[[sinks]]\ntype = \"kafka\"\nname = \"k\"\nbrokers = \"b:9092\"\ntopic = \"{nope}\"\n";
+    let sinks =
+        "[[sinks]]\ntype = \"kafka\"\nname = \"k\"\nbrokers = \"b:9092\"\ntopic = \"{nope}\"\n";
     std::fs::write(&bad, format!("{accounts}{sinks}")).unwrap();
-    let out = Command::new(bridge_bin()).args(["check-config", "--config", bad.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(bridge_bin())
+        .args(["check-config", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("sinks[0].topic"), "{err}");
     // `run` refuses the same file with the same messages.
-    let out = Command::new(bridge_bin()).args(["run", "--config", bad.to_str().unwrap()]).output().unwrap();
+    let out = Command::new(bridge_bin())
+        .args(["run", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("sinks[0].topic"));
 }
@@ -91,7 +127,15 @@ fn check_config_accepts_the_examples_and_names_key_paths() {
 fn help_teaches() {
     let out = Command::new(bridge_bin()).arg("--help").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
-    for word in ["demo", "run", "sim", "normalize", "check-config", "journal", "dlq"] {
+    for word in [
+        "demo",
+        "run",
+        "sim",
+        "normalize",
+        "check-config",
+        "journal",
+        "dlq",
+    ] {
         assert!(text.contains(word), "--help lacks {word}:\n{text}");
     }
 }

@@ -19,8 +19,15 @@ const SECRET_ENV: &str = "ESPM_OPS_TEST_WHSEC";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 async fn sim() -> SimServer {
-    let cfg = SimConfig { username: "ops".into(), password: "ops-pw".into(), seed: 3, scenario: false };
-    SimServer::start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+    let cfg = SimConfig {
+        username: "ops".into(),
+        password: "ops-pw".into(),
+        seed: 3,
+        scenario: false,
+    };
+    SimServer::start(cfg, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
 }
 
 /// A webhook receiver that takes `delay` per request and records webhook-ids and bodies.
@@ -33,7 +40,11 @@ async fn receiver(delay: Duration) -> (SocketAddr, Arc<Mutex<Vec<(String, Value)
             let s = s.clone();
             async move {
                 tokio::time::sleep(delay).await;
-                let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
                 let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
                 s.lock().unwrap().push((id, v));
                 StatusCode::NO_CONTENT
@@ -75,20 +86,42 @@ async fn metrics_health_and_readiness_are_served() {
     let config = format!(
         "{}{}\n[[sinks]]\ntype = \"file\"\nname = \"audit\"\npath = \"{}\"\n",
         journal_toml(dir.path()),
-        account_toml("ops", &sim.base_url(), "ops", PASSWORD_ENV, "peek-then-clear"),
+        account_toml(
+            "ops",
+            &sim.base_url(),
+            "ops",
+            PASSWORD_ENV,
+            "peek-then-clear"
+        ),
         events_path.display()
     );
     let config_path = dir.path().join("bridge.toml");
     std::fs::write(&config_path, config).unwrap();
     let port = free_port();
-    let mut bridge = Bridge::start(&config_path, dir.path(), &[(PASSWORD_ENV, "ops-pw")], Some(port));
+    let mut bridge = Bridge::start(
+        &config_path,
+        dir.path(),
+        &[(PASSWORD_ENV, "ops-pw")],
+        Some(port),
+    );
     bulk(&ctl, 25).await;
     let delivered = eventually(Duration::from_secs(60), || {
         let p = events_path.clone();
-        async move { (read_events(&p).iter().filter(|e| e["data"]["notificationId"].is_i64()).count() >= 25).then_some(()) }
+        async move {
+            (read_events(&p)
+                .iter()
+                .filter(|e| e["data"]["notificationId"].is_i64())
+                .count()
+                >= 25)
+                .then_some(())
+        }
     })
     .await;
-    assert!(delivered.is_some(), "events never reached the file sink:\n{}", bridge.log());
+    assert!(
+        delivered.is_some(),
+        "events never reached the file sink:\n{}",
+        bridge.log()
+    );
 
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
@@ -122,7 +155,14 @@ async fn metrics_health_and_readiness_are_served() {
     let mut last = String::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while std::time::Instant::now() < deadline {
-        last = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        last = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         if wanted.iter().all(|w| last.contains(w)) {
             break;
         }
@@ -137,9 +177,16 @@ async fn metrics_health_and_readiness_are_served() {
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!(drained >= 25.0, "drained counter {drained}");
-    assert!(last.contains("outcome=\"ok\""), "no successful poll counted");
+    assert!(
+        last.contains("outcome=\"ok\""),
+        "no successful poll counted"
+    );
     let status = bridge.terminate(Duration::from_secs(20));
-    assert!(status.is_some_and(|s| s.success()), "no clean exit: {status:?}\n{}", bridge.log());
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "no clean exit: {status:?}\n{}",
+        bridge.log()
+    );
     sim.shutdown().await;
 }
 
@@ -168,19 +215,35 @@ async fn sigterm_mid_delivery_exits_cleanly_and_loses_nothing() {
     .await;
     assert!(started.is_some(), "no webhook arrived:\n{}", bridge.log());
     let status = bridge.terminate(Duration::from_secs(30));
-    assert!(status.is_some_and(|s| s.success()), "no clean exit on SIGTERM: {status:?}\n{}", bridge.log());
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "no clean exit on SIGTERM: {status:?}\n{}",
+        bridge.log()
+    );
     let at_stop = seen.lock().unwrap().len();
-    assert!(at_stop < 60, "everything was delivered before SIGTERM landed ({at_stop}); the test proves nothing");
+    assert!(
+        at_stop < 60,
+        "everything was delivered before SIGTERM landed ({at_stop}); the test proves nothing"
+    );
     assert!(bridge.log().contains("stopped cleanly"), "{}", bridge.log());
 
     // Restart: the rest comes out of the outbox, nothing is lost.
     let mut again = Bridge::start(&config_path, dir.path(), &env, None);
     let all = eventually(Duration::from_secs(60), || {
-        let ids: BTreeSet<i64> = seen.lock().unwrap().iter().filter_map(|(_, v)| v["data"]["notificationId"].as_i64()).collect();
+        let ids: BTreeSet<i64> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, v)| v["data"]["notificationId"].as_i64())
+            .collect();
         async move { (ids.len() >= 60).then_some(ids) }
     })
     .await;
-    assert!(all.is_some(), "after restart only some notifications arrived:\n{}", again.log());
+    assert!(
+        all.is_some(),
+        "after restart only some notifications arrived:\n{}",
+        again.log()
+    );
     // Every delivery of one event carries the same webhook-id (the event id).
     for (hook_id, body) in seen.lock().unwrap().iter() {
         assert_eq!(hook_id, body["id"].as_str().unwrap());

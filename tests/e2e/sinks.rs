@@ -2,9 +2,9 @@
 //! real consumers; a Kafka outage while the other sinks keep flowing; webhook dead letters and
 //! their replay through `espm-bridge dlq`.
 
+mod support;
 #[path = "../support/tansu.rs"]
 mod tansu;
-mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -26,15 +26,28 @@ use tansu::Tansu;
 const PASSWORD_ENV: &str = "ESPM_SINKS_TEST_PASSWORD";
 const SECRET_ENV: &str = "ESPM_SINKS_TEST_WHSEC";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const TYPES: [&str; 5] = ["UNSHARE", "SHAREUPDATE", "DISCONNECT", "TRANSFERPROPERTY", "BRANDNEWCODE"];
+const TYPES: [&str; 5] = [
+    "UNSHARE",
+    "SHAREUPDATE",
+    "DISCONNECT",
+    "TRANSFERPROPERTY",
+    "BRANDNEWCODE",
+];
 
 fn suffix() -> String {
     format!("{:x}", rand::random::<u32>())
 }
 
 async fn sim(user: &str) -> SimServer {
-    let cfg = SimConfig { username: user.into(), password: "pw".into(), seed: 11, scenario: false };
-    SimServer::start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap()
+    let cfg = SimConfig {
+        username: user.into(),
+        password: "pw".into(),
+        seed: 11,
+        scenario: false,
+    };
+    SimServer::start(cfg, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
 }
 
 async fn bulk(ctl: &str, count: usize) {
@@ -49,15 +62,30 @@ async fn bulk(ctl: &str, count: usize) {
 }
 
 async fn ledger_ids(ctl: &str) -> BTreeSet<i64> {
-    let l: Value = reqwest::get(format!("{ctl}/ledger")).await.unwrap().json().await.unwrap();
-    l["notifications"].as_array().unwrap().iter().map(|n| n["id"].as_i64().unwrap()).collect()
+    let l: Value = reqwest::get(format!("{ctl}/ledger"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    l["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_i64().unwrap())
+        .collect()
 }
 
 async fn create_topic(bootstrap: &str, topic: &str) {
-    let admin: AdminClient<DefaultClientContext> =
-        rdkafka::ClientConfig::new().set("bootstrap.servers", bootstrap).create().unwrap();
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
     let t = NewTopic::new(topic, 3, TopicReplication::Fixed(-1));
-    let _ = admin.create_topics(&[t], &AdminOptions::new()).await.unwrap();
+    let _ = admin
+        .create_topics(&[t], &AdminOptions::new())
+        .await
+        .unwrap();
 }
 
 /// One Kafka record as a consumer saw it.
@@ -69,7 +97,11 @@ struct Record {
 }
 
 /// Consume `topic` continuously into `out` until the task is aborted.
-fn spawn_kafka_consumer(bootstrap: String, topic: String, out: Arc<Mutex<Vec<Record>>>) -> tokio::task::JoinHandle<()> {
+fn spawn_kafka_consumer(
+    bootstrap: String,
+    topic: String,
+    out: Arc<Mutex<Vec<Record>>>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let consumer: StreamConsumer = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", &bootstrap)
@@ -85,12 +117,22 @@ fn spawn_kafka_consumer(bootstrap: String, topic: String, out: Arc<Mutex<Vec<Rec
             let mut headers = BTreeMap::new();
             if let Some(h) = m.headers() {
                 for hd in h.iter() {
-                    headers.insert(hd.key.to_string(), String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned());
+                    headers.insert(
+                        hd.key.to_string(),
+                        String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
+                    );
                 }
             }
             let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
-            let value = m.payload().and_then(|p| serde_json::from_slice(p).ok()).unwrap_or(Value::Null);
-            out.lock().unwrap().push(Record { key, headers, value });
+            let value = m
+                .payload()
+                .and_then(|p| serde_json::from_slice(p).ok())
+                .unwrap_or(Value::Null);
+            out.lock().unwrap().push(Record {
+                key,
+                headers,
+                value,
+            });
         }
     })
 }
@@ -116,7 +158,10 @@ async fn receiver(fail_first: usize) -> (SocketAddr, Arc<Mutex<Vec<Value>>>, Arc
                     return StatusCode::UNAUTHORIZED;
                 }
                 let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                assert_eq!(headers.get("webhook-id").unwrap().to_str().unwrap(), v["id"].as_str().unwrap());
+                assert_eq!(
+                    headers.get("webhook-id").unwrap().to_str().unwrap(),
+                    v["id"].as_str().unwrap()
+                );
                 s.lock().unwrap().push(v);
                 StatusCode::NO_CONTENT
             }
@@ -129,7 +174,10 @@ async fn receiver(fail_first: usize) -> (SocketAddr, Arc<Mutex<Vec<Value>>>, Arc
 }
 
 fn ids_in(values: &[Value]) -> BTreeSet<i64> {
-    values.iter().filter_map(|v| v["data"]["notificationId"].as_i64()).collect()
+    values
+        .iter()
+        .filter_map(|v| v["data"]["notificationId"].as_i64())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,18 +220,36 @@ secret_env = "{SECRET_ENV}"
 max_in_flight = 4
 "#,
         journal = journal_toml(dir.path()),
-        account = account_toml("e2e", &sim.base_url(), "allsinks", PASSWORD_ENV, "peek-then-clear"),
+        account = account_toml(
+            "e2e",
+            &sim.base_url(),
+            "allsinks",
+            PASSWORD_ENV,
+            "peek-then-clear"
+        ),
         brokers = kafka.bootstrap(),
     );
     let config_path = dir.path().join("bridge.toml");
     std::fs::write(&config_path, config).unwrap();
-    let mut bridge = Bridge::start(&config_path, dir.path(), &[(PASSWORD_ENV, "pw"), (SECRET_ENV, SECRET)], None);
+    let mut bridge = Bridge::start(
+        &config_path,
+        dir.path(),
+        &[(PASSWORD_ENV, "pw"), (SECRET_ENV, SECRET)],
+        None,
+    );
     bulk(&ctl, 300).await;
     let expected = ledger_ids(&ctl).await;
     assert_eq!(expected.len(), 300);
 
     let kafka_done = eventually(Duration::from_secs(90), || {
-        let got: BTreeSet<i64> = ids_in(&records.lock().unwrap().iter().map(|r| json!({"data": r.value})).collect::<Vec<_>>());
+        let got: BTreeSet<i64> = ids_in(
+            &records
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|r| json!({"data": r.value}))
+                .collect::<Vec<_>>(),
+        );
         let ok = expected.is_subset(&got);
         async move { ok.then_some(()) }
     })
@@ -193,56 +259,124 @@ max_in_flight = 4
         async move { ok.then_some(()) }
     })
     .await;
-    assert!(kafka_done.is_some(), "Kafka is missing notifications; bridge log:\n{}", bridge.log());
-    assert!(hook_done.is_some(), "the webhook is missing notifications; bridge log:\n{}", bridge.log());
-    assert_eq!(bad_signatures.load(Ordering::SeqCst), 0, "standardwebhooks rejected a signature");
+    assert!(
+        kafka_done.is_some(),
+        "Kafka is missing notifications; bridge log:\n{}",
+        bridge.log()
+    );
+    assert!(
+        hook_done.is_some(),
+        "the webhook is missing notifications; bridge log:\n{}",
+        bridge.log()
+    );
+    assert_eq!(
+        bad_signatures.load(Ordering::SeqCst),
+        0,
+        "standardwebhooks rejected a signature"
+    );
 
     // Kafka: binary mode, ce_ headers, key = the PM customer account id, value = data.
     for r in records.lock().unwrap().iter() {
-        assert_eq!(r.headers.get("ce_specversion").map(String::as_str), Some("1.0"));
-        assert_eq!(r.headers.get("content-type").map(String::as_str), Some("application/json"));
-        assert_eq!(r.headers.get("ce_source").map(String::as_str), Some("urn:espm:sim:e2e"));
-        assert!(r.headers.get("ce_type").is_some_and(|t| t.starts_with("gov.energystar.pm.")), "{:?}", r.headers);
+        assert_eq!(
+            r.headers.get("ce_specversion").map(String::as_str),
+            Some("1.0")
+        );
+        assert_eq!(
+            r.headers.get("content-type").map(String::as_str),
+            Some("application/json")
+        );
+        assert_eq!(
+            r.headers.get("ce_source").map(String::as_str),
+            Some("urn:espm:sim:e2e")
+        );
+        assert!(
+            r.headers
+                .get("ce_type")
+                .is_some_and(|t| t.starts_with("gov.energystar.pm.")),
+            "{:?}",
+            r.headers
+        );
         assert!(r.headers.contains_key("ce_id") && r.headers.contains_key("ce_time"));
         if let Some(acct) = r.value["accountId"].as_i64() {
             assert_eq!(r.key.as_deref(), Some(acct.to_string().as_str()));
         }
     }
     // Unknown codes pass through as notification.received, carrying the code.
-    assert!(records.lock().unwrap().iter().any(|r| r.headers.get("ce_type").map(String::as_str)
-        == Some("gov.energystar.pm.notification.received")
-        && r.value["notificationTypeCode"] == "BRANDNEWCODE"));
+    assert!(records
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|r| r.headers.get("ce_type").map(String::as_str)
+            == Some("gov.energystar.pm.notification.received")
+            && r.value["notificationTypeCode"] == "BRANDNEWCODE"));
 
     // NATS: read the stream back with a pull consumer.
     let client = async_nats::connect("127.0.0.1:4222").await.unwrap();
     let js = async_nats::jetstream::new(client);
     let st = js.get_stream(&stream).await.unwrap();
     let cons = st
-        .create_consumer(async_nats::jetstream::consumer::pull::Config { durable_name: None, ..Default::default() })
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: None,
+            ..Default::default()
+        })
         .await
         .unwrap();
     let mut nats_values = Vec::new();
-    let mut msgs = cons.fetch().max_messages(1000).expires(Duration::from_secs(2)).messages().await.unwrap();
+    let mut msgs = cons
+        .fetch()
+        .max_messages(1000)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .unwrap();
     while let Some(Ok(m)) = msgs.next().await {
         let v: Value = serde_json::from_slice(&m.payload).unwrap();
         let h = m.headers.clone().unwrap();
-        assert_eq!(h.get(async_nats::header::NATS_MESSAGE_ID).map(|x| x.as_str()), v["id"].as_str(), "{h:?}");
+        assert_eq!(
+            h.get(async_nats::header::NATS_MESSAGE_ID)
+                .map(|x| x.as_str()),
+            v["id"].as_str(),
+            "{h:?}"
+        );
         assert_eq!(h.get("ce-type").map(|x| x.as_str()), v["type"].as_str());
-        assert!(m.subject.starts_with(&format!("{prefix}.sim.gov.energystar.pm.")), "{}", m.subject);
+        assert!(
+            m.subject
+                .starts_with(&format!("{prefix}.sim.gov.energystar.pm.")),
+            "{}",
+            m.subject
+        );
         nats_values.push(v);
         if nats_values.len() >= 300 {
             break;
         }
     }
     let nats_ids = ids_in(&nats_values);
-    assert!(expected.is_subset(&nats_ids), "JetStream is missing {} notifications", expected.difference(&nats_ids).count());
+    assert!(
+        expected.is_subset(&nats_ids),
+        "JetStream is missing {} notifications",
+        expected.difference(&nats_ids).count()
+    );
     // JetStream dedups on Nats-Msg-Id, so the stream holds each event once.
-    let info = js.get_stream(&stream).await.unwrap().info().await.unwrap().clone();
+    let info = js
+        .get_stream(&stream)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .clone();
     assert_eq!(info.state.messages, 300);
 
     // The same notification has the same event id everywhere.
     let by_sink = |vals: Vec<Value>| -> BTreeMap<i64, String> {
-        vals.into_iter().filter_map(|v| Some((v["data"]["notificationId"].as_i64()?, v["id"].as_str()?.to_string()))).collect()
+        vals.into_iter()
+            .filter_map(|v| {
+                Some((
+                    v["data"]["notificationId"].as_i64()?,
+                    v["id"].as_str()?.to_string(),
+                ))
+            })
+            .collect()
     };
     let hook_ids = by_sink(hooked.lock().unwrap().clone());
     let nats_map = by_sink(nats_values);
@@ -251,7 +385,10 @@ max_in_flight = 4
     }
     for r in records.lock().unwrap().iter() {
         if let Some(n) = r.value["notificationId"].as_i64() {
-            assert_eq!(hook_ids.get(&n).map(String::as_str), r.headers.get("ce_id").map(String::as_str));
+            assert_eq!(
+                hook_ids.get(&n).map(String::as_str),
+                r.headers.get("ce_id").map(String::as_str)
+            );
         }
     }
     let status = bridge.terminate(Duration::from_secs(30));
@@ -283,7 +420,12 @@ async fn kafka_outage_loses_nothing_and_does_not_stop_other_sinks() {
     std::fs::write(&config_path, config).unwrap();
     let mut bridge = Bridge::start(&config_path, dir.path(), &[(PASSWORD_ENV, "pw")], None);
     let kafka_ids = |records: &Arc<Mutex<Vec<Record>>>| -> BTreeSet<i64> {
-        records.lock().unwrap().iter().filter_map(|r| r.value["notificationId"].as_i64()).collect()
+        records
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r.value["notificationId"].as_i64())
+            .collect()
     };
 
     bulk(&ctl, 100).await;
@@ -293,7 +435,11 @@ async fn kafka_outage_loses_nothing_and_does_not_stop_other_sinks() {
         async move { ok.then_some(()) }
     })
     .await;
-    assert!(seen1.is_some(), "wave 1 never reached Kafka:\n{}", bridge.log());
+    assert!(
+        seen1.is_some(),
+        "wave 1 never reached Kafka:\n{}",
+        bridge.log()
+    );
 
     // The broker goes away. Tansu's memory storage starts empty again later, which is why the
     // consumer above has already read wave 1.
@@ -307,9 +453,16 @@ async fn kafka_outage_loses_nothing_and_does_not_stop_other_sinks() {
         async move { all.is_subset(&ids_in(&read_events(&p))).then_some(()) }
     })
     .await;
-    assert!(file_ok.is_some(), "the file sink stalled while Kafka was down:\n{}", bridge.log());
+    assert!(
+        file_ok.is_some(),
+        "the file sink stalled while Kafka was down:\n{}",
+        bridge.log()
+    );
     let wave2: BTreeSet<i64> = all.difference(&wave1).copied().collect();
-    assert!(kafka_ids(&records).is_disjoint(&wave2), "wave 2 cannot have reached a stopped broker");
+    assert!(
+        kafka_ids(&records).is_disjoint(&wave2),
+        "wave 2 cannot have reached a stopped broker"
+    );
 
     kafka.start_again();
     let records2: Arc<Mutex<Vec<Record>>> = Arc::default();
@@ -319,8 +472,15 @@ async fn kafka_outage_loses_nothing_and_does_not_stop_other_sinks() {
         async move { ok.then_some(()) }
     })
     .await;
-    assert!(seen2.is_some(), "wave 2 never reached Kafka after the outage:\n{}", bridge.log());
-    let union: BTreeSet<i64> = kafka_ids(&records).union(&kafka_ids(&records2)).copied().collect();
+    assert!(
+        seen2.is_some(),
+        "wave 2 never reached Kafka after the outage:\n{}",
+        bridge.log()
+    );
+    let union: BTreeSet<i64> = kafka_ids(&records)
+        .union(&kafka_ids(&records2))
+        .copied()
+        .collect();
     assert!(all.is_subset(&union));
     bridge.terminate(Duration::from_secs(30));
     consumer2.abort();
@@ -359,7 +519,11 @@ async fn webhook_dead_letters_are_listed_and_replayed() {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "dlq {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "dlq {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     let listing = eventually(Duration::from_secs(20), || {
@@ -368,20 +532,44 @@ async fn webhook_dead_letters_are_listed_and_replayed() {
     })
     .await
     .expect("three dead letters for sink partner");
-    assert!(listing.contains("500"), "the reason names the last status: {listing}");
-    let missing: BTreeSet<i64> = all.difference(&ids_in(&hooked.lock().unwrap())).copied().collect();
-    assert_eq!(missing.len(), 3, "exactly the dead-lettered events are missing");
+    assert!(
+        listing.contains("500"),
+        "the reason names the last status: {listing}"
+    );
+    let missing: BTreeSet<i64> = all
+        .difference(&ids_in(&hooked.lock().unwrap()))
+        .copied()
+        .collect();
+    assert_eq!(
+        missing.len(),
+        3,
+        "exactly the dead-lettered events are missing"
+    );
 
     // Replay them while the bridge runs: the receiver now accepts everything.
     let out = dlq(&["replay", "--all"]);
-    assert_eq!(out.lines().filter(|l| l.contains("re-queued")).count(), 3, "{out}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains("re-queued")).count(),
+        3,
+        "{out}"
+    );
     let replayed = eventually(Duration::from_secs(30), || {
         let ok = all.is_subset(&ids_in(&hooked.lock().unwrap()));
         async move { ok.then_some(()) }
     })
     .await;
-    assert!(replayed.is_some(), "replayed dead letters were not delivered:\n{}", bridge.log());
-    assert_eq!(dlq(&["list"]).lines().filter(|x| x.contains("partner")).count(), 0);
+    assert!(
+        replayed.is_some(),
+        "replayed dead letters were not delivered:\n{}",
+        bridge.log()
+    );
+    assert_eq!(
+        dlq(&["list"])
+            .lines()
+            .filter(|x| x.contains("partner"))
+            .count(),
+        0
+    );
     bridge.terminate(Duration::from_secs(20));
     sim.shutdown().await;
 }

@@ -20,27 +20,73 @@ const DEMO_PASSWORD: &str = "demo-password";
 /// Run one subcommand.
 pub async fn dispatch(cmd: Command) -> Result<ExitCode> {
     match cmd {
-        Command::Run { config, metrics_addr, grace } => {
+        Command::Run {
+            config,
+            metrics_addr,
+            grace,
+        } => {
             let cfg = load_config(&config)?;
-            runtime::run(cfg, Options { metrics_addr, grace, passwords: BTreeMap::new() }, CancellationToken::new()).await?;
+            runtime::run(
+                cfg,
+                Options {
+                    metrics_addr,
+                    grace,
+                    passwords: BTreeMap::new(),
+                },
+                CancellationToken::new(),
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo { metrics_addr, sim_listen, activity_every, duration, journal } => {
-            demo(metrics_addr, sim_listen, activity_every, duration, journal).await
-        }
-        Command::Sim { listen, username, password, seed, empty } => {
-            let cfg = espm_sim::SimConfig { username, password, seed, scenario: !empty };
-            let server = espm_sim::SimServer::start(cfg, listen).await.with_context(|| format!("cannot start the simulator on {listen}"))?;
-            eprintln!("PM simulator: base_url {}  control API {}", server.base_url(), server.control_url());
+        Command::Demo {
+            metrics_addr,
+            sim_listen,
+            activity_every,
+            duration,
+            journal,
+        } => demo(metrics_addr, sim_listen, activity_every, duration, journal).await,
+        Command::Sim {
+            listen,
+            username,
+            password,
+            seed,
+            empty,
+        } => {
+            let cfg = espm_sim::SimConfig {
+                username,
+                password,
+                seed,
+                scenario: !empty,
+            };
+            let server = espm_sim::SimServer::start(cfg, listen)
+                .await
+                .with_context(|| format!("cannot start the simulator on {listen}"))?;
+            eprintln!(
+                "PM simulator: base_url {}  control API {}",
+                server.base_url(),
+                server.control_url()
+            );
             tracing::info!(base_url = %server.base_url(), control = %server.control_url(), "simulator running");
             runtime::shutdown_signal().await;
             server.shutdown().await;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Normalize { file, environment, account } => normalize(&file, environment, account),
+        Command::Normalize {
+            file,
+            environment,
+            account,
+        } => normalize(&file, environment, account),
         Command::CheckConfig { config } => check_config(&config),
-        Command::Journal { path, config, command } => journal_cmd(open_journal(path, config)?, command),
-        Command::Dlq { path, config, command } => dlq_cmd(open_journal(path, config)?, command),
+        Command::Journal {
+            path,
+            config,
+            command,
+        } => journal_cmd(open_journal(path, config)?, command),
+        Command::Dlq {
+            path,
+            config,
+            command,
+        } => dlq_cmd(open_journal(path, config)?, command),
     }
 }
 
@@ -59,7 +105,12 @@ fn load_config(path: &Path) -> Result<BridgeConfig> {
 fn check_config(path: &Path) -> Result<ExitCode> {
     match espm_config::load_and_validate(path) {
         Ok(cfg) => {
-            println!("{}: OK ({} account(s), {} sink(s))", path.display(), cfg.accounts.len(), cfg.sinks.len());
+            println!(
+                "{}: OK ({} account(s), {} sink(s))",
+                path.display(),
+                cfg.accounts.len(),
+                cfg.sinks.len()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
@@ -77,11 +128,16 @@ fn check_config(path: &Path) -> Result<ExitCode> {
 fn normalize(file: &str, environment: String, account: String) -> Result<ExitCode> {
     let mut bytes = Vec::new();
     if file == "-" {
-        std::io::stdin().read_to_end(&mut bytes).context("cannot read stdin")?;
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("cannot read stdin")?;
     } else {
         bytes = std::fs::read(file).with_context(|| format!("cannot read {file}"))?;
     }
-    let origin = espm_events::Origin { environment, account };
+    let origin = espm_events::Origin {
+        environment,
+        account,
+    };
     match espm_events::normalize_document(&origin, &bytes) {
         Ok(events) => {
             let stdout = std::io::stdout();
@@ -103,7 +159,12 @@ fn normalize(file: &str, environment: String, account: String) -> Result<ExitCod
 fn open_journal(path: Option<PathBuf>, config: Option<PathBuf>) -> Result<Journal> {
     let path = match (path, config) {
         (Some(p), _) => p,
-        (None, Some(c)) => espm_config::load(&c).map_err(anyhow::Error::new)?.journal.path,
+        (None, Some(c)) => {
+            espm_config::load(&c)
+                .map_err(anyhow::Error::new)?
+                .journal
+                .path
+        }
         (None, None) => bail!("give --path JOURNAL_FILE or --config CONFIG_FILE"),
     };
     if !path.exists() {
@@ -122,18 +183,30 @@ fn age(t: Option<SystemTime>) -> String {
 fn journal_cmd(j: Journal, cmd: JournalCommand) -> Result<ExitCode> {
     match cmd {
         JournalCommand::Depth => {
-            println!("{:<24} {:>10} {:>10} {:>14} {:>8}", "SINK", "CURSOR", "PENDING", "OLDEST", "DLQ");
+            println!(
+                "{:<24} {:>10} {:>10} {:>14} {:>8}",
+                "SINK", "CURSOR", "PENDING", "OLDEST", "DLQ"
+            );
             for s in j.sinks()? {
                 let d = j.outbox_depth(&s.name)?;
                 let dlq = j.dlq_count(Some(&s.name))?;
-                println!("{:<24} {:>10} {:>10} {:>14} {:>8}", s.name, s.cursor, d.pending, age(d.oldest_enqueued_at), dlq);
+                println!(
+                    "{:<24} {:>10} {:>10} {:>14} {:>8}",
+                    s.name,
+                    s.cursor,
+                    d.pending,
+                    age(d.oldest_enqueued_at),
+                    dlq
+                );
             }
             println!("outbox head: {}", j.head_seq()?);
         }
-        JournalCommand::Quarantine { show: Some(id) } => match j.raw_body(espm_journal::RawId(id))? {
-            Some(b) => std::io::stdout().write_all(&b)?,
-            None => bail!("no raw body {id}"),
-        },
+        JournalCommand::Quarantine { show: Some(id) } => {
+            match j.raw_body(espm_journal::RawId(id))? {
+                Some(b) => std::io::stdout().write_all(&b)?,
+                None => bail!("no raw body {id}"),
+            }
+        }
         JournalCommand::Quarantine { show: None } => {
             let list = j.quarantine_list()?;
             if list.is_empty() {
@@ -154,7 +227,10 @@ fn journal_cmd(j: Journal, cmd: JournalCommand) -> Result<ExitCode> {
             }
         }
         JournalCommand::Compact { retention } => {
-            let stats = j.compact(retention.unwrap_or(Duration::from_secs(30 * 86_400)), SystemTime::now())?;
+            let stats = j.compact(
+                retention.unwrap_or(Duration::from_secs(30 * 86_400)),
+                SystemTime::now(),
+            )?;
             println!("{stats:?}");
         }
     }
@@ -165,13 +241,26 @@ fn dlq_cmd(j: Journal, cmd: DlqCommand) -> Result<ExitCode> {
     match cmd {
         DlqCommand::List { sink } => {
             let list = j.dlq_list(sink.as_deref())?;
-            println!("{:>6} {:<20} {:<38} {:<44} {:>8}  REASON", "ID", "SINK", "EVENT ID", "TYPE", "ATTEMPTS");
+            println!(
+                "{:>6} {:<20} {:<38} {:<44} {:>8}  REASON",
+                "ID", "SINK", "EVENT ID", "TYPE", "ATTEMPTS"
+            );
             for d in list {
-                println!("{:>6} {:<20} {:<38} {:<44} {:>8}  {}", d.id, d.sink, d.event_id, d.event_type, d.attempts, d.reason);
+                println!(
+                    "{:>6} {:<20} {:<38} {:<44} {:>8}  {}",
+                    d.id, d.sink, d.event_id, d.event_type, d.attempts, d.reason
+                );
             }
         }
         DlqCommand::Replay { ids, all, sink } => {
-            let ids: Vec<i64> = if all { j.dlq_list(sink.as_deref())?.into_iter().map(|d| d.id).collect() } else { ids };
+            let ids: Vec<i64> = if all {
+                j.dlq_list(sink.as_deref())?
+                    .into_iter()
+                    .map(|d| d.id)
+                    .collect()
+            } else {
+                ids
+            };
             if ids.is_empty() {
                 bail!("nothing to replay: give dead-letter ids or --all");
             }
@@ -206,7 +295,9 @@ async fn demo(
         seed: 42,
         scenario: true,
     };
-    let sim = espm_sim::SimServer::start(sim_cfg, sim_listen).await.context("cannot start the simulator")?;
+    let sim = espm_sim::SimServer::start(sim_cfg, sim_listen)
+        .await
+        .context("cannot start the simulator")?;
     let tmp = tempfile::tempdir().context("cannot create a temporary directory for the journal")?;
     let dir = journal.unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
@@ -219,7 +310,11 @@ async fn demo(
     );
     let stop = CancellationToken::new();
     if activity_every > 0 {
-        tokio::spawn(crate::commands::activity(sim.control_url(), Duration::from_secs(activity_every), stop.clone()));
+        tokio::spawn(crate::commands::activity(
+            sim.control_url(),
+            Duration::from_secs(activity_every),
+            stop.clone(),
+        ));
     }
     if let Some(d) = duration {
         let s = stop.clone();
@@ -230,7 +325,16 @@ async fn demo(
     }
     let mut passwords = BTreeMap::new();
     passwords.insert("sim".to_string(), Secret::new(DEMO_PASSWORD));
-    let res = runtime::run(cfg, Options { metrics_addr: Some(metrics_addr), grace: Duration::from_secs(5), passwords }, stop.clone()).await;
+    let res = runtime::run(
+        cfg,
+        Options {
+            metrics_addr: Some(metrics_addr),
+            grace: Duration::from_secs(5),
+            passwords,
+        },
+        stop.clone(),
+    )
+    .await;
     stop.cancel();
     sim.shutdown().await;
     res.map(|_| ExitCode::SUCCESS)
@@ -258,14 +362,30 @@ async fn one_action(http: &reqwest::Client, control: &str, step: u64) -> Result<
         let req = http.post(url).json(&body);
         async move {
             let resp = req.send().await?.error_for_status()?;
-            Ok::<serde_json::Value, anyhow::Error>(resp.json().await.unwrap_or(serde_json::Value::Null))
+            Ok::<serde_json::Value, anyhow::Error>(
+                resp.json().await.unwrap_or(serde_json::Value::Null),
+            )
         }
     };
-    let customer = post("/customers", serde_json::json!({ "firstName": "Demo", "lastName": format!("Customer {step}") })).await?;
-    let account_id = customer.get("accountId").and_then(|v| v.as_i64()).context("no accountId")?;
+    let customer = post(
+        "/customers",
+        serde_json::json!({ "firstName": "Demo", "lastName": format!("Customer {step}") }),
+    )
+    .await?;
+    let account_id = customer
+        .get("accountId")
+        .and_then(|v| v.as_i64())
+        .context("no accountId")?;
     post("/connections", serde_json::json!({ "accountId": account_id, "customFields": { "Customer Number": format!("D{step:04}") } })).await?;
-    let prop = post("/shares/property", serde_json::json!({ "accountId": account_id, "accessLevel": "Read Write" })).await?;
-    let property_id = prop.get("propertyId").and_then(|v| v.as_i64()).context("no propertyId")?;
+    let prop = post(
+        "/shares/property",
+        serde_json::json!({ "accountId": account_id, "accessLevel": "Read Write" }),
+    )
+    .await?;
+    let property_id = prop
+        .get("propertyId")
+        .and_then(|v| v.as_i64())
+        .context("no propertyId")?;
     post("/shares/meter", serde_json::json!({ "accountId": account_id, "propertyId": property_id, "accessLevel": "Read" })).await?;
     match step % 4 {
         0 => post("/notifications", serde_json::json!({ "count": 3, "types": ["UNSHARE", "SHAREUPDATE", "DISCONNECT", "TRANSFERPROPERTY"] })).await?,

@@ -10,8 +10,8 @@ use espm_client::{ClientConfig, Password, PmClient};
 use espm_config::{AccountConfig, BridgeConfig, DrainMode, Secret, SinkConfig};
 use espm_journal::{Journal, Scope};
 use espm_poller::{Poller, PollerConfig, PollerStatus};
-use espm_sink::{run_sink, DriverConfig, SinkState};
 use espm_sink::Sink;
+use espm_sink::{run_sink, DriverConfig, SinkState};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -39,9 +39,13 @@ pub fn build_sink(cfg: &SinkConfig) -> Result<Arc<dyn Sink>> {
 }
 
 fn client_for(acct: &AccountConfig, password: Secret) -> Result<PmClient> {
-    let base_url = acct
-        .effective_base_url()
-        .with_context(|| format!("accounts.{}: base_url is required for environment {}", acct.name, acct.environment.as_str()))?;
+    let base_url = acct.effective_base_url().with_context(|| {
+        format!(
+            "accounts.{}: base_url is required for environment {}",
+            acct.name,
+            acct.environment.as_str()
+        )
+    })?;
     let cfg = ClientConfig {
         base_url,
         username: acct.username.clone(),
@@ -50,7 +54,8 @@ fn client_for(acct: &AccountConfig, password: Secret) -> Result<PmClient> {
         user_agent: format!("espm-bridge/{}", env!("CARGO_PKG_VERSION")),
         retry: Default::default(),
     };
-    PmClient::new(cfg).with_context(|| format!("accounts.{}: cannot build the PM client", acct.name))
+    PmClient::new(cfg)
+        .with_context(|| format!("accounts.{}: cannot build the PM client", acct.name))
 }
 
 /// Run until SIGTERM/SIGINT or `stop` is cancelled.
@@ -83,7 +88,14 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         sinks.push(sink.clone());
         let wake = Arc::new(Notify::new());
         wakes.push(wake.clone());
-        let task = tokio::spawn(run_sink(journal.clone(), sink, DriverConfig::default(), wake, sink_stop.clone(), state));
+        let task = tokio::spawn(run_sink(
+            journal.clone(),
+            sink,
+            DriverConfig::default(),
+            wake,
+            sink_stop.clone(),
+            state,
+        ));
         sink_tasks.push(task);
     }
 
@@ -92,7 +104,8 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
     for acct in &cfg.accounts {
         let password = match opts.passwords.get(&acct.name) {
             Some(p) => p.clone(),
-            None => espm_config::resolve_password(acct).with_context(|| format!("accounts.{}: password", acct.name))?,
+            None => espm_config::resolve_password(acct)
+                .with_context(|| format!("accounts.{}: password", acct.name))?,
         };
         let client = client_for(acct, password)?;
         let pcfg = PollerConfig {
@@ -103,24 +116,37 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
             },
             poll_interval: acct.poll_interval,
             pending_interval: acct.pending_interval,
-            max_error_backoff: acct.poll_interval.max(Duration::from_secs(5)).min(Duration::from_secs(300)),
+            max_error_backoff: acct
+                .poll_interval
+                .max(Duration::from_secs(5))
+                .min(Duration::from_secs(300)),
         };
         let poller = Poller::new(client, journal.clone(), pcfg, wakes.clone());
         // A poll is "recent" for /readyz if it happened within a few intervals (errors back off).
-        poller_status.push((acct.name.clone(), poller.status(), acct.poll_interval * 3 + Duration::from_secs(120)));
+        poller_status.push((
+            acct.name.clone(),
+            poller.status(),
+            acct.poll_interval * 3 + Duration::from_secs(120),
+        ));
         poller_tasks.push(tokio::spawn(poller.run(poll_stop.clone())));
     }
 
     let health = Arc::new(Health::new(journal.clone(), sink_states, poller_status));
     let listen = match opts.metrics_addr {
         Some(a) => a,
-        None => cfg.metrics.listen.parse().with_context(|| format!("metrics.listen {:?} is not an address", cfg.metrics.listen))?,
+        None => cfg.metrics.listen.parse().with_context(|| {
+            format!("metrics.listen {:?} is not an address", cfg.metrics.listen)
+        })?,
     };
     let server_stop = CancellationToken::new();
     let server = server::serve(listen, prometheus, health, server_stop.clone()).await?;
     tracing::info!(metrics = %server, accounts = cfg.accounts.len(), sinks = cfg.sinks.len(), "espm-bridge running");
 
-    let compaction = tokio::spawn(compact_periodically(journal.clone(), cfg.journal.retention, poll_stop.clone()));
+    let compaction = tokio::spawn(compact_periodically(
+        journal.clone(),
+        cfg.journal.retention,
+        poll_stop.clone(),
+    ));
 
     tokio::select! {
         _ = shutdown_signal() => tracing::info!("shutdown signal received: stopping polls"),
@@ -137,11 +163,18 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
     for t in sink_tasks {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         if tokio::time::timeout(remaining, t).await.is_err() {
-            tracing::warn!("a sink did not finish its batch within the grace period; it stays in the outbox");
+            tracing::warn!(
+                "a sink did not finish its batch within the grace period; it stays in the outbox"
+            );
         }
     }
     for s in &sinks {
-        s.close(deadline.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(100))).await;
+        s.close(
+            deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(Duration::from_millis(100)),
+        )
+        .await;
     }
     compaction.abort();
     server_stop.cancel();
@@ -156,13 +189,18 @@ async fn wait_drained(journal: &Journal, cfg: &BridgeConfig, deadline: tokio::ti
         let j = journal.clone();
         let n = names.clone();
         let pending = tokio::task::spawn_blocking(move || {
-            n.iter().map(|s| j.outbox_depth(s).map(|d| d.pending).unwrap_or(0)).sum::<u64>()
+            n.iter()
+                .map(|s| j.outbox_depth(s).map(|d| d.pending).unwrap_or(0))
+                .sum::<u64>()
         })
         .await
         .unwrap_or(0);
         if pending == 0 || tokio::time::Instant::now() >= deadline {
             if pending > 0 {
-                tracing::warn!(pending, "grace period over: undelivered events stay in the outbox for the next start");
+                tracing::warn!(
+                    pending,
+                    "grace period over: undelivered events stay in the outbox for the next start"
+                );
             }
             return;
         }
@@ -178,7 +216,11 @@ async fn compact_periodically(journal: Journal, retention: Duration, stop: Cance
             _ = tick.tick() => {}
         }
         let j = journal.clone();
-        match tokio::task::spawn_blocking(move || j.compact(retention, std::time::SystemTime::now())).await {
+        match tokio::task::spawn_blocking(move || {
+            j.compact(retention, std::time::SystemTime::now())
+        })
+        .await
+        {
             Ok(Ok(stats)) => tracing::info!(?stats, "journal compacted"),
             Ok(Err(e)) => tracing::warn!(error = %e, "journal compaction failed"),
             Err(e) => tracing::warn!(error = %e, "journal compaction task failed"),

@@ -53,8 +53,16 @@ impl Poller {
     }
 
     /// One GET; returns how many notifications the body held (0 if it was quarantined).
-    async fn fetch_and_commit(&self, clear: bool, out: &mut DrainOutcome) -> Result<usize, PollError> {
-        let endpoint = if clear { "notification/list?clear=true" } else { "notification/list?clear=false" };
+    async fn fetch_and_commit(
+        &self,
+        clear: bool,
+        out: &mut DrainOutcome,
+    ) -> Result<usize, PollError> {
+        let endpoint = if clear {
+            "notification/list?clear=true"
+        } else {
+            "notification/list?clear=false"
+        };
         let account = self.account().to_string();
         let raw = match self.client.notifications_raw(clear).await {
             Ok(raw) => raw,
@@ -106,7 +114,9 @@ impl Poller {
         }
         let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
         let scope = self.cfg.scope.clone();
-        let stats = self.journal(move |j| j.commit_notifications(&scope, raw_id, &entries, &events)).await?;
+        let stats = self
+            .journal(move |j| j.commit_notifications(&scope, raw_id, &entries, &events))
+            .await?;
         if stats.new_events > 0 {
             self.wake_sinks();
         }
@@ -126,7 +136,12 @@ impl Poller {
 
     /// Journal raw bytes. After a clear=true these bytes are the only copy, so a failing journal
     /// is retried until it takes them; the write probe before the call makes this rare.
-    pub(crate) async fn store_raw(&self, endpoint: &str, status: u16, bytes: Vec<u8>) -> Result<RawId, PollError> {
+    pub(crate) async fn store_raw(
+        &self,
+        endpoint: &str,
+        status: u16,
+        bytes: Vec<u8>,
+    ) -> Result<RawId, PollError> {
         let bytes = std::sync::Arc::new(bytes);
         let mut wait = Duration::from_millis(200);
         let mut attempts = 0u32;
@@ -134,7 +149,10 @@ impl Poller {
             let scope = self.cfg.scope.clone();
             let ep = endpoint.to_string();
             let b = bytes.clone();
-            match self.journal(move |j| j.record_raw(&scope, &ep, status, &b)).await {
+            match self
+                .journal(move |j| j.record_raw(&scope, &ep, status, &b))
+                .await
+            {
                 Ok(id) => return Ok(id),
                 Err(e) if endpoint.ends_with("clear=true") => {
                     attempts += 1;
@@ -154,8 +172,17 @@ impl Poller {
     /// Last resort when the journal refuses a drained body for a long time: write it next to
     /// the journal (or to the temp dir) so an operator can recover it. We keep retrying too.
     fn emergency_dump(&self, bytes: &[u8]) {
-        let name = format!("espm-bridge-emergency-{}-{}.xml", self.account(), chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f"));
-        let dir = self.journal.path().parent().map(|p| p.to_path_buf()).unwrap_or_else(std::env::temp_dir);
+        let name = format!(
+            "espm-bridge-emergency-{}-{}.xml",
+            self.account(),
+            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f")
+        );
+        let dir = self
+            .journal
+            .path()
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_else(std::env::temp_dir);
         for d in [dir, std::env::temp_dir()] {
             let p = d.join(&name);
             if std::fs::write(&p, bytes).is_ok() {
@@ -165,7 +192,12 @@ impl Poller {
         }
     }
 
-    pub(crate) async fn quarantine(&self, endpoint: &str, raw_id: RawId, error: &str) -> Result<(), PollError> {
+    pub(crate) async fn quarantine(
+        &self,
+        endpoint: &str,
+        raw_id: RawId,
+        error: &str,
+    ) -> Result<(), PollError> {
         let event = quarantine_event(&self.origin, endpoint, raw_id.0, error, chrono::Utc::now());
         let err = error.to_string();
         self.journal(move |j| {

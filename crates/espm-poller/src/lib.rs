@@ -88,8 +88,11 @@ impl PollerStatus {
     }
 
     fn success(&self) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        self.last_success_unix_ms.store(now.as_millis() as i64, Ordering::Relaxed);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_success_unix_ms
+            .store(now.as_millis() as i64, Ordering::Relaxed);
         if let Ok(mut g) = self.last_error.lock() {
             *g = None;
         }
@@ -115,16 +118,33 @@ pub struct Poller {
 
 impl std::fmt::Debug for Poller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Poller").field("cfg", &self.cfg).finish_non_exhaustive()
+        f.debug_struct("Poller")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
     }
 }
 
 impl Poller {
     /// A poller; every `wake` (one per sink driver) is notified whenever events were appended
     /// to the outbox.
-    pub fn new(client: PmClient, journal: Journal, cfg: PollerConfig, wake: Vec<Arc<Notify>>) -> Self {
-        let origin = Origin { environment: cfg.scope.environment.clone(), account: cfg.scope.account.clone() };
-        Self { client, journal, cfg, origin, wake, status: Arc::new(PollerStatus::default()) }
+    pub fn new(
+        client: PmClient,
+        journal: Journal,
+        cfg: PollerConfig,
+        wake: Vec<Arc<Notify>>,
+    ) -> Self {
+        let origin = Origin {
+            environment: cfg.scope.environment.clone(),
+            account: cfg.scope.account.clone(),
+        };
+        Self {
+            client,
+            journal,
+            cfg,
+            origin,
+            wake,
+            status: Arc::new(PollerStatus::default()),
+        }
     }
 
     /// Shared health, for `/readyz`.
@@ -163,7 +183,11 @@ impl Poller {
                     wait
                 }
             };
-            let wait = wait.min(next_pending.saturating_duration_since(tokio::time::Instant::now()).max(Duration::from_millis(10)));
+            let wait = wait.min(
+                next_pending
+                    .saturating_duration_since(tokio::time::Instant::now())
+                    .max(Duration::from_millis(10)),
+            );
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}

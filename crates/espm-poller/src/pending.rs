@@ -18,9 +18,21 @@ pub struct PendingOutcome {
 }
 
 const KINDS: [(PendingKind, ClientKind, &str); 3] = [
-    (PendingKind::Connection, ClientKind::Connection, "connect/account/pending/list"),
-    (PendingKind::PropertyShare, ClientKind::PropertyShare, "share/property/pending/list"),
-    (PendingKind::MeterShare, ClientKind::MeterShare, "share/meter/pending/list"),
+    (
+        PendingKind::Connection,
+        ClientKind::Connection,
+        "connect/account/pending/list",
+    ),
+    (
+        PendingKind::PropertyShare,
+        ClientKind::PropertyShare,
+        "share/property/pending/list",
+    ),
+    (
+        PendingKind::MeterShare,
+        ClientKind::MeterShare,
+        "share/meter/pending/list",
+    ),
 ];
 
 impl Poller {
@@ -47,20 +59,31 @@ impl Poller {
         }
     }
 
-    async fn walk(&self, kind: PendingKind, client_kind: ClientKind, endpoint: &'static str) -> Result<(usize, usize), PollError> {
+    async fn walk(
+        &self,
+        kind: PendingKind,
+        client_kind: ClientKind,
+        endpoint: &'static str,
+    ) -> Result<(usize, usize), PollError> {
         let account = self.account().to_string();
         let mut next: Option<String> = None;
         let mut raw_ids = Vec::new();
         let mut entries = Vec::new();
         loop {
-            let raw = match self.client.pending_page_raw(client_kind, next.as_deref()).await {
+            let raw = match self
+                .client
+                .pending_page_raw(client_kind, next.as_deref())
+                .await
+            {
                 Ok(r) => r,
                 Err(e) => {
                     metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => endpoint, "outcome" => "error").increment(1);
                     return Err(e.into());
                 }
             };
-            let raw_id = self.store_raw(endpoint, raw.status, raw.bytes.to_vec()).await?;
+            let raw_id = self
+                .store_raw(endpoint, raw.status, raw.bytes.to_vec())
+                .await?;
             raw_ids.push(raw_id);
             let page = match parse::<PendingList>(&raw.bytes) {
                 Ok(p) => p,
@@ -106,7 +129,12 @@ impl Poller {
                 if let Some(e) = lookup_err.into_inner() {
                     return Err(e);
                 }
-                let events: Vec<_> = diff.requested.iter().chain(diff.resolved.iter()).cloned().collect();
+                let events: Vec<_> = diff
+                    .requested
+                    .iter()
+                    .chain(diff.resolved.iter())
+                    .cloned()
+                    .collect();
                 let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
                 j.commit_pending(&scope, list, &raw_ids, &diff.snapshot, &events)?;
                 Ok((diff.requested.len(), diff.resolved.len(), types))

@@ -25,7 +25,11 @@ fn open(path: &Path) -> std::io::Result<File> {
             std::fs::create_dir_all(parent)?;
         }
     }
-    let mut file = OpenOptions::new().create(true).append(true).read(true).open(path)?;
+    let mut file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(path)?;
     // A crash (SIGKILL) in the middle of an earlier append can leave a torn last line; end it so
     // the next batch starts on a line of its own and readers can skip the fragment.
     let len = file.metadata()?.len();

@@ -13,7 +13,10 @@ pub fn bridge_bin() -> &'static str {
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// A running `espm-bridge run` child.
@@ -29,16 +32,30 @@ impl Bridge {
     }
 
     /// [`Bridge::start`] with a shutdown grace period.
-    pub fn start_with_grace(config: &Path, dir: &Path, env: &[(&str, &str)], metrics: Option<u16>, grace: &str) -> Bridge {
+    pub fn start_with_grace(
+        config: &Path,
+        dir: &Path,
+        env: &[(&str, &str)],
+        metrics: Option<u16>,
+        grace: &str,
+    ) -> Bridge {
         let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
         let stderr_path = dir.join(format!("bridge-{n}.log"));
         let stderr = std::fs::File::create(&stderr_path).expect("log file");
         let mut cmd = Command::new(bridge_bin());
-        cmd.arg("--log-format").arg("json").arg("run").arg("--config").arg(config).arg("--grace").arg(grace);
+        cmd.arg("--log-format")
+            .arg("json")
+            .arg("run")
+            .arg("--config")
+            .arg(config)
+            .arg("--grace")
+            .arg(grace);
         if let Some(p) = metrics {
             cmd.arg("--metrics-addr").arg(format!("127.0.0.1:{p}"));
         }
-        cmd.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(stderr);
+        cmd.env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -58,7 +75,10 @@ impl Bridge {
 
     /// SIGTERM, then wait up to `timeout` for the exit status.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid().to_string())
+            .status();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(st)) = self.child.try_wait() {
@@ -102,11 +122,19 @@ where
 /// Read a JSON-lines file of CloudEvents (ignores a torn last line from a SIGKILL).
 pub fn read_events(path: &Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 /// The account section of a config pointing at a simulator.
-pub fn account_toml(name: &str, base_url: &str, username: &str, password_env: &str, mode: &str) -> String {
+pub fn account_toml(
+    name: &str,
+    base_url: &str,
+    username: &str,
+    password_env: &str,
+    mode: &str,
+) -> String {
     format!(
         r#"
 [[accounts]]
