@@ -1,5 +1,6 @@
 //! The consuming side of a run: where events come back, and when.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,11 +37,13 @@ impl Recorder {
     /// Record one delivery of `id` received at `at_us`.
     pub fn record(&self, id: i64, at_us: i64) {
         let mut s = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if s.first_us.contains_key(&id) {
-            s.duplicates += 1;
-        } else {
-            s.first_us.insert(id, at_us);
-            s.last_new_us = s.last_new_us.max(at_us);
+        let s = &mut *s;
+        match s.first_us.entry(id) {
+            Entry::Occupied(_) => s.duplicates += 1,
+            Entry::Vacant(e) => {
+                e.insert(at_us);
+                s.last_new_us = s.last_new_us.max(at_us);
+            }
         }
     }
 

@@ -151,6 +151,9 @@ mod tests {
         );
         assert!(!l.contains("INCOMPLETE"));
         let t = markdown(&[r]);
-        assert!(t.contains("| kafka | 10 | 1234 | 10 ms | 100 ms | 2.0 MiB |"), "{t}");
+        assert!(
+            t.contains("| kafka | 10 | 1234 | 10 ms | 100 ms | 2.0 MiB |"),
+            "{t}"
+        );
     }
 }

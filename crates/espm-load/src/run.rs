@@ -373,7 +373,16 @@ pub async fn run(
         metrics_port,
     )?;
     let http = reqwest::Client::new();
-    let measured = measure(settings, &http, &sim, &mut bridge, &prepared, &rec, deadline).await;
+    let measured = measure(
+        settings,
+        &http,
+        &sim,
+        &mut bridge,
+        &prepared,
+        &rec,
+        deadline,
+    )
+    .await;
     let peak_rss_kib = bridge.peak_rss_kib();
     let exit = bridge.stop(Duration::from_secs(30)).await;
     cleanup(prepared).await;
