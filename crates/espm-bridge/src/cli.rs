@@ -130,6 +130,22 @@ pub enum Command {
         #[command(subcommand)]
         command: JournalCommand,
     },
+    /// Answer PM as the provider: accept or reject pending requests, disconnect, unshare.
+    ///
+    /// Uses the account's credentials from the configuration. Accepts and rejects are recorded in
+    /// the journal, so the `...resolved` event that follows says `accepted` or `rejected`
+    /// instead of `unknown`. Answering a request that is already resolved is reported, not an
+    /// error (PM answers 400/-200 and the request is gone either way).
+    Pm {
+        /// TOML configuration file.
+        #[arg(long, short, env = "ESPM_BRIDGE_CONFIG")]
+        config: PathBuf,
+        /// Which configured account to act as (default: the only one).
+        #[arg(long)]
+        account: Option<String>,
+        #[command(subcommand)]
+        command: PmCommand,
+    },
     /// See, replay or drop dead letters (events a sink gave up on).
     Dlq {
         /// Journal file (or give --config to use `journal.path`).
@@ -193,4 +209,73 @@ pub enum DlqCommand {
         #[arg(required = true)]
         ids: Vec<i64>,
     },
+}
+
+/// What a pending request is.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RequestKind {
+    /// A connection request (id = the customer's accountId).
+    Connection,
+    /// A property share (id = propertyId).
+    Property,
+    /// A meter share (id = meterId).
+    Meter,
+}
+
+/// `pm` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PmCommand {
+    /// Accept a pending request.
+    Accept {
+        /// Request kind.
+        #[arg(value_enum)]
+        kind: RequestKind,
+        /// accountId, propertyId or meterId.
+        id: i64,
+        /// Note for the customer (1..1000 characters; empty is not sent).
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Reject a pending request.
+    Reject {
+        /// Request kind.
+        #[arg(value_enum)]
+        kind: RequestKind,
+        /// accountId, propertyId or meterId.
+        id: i64,
+        /// Note for the customer.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Disconnect from a customer account (removes its shares unless --keep-shares).
+    Disconnect {
+        /// The customer's accountId.
+        account_id: i64,
+        /// Keep the property and meter shares.
+        #[arg(long)]
+        keep_shares: bool,
+        /// Note for the customer.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// Stop receiving a property's or a meter's data.
+    Unshare {
+        /// `property` or `meter`.
+        #[arg(value_enum)]
+        kind: UnshareKind,
+        /// propertyId or meterId.
+        id: i64,
+        /// Note for the customer.
+        #[arg(long)]
+        note: Option<String>,
+    },
+}
+
+/// What to unshare.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum UnshareKind {
+    /// A property (also removes its meter shares).
+    Property,
+    /// A meter.
+    Meter,
 }

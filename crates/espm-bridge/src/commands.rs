@@ -11,7 +11,7 @@ use espm_config::{BridgeConfig, Secret};
 use espm_journal::Journal;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Command, DlqCommand, JournalCommand};
+use crate::cli::{Command, DlqCommand, JournalCommand, PmCommand, RequestKind, UnshareKind};
 use crate::runtime::{self, Options};
 
 /// Password the demo's simulator accepts; it never leaves the process.
@@ -82,6 +82,11 @@ pub async fn dispatch(cmd: Command) -> Result<ExitCode> {
             config,
             command,
         } => journal_cmd(open_journal(path, config)?, command),
+        Command::Pm {
+            config,
+            account,
+            command,
+        } => pm(&config, account.as_deref(), command).await,
         Command::Dlq {
             path,
             config,
@@ -394,4 +399,104 @@ async fn one_action(http: &reqwest::Client, control: &str, step: u64) -> Result<
         _ => post("/notifications", serde_json::json!({ "count": 1, "types": ["TRANSFERPROPERTY"] })).await?,
     };
     Ok(())
+}
+
+async fn pm(config: &Path, account: Option<&str>, cmd: PmCommand) -> Result<ExitCode> {
+    let cfg = load_config(config)?;
+    let acct = match account {
+        Some(name) => cfg
+            .accounts
+            .iter()
+            .find(|a| a.name == name)
+            .with_context(|| format!("no account named {name} in {}", config.display()))?,
+        None if cfg.accounts.len() == 1 => &cfg.accounts[0],
+        None => bail!("the configuration has several accounts: choose one with --account"),
+    };
+    let password = espm_config::resolve_password(acct)
+        .with_context(|| format!("accounts.{}: password", acct.name))?;
+    let client = runtime::client_for(acct, password)?;
+    let scope = espm_journal::Scope::new(acct.environment.as_str(), acct.name.clone());
+    let (result, answered) = match cmd {
+        PmCommand::Accept { kind, id, note } => {
+            let r = client
+                .answer(
+                    client_kind(kind),
+                    id,
+                    espm_model::Action::Accept,
+                    note.as_deref(),
+                )
+                .await;
+            (r, Some((kind, id, "accepted")))
+        }
+        PmCommand::Reject { kind, id, note } => {
+            let r = client
+                .answer(
+                    client_kind(kind),
+                    id,
+                    espm_model::Action::Reject,
+                    note.as_deref(),
+                )
+                .await;
+            (r, Some((kind, id, "rejected")))
+        }
+        PmCommand::Disconnect {
+            account_id,
+            keep_shares,
+            note,
+        } => (
+            client
+                .disconnect(account_id, keep_shares, note.as_deref())
+                .await,
+            None,
+        ),
+        PmCommand::Unshare {
+            kind: UnshareKind::Property,
+            id,
+            note,
+        } => (client.unshare_property(id, note.as_deref()).await, None),
+        PmCommand::Unshare {
+            kind: UnshareKind::Meter,
+            id,
+            note,
+        } => (client.unshare_meter(id, note.as_deref()).await, None),
+    };
+    match result {
+        Ok(()) => {
+            if let Some((kind, id, action)) = answered {
+                // Recorded so the `resolved` event the poller emits says who answered.
+                let j = Journal::open(&cfg.journal.path).with_context(|| {
+                    format!("cannot open the journal at {}", cfg.journal.path.display())
+                })?;
+                j.record_answer(&scope, journal_kind(kind), id, action)?;
+                println!("{} {id}: {action}", journal_kind(kind));
+            } else {
+                println!("done");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) if e.is_already_resolved() => {
+            println!(
+                "nothing to do: PM says the pending request doesn't exist or has been fulfilled"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("PM refused the call")),
+    }
+}
+
+fn client_kind(k: RequestKind) -> espm_client::PendingKind {
+    match k {
+        RequestKind::Connection => espm_client::PendingKind::Connection,
+        RequestKind::Property => espm_client::PendingKind::PropertyShare,
+        RequestKind::Meter => espm_client::PendingKind::MeterShare,
+    }
+}
+
+/// The journal's (and the events') name of a pending list.
+fn journal_kind(k: RequestKind) -> &'static str {
+    match k {
+        RequestKind::Connection => espm_events::PendingKind::Connection.as_str(),
+        RequestKind::Property => espm_events::PendingKind::PropertyShare.as_str(),
+        RequestKind::Meter => espm_events::PendingKind::MeterShare.as_str(),
+    }
 }

@@ -38,7 +38,8 @@ pub fn build_sink(cfg: &SinkConfig) -> Result<Arc<dyn Sink>> {
     })
 }
 
-fn client_for(acct: &AccountConfig, password: Secret) -> Result<PmClient> {
+/// The PM client of one configured account.
+pub fn client_for(acct: &AccountConfig, password: Secret) -> Result<PmClient> {
     let base_url = acct.effective_base_url().with_context(|| {
         format!(
             "accounts.{}: base_url is required for environment {}",

@@ -1,0 +1,123 @@
+//! `espm-bridge pm accept|reject`: answers go to PM, and the `resolved` event that follows says
+//! who answered.
+
+mod support;
+
+use std::time::Duration;
+
+use espm_sim::{SimConfig, SimServer};
+use serde_json::{json, Value};
+use support::*;
+
+const PASSWORD_ENV: &str = "ESPM_ANSWERS_TEST_PASSWORD";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_through_the_bridge_show_up_in_resolved_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SimConfig {
+        username: "ans".into(),
+        password: "pw".into(),
+        seed: 9,
+        scenario: false,
+    };
+    let sim = SimServer::start(cfg, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let ctl = sim.control_url();
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let c: Value = http
+            .post(format!("{ctl}/customers"))
+            .json(&json!({"lastName": format!("N{i}")}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = c["accountId"].as_i64().unwrap();
+        http.post(format!("{ctl}/connections"))
+            .json(&json!({"accountId": id}))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
+        ids.push(id);
+    }
+    let events_path = dir.path().join("events.jsonl");
+    let config = format!(
+        "{}{}\n[[sinks]]\ntype = \"file\"\nname = \"audit\"\npath = \"{}\"\n",
+        journal_toml(dir.path()),
+        account_toml("ans", &sim.base_url(), "ans", PASSWORD_ENV, "clear"),
+        events_path.display()
+    );
+    let config_path = dir.path().join("bridge.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut bridge = Bridge::start(&config_path, dir.path(), &[(PASSWORD_ENV, "pw")], None);
+    let of_type = |ty: &str| -> Vec<Value> {
+        read_events(&events_path)
+            .into_iter()
+            .filter(|e| e["type"] == ty)
+            .collect()
+    };
+    let requested = eventually(Duration::from_secs(30), || {
+        let n = of_type("gov.energystar.pm.connection.requested").len();
+        async move { (n == 3).then_some(()) }
+    })
+    .await;
+    assert!(requested.is_some(), "{}", bridge.log());
+
+    let pm = |args: &[String]| {
+        let out = std::process::Command::new(bridge_bin())
+            .arg("pm")
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .env(PASSWORD_ENV, "pw")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    pm(&[
+        "accept".into(),
+        "connection".into(),
+        ids[0].to_string(),
+        "--note".into(),
+        "Welcome".into(),
+    ]);
+    pm(&["reject".into(), "connection".into(), ids[1].to_string()]);
+    // Answering again is not an error: the request is gone either way.
+    assert!(
+        pm(&["accept".into(), "connection".into(), ids[0].to_string()]).contains("nothing to do")
+    );
+    // The third one is withdrawn by the customer's side: it disconnects before we answer.
+    http.post(format!("{ctl}/disconnect"))
+        .json(&json!({"accountId": ids[2]}))
+        .send()
+        .await
+        .unwrap();
+
+    let resolved = eventually(Duration::from_secs(30), || {
+        let r = of_type("gov.energystar.pm.connection.resolved");
+        async move { (r.len() >= 2).then_some(r) }
+    })
+    .await
+    .unwrap_or_else(|| panic!("no resolved events:\n{}", bridge.log()));
+    let resolution = |id: i64| {
+        resolved
+            .iter()
+            .find(|e| e["data"]["accountId"] == id)
+            .map(|e| e["data"]["resolution"].clone())
+    };
+    assert_eq!(resolution(ids[0]), Some(json!("accepted")));
+    assert_eq!(resolution(ids[1]), Some(json!("rejected")));
+    bridge.terminate(Duration::from_secs(20));
+    sim.shutdown().await;
+}
