@@ -139,3 +139,46 @@ fn help_teaches() {
         assert!(text.contains(word), "--help lacks {word}:\n{text}");
     }
 }
+
+#[test]
+fn demo_runs_on_embedded_defaults_and_prints_events() {
+    let out = Command::new(bridge_bin())
+        .args([
+            "--log-format",
+            "json",
+            "demo",
+            "--duration",
+            "12s",
+            "--activity-every",
+            "1",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let events: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("stdout is JSON lines"))
+        .collect();
+    let types: std::collections::BTreeSet<&str> =
+        events.iter().filter_map(|e| e["type"].as_str()).collect();
+    for t in [
+        "gov.energystar.pm.connection.requested",
+        "gov.energystar.pm.property_share.requested",
+    ] {
+        assert!(
+            types.contains(t),
+            "the demo printed no {t}: {types:?}\n{err}"
+        );
+    }
+    assert!(
+        types
+            .iter()
+            .any(|t| t.starts_with("gov.energystar.pm.share.")),
+        "no notification events: {types:?}"
+    );
+    assert!(err.contains("stopped cleanly"), "{err}");
+}

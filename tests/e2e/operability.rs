@@ -251,3 +251,69 @@ async fn sigterm_mid_delivery_exits_cleanly_and_loses_nothing() {
     again.terminate(Duration::from_secs(20));
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_provider_accounts_poll_side_by_side_with_their_own_namespaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let live_like = sim().await;
+    let other = SimServer::start(
+        SimConfig {
+            username: "second".into(),
+            password: "second-pw".into(),
+            seed: 4,
+            scenario: false,
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let events_path = dir.path().join("events.jsonl");
+    let config = format!(
+        "{}{}{}\n[[sinks]]\ntype = \"file\"\nname = \"audit\"\npath = \"{}\"\n",
+        journal_toml(dir.path()),
+        account_toml("first", &live_like.base_url(), "ops", PASSWORD_ENV, "clear"),
+        account_toml(
+            "second",
+            &other.base_url(),
+            "second",
+            "ESPM_OPS_SECOND_PASSWORD",
+            "peek-then-clear"
+        ),
+        events_path.display()
+    );
+    let config_path = dir.path().join("bridge.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut bridge = Bridge::start(
+        &config_path,
+        dir.path(),
+        &[
+            (PASSWORD_ENV, "ops-pw"),
+            ("ESPM_OPS_SECOND_PASSWORD", "second-pw"),
+        ],
+        None,
+    );
+    bulk(&live_like.control_url(), 7).await;
+    bulk(&other.control_url(), 5).await;
+    let sources = eventually(Duration::from_secs(30), || {
+        let p = events_path.clone();
+        async move {
+            let ev = read_events(&p);
+            let count = |src: &str| {
+                ev.iter()
+                    .filter(|e| e["source"] == src && e["data"]["notificationId"].is_i64())
+                    .count()
+            };
+            (count("urn:espm:sim:first") == 7 && count("urn:espm:sim:second") == 5).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        sources.is_some(),
+        "{}\n{:?}",
+        bridge.log(),
+        read_events(&events_path).len()
+    );
+    bridge.terminate(Duration::from_secs(20));
+    live_like.shutdown().await;
+    other.shutdown().await;
+}

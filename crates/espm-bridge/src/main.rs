@@ -5,6 +5,8 @@
 mod cli;
 mod commands;
 mod logging;
+#[cfg(feature = "otel")]
+mod otel;
 mod runtime;
 mod server;
 
@@ -12,7 +14,7 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
-    logging::init(cli.log_format);
+    let _logging = logging::init(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -14,6 +14,7 @@ use espm_sink::Sink;
 use espm_sink::{run_sink, DriverConfig, SinkState};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::server::{self, Health};
 
@@ -129,7 +130,8 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
             poller.status(),
             acct.poll_interval * 3 + Duration::from_secs(120),
         ));
-        poller_tasks.push(tokio::spawn(poller.run(poll_stop.clone())));
+        let span = tracing::info_span!("poller", account = %acct.name, environment = acct.environment.as_str());
+        poller_tasks.push(tokio::spawn(poller.run(poll_stop.clone()).instrument(span)));
     }
 
     let health = Arc::new(Health::new(journal.clone(), sink_states, poller_status));

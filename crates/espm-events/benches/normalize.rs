@@ -72,6 +72,10 @@ fn bench(c: &mut Criterion) {
     by_bytes.bench_with_input(BenchmarkId::new("quick_xml_scan", N), bytes, |b, x| {
         b.iter(|| scan(black_box(x)))
     });
+    // The model's serde parse alone: splits normalize_document into parsing and event building.
+    by_bytes.bench_with_input(BenchmarkId::new("model_parse_only", N), bytes, |b, x| {
+        b.iter(|| espm_model::parse::<NotificationList>(black_box(x)))
+    });
     by_bytes.finish();
 
     let mut by_elems = c.benchmark_group("notifications");

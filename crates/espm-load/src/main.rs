@@ -83,6 +83,11 @@ struct Args {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     chunk: u64,
 
+    /// Keep every run's directory (bridge config, JSON log, journal, file sink output), not only
+    /// those of incomplete runs.
+    #[arg(long)]
+    keep: bool,
+
     /// `RUST_LOG` for the bridge child (its JSON log goes to a file in the run's directory).
     #[arg(long, default_value = "info")]
     bridge_log_level: String,
@@ -195,6 +200,7 @@ async fn real_main(args: Args) -> anyhow::Result<bool> {
         timeout: args.timeout,
         nats_url: args.nats_url.clone(),
         bridge_log_level: args.bridge_log_level.clone(),
+        keep: args.keep,
     };
 
     let mut results = Vec::new();

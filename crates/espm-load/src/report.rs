@@ -72,9 +72,9 @@ pub fn line(r: &RunResult) -> String {
         if let Some(n) = &r.note {
             let _ = write!(s, " ({n})");
         }
-        if let Some(d) = &r.dir {
-            let _ = write!(s, " bridge log and journal kept in {}", d.display());
-        }
+    }
+    if let Some(d) = &r.dir {
+        let _ = write!(s, " dir={}", d.display());
     }
     s
 }

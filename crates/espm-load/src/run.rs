@@ -40,6 +40,8 @@ pub struct Settings {
     pub nats_url: String,
     /// RUST_LOG of the bridge.
     pub bridge_log_level: String,
+    /// Keep every run's directory.
+    pub keep: bool,
 }
 
 /// Sink-specific state between set-up, consuming and clean-up.
@@ -444,7 +446,7 @@ pub async fn run(
         note,
         dir: None,
     };
-    if result.complete() {
+    if result.complete() && !settings.keep {
         Ok(result)
     } else {
         Ok(RunResult {

@@ -104,7 +104,8 @@ impl Poller {
         let mut events = Vec::with_capacity(n);
         for notification in &list.notifications {
             let event = notification_event(&self.origin, notification);
-            tracing::debug!(account = %account, notification_id = notification.notification_id, event_id = %event.id, "notification");
+            let _span = tracing::debug_span!("notification", notification_id = notification.notification_id, event_id = %event.id).entered();
+            tracing::debug!(code = %notification.notification_type_code, "normalized");
             entries.push(NotificationEntry {
                 notification_id: notification.notification_id,
                 type_code: notification.notification_type_code.clone(),

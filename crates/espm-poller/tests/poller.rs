@@ -17,11 +17,23 @@ struct Env {
 }
 
 async fn env() -> Env {
-    let cfg = SimConfig { username: "p".into(), password: "pw".into(), seed: 5, scenario: false };
-    let sim = SimServer::start(cfg, "127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let cfg = SimConfig {
+        username: "p".into(),
+        password: "pw".into(),
+        seed: 5,
+        scenario: false,
+    };
+    let sim = SimServer::start(cfg, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let journal_path = dir.path().join("journal.db");
-    Env { sim, http: reqwest::Client::new(), _dir: dir, journal_path }
+    Env {
+        sim,
+        http: reqwest::Client::new(),
+        _dir: dir,
+        journal_path,
+    }
 }
 
 impl Env {
@@ -40,21 +52,46 @@ impl Env {
             pending_interval: Duration::from_secs(60),
             max_error_backoff: Duration::from_secs(1),
         };
-        Poller::new(self.client(), journal.clone(), cfg, vec![Arc::new(tokio::sync::Notify::new())])
+        Poller::new(
+            self.client(),
+            journal.clone(),
+            cfg,
+            vec![Arc::new(tokio::sync::Notify::new())],
+        )
     }
 
     async fn post(&self, path: &str, body: Value) -> Value {
-        let r = self.http.post(format!("{}{path}", self.sim.control_url())).json(&body).send().await.unwrap();
+        let r = self
+            .http
+            .post(format!("{}{path}", self.sim.control_url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert!(r.status().is_success(), "{path}: {}", r.status());
         r.json().await.unwrap_or(Value::Null)
     }
 
     async fn ledger(&self) -> Value {
-        self.http.get(format!("{}/ledger", self.sim.control_url())).send().await.unwrap().json().await.unwrap()
+        self.http
+            .get(format!("{}/ledger", self.sim.control_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     async fn faults(&self, f: Value) {
-        self.http.put(format!("{}/faults", self.sim.control_url())).json(&f).send().await.unwrap().error_for_status().unwrap();
+        self.http
+            .put(format!("{}/faults", self.sim.control_url()))
+            .json(&f)
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap();
     }
 }
 
@@ -66,29 +103,57 @@ fn outbox(j: &Journal) -> Vec<espm_journal::OutboxRow> {
 async fn clear_mode_journals_and_commits_every_notification() {
     let e = env().await;
     let j = Journal::open(&e.journal_path).unwrap();
-    e.post("/notifications", json!({"count": 30, "types": ["UNSHARE", "DISCONNECT"]})).await;
+    e.post(
+        "/notifications",
+        json!({"count": 30, "types": ["UNSHARE", "DISCONNECT"]}),
+    )
+    .await;
     let p = e.poller(&j, DrainMode::Clear);
     let out = p.drain_once().await.unwrap();
-    assert_eq!((out.received, out.new_notifications, out.new_events), (30, 30, 30));
+    assert_eq!(
+        (out.received, out.new_notifications, out.new_events),
+        (30, 30, 30)
+    );
     assert_eq!(p.drain_once().await.unwrap().received, 0);
     let rows = outbox(&j);
     assert_eq!(rows.len(), 30);
     assert!(rows.iter().all(|r| r.event.source == "urn:espm:sim:acct"));
     let ledger = e.ledger().await;
-    assert!(ledger["notifications"].as_array().unwrap().iter().all(|n| n["readId"].is_u64()));
+    assert!(ledger["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|n| n["readId"].is_u64()));
 }
 
 #[tokio::test]
 async fn peek_then_clear_stores_each_notification_once() {
     let e = env().await;
     let j = Journal::open(&e.journal_path).unwrap();
-    e.post("/notifications", json!({"count": 12, "types": ["SHAREUPDATE"]})).await;
-    let out = e.poller(&j, DrainMode::PeekThenClear).drain_once().await.unwrap();
+    e.post(
+        "/notifications",
+        json!({"count": 12, "types": ["SHAREUPDATE"]}),
+    )
+    .await;
+    let out = e
+        .poller(&j, DrainMode::PeekThenClear)
+        .drain_once()
+        .await
+        .unwrap();
     assert_eq!(out.received, 12, "the clear=true read handed out 12");
-    assert_eq!(out.new_notifications, 12, "the peek stored them; the clear found duplicates");
+    assert_eq!(
+        out.new_notifications, 12,
+        "the peek stored them; the clear found duplicates"
+    );
     assert_eq!(outbox(&j).len(), 12);
     let reads = e.ledger().await["reads"].as_array().unwrap().clone();
-    assert_eq!(reads.iter().map(|r| r["clear"].as_bool().unwrap()).collect::<Vec<_>>(), [false, true]);
+    assert_eq!(
+        reads
+            .iter()
+            .map(|r| r["clear"].as_bool().unwrap())
+            .collect::<Vec<_>>(),
+        [false, true]
+    );
 }
 
 #[tokio::test]
@@ -96,23 +161,40 @@ async fn an_unwritable_journal_never_clears() {
     let e = env().await;
     drop(Journal::open(&e.journal_path).unwrap());
     let ro = Journal::open_read_only(&e.journal_path).unwrap();
-    e.post("/notifications", json!({"count": 5, "types": ["UNSHARE"]})).await;
+    e.post("/notifications", json!({"count": 5, "types": ["UNSHARE"]}))
+        .await;
     for mode in [DrainMode::Clear, DrainMode::PeekThenClear] {
         let err = e.poller(&ro, mode).drain_once().await.unwrap_err();
-        assert!(matches!(err, PollError::Journal(ref je) if je.is_unwritable()), "{err}");
+        assert!(
+            matches!(err, PollError::Journal(ref je) if je.is_unwritable()),
+            "{err}"
+        );
     }
     let ledger = e.ledger().await;
-    let clears = ledger["reads"].as_array().unwrap().iter().filter(|r| r["clear"] == true).count();
-    assert_eq!(clears, 0, "no clear=true read may happen while the journal cannot be written");
-    assert_eq!(e.ledger().await["notifications"].as_array().unwrap().len(), 5);
+    let clears = ledger["reads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["clear"] == true)
+        .count();
+    assert_eq!(
+        clears, 0,
+        "no clear=true read may happen while the journal cannot be written"
+    );
+    assert_eq!(
+        e.ledger().await["notifications"].as_array().unwrap().len(),
+        5
+    );
 }
 
 #[tokio::test]
 async fn a_truncated_body_is_quarantined_with_its_bytes() {
     let e = env().await;
     let j = Journal::open(&e.journal_path).unwrap();
-    e.faults(json!({"script": ["truncated"], "paths": ["/notification/list"]})).await;
-    e.post("/notifications", json!({"count": 4, "types": ["UNSHARE"]})).await;
+    e.faults(json!({"script": ["truncated"], "paths": ["/notification/list"]}))
+        .await;
+    e.post("/notifications", json!({"count": 4, "types": ["UNSHARE"]}))
+        .await;
     let out = e.poller(&j, DrainMode::Clear).drain_once().await.unwrap();
     assert_eq!(out.quarantined, 1);
     let q = j.quarantine_list().unwrap();
@@ -121,7 +203,10 @@ async fn a_truncated_body_is_quarantined_with_its_bytes() {
     assert!(String::from_utf8_lossy(&bytes).contains("<notificationList"));
     let rows = outbox(&j);
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].event.ty, "gov.energystar.pm.bridge.body_quarantined");
+    assert_eq!(
+        rows[0].event.ty,
+        "gov.energystar.pm.bridge.body_quarantined"
+    );
 }
 
 #[tokio::test]
@@ -130,12 +215,25 @@ async fn pending_lists_emit_requested_then_resolved_once_across_restarts() {
     let j = Journal::open(&e.journal_path).unwrap();
     let mut accounts = Vec::new();
     for i in 0..25 {
-        let c = e.post("/customers", json!({"firstName": "C", "lastName": format!("{i}")})).await;
+        let c = e
+            .post(
+                "/customers",
+                json!({"firstName": "C", "lastName": format!("{i}")}),
+            )
+            .await;
         let id = c["accountId"].as_i64().unwrap();
-        e.post("/connections", json!({"accountId": id, "customFields": {"Customer Number": format!("N{i}")}})).await;
+        e.post(
+            "/connections",
+            json!({"accountId": id, "customFields": {"Customer Number": format!("N{i}")}}),
+        )
+        .await;
         accounts.push(id);
     }
-    e.post("/shares/property", json!({"accountId": accounts[0], "accessLevel": "Read"})).await;
+    e.post(
+        "/shares/property",
+        json!({"accountId": accounts[0], "accessLevel": "Read"}),
+    )
+    .await;
     let p = e.poller(&j, DrainMode::Clear);
     let out = p.pending_once().await.unwrap();
     assert_eq!(out.requested["connection"], 25, "two pages walked");
@@ -144,20 +242,57 @@ async fn pending_lists_emit_requested_then_resolved_once_across_restarts() {
     // Nothing twice: not on the next walk, not from a new poller on the same journal.
     assert_eq!(p.pending_once().await.unwrap().requested["connection"], 0);
     let again = e.poller(&Journal::open(&e.journal_path).unwrap(), DrainMode::Clear);
-    assert_eq!(again.pending_once().await.unwrap().requested["connection"], 0);
+    assert_eq!(
+        again.pending_once().await.unwrap().requested["connection"],
+        0
+    );
     assert_eq!(outbox(&j).len(), 26);
 
     // Accept one through the bridge's path (client + journal), reject one, and let the customer
     // withdraw nothing: the resolved events say who answered.
     let client = e.client();
-    client.answer(espm_client::PendingKind::Connection, accounts[1], espm_model::Action::Accept, None).await.unwrap();
-    j.record_answer(&Scope::new("sim", "acct"), "connection", accounts[1], "accepted").unwrap();
-    client.answer(espm_client::PendingKind::Connection, accounts[2], espm_model::Action::Reject, Some("no")).await.unwrap();
+    client
+        .answer(
+            espm_client::PendingKind::Connection,
+            accounts[1],
+            espm_model::Action::Accept,
+            None,
+        )
+        .await
+        .unwrap();
+    j.record_answer(
+        &Scope::new("sim", "acct"),
+        "connection",
+        accounts[1],
+        "accepted",
+    )
+    .unwrap();
+    client
+        .answer(
+            espm_client::PendingKind::Connection,
+            accounts[2],
+            espm_model::Action::Reject,
+            Some("no"),
+        )
+        .await
+        .unwrap();
     let out = p.pending_once().await.unwrap();
     assert_eq!(out.resolved["connection"], 2);
-    let resolved: Vec<_> = outbox(&j).into_iter().filter(|r| r.event.ty == "gov.energystar.pm.connection.resolved").collect();
-    let by_account = |id: i64| resolved.iter().find(|r| r.event.data["accountId"] == id).map(|r| r.event.data["resolution"].clone());
+    let resolved: Vec<_> = outbox(&j)
+        .into_iter()
+        .filter(|r| r.event.ty == "gov.energystar.pm.connection.resolved")
+        .collect();
+    let by_account = |id: i64| {
+        resolved
+            .iter()
+            .find(|r| r.event.data["accountId"] == id)
+            .map(|r| r.event.data["resolution"].clone())
+    };
     assert_eq!(by_account(accounts[1]), Some(json!("accepted")));
-    assert_eq!(by_account(accounts[2]), Some(json!("unknown")), "answered outside the bridge");
+    assert_eq!(
+        by_account(accounts[2]),
+        Some(json!("unknown")),
+        "answered outside the bridge"
+    );
     assert_eq!(p.pending_once().await.unwrap().resolved["connection"], 0);
 }

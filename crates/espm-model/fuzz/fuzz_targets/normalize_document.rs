@@ -14,7 +14,11 @@ fuzz_target!(|data: &[u8]| {
     let origin = Origin::new("sim", "fuzz");
     if let Ok(events) = normalize_document(&origin, data) {
         let again = normalize_document(&origin, data).ok();
-        assert_eq!(Some(&events), again.as_ref(), "normalizer is not deterministic");
+        assert_eq!(
+            Some(&events),
+            again.as_ref(),
+            "normalizer is not deterministic"
+        );
         for ev in &events {
             let bytes = ev.to_json_bytes();
             assert!(!bytes.is_empty());
