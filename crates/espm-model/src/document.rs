@@ -88,10 +88,18 @@ pub fn parse<T: PmDocument>(bytes: &[u8]) -> Result<T, DocumentError> {
         root: T::ROOT,
         message: format!("not UTF-8: {e}"),
     })?;
-    quick_xml::de::from_str(text).map_err(|e| DocumentError::Malformed {
-        root: T::ROOT,
-        message: e.to_string(),
-    })
+    // quick-xml 0.38's deserializer can panic on some malformed input (a DOCTYPE inside element
+    // text, found by fuzzing); outside input must give an error, never take the poller down.
+    match std::panic::catch_unwind(|| quick_xml::de::from_str::<T>(text)) {
+        Ok(res) => res.map_err(|e| DocumentError::Malformed {
+            root: T::ROOT,
+            message: e.to_string(),
+        }),
+        Err(_) => Err(DocumentError::Malformed {
+            root: T::ROOT,
+            message: "the XML parser rejected the document (internal parser panic)".to_string(),
+        }),
+    }
 }
 
 /// Write a PM document with the XML prolog PM itself uses.

@@ -312,3 +312,11 @@ fn written_responses_validate_against_the_xsds() {
     let c: Customer = parse(&fixture("responses/customer.xml")).unwrap();
     assert_valid(&to_xml(&c), "account/customer.xsd");
 }
+
+#[test]
+fn fuzz_finding_doctype_inside_text_is_an_error_not_a_panic() {
+    let xml = b"<notificationList><notification><notificationTypeCode>A<!DOCTYPE x>B</notificationTypeCode><notificationId>1</notificationId></notification></notificationList>";
+    assert!(matches!(parse::<NotificationList>(xml), Err(DocumentError::Malformed { .. })));
+    let pending = b"<pendingList><account><accountId>1</accountId><username>a<!DOCTYPE y>b</username></account></pendingList>";
+    assert!(matches!(parse::<PendingList>(pending), Err(DocumentError::Malformed { .. })));
+}
