@@ -217,9 +217,24 @@ fn journal_cmd(j: Journal, cmd: JournalCommand) -> Result<ExitCode> {
             if list.is_empty() {
                 println!("no quarantined bodies");
             }
+            println!(
+                "{:>8} {:<10} {:<16} {:<34} {:>6} {:>8} {:>10}  ERROR",
+                "RAW ID", "ENV", "ACCOUNT", "ENDPOINT", "STATUS", "BYTES", "AGE"
+            );
             for q in list {
-                println!("{q:?}");
+                println!(
+                    "{:>8} {:<10} {:<16} {:<34} {:>6} {:>8} {:>10}  {}",
+                    q.id.0,
+                    q.scope.environment,
+                    q.scope.account,
+                    q.endpoint,
+                    q.http_status,
+                    q.len,
+                    age(Some(q.received_at)),
+                    q.error
+                );
             }
+            println!("show one body with: espm-bridge journal quarantine --show RAW_ID");
         }
         JournalCommand::History { notification_id } => {
             let h = j.notification_history(None, notification_id)?;

@@ -22,8 +22,8 @@ pub const DEFAULT_SERVICE_NAME: &str = "espm-bridge";
 /// Where and how to export spans.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OtelConfig {
-    /// OTLP/HTTP base URL (e.g. `http://127.0.0.1:4318`); spans go to `{endpoint}/v1/traces`.
-    pub endpoint: String,
+    /// Full OTLP/HTTP traces URL (e.g. `http://127.0.0.1:4318/v1/traces`).
+    pub traces_url: String,
     /// `service.name` resource attribute.
     pub service_name: String,
     /// `http/protobuf` (default) or `http/json`.
@@ -31,8 +31,9 @@ pub struct OtelConfig {
 }
 
 impl OtelConfig {
-    /// Reads the process environment; `Ok(None)` when export is not requested
-    /// (`OTEL_EXPORTER_OTLP_ENDPOINT` unset or empty, or `OTEL_SDK_DISABLED=true`).
+    /// Reads the process environment; `Ok(None)` when export is not requested (neither
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` nor `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` set, or
+    /// `OTEL_SDK_DISABLED=true`).
     pub fn from_env() -> anyhow::Result<Option<Self>> {
         Self::from_lookup(|key| std::env::var(key).ok())
     }
@@ -44,8 +45,14 @@ impl OtelConfig {
         if set("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
             return Ok(None);
         }
-        let Some(endpoint) = set("OTEL_EXPORTER_OTLP_ENDPOINT") else {
-            return Ok(None);
+        // As the spec says: the signal-specific URL is used as is, the base one gets the path.
+        let traces_url = match (
+            set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"),
+            set("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        ) {
+            (Some(url), _) => url.trim().to_owned(),
+            (None, Some(base)) => format!("{}/v1/traces", base.trim().trim_end_matches('/')),
+            (None, None) => return Ok(None),
         };
         // The signal-specific variable wins, as the OTel spec says.
         let protocol = match set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
@@ -66,15 +73,10 @@ impl OtelConfig {
         let service_name =
             set("OTEL_SERVICE_NAME").unwrap_or_else(|| DEFAULT_SERVICE_NAME.to_owned());
         Ok(Some(Self {
-            endpoint: endpoint.trim().to_owned(),
+            traces_url,
             service_name,
             protocol,
         }))
-    }
-
-    /// The OTLP/HTTP traces URL: the base endpoint plus the signal path.
-    fn traces_url(&self) -> String {
-        format!("{}/v1/traces", self.endpoint.trim_end_matches('/'))
     }
 }
 
@@ -122,7 +124,8 @@ where
     let exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
         .with_protocol(config.protocol)
-        .with_endpoint(config.traces_url())
+        // Programmatic endpoints beat the exporter's own env lookup, hence traces_url above.
+        .with_endpoint(config.traces_url.clone())
         .build()
         .context("building the OTLP span exporter")?;
     let processor =
@@ -206,7 +209,7 @@ mod tests {
         let collector_rt = tokio::runtime::Runtime::new().unwrap();
         let (endpoint, received) = start_collector(&collector_rt);
         let config = OtelConfig {
-            endpoint: format!("{endpoint}/"),
+            traces_url: format!("{endpoint}/v1/traces"),
             service_name: "espm-bridge-test".into(),
             protocol: Protocol::HttpBinary,
         };
@@ -252,7 +255,7 @@ mod tests {
         .unwrap();
         assert_eq!(defaults.service_name, DEFAULT_SERVICE_NAME);
         assert_eq!(defaults.protocol, Protocol::HttpBinary);
-        assert_eq!(defaults.traces_url(), "http://collector:4318/v1/traces");
+        assert_eq!(defaults.traces_url, "http://collector:4318/v1/traces");
 
         let custom = OtelConfig::from_lookup(|k| match k {
             "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://collector:4318".into()),
@@ -264,6 +267,16 @@ mod tests {
         .unwrap();
         assert_eq!(custom.service_name, "bridge-eu");
         assert_eq!(custom.protocol, Protocol::HttpJson);
+        assert_eq!(custom.traces_url, "http://collector:4318/v1/traces");
+
+        let signal = OtelConfig::from_lookup(|k| match k {
+            "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://collector:4318".into()),
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT" => Some("https://traces.example/otlp".into()),
+            _ => None,
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(signal.traces_url, "https://traces.example/otlp");
 
         let grpc = OtelConfig::from_lookup(|k| match k {
             "OTEL_EXPORTER_OTLP_ENDPOINT" => Some("http://collector:4317".into()),
