@@ -187,6 +187,45 @@ async fn metrics_health_and_readiness_are_served() {
         "no clean exit: {status:?}\n{}",
         bridge.log()
     );
+
+    // The operator's view of the same journal.
+    let journal = |args: &[&str]| {
+        let out = std::process::Command::new(bridge_bin())
+            .arg("journal")
+            .arg("--config")
+            .arg(&config_path)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, depth) = journal(&["depth"]);
+    assert!(ok && depth.contains("audit"), "{depth}");
+    let (ok, quarantine) = journal(&["quarantine"]);
+    assert!(
+        ok && quarantine.contains("notification/list"),
+        "the truncated body is listed: {quarantine}"
+    );
+    let raw_id = quarantine
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    let (ok, body) = journal(&["quarantine", "--show", &raw_id]);
+    assert!(ok && body.contains("<notificationList"), "{body}");
+    let first = read_events(&events_path)
+        .into_iter()
+        .find_map(|e| e["data"]["notificationId"].as_i64())
+        .unwrap();
+    let (ok, history) = journal(&["history", &first.to_string()]);
+    assert!(
+        ok && history.contains("audit") && history.contains("Delivered"),
+        "{history}"
+    );
     sim.shutdown().await;
 }
 
