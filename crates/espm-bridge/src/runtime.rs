@@ -90,14 +90,18 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         sinks.push(sink.clone());
         let wake = Arc::new(Notify::new());
         wakes.push(wake.clone());
-        let task = tokio::spawn(run_sink(
-            journal.clone(),
-            sink,
-            DriverConfig::default(),
-            wake,
-            sink_stop.clone(),
-            state,
-        ));
+        let span = tracing::info_span!("sink", sink = %sc.name(), kind = sink.kind());
+        let task = tokio::spawn(
+            run_sink(
+                journal.clone(),
+                sink,
+                DriverConfig::default(),
+                wake,
+                sink_stop.clone(),
+                state,
+            )
+            .instrument(span),
+        );
         sink_tasks.push(task);
     }
 

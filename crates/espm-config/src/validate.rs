@@ -241,6 +241,16 @@ fn check_kafka(v: &mut Problems, p: &str, k: &KafkaSinkConfig) {
             );
         }
     }
+    for key in k.properties.keys() {
+        // Inline secrets would land in the chart's ConfigMap and in `check-config` output.
+        let lower = key.to_ascii_lowercase();
+        if lower.contains("password") || lower.contains("secret") || lower.ends_with(".key.pem") {
+            v.push(
+                format!("{p}.properties.{key}"),
+                "looks like a secret: set it with secret_files or secret_envs, never inline",
+            );
+        }
+    }
     for key in k.secret_files.keys() {
         if k.secret_envs.contains_key(key) {
             v.push(
