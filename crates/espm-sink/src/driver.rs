@@ -387,6 +387,7 @@ pub async fn run_sink(
             };
             match outcome {
                 Outcome::Delivered => {
+                    tracing::debug!(sink = %name, seq = row.seq, event_id = %row.event.id, "delivered");
                     new_cursor = row.seq;
                     delivered.push(row.enqueued_at);
                 }
