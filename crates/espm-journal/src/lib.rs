@@ -77,6 +77,19 @@ pub struct NotificationEntry {
     pub json: serde_json::Value,
 }
 
+/// A raw body left unprocessed by a crash (see [`Journal::unprocessed_raw`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnprocessedBody {
+    /// Its id.
+    pub id: RawId,
+    /// The endpoint it came from, as recorded.
+    pub endpoint: String,
+    /// HTTP status.
+    pub http_status: u16,
+    /// The bytes.
+    pub body: Vec<u8>,
+}
+
 /// What [`Journal::commit_notifications`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CommitStats {
@@ -408,14 +421,18 @@ fn store_dead_letter(
 
 /// The notification an event belongs to: `data.notificationId` when it names one of `items`,
 /// otherwise the only item of a single-item commit.
-fn linked_notification(event: &CloudEvent, items: &[NotificationEntry]) -> Option<i64> {
+fn linked_notification(
+    event: &CloudEvent,
+    items: &[NotificationEntry],
+    ids: &std::collections::HashSet<i64>,
+) -> Option<i64> {
     let from_data = event.data.get("notificationId").and_then(|v| match v {
         serde_json::Value::Number(n) => n.as_i64(),
         serde_json::Value::String(s) => s.parse().ok(),
         _ => None,
     });
     match from_data {
-        Some(id) if items.iter().any(|i| i.notification_id == id) => Some(id),
+        Some(id) if ids.contains(&id) => Some(id),
         _ if items.len() == 1 => Some(items[0].notification_id),
         _ => None,
     }
@@ -556,6 +573,40 @@ impl Journal {
         })
     }
 
+    /// Raw bodies of `scope` that were journalled but never parsed nor quarantined, oldest first:
+    /// what a crash between [`Journal::record_raw`] and the commit left behind. The poller
+    /// processes them at start-up, so a drained body is never stranded.
+    pub fn unprocessed_raw(&self, scope: &Scope) -> Result<Vec<UnprocessedBody>, JournalError> {
+        let conn = self.reader();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT id, endpoint, http_status, body FROM raw_bodies \
+                 WHERE environment = ?1 AND account = ?2 AND state = 'received' ORDER BY id",
+            )
+            .j()?;
+        let rows = st
+            .query_map(params![scope.environment, scope.account], |r| {
+                Ok(UnprocessedBody {
+                    id: RawId(r.get(0)?),
+                    endpoint: r.get(1)?,
+                    http_status: r.get(2)?,
+                    body: r.get(3)?,
+                })
+            })
+            .j()?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row.j()?);
+        }
+        Ok(out)
+    }
+
+    /// Mark a raw body processed without committing anything from it (e.g. a pending-list page
+    /// whose walk was interrupted: the next walk reads the list again).
+    pub fn mark_raw_processed(&self, raw: RawId) -> Result<(), JournalError> {
+        self.write(|tx| mark_parsed(tx, &[raw]))
+    }
+
     /// Mark a raw body as unparseable. Its bytes are kept (never compacted) for an operator.
     pub fn quarantine(&self, raw: RawId, error: &str) -> Result<(), JournalError> {
         self.write(|tx| {
@@ -629,6 +680,20 @@ impl Journal {
         items: &[NotificationEntry],
         events: &[CloudEvent],
     ) -> Result<CommitStats, JournalError> {
+        self.commit_notifications_part(scope, raw, items, events, true)
+    }
+
+    /// [`Journal::commit_notifications`] for one part of a large body: with `last = false` the
+    /// raw body stays unprocessed, so a crash before the last part leaves it to
+    /// [`Journal::unprocessed_raw`] (re-committing the earlier parts is idempotent).
+    pub fn commit_notifications_part(
+        &self,
+        scope: &Scope,
+        raw: RawId,
+        items: &[NotificationEntry],
+        events: &[CloudEvent],
+        last: bool,
+    ) -> Result<CommitStats, JournalError> {
         let now = now_ms();
         self.write(|tx| {
             let mut stats = CommitStats::default();
@@ -677,8 +742,11 @@ impl Journal {
                          VALUES (?1, ?2, ?3, ?4)",
                     )
                     .j()?;
+                // A set, not a scan: one drain can hold tens of thousands of notifications.
+                let ids: std::collections::HashSet<i64> =
+                    items.iter().map(|i| i.notification_id).collect();
                 for ev in events {
-                    if let Some(nid) = linked_notification(ev, items) {
+                    if let Some(nid) = linked_notification(ev, items, &ids) {
                         ev_link
                             .execute(params![scope.environment, scope.account, nid, ev.id])
                             .j()?;
@@ -686,7 +754,9 @@ impl Journal {
                 }
             }
             stats.new_events = append_events(tx, events, now)?;
-            mark_parsed(tx, &[raw])?;
+            if last {
+                mark_parsed(tx, &[raw])?;
+            }
             Ok(stats)
         })
     }

@@ -11,6 +11,9 @@ use crate::{DrainMode, PollError, Poller};
 
 const ENDPOINT: &str = "notification/list";
 
+/// Notifications committed per journal transaction.
+const COMMIT_PART: usize = 2000;
+
 /// What one drain did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DrainOutcome {
@@ -88,7 +91,24 @@ impl Poller {
         let raw_id = self.store_raw(endpoint, status, bytes.to_vec()).await?;
         metrics::gauge!("espm_bridge_last_poll_timestamp_seconds", "account" => account.clone())
             .set(chrono::Utc::now().timestamp() as f64);
-        let list = match parse::<NotificationList>(&bytes) {
+        self.process_body(endpoint, raw_id, &bytes, clear, out)
+            .await
+    }
+
+    /// Parse a journalled notification body and commit it, in parts of [`COMMIT_PART`]
+    /// notifications so that sinks start on a huge drain before all of it is stored. The raw
+    /// body is marked processed only with the last part; a crash before that leaves it to
+    /// [`Poller::recover`].
+    async fn process_body(
+        &self,
+        endpoint: &str,
+        raw_id: RawId,
+        bytes: &[u8],
+        clear: bool,
+        out: &mut DrainOutcome,
+    ) -> Result<usize, PollError> {
+        let account = self.account().to_string();
+        let list = match parse::<NotificationList>(bytes) {
             Ok(list) => list,
             Err(e) => {
                 metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => ENDPOINT, "outcome" => "parse_error").increment(1);
@@ -100,39 +120,78 @@ impl Poller {
         };
         metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => ENDPOINT, "outcome" => "ok").increment(1);
         let n = list.notifications.len();
-        let mut entries = Vec::with_capacity(n);
-        let mut events = Vec::with_capacity(n);
-        for notification in &list.notifications {
-            let event = notification_event(&self.origin, notification);
-            let _span = tracing::debug_span!("notification", notification_id = notification.notification_id, event_id = %event.id).entered();
-            tracing::debug!(code = %notification.notification_type_code, "normalized");
-            entries.push(NotificationEntry {
-                notification_id: notification.notification_id,
-                type_code: notification.notification_type_code.clone(),
-                json: serde_json::to_value(notification).unwrap_or(serde_json::Value::Null),
-            });
-            events.push(event);
-        }
-        let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
-        let scope = self.cfg.scope.clone();
-        let stats = self
-            .journal(move |j| j.commit_notifications(&scope, raw_id, &entries, &events))
-            .await?;
-        if stats.new_events > 0 {
-            self.wake_sinks();
+        let parts: Vec<&[espm_model::Notification]> = if n == 0 {
+            vec![&[]]
+        } else {
+            list.notifications.chunks(COMMIT_PART).collect()
+        };
+        let last_index = parts.len() - 1;
+        let (mut new, mut duplicates) = (0, 0);
+        for (i, part) in parts.into_iter().enumerate() {
+            let mut entries = Vec::with_capacity(part.len());
+            let mut events = Vec::with_capacity(part.len());
+            for notification in part {
+                let event = notification_event(&self.origin, notification);
+                let _span = tracing::debug_span!("notification", notification_id = notification.notification_id, event_id = %event.id).entered();
+                tracing::debug!(code = %notification.notification_type_code, "normalized");
+                entries.push(NotificationEntry {
+                    notification_id: notification.notification_id,
+                    type_code: notification.notification_type_code.clone(),
+                    json: serde_json::to_value(notification).unwrap_or(serde_json::Value::Null),
+                });
+                events.push(event);
+            }
+            let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
+            let scope = self.cfg.scope.clone();
+            let last = i == last_index;
+            let stats = self
+                .journal(move |j| {
+                    j.commit_notifications_part(&scope, raw_id, &entries, &events, last)
+                })
+                .await?;
+            if stats.new_events > 0 {
+                self.wake_sinks();
+            }
+            for ty in types {
+                metrics::counter!("espm_bridge_events_emitted_total", "account" => account.clone(), "type" => ty).increment(1);
+            }
+            out.new_notifications += stats.new_notifications;
+            out.new_events += stats.new_events;
+            new += stats.new_notifications;
+            duplicates += stats.duplicate_notifications;
         }
         if clear {
             metrics::counter!("espm_bridge_notifications_drained_total", "account" => account.clone()).increment(n as u64);
         }
-        for ty in types {
-            metrics::counter!("espm_bridge_events_emitted_total", "account" => account.clone(), "type" => ty).increment(1);
-        }
-        out.new_notifications += stats.new_notifications;
-        out.new_events += stats.new_events;
         if n > 0 {
-            tracing::info!(account = %account, clear, received = n, new = stats.new_notifications, duplicates = stats.duplicate_notifications, "drained notifications");
+            tracing::info!(account = %account, clear, received = n, new, duplicates, "drained notifications");
         }
         Ok(n)
+    }
+
+    /// Finish what a crash interrupted: notification bodies that were journalled but never
+    /// committed are parsed and committed now (idempotently); interrupted pending-list pages are
+    /// set aside, because the next walk reads the lists again. Returns how many bodies were
+    /// recovered.
+    pub async fn recover(&self) -> Result<usize, PollError> {
+        let scope = self.cfg.scope.clone();
+        let bodies = self.journal(move |j| j.unprocessed_raw(&scope)).await?;
+        let mut recovered = 0;
+        for body in bodies {
+            if body.endpoint.starts_with("notification/list") {
+                let mut out = DrainOutcome::default();
+                let clear = body.endpoint.ends_with("clear=true");
+                let n = self
+                    .process_body(&body.endpoint, body.id, &body.body, clear, &mut out)
+                    .await?;
+                tracing::warn!(account = %self.account(), raw_id = %body.id, notifications = n, "recovered a journalled body left unprocessed by a crash");
+                recovered += 1;
+            } else {
+                let id = body.id;
+                self.journal(move |j| j.mark_raw_processed(id)).await?;
+            }
+        }
+        Ok(recovered)
     }
 
     /// Journal raw bytes. After a clear=true these bytes are the only copy, so a failing journal

@@ -157,8 +157,23 @@ impl Poller {
     pub async fn run(self, shutdown: CancellationToken) {
         let account = self.cfg.scope.account.clone();
         let mut next_pending = tokio::time::Instant::now();
-        let mut backoff = self.error_backoff();
         tracing::info!(account = %account, mode = ?self.cfg.drain_mode, "poller started");
+        // Bodies a crash left between journal and commit come first: they may be the only copy.
+        let mut backoff = self.error_backoff();
+        loop {
+            match self.recover().await {
+                Ok(_) => break,
+                Err(e) => {
+                    let wait = backoff::backoff::Backoff::next_backoff(&mut backoff)
+                        .unwrap_or(self.cfg.max_error_backoff);
+                    tracing::error!(account = %account, error = %e, retry_in = ?wait, "recovering journalled bodies failed");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
         while !shutdown.is_cancelled() {
             if tokio::time::Instant::now() >= next_pending {
                 if let Err(e) = self.pending_once().await {

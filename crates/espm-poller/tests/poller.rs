@@ -296,3 +296,62 @@ async fn pending_lists_emit_requested_then_resolved_once_across_restarts() {
     );
     assert_eq!(p.pending_once().await.unwrap().resolved["connection"], 0);
 }
+
+#[tokio::test]
+async fn a_body_journalled_before_a_crash_is_committed_at_start_up() {
+    let e = env().await;
+    let j = Journal::open(&e.journal_path).unwrap();
+    let xml = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/notifications/mixed.xml"
+    ))
+    .unwrap();
+    let scope = Scope::new("sim", "acct");
+    // What a SIGKILL right after the durable record_raw of a clear=true body leaves behind.
+    let raw = j
+        .record_raw(&scope, "notification/list?clear=true", 200, &xml)
+        .unwrap();
+    j.record_raw(
+        &scope,
+        "share/property/pending/list",
+        200,
+        b"<pendingList/>",
+    )
+    .unwrap();
+    let p = e.poller(&j, DrainMode::Clear);
+    assert_eq!(p.recover().await.unwrap(), 1);
+    let rows = outbox(&j);
+    assert_eq!(
+        rows.len(),
+        4,
+        "the four notifications of the stranded body became events"
+    );
+    assert!(j.unprocessed_raw(&scope).unwrap().is_empty());
+    assert_eq!(p.recover().await.unwrap(), 0);
+    assert_eq!(outbox(&j).len(), 4);
+    assert!(
+        j.raw_body(raw).unwrap().is_some(),
+        "the bytes stay journalled"
+    );
+}
+
+#[tokio::test]
+async fn a_huge_drain_is_committed_in_parts_without_loss() {
+    let e = env().await;
+    let j = Journal::open(&e.journal_path).unwrap();
+    e.post(
+        "/notifications",
+        json!({"count": 4500, "types": ["UNSHARE"]}),
+    )
+    .await;
+    let out = e.poller(&j, DrainMode::Clear).drain_once().await.unwrap();
+    assert_eq!(
+        (out.received, out.new_notifications, out.new_events),
+        (4500, 4500, 4500)
+    );
+    assert_eq!(outbox(&j).len(), 4500);
+    assert!(j
+        .unprocessed_raw(&Scope::new("sim", "acct"))
+        .unwrap()
+        .is_empty());
+}
