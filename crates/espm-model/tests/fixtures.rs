@@ -316,7 +316,13 @@ fn written_responses_validate_against_the_xsds() {
 #[test]
 fn fuzz_finding_doctype_inside_text_is_an_error_not_a_panic() {
     let xml = b"<notificationList><notification><notificationTypeCode>A<!DOCTYPE x>B</notificationTypeCode><notificationId>1</notificationId></notification></notificationList>";
-    assert!(matches!(parse::<NotificationList>(xml), Err(DocumentError::Malformed { .. })));
+    assert!(matches!(
+        parse::<NotificationList>(xml),
+        Err(DocumentError::Malformed { .. })
+    ));
     let pending = b"<pendingList><account><accountId>1</accountId><username>a<!DOCTYPE y>b</username></account></pendingList>";
-    assert!(matches!(parse::<PendingList>(pending), Err(DocumentError::Malformed { .. })));
+    assert!(matches!(
+        parse::<PendingList>(pending),
+        Err(DocumentError::Malformed { .. })
+    ));
 }
