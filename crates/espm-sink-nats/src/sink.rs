@@ -211,7 +211,10 @@ impl NatsSink {
                 }
             }
             let req = build_request(&self.subject, &env.event, true);
-            let p = service::publish_js(&conn.js, req).await;
+            let p = match too_large(conn, &req) {
+                Some(dead) => service::PendingAck::Failed(dead),
+                None => service::publish_js(&conn.js, req).await,
+            };
             pending.push_back(p.outcome());
         }
         while let Some(o) = pending.next().await {
@@ -224,6 +227,10 @@ impl NatsSink {
         let mut out = Vec::with_capacity(batch.len());
         for env in batch {
             let req = build_request(&self.subject, &env.event, false);
+            if let Some(dead) = too_large(conn, &req) {
+                out.push(Some(dead));
+                continue;
+            }
             let subject = req.subject.clone();
             out.push(
                 match conn
@@ -250,6 +257,28 @@ impl NatsSink {
             })
             .collect()
     }
+}
+
+/// A message the server would refuse whatever we do (over its `max_payload`) is a dead letter,
+/// not a retry: retrying would block the sink forever.
+fn too_large(conn: &Connection, req: &crate::NatsRequest) -> Option<Outcome> {
+    let max = conn.client.server_info().max_payload;
+    let headers: usize = req
+        .headers
+        .iter()
+        .map(|(k, vs)| {
+            vs.iter()
+                .map(|v| k.to_string().len() + v.as_str().len() + 4)
+                .sum::<usize>()
+        })
+        .sum::<usize>()
+        + 16;
+    let size = req.payload.len() + headers;
+    (max > 0 && size > max).then(|| Outcome::DeadLetter {
+        reason: format!(
+            "message of {size} bytes exceeds the NATS server's max_payload of {max} bytes"
+        ),
+    })
 }
 
 #[async_trait::async_trait]

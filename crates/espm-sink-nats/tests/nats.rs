@@ -524,3 +524,22 @@ async fn lost_connection_turns_health_red_and_deliveries_into_retry() {
     let out = sink.deliver(&[env(2, event("d-2", "t"))]).await;
     assert!(matches!(out.as_slice(), [Outcome::Retry { .. }]), "{out:?}");
 }
+
+#[tokio::test]
+async fn a_message_over_max_payload_is_a_dead_letter_not_an_endless_retry() {
+    let sfx = suffix();
+    let (sink, stream, _) = js_sink(&sfx);
+    let js = js().await;
+    sink.start().await.unwrap();
+    let mut big = event("big-1", "gov.energystar.pm.share.revoked");
+    big.data = serde_json::json!({ "blob": "x".repeat(2 * 1024 * 1024) });
+    let ok = event("small-1", "gov.energystar.pm.share.revoked");
+    let out = sink.deliver(&[env(1, big), env(2, ok)]).await;
+    assert!(
+        matches!(&out[0], Outcome::DeadLetter { reason } if reason.contains("max_payload")),
+        "{out:?}"
+    );
+    assert_eq!(out[1], Outcome::Delivered);
+    assert_eq!(message_count(&js, &stream).await, 1);
+    delete_stream(&js, &stream).await;
+}
