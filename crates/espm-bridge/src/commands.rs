@@ -147,12 +147,19 @@ fn normalize(file: &str, environment: String, account: String) -> Result<ExitCod
         Ok(events) => {
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
-            for e in events {
-                out.write_all(&e.to_json_bytes())?;
-                out.write_all(b"\n")?;
+            let written = events
+                .iter()
+                .try_for_each(|e| {
+                    out.write_all(&e.to_json_bytes())
+                        .and_then(|()| out.write_all(b"\n"))
+                })
+                .and_then(|()| out.flush());
+            match written {
+                // `normalize ... | head` closing the pipe early is not an error.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+                Err(e) => Err(e.into()),
+                Ok(()) => Ok(ExitCode::SUCCESS),
             }
-            out.flush()?;
-            Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
             eprintln!("espm-bridge normalize: {file}: {e}");
