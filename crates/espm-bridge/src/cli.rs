@@ -19,7 +19,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "espm-bridge", version, propagate_version = true)]
 pub struct Cli {
-    /// Log format: `json` (default when stdout is not a terminal) or `pretty`. Level from RUST_LOG
+    /// Log format (logs go to stderr): `json` (default when stderr is not a terminal) or `pretty`. Level from RUST_LOG
     /// (default `info`).
     #[arg(long, global = true, value_enum)]
     pub log_format: Option<LogFormat>,
