@@ -552,6 +552,7 @@ impl PmClient {
 
     /// Run a call with retries: 429/500/502/503/504, timeouts and transport errors are retried
     /// with jittered exponential backoff, a larger `Retry-After` wins; other errors return at once.
+    /// A failure after part of the body arrived is never retried (see [`ClientError::partial_body`]).
     async fn execute(&self, call: Call) -> Result<RawBody, ClientError> {
         let span = tracing::debug_span!("pm_call", endpoint = call.endpoint, method = %call.method);
         async {
@@ -569,7 +570,11 @@ impl PmClient {
                 } else {
                     err.is_retryable() && err.certainly_not_processed()
                 };
-                if !allowed || retries >= policy.max_retries {
+                // Part of the body arrived: for clear=true PM has already marked those
+                // notifications read, and a retry cannot bring them back. Hand the bytes to the
+                // caller (to journal) instead of dropping them for a retry.
+                let received_some = err.partial_body().is_some_and(|b| !b.is_empty());
+                if !allowed || received_some || retries >= policy.max_retries {
                     tracing::debug!(error = %err, retries, "PM call failed");
                     return Err(err);
                 }

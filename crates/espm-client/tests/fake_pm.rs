@@ -865,3 +865,25 @@ async fn password_never_in_debug_or_errors() {
     let err = fake.client(fast(0)).customers().await.unwrap_err();
     assert!(!format!("{err} {err:?}").contains(PASS));
 }
+
+#[tokio::test]
+async fn a_body_cut_midway_is_never_retried_so_its_bytes_reach_the_caller() {
+    let cut = "HTTP/1.1 200 OK\r\ncontent-type: application/xml\r\ncontent-length: 500\r\nconnection: close\r\n\r\n<notificationList><notification><notificationTypeCode>UNSHARE";
+    let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/xml\r\ncontent-length: 19\r\nconnection: close\r\n\r\n<notificationList/>";
+    let (addr, count) = raw_server(vec![Conn::Send(cut), Conn::Send(ok)]).await;
+    // Retries on (the bridge's default): a retry would answer with the empty rest of PM's queue.
+    let err = client_for(&format!("http://{addr}/ws"), fast(3))
+        .notifications_raw(true)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        *count.lock().unwrap(),
+        1,
+        "a half-received clear=true body must not be retried"
+    );
+    assert!(
+        err.partial_body()
+            .is_some_and(|b| b.starts_with(b"<notificationList>")),
+        "{err:?}"
+    );
+}

@@ -68,6 +68,7 @@ impl Poller {
         let account = self.account().to_string();
         let mut next: Option<String> = None;
         let mut raw_ids = Vec::new();
+        let mut visited = std::collections::HashSet::new();
         let mut entries = Vec::new();
         loop {
             let raw = match self
@@ -99,8 +100,18 @@ impl Poller {
             entries.extend(page.properties.into_iter().map(PendingEntry::PropertyShare));
             entries.extend(page.meters.into_iter().map(PendingEntry::MeterShare));
             match next_link {
-                Some(l) if Some(&l) != next.as_ref() => next = Some(l),
-                _ => break,
+                None => break,
+                // A link loop (or an endless list) would walk forever and never diff: give up on
+                // this list for this round instead of reporting an incomplete one.
+                Some(l) if !visited.insert(l.clone()) || visited.len() > espm_client::MAX_PAGES => {
+                    return Err(PollError::Client(espm_client::ClientError::Pagination(
+                        format!(
+                            "{endpoint}: next-page link {l:?} repeats or the list exceeds {} pages",
+                            espm_client::MAX_PAGES
+                        ),
+                    )));
+                }
+                Some(l) => next = Some(l),
             }
         }
         let scope = self.cfg.scope.clone();

@@ -355,3 +355,49 @@ async fn a_huge_drain_is_committed_in_parts_without_loss() {
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn a_pending_list_whose_links_loop_is_skipped_not_walked_forever() {
+    use axum::extract::Query;
+    use std::collections::HashMap;
+    async fn page(
+        Query(q): Query<HashMap<String, String>>,
+    ) -> ([(&'static str, &'static str); 1], String) {
+        let page = q.get("page").cloned().unwrap_or_else(|| "1".into());
+        let next = if page == "1" { 2 } else { 1 };
+        let body = format!(
+            "<pendingList><account><accountId>{page}</accountId><username>u{page}</username></account>\
+             <links><link linkDescription=\"next page\" link=\"/connect/account/pending/list?page={next}\" httpMethod=\"GET\"/></links></pendingList>"
+        );
+        ([("content-type", "application/xml")], body)
+    }
+    async fn empty() -> ([(&'static str, &'static str); 1], &'static str) {
+        ([("content-type", "application/xml")], "<pendingList/>")
+    }
+    let app = axum::Router::new()
+        .route("/ws/connect/account/pending/list", axum::routing::get(page))
+        .route("/ws/share/property/pending/list", axum::routing::get(empty))
+        .route("/ws/share/meter/pending/list", axum::routing::get(empty));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&dir.path().join("j.db")).unwrap();
+    let mut c = ClientConfig::new(format!("http://{addr}/ws"), "p", "pw");
+    c.retry = RetryPolicy::none();
+    let cfg = PollerConfig {
+        scope: Scope::new("sim", "acct"),
+        drain_mode: DrainMode::Clear,
+        poll_interval: Duration::from_millis(50),
+        pending_interval: Duration::from_secs(60),
+        max_error_backoff: Duration::from_secs(1),
+    };
+    let p = Poller::new(PmClient::new(c).unwrap(), j.clone(), cfg, vec![]);
+    let err = tokio::time::timeout(Duration::from_secs(30), p.pending_once())
+        .await
+        .expect("the walk must end")
+        .unwrap_err();
+    assert!(err.to_string().contains("repeats"), "{err}");
+    assert!(outbox(&j).is_empty(), "an incomplete list emits nothing");
+}
