@@ -89,7 +89,12 @@ pub enum Command {
         #[arg(long, default_value = "sim_provider")]
         username: String,
         /// Provider password the simulator accepts.
-        #[arg(long, default_value = "sim_password", env = "ESPM_SIM_PASSWORD")]
+        #[arg(
+            long,
+            default_value = "sim_password",
+            env = "ESPM_SIM_PASSWORD",
+            hide_env_values = true
+        )]
         password: String,
         /// Seed for ids and the demo scenario (same seed, same world).
         #[arg(long, default_value_t = 42)]
@@ -192,7 +197,7 @@ pub enum DlqCommand {
         #[arg(long)]
         sink: Option<String>,
     },
-    /// Put a dead letter back in the outbox for its sink only (the next run delivers it).
+    /// Put dead letters back in the outbox for their sink only; a running bridge delivers them.
     Replay {
         /// Dead-letter ids (from `dlq list`), or `--all`.
         ids: Vec<i64>,

@@ -168,21 +168,26 @@ fn normalize(file: &str, environment: String, account: String) -> Result<ExitCod
     }
 }
 
-fn open_journal(path: Option<PathBuf>, config: Option<PathBuf>) -> Result<Journal> {
-    let path = match (path, config) {
-        (Some(p), _) => p,
+/// The journal named by `--path` or by `journal.path` in `--config`, and the configured
+/// retention when a configuration was given.
+fn open_journal(
+    path: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> Result<(Journal, Option<Duration>)> {
+    let (path, retention) = match (path, config) {
+        (Some(p), _) => (p, None),
         (None, Some(c)) => {
-            espm_config::load(&c)
-                .map_err(anyhow::Error::new)?
-                .journal
-                .path
+            let cfg = espm_config::load(&c).map_err(anyhow::Error::new)?;
+            (cfg.journal.path, Some(cfg.journal.retention))
         }
         (None, None) => bail!("give --path JOURNAL_FILE or --config CONFIG_FILE"),
     };
     if !path.exists() {
         bail!("no journal at {}", path.display());
     }
-    Journal::open(&path).with_context(|| format!("cannot open the journal at {}", path.display()))
+    let j = Journal::open(&path)
+        .with_context(|| format!("cannot open the journal at {}", path.display()))?;
+    Ok((j, retention))
 }
 
 fn age(t: Option<SystemTime>) -> String {
@@ -192,7 +197,10 @@ fn age(t: Option<SystemTime>) -> String {
     }
 }
 
-fn journal_cmd(j: Journal, cmd: JournalCommand) -> Result<ExitCode> {
+fn journal_cmd(
+    (j, configured): (Journal, Option<Duration>),
+    cmd: JournalCommand,
+) -> Result<ExitCode> {
     match cmd {
         JournalCommand::Depth => {
             println!(
@@ -254,17 +262,17 @@ fn journal_cmd(j: Journal, cmd: JournalCommand) -> Result<ExitCode> {
             }
         }
         JournalCommand::Compact { retention } => {
-            let stats = j.compact(
-                retention.unwrap_or(Duration::from_secs(30 * 86_400)),
-                SystemTime::now(),
-            )?;
+            let retention = retention
+                .or(configured)
+                .unwrap_or(Duration::from_secs(30 * 86_400));
+            let stats = j.compact(retention, SystemTime::now())?;
             println!("{stats:?}");
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn dlq_cmd(j: Journal, cmd: DlqCommand) -> Result<ExitCode> {
+fn dlq_cmd((j, _): (Journal, Option<Duration>), cmd: DlqCommand) -> Result<ExitCode> {
     match cmd {
         DlqCommand::List { sink } => {
             let list = j.dlq_list(sink.as_deref())?;

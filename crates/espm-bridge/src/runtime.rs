@@ -54,7 +54,14 @@ pub fn client_for(acct: &AccountConfig, password: Secret) -> Result<PmClient> {
         password: Password::new(password.expose()),
         timeout: acct.request_timeout,
         user_agent: format!("espm-bridge/{}", env!("CARGO_PKG_VERSION")),
-        retry: Default::default(),
+        // The poller backs off between drains itself; the client's own retries stay short so a
+        // shutdown is never stuck behind a long retry budget.
+        retry: espm_client::RetryPolicy {
+            max_retries: 3,
+            initial_interval: Duration::from_millis(500),
+            max_interval: Duration::from_secs(10),
+            max_elapsed: Duration::from_secs(30),
+        },
     };
     PmClient::new(cfg)
         .with_context(|| format!("accounts.{}: cannot build the PM client", acct.name))
@@ -159,12 +166,20 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         _ = shutdown_signal() => tracing::info!("shutdown signal received: stopping polls"),
         _ = stop.cancelled() => tracing::info!("stop requested: stopping polls"),
     }
+    // One deadline for everything, so the process exits before Kubernetes' own SIGKILL.
+    let deadline = tokio::time::Instant::now() + opts.grace;
     poll_stop.cancel();
     for t in poller_tasks {
-        let _ = t.await;
+        // A poller only stops between drains (a clear=true response may be on its way); wait for
+        // it, but not past the deadline.
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(remaining, t).await.is_err() {
+            tracing::error!(
+                "a poller was still inside a PM call when the grace period ended; stopping anyway"
+            );
+        }
     }
     // Let sinks drain what is already in the outbox, up to the grace period, then stop them.
-    let deadline = tokio::time::Instant::now() + opts.grace;
     wait_drained(&journal, &cfg, deadline).await;
     sink_stop.cancel();
     for t in sink_tasks {
