@@ -57,6 +57,32 @@ async fn receiver(delay: Duration) -> (SocketAddr, Arc<Mutex<Vec<(String, Value)
     (addr, seen)
 }
 
+/// A webhook receiver whose first `fail_first` requests get a 500; returns how many it accepted.
+async fn flaky_receiver(fail_first: usize) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (c, a) = (calls.clone(), accepted.clone());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let (c, a) = (c.clone(), a.clone());
+            async move {
+                if c.fetch_add(1, Ordering::SeqCst) < fail_first {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    a.fetch_add(1, Ordering::SeqCst);
+                    StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, accepted)
+}
+
 async fn bulk(ctl: &str, count: usize) {
     reqwest::Client::new()
         .post(format!("{ctl}/notifications"))
@@ -95,13 +121,18 @@ async fn metrics_health_and_readiness_are_served() {
         ),
         events_path.display()
     );
+    // A webhook that fails its first request: the failure must show up in the metrics.
+    let (hook, _) = flaky_receiver(1).await;
+    let config = format!(
+        "{config}\n[[sinks]]\ntype = \"webhook\"\nname = \"hook\"\nurl = \"http://{hook}/hook\"\nsecret_env = \"{SECRET_ENV}\"\nretry = {{ initial_interval = \"10ms\", max_interval = \"50ms\" }}\n"
+    );
     let config_path = dir.path().join("bridge.toml");
     std::fs::write(&config_path, config).unwrap();
     let port = free_port();
     let mut bridge = Bridge::start(
         &config_path,
         dir.path(),
-        &[(PASSWORD_ENV, "ops-pw")],
+        &[(PASSWORD_ENV, "ops-pw"), (SECRET_ENV, SECRET)],
         Some(port),
     );
     bulk(&ctl, 25).await;
@@ -141,6 +172,8 @@ async fn metrics_health_and_readiness_are_served() {
     // Gauges refresh on their own schedule: wait until every series has appeared.
     let wanted = [
         "espm_bridge_polls_total{",
+        "espm_bridge_sink_failures_total{sink=\"hook\"",
+        "espm_bridge_sink_published_total{sink=\"hook\"}",
         "espm_bridge_notifications_drained_total{account=\"ops\"}",
         "espm_bridge_quarantined_bodies_total{account=\"ops\"}",
         "espm_bridge_events_emitted_total{",
