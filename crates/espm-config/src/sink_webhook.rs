@@ -82,10 +82,18 @@ pub struct WebhookSinkConfig {
     #[serde(default = "default_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub timeout: Duration,
-    /// Extra headers sent with every request (e.g. `Authorization`). They cannot replace
-    /// `content-type` or the `webhook-*` headers.
+    /// Extra headers sent with every request. They cannot replace `content-type` or the
+    /// `webhook-*` headers. Credentials (`Authorization`, tokens, keys) belong in
+    /// `header_files` or `header_envs`: `check-config` rejects them here.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Extra headers whose values are read from files (e.g. `Authorization =
+    /// "/run/secrets/espm-bridge/partner-token"`): credentials never sit in the config.
+    #[serde(default)]
+    pub header_files: BTreeMap<String, PathBuf>,
+    /// Extra headers whose values are read from environment variables.
+    #[serde(default)]
+    pub header_envs: BTreeMap<String, String>,
     /// Retry policy.
     #[serde(default)]
     pub retry: RetryPolicy,
@@ -104,6 +112,8 @@ impl std::fmt::Debug for WebhookSinkConfig {
             .field("max_in_flight", &self.max_in_flight)
             .field("timeout", &self.timeout)
             .field("headers", &headers)
+            .field("header_files", &self.header_files)
+            .field("header_envs", &self.header_envs)
             .field("retry", &self.retry)
             .finish()
     }

@@ -308,6 +308,27 @@ fn check_nats(v: &mut Problems, p: &str, n: &NatsSinkConfig) {
 }
 
 fn check_webhook(v: &mut Problems, p: &str, w: &WebhookSinkConfig) {
+    for key in w.headers.keys() {
+        // Inline credentials would land in the chart's ConfigMap and in `check-config` output.
+        let lower = key.to_ascii_lowercase();
+        if [
+            "authorization",
+            "token",
+            "secret",
+            "password",
+            "api-key",
+            "apikey",
+            "x-api-key",
+        ]
+        .iter()
+        .any(|s| lower.contains(s))
+        {
+            v.push(
+                format!("{p}.headers.{key}"),
+                "looks like a credential: set it with header_files or header_envs, never inline",
+            );
+        }
+    }
     v.http_url(format!("{p}.url"), &w.url);
     v.one_source(
         p,

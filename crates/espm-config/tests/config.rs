@@ -506,3 +506,17 @@ fn effective_base_url_defaults_by_environment() {
         Some("https://portfoliomanager.energystar.gov/ws")
     );
 }
+
+#[test]
+fn rule_no_inline_credentials_in_sinks() {
+    assert_problem(
+        &with_sink("type = \"webhook\"\nname = \"w\"\nurl = \"https://x.example/h\"\nsecret_env = \"S\"\nheaders = { Authorization = \"Bearer abc\" }\n"),
+        "sinks[1].headers.Authorization",
+        "header_files",
+    );
+    assert_problem(
+        &with_sink("type = \"kafka\"\nname = \"k\"\nbrokers = \"b:9092\"\n[sinks.properties]\n\"sasl.password\" = \"hunter2\"\n"),
+        "sinks[1].properties.sasl.password",
+        "secret_files",
+    );
+}

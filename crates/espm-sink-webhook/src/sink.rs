@@ -195,7 +195,20 @@ impl WebhookSink {
         let secrets = read_secrets(cfg)?;
         let signer = Signer::from_secrets(&secrets.iter().map(|s| s.expose()).collect::<Vec<_>>())
             .map_err(|(i, e)| config_error(name, format!("signing secret #{}: {e}", i + 1)))?;
-        let headers = extra_headers(&cfg.headers).map_err(|e| config_error(name, e.to_string()))?;
+        let mut all_headers = cfg.headers.clone();
+        for (header, path) in &cfg.header_files {
+            let value = espm_config::SecretSource::File(path.clone())
+                .read()
+                .map_err(|e| config_error(name, format!("header {header}: {e}")))?;
+            all_headers.insert(header.clone(), value.expose().to_string());
+        }
+        for (header, var) in &cfg.header_envs {
+            let value = espm_config::SecretSource::Env(var.clone())
+                .read()
+                .map_err(|e| config_error(name, format!("header {header}: {e}")))?;
+            all_headers.insert(header.clone(), value.expose().to_string());
+        }
+        let headers = extra_headers(&all_headers).map_err(|e| config_error(name, e.to_string()))?;
         let service = WebhookService::new(url, cfg.timeout, cfg.max_in_flight)
             .map_err(|e| config_error(name, format!("cannot build HTTP client: {e}")))?;
         Ok(Self {

@@ -100,6 +100,8 @@ fn every_failed_attempt_is_counted_by_reason() {
                 max_in_flight: 1,
                 timeout: Duration::from_secs(10),
                 headers: BTreeMap::new(),
+                header_files: BTreeMap::new(),
+                header_envs: BTreeMap::new(),
                 retry: RetryPolicy {
                     max_attempts: 10,
                     max_age: Duration::from_secs(3600),

@@ -187,6 +187,8 @@ fn config(name: &str, url: &str, secrets: &tempfile::NamedTempFile) -> WebhookSi
         max_in_flight: 1,
         timeout: Duration::from_secs(10),
         headers: BTreeMap::new(),
+        header_files: BTreeMap::new(),
+        header_envs: BTreeMap::new(),
         retry: RetryPolicy {
             max_attempts: 5,
             max_age: Duration::from_secs(3600),
@@ -603,4 +605,31 @@ async fn close_ends_retry_waits() {
     );
     assert!(matches!(out[1], Outcome::Retry { .. }), "{out:?}");
     assert_eq!(rx.received().len(), 1);
+}
+
+#[tokio::test]
+async fn credential_headers_come_from_files_and_environment_variables() {
+    let rx = Receiver::start(vec![], Reply::status(204)).await;
+    let secrets = secret_file(&[SECRET_A]);
+    let mut cfg = config("hook", &rx.url, &secrets);
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), "Bearer from-a-file\n").unwrap();
+    cfg.header_files
+        .insert("Authorization".into(), token.path().to_path_buf());
+    let var = "ESPM_WEBHOOK_TEST_HEADER_ENV";
+    // Only this test reads this variable.
+    std::env::set_var(var, "k-123");
+    cfg.header_envs.insert("X-Api-Key".into(), var.into());
+    let sink = WebhookSink::new(&cfg).unwrap();
+    assert!(!format!("{sink:?} {cfg:?}").contains("from-a-file"));
+    assert_eq!(sink.deliver(&[envelope(1)]).await, vec![Outcome::Delivered]);
+    let got = rx.received();
+    assert_eq!(got[0].headers["authorization"], "Bearer from-a-file");
+    assert_eq!(got[0].headers["x-api-key"], "k-123");
+    cfg.header_envs
+        .insert("X-Missing".into(), "ESPM_WEBHOOK_TEST_UNSET_VAR".into());
+    assert!(
+        WebhookSink::new(&cfg).is_err(),
+        "a missing header secret is a configuration error"
+    );
 }
