@@ -182,3 +182,29 @@ fn demo_runs_on_embedded_defaults_and_prints_events() {
     );
     assert!(err.contains("stopped cleanly"), "{err}");
 }
+
+#[test]
+fn the_chart_default_config_passes_check_config() {
+    // What the chart's ConfigMap renders: `.Values.config | toToml` (Helm itself is not available
+    // here, so the same conversion is done with serde).
+    let values = std::fs::read_to_string(format!(
+        "{}/../../charts/espm-bridge/values.yaml",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let values: serde_json::Value = serde_yaml::from_str(&values).unwrap();
+    let config = toml::Value::try_from(&values["config"]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let out = Command::new(bridge_bin())
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&path).unwrap()
+    );
+}
