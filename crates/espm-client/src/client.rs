@@ -585,7 +585,7 @@ impl PmClient {
                 if let Some(ra) = err.retry_after() {
                     wait = wait.max(ra);
                 }
-                if started.elapsed() + wait > policy.max_elapsed {
+                if started.elapsed().saturating_add(wait) > policy.max_elapsed {
                     tracing::debug!(error = %err, ?wait, "PM call failed; next wait exceeds the retry budget");
                     return Err(err);
                 }

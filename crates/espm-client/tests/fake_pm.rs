@@ -807,6 +807,16 @@ async fn retry_after_beyond_the_budget_gives_up_with_retry_after() {
     assert_eq!(fake.seen().len(), 1);
 }
 
+#[tokio::test]
+async fn an_absurd_retry_after_neither_panics_nor_waits() {
+    let mut limited = reply(429, "");
+    limited.headers.push(("retry-after", u64::MAX.to_string()));
+    let fake = Fake::start(vec![limited, reply(200, EMPTY_NOTIFICATIONS)]).await;
+    let err = fake.client(fast(3)).notifications(false).await.unwrap_err();
+    assert_eq!(err.status(), Some(429));
+    assert_eq!(fake.seen().len(), 1);
+}
+
 #[test]
 fn retries_are_counted_in_the_metric() {
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};

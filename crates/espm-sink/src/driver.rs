@@ -21,6 +21,9 @@ use crate::{Envelope, Outcome, Sink};
 /// (reconnect, re-verify topics) before the next attempt.
 const RESTART_AFTER_RETRIES: u32 = 3;
 
+/// The longest `Retry-After` the driver honours; a larger value is treated as this.
+const MAX_HONOURED_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
 /// Gauges that need a COUNT over the outbox are refreshed at most this often while busy.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -485,7 +488,8 @@ pub async fn run_sink(
                 }
                 let mut delay = backoff.next_backoff().unwrap_or(cfg.retry_max);
                 if let Some(ra) = retry_after {
-                    delay = delay.max(ra);
+                    // Honour the server, but never let one header park the sink for days.
+                    delay = delay.max(ra.min(MAX_HONOURED_RETRY_AFTER));
                 }
                 tracing::warn!(sink = %name, %reason, ?delay, cursor, "delivery failed; backing off");
                 metrics.failure("retry", 1);
