@@ -31,7 +31,7 @@ pub use load::{
     from_toml_str, from_toml_str_with_env, load, load_and_validate, load_with_env, ConfigError,
     ConfigProblem, ENV_PREFIX,
 };
-pub use secret::{Secret, SecretError, SecretSource};
+pub use secret::{read_secret_map, Secret, SecretError, SecretSource};
 pub use sink_kafka::{KafkaMode, KafkaSinkConfig};
 pub use sink_nats::NatsSinkConfig;
 pub use sink_webhook::{RetryPolicy, WebhookSinkConfig};

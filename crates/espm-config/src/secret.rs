@@ -92,6 +92,29 @@ impl SecretSource {
     }
 }
 
+/// Read a set of named secrets: each name from a file (`files`) or an environment variable
+/// (`envs`; it wins when a name is in both). Used for librdkafka properties and webhook headers.
+/// The error names the entry that could not be read.
+pub fn read_secret_map(
+    files: &std::collections::BTreeMap<String, PathBuf>,
+    envs: &std::collections::BTreeMap<String, String>,
+) -> Result<std::collections::BTreeMap<String, Secret>, (String, SecretError)> {
+    let mut out = std::collections::BTreeMap::new();
+    for (name, path) in files {
+        let s = SecretSource::File(path.clone())
+            .read()
+            .map_err(|e| (name.clone(), e))?;
+        out.insert(name.clone(), s);
+    }
+    for (name, var) in envs {
+        let s = SecretSource::Env(var.clone())
+            .read()
+            .map_err(|e| (name.clone(), e))?;
+        out.insert(name.clone(), s);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

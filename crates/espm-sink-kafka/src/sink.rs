@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use espm_config::{KafkaSinkConfig, SecretSource};
+use espm_config::KafkaSinkConfig;
 use espm_events::Template;
 use espm_sink::{CloudEvent, Envelope, Outcome, Sink, SinkError};
 use rdkafka::config::ClientConfig;
@@ -75,17 +75,9 @@ impl KafkaSink {
         for (k, v) in &cfg.properties {
             common.set(k, v);
         }
-        for (k, path) in &cfg.secret_files {
-            let s = SecretSource::File(path.clone())
-                .read()
-                .map_err(|e| config_err(format!("property {k}: {e}")))?;
-            common.set(k, s.expose());
-            secret_keys.insert(k.clone());
-        }
-        for (k, var) in &cfg.secret_envs {
-            let s = SecretSource::Env(var.clone())
-                .read()
-                .map_err(|e| config_err(format!("property {k}: {e}")))?;
+        let secrets = espm_config::read_secret_map(&cfg.secret_files, &cfg.secret_envs)
+            .map_err(|(k, e)| config_err(format!("property {k}: {e}")))?;
+        for (k, s) in &secrets {
             common.set(k, s.expose());
             secret_keys.insert(k.clone());
         }

@@ -196,17 +196,10 @@ impl WebhookSink {
         let signer = Signer::from_secrets(&secrets.iter().map(|s| s.expose()).collect::<Vec<_>>())
             .map_err(|(i, e)| config_error(name, format!("signing secret #{}: {e}", i + 1)))?;
         let mut all_headers = cfg.headers.clone();
-        for (header, path) in &cfg.header_files {
-            let value = espm_config::SecretSource::File(path.clone())
-                .read()
-                .map_err(|e| config_error(name, format!("header {header}: {e}")))?;
-            all_headers.insert(header.clone(), value.expose().to_string());
-        }
-        for (header, var) in &cfg.header_envs {
-            let value = espm_config::SecretSource::Env(var.clone())
-                .read()
-                .map_err(|e| config_error(name, format!("header {header}: {e}")))?;
-            all_headers.insert(header.clone(), value.expose().to_string());
+        let secret_headers = espm_config::read_secret_map(&cfg.header_files, &cfg.header_envs)
+            .map_err(|(header, e)| config_error(name, format!("header {header}: {e}")))?;
+        for (header, value) in secret_headers {
+            all_headers.insert(header, value.expose().to_string());
         }
         let headers = extra_headers(&all_headers).map_err(|e| config_error(name, e.to_string()))?;
         let service = WebhookService::new(url, cfg.timeout, cfg.max_in_flight)
