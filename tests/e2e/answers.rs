@@ -5,7 +5,6 @@ mod support;
 
 use std::time::Duration;
 
-use espm_sim::{SimConfig, SimServer};
 use serde_json::{json, Value};
 use support::*;
 
@@ -14,15 +13,7 @@ const PASSWORD_ENV: &str = "ESPM_ANSWERS_TEST_PASSWORD";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_through_the_bridge_show_up_in_resolved_events() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = SimConfig {
-        username: "ans".into(),
-        password: "pw".into(),
-        seed: 9,
-        scenario: false,
-    };
-    let sim = SimServer::start(cfg, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let sim = start_sim("ans", "pw", 9).await;
     let ctl = sim.control_url();
     let http = reqwest::Client::new();
     let mut ids = Vec::new();

@@ -15,7 +15,6 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use espm_sim::{SimConfig, SimServer};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use support::*;
@@ -38,15 +37,7 @@ async fn sigkill_at_random_moments_loses_no_notification() {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let sim_cfg = SimConfig {
-        username: "crash".into(),
-        password: "crash-pw".into(),
-        seed: 7,
-        scenario: false,
-    };
-    let sim = SimServer::start(sim_cfg, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let sim = start_sim("crash", "crash-pw", 7).await;
     let ctl = sim.control_url();
     let http = reqwest::Client::new();
     let faults = json!({

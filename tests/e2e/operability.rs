@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use espm_sim::{SimConfig, SimServer};
+use espm_sim::SimServer;
 use serde_json::{json, Value};
 use support::*;
 
@@ -19,15 +19,7 @@ const SECRET_ENV: &str = "ESPM_OPS_TEST_WHSEC";
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 async fn sim() -> SimServer {
-    let cfg = SimConfig {
-        username: "ops".into(),
-        password: "ops-pw".into(),
-        seed: 3,
-        scenario: false,
-    };
-    SimServer::start(cfg, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    start_sim("ops", "ops-pw", 3).await
 }
 
 /// A webhook receiver that takes `delay` per request and records webhook-ids and bodies.
@@ -328,17 +320,7 @@ async fn sigterm_mid_delivery_exits_cleanly_and_loses_nothing() {
 async fn two_provider_accounts_poll_side_by_side_with_their_own_namespaces() {
     let dir = tempfile::tempdir().unwrap();
     let live_like = sim().await;
-    let other = SimServer::start(
-        SimConfig {
-            username: "second".into(),
-            password: "second-pw".into(),
-            seed: 4,
-            scenario: false,
-        },
-        "127.0.0.1:0".parse().unwrap(),
-    )
-    .await
-    .unwrap();
+    let other = start_sim("second", "second-pw", 4).await;
     let events_path = dir.path().join("events.jsonl");
     let config = format!(
         "{}{}{}\n[[sinks]]\ntype = \"file\"\nname = \"audit\"\npath = \"{}\"\n",

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use espm_sim::{SimConfig, SimServer};
+use espm_sim::SimServer;
 use futures::StreamExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -39,15 +39,7 @@ fn suffix() -> String {
 }
 
 async fn sim(user: &str) -> SimServer {
-    let cfg = SimConfig {
-        username: user.into(),
-        password: "pw".into(),
-        seed: 11,
-        scenario: false,
-    };
-    SimServer::start(cfg, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap()
+    start_sim(user, "pw", 11).await
 }
 
 async fn bulk(ctl: &str, count: usize) {

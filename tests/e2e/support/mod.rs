@@ -158,3 +158,16 @@ pub fn journal_toml(dir: &Path) -> String {
         dir.join("journal.db").display()
     )
 }
+
+/// An empty simulator (no demo scenario) on a free loopback port.
+pub async fn start_sim(username: &str, password: &str, seed: u64) -> espm_sim::SimServer {
+    let cfg = espm_sim::SimConfig {
+        username: username.into(),
+        password: password.into(),
+        seed,
+        scenario: false,
+    };
+    espm_sim::SimServer::start(cfg, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
