@@ -175,6 +175,13 @@ pub enum JournalCommand {
         #[arg(long)]
         show: Option<i64>,
     },
+    /// Parse a quarantined body again (e.g. after an upgrade that reads it) and deliver what
+    /// parses. Safe to repeat: event ids are deterministic, so nothing is sent twice. Exits 0 when
+    /// it parsed, 1 when it still does not (it stays quarantined).
+    Reprocess {
+        /// RAW ID from `espm-bridge journal quarantine`.
+        raw_id: i64,
+    },
     /// Everything known about one PM notification: bodies, events, deliveries.
     History {
         /// PM notificationId.

@@ -35,8 +35,8 @@ pub async fn dispatch(cmd: Command) -> Result<ExitCode> {
                 },
                 CancellationToken::new(),
             )
-            .await?;
-            Ok(ExitCode::SUCCESS)
+            .await
+            .map(|report| report.exit_code())
         }
         Command::Demo {
             metrics_addr,
@@ -77,6 +77,11 @@ pub async fn dispatch(cmd: Command) -> Result<ExitCode> {
             account,
         } => normalize(&file, environment, account),
         Command::CheckConfig { config } => check_config(&config),
+        Command::Journal {
+            path,
+            config,
+            command: JournalCommand::Reprocess { raw_id },
+        } => reprocess(open_journal(path, config)?.0, raw_id).await,
         Command::Journal {
             path,
             config,
@@ -197,6 +202,21 @@ fn age(t: Option<SystemTime>) -> String {
     }
 }
 
+async fn reprocess(j: Journal, raw_id: i64) -> Result<ExitCode> {
+    let r = espm_poller::reprocess(&j, espm_journal::RawId(raw_id))
+        .await
+        .with_context(|| format!("cannot reprocess raw body {raw_id}"))?;
+    if r.still_bad {
+        println!("raw body {raw_id} still does not parse; it stays quarantined");
+        return Ok(ExitCode::from(1));
+    }
+    println!(
+        "raw body {raw_id}: {} notifications parsed, {} new events in the outbox (a running bridge delivers them)",
+        r.notifications, r.new_events
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn journal_cmd(
     (j, configured): (Journal, Option<Duration>),
     cmd: JournalCommand,
@@ -233,24 +253,27 @@ fn journal_cmd(
                 println!("no quarantined bodies");
             }
             println!(
-                "{:>8} {:<10} {:<16} {:<34} {:>6} {:>8} {:>10}  ERROR",
-                "RAW ID", "ENV", "ACCOUNT", "ENDPOINT", "STATUS", "BYTES", "AGE"
+                "{:>8} {:<10} {:<16} {:<34} {:>6} {:>8} {:>5} {:>10}  ERROR",
+                "RAW ID", "ENV", "ACCOUNT", "ENDPOINT", "STATUS", "BYTES", "SEEN", "AGE"
             );
             for q in list {
                 println!(
-                    "{:>8} {:<10} {:<16} {:<34} {:>6} {:>8} {:>10}  {}",
+                    "{:>8} {:<10} {:<16} {:<34} {:>6} {:>8} {:>5} {:>10}  {}",
                     q.id.0,
                     q.scope.environment,
                     q.scope.account,
                     q.endpoint,
                     q.http_status,
                     q.len,
+                    q.seen_count,
                     age(Some(q.received_at)),
                     q.error
                 );
             }
             println!("show one body with: espm-bridge journal quarantine --show RAW_ID");
+            println!("parse one again with: espm-bridge journal reprocess RAW_ID");
         }
+        JournalCommand::Reprocess { .. } => bail!("journal reprocess is dispatched on its own"),
         JournalCommand::History { notification_id } => {
             let h = j.notification_history(None, notification_id)?;
             if h.is_empty() {
@@ -372,7 +395,7 @@ async fn demo(
     .await;
     stop.cancel();
     sim.shutdown().await;
-    res.map(|_| ExitCode::SUCCESS)
+    res.map(|report| report.exit_code())
 }
 
 /// Keep simulated customers busy so the demo shows every event type.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use espm_client::{ClientConfig, Password, PmClient};
 use espm_config::{AccountConfig, BridgeConfig, DrainMode, Secret, SinkConfig};
-use espm_journal::{Journal, Scope};
+use espm_journal::{Journal, Scope, Spool};
 use espm_poller::{Poller, PollerConfig, PollerStatus};
 use espm_sink::Sink;
 use espm_sink::{run_sink, DriverConfig, SinkState};
@@ -68,7 +68,7 @@ pub fn client_for(acct: &AccountConfig, password: Secret) -> Result<PmClient> {
 }
 
 /// Run until SIGTERM/SIGINT or `stop` is cancelled.
-pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> Result<()> {
+pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> Result<RunReport> {
     let problems = cfg.validate();
     if !problems.is_empty() {
         for p in &problems {
@@ -82,6 +82,7 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         .await?
         .with_context(|| format!("cannot open the journal at {}", cfg.journal.path.display()))?;
 
+    let spool = Spool::for_journal(&cfg.journal.path, cfg.journal.spool_dir.clone());
     let poll_stop = CancellationToken::new();
     let sink_stop = CancellationToken::new();
     let mut wakes = Vec::new();
@@ -133,6 +134,8 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
                 .poll_interval
                 .max(Duration::from_secs(5))
                 .min(Duration::from_secs(300)),
+            min_free: cfg.journal.min_free.bytes(),
+            spool: spool.clone(),
         };
         let poller = Poller::new(client, journal.clone(), pcfg, wakes.clone());
         // A poll is "recent" for /readyz if it happened within a few intervals (errors back off).
@@ -145,6 +148,8 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         poller_tasks.push(tokio::spawn(poller.run(poll_stop.clone()).instrument(span)));
     }
 
+    let statuses: Vec<Arc<PollerStatus>> =
+        poller_status.iter().map(|(_, s, _)| s.clone()).collect();
     let health = Arc::new(Health::new(journal.clone(), sink_states, poller_status));
     let listen = match opts.metrics_addr {
         Some(a) => a,
@@ -169,14 +174,19 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
     // One deadline for everything, so the process exits before Kubernetes' own SIGKILL.
     let deadline = tokio::time::Instant::now() + opts.grace;
     poll_stop.cancel();
-    for t in poller_tasks {
-        // A poller only stops between drains (a clear=true response may be on its way); wait for
-        // it, but not past the deadline.
+    for (mut t, status) in poller_tasks.into_iter().zip(statuses.iter()) {
+        // A poller stops at once unless a clear=true is in flight: PM already handed that body
+        // out, so it is awaited (bounded by the PM request timeout) and journalled or spooled,
+        // even past the grace period.
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if tokio::time::timeout(remaining, t).await.is_err() {
-            tracing::error!(
-                "a poller was still inside a PM call when the grace period ended; stopping anyway"
-            );
+        if tokio::time::timeout(remaining, &mut t).await.is_err() {
+            if status.holding_body() {
+                tracing::warn!("grace period over, but a clear=true body is in flight: waiting to keep it");
+                let _ = t.await;
+            } else {
+                t.abort();
+                tracing::error!("a poller did not stop within the grace period; stopped");
+            }
         }
     }
     // Let sinks drain what is already in the outbox, up to the grace period, then stop them.
@@ -200,23 +210,56 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
     }
     compaction.abort();
     server_stop.cancel();
-    tracing::info!("espm-bridge stopped cleanly");
-    Ok(())
+    let report = RunReport {
+        spooled: spool.pending(None).len(),
+        unsaved: statuses.iter().any(|s| s.unsaved()),
+    };
+    if report.unsaved {
+        tracing::error!("espm-bridge stopped; a drained PM body could only be written to stderr (see the UNJOURNALLED BODY block)");
+    } else if report.spooled > 0 {
+        tracing::warn!(spooled = report.spooled, dirs = ?spool.dirs(), "espm-bridge stopped with drained PM bodies in the spool; the next start ingests them");
+    } else {
+        tracing::info!("espm-bridge stopped cleanly");
+    }
+    Ok(report)
+}
+
+/// How a run ended, for the exit code.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// Drained bodies left in the spool (ingested at the next start).
+    pub spooled: usize,
+    /// A drained body could be neither journalled nor spooled and went to stderr.
+    pub unsaved: bool,
+}
+
+impl RunReport {
+    /// The exit code scripts can rely on: 0 clean, 75 (EX_TEMPFAIL) bodies wait in the spool, 74
+    /// (EX_IOERR) a body could only be dumped to stderr.
+    pub fn exit_code(&self) -> std::process::ExitCode {
+        if self.unsaved {
+            std::process::ExitCode::from(74)
+        } else if self.spooled > 0 {
+            std::process::ExitCode::from(75)
+        } else {
+            std::process::ExitCode::SUCCESS
+        }
+    }
 }
 
 /// Wait until every sink's cursor reached the outbox head, or the deadline.
 async fn wait_drained(journal: &Journal, cfg: &BridgeConfig, deadline: tokio::time::Instant) {
     let names: Vec<String> = cfg.sinks.iter().map(|s| s.name().to_string()).collect();
     loop {
-        let j = journal.clone();
         let n = names.clone();
-        let pending = tokio::task::spawn_blocking(move || {
-            n.iter()
-                .map(|s| j.outbox_depth(s).map(|d| d.pending).unwrap_or(0))
-                .sum::<u64>()
-        })
-        .await
-        .unwrap_or(0);
+        let pending = journal
+            .call(move |j| {
+                Ok(n.iter()
+                    .map(|s| j.outbox_depth(s).map(|d| d.pending).unwrap_or(0))
+                    .sum::<u64>())
+            })
+            .await
+            .unwrap_or(0);
         if pending == 0 || tokio::time::Instant::now() >= deadline {
             if pending > 0 {
                 tracing::warn!(
@@ -237,15 +280,12 @@ async fn compact_periodically(journal: Journal, retention: Duration, stop: Cance
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let j = journal.clone();
-        match tokio::task::spawn_blocking(move || {
-            j.compact(retention, std::time::SystemTime::now())
-        })
-        .await
+        match journal
+            .call(move |j| j.compact(retention, std::time::SystemTime::now()))
+            .await
         {
-            Ok(Ok(stats)) => tracing::info!(?stats, "journal compacted"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "journal compaction failed"),
-            Err(e) => tracing::warn!(error = %e, "journal compaction task failed"),
+            Ok(stats) => tracing::info!(?stats, "journal compacted"),
+            Err(e) => tracing::warn!(error = %e, "journal compaction failed"),
         }
     }
 }

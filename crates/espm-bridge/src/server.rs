@@ -139,6 +139,10 @@ impl Health {
                     p.last_error().unwrap_or_default()
                 ));
             }
+            // A drained body waiting (spooled or stranded) or bodies that keep failing to parse.
+            if let Some(reason) = p.not_ready_reason() {
+                out.push(format!("account {name}: {reason}"));
+            }
         }
         out
     }

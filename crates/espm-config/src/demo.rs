@@ -24,6 +24,7 @@ impl BridgeConfig {
             journal: JournalConfig {
                 path: journal_dir.join("journal.db"),
                 retention: Duration::from_secs(86_400),
+                ..JournalConfig::default()
             },
             metrics: MetricsConfig {
                 listen: "127.0.0.1:9464".to_string(),

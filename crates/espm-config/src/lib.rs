@@ -4,6 +4,7 @@
 //! Every struct denies unknown fields, so a typo is an error instead of a silent default. Every
 //! `///` comment on a field becomes reference documentation.
 
+mod bytesize;
 mod chart;
 mod demo;
 mod generate;
@@ -21,6 +22,7 @@ use std::time::Duration;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 
+pub use bytesize::ByteSize;
 pub use chart::{
     HelmValues, ImageValues, PersistenceValues, ServiceAccountValues, ServiceMonitorValues,
     ServiceValues,
@@ -86,6 +88,17 @@ pub struct JournalConfig {
     #[serde(default = "default_retention", with = "humantime_serde")]
     #[schemars(with = "DurationString")]
     pub retention: Duration,
+    /// Free space the journal's filesystem must keep before the bridge sends a destructive
+    /// `clear=true`, beyond room for the body it expects (a few times the last one). Below it,
+    /// nothing is cleared and `/readyz` reports the journal.
+    #[serde(default = "default_min_free")]
+    pub min_free: ByteSize,
+    /// A fallback directory, ideally on another volume, for drained bodies the journal refuses
+    /// (disk full, locked). They are first spooled next to the journal (`<path>.spool/`), then
+    /// here, and ingested into the journal as soon as it takes writes, at the latest at the next
+    /// start. A run that stops with spooled bodies exits with code 75.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spool_dir: Option<PathBuf>,
 }
 
 impl Default for JournalConfig {
@@ -93,8 +106,14 @@ impl Default for JournalConfig {
         Self {
             path: default_journal_path(),
             retention: default_retention(),
+            min_free: default_min_free(),
+            spool_dir: None,
         }
     }
+}
+
+fn default_min_free() -> ByteSize {
+    ByteSize(64 << 20)
 }
 
 fn default_journal_path() -> PathBuf {

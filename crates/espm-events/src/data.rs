@@ -356,15 +356,22 @@ pub struct MeterShareResolvedData {
     pub observed_at: String,
 }
 
-/// `data` of `bridge.body_quarantined`: a PM body the bridge could not parse. The raw bytes stay
-/// in the journal under `rawId` for inspection and replay.
+/// `data` of `bridge.body_quarantined`: a PM body (or one `<notification>` of it) the bridge could
+/// not parse. The raw bytes stay in the journal under `rawId` for inspection and
+/// `espm-bridge journal reprocess`. Identical bytes are stored and announced once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BodyQuarantinedData {
     /// The PM endpoint the body came from, e.g. `/notification/list`.
     pub endpoint: String,
-    /// The journal's id of the raw body.
+    /// The journal's id of the quarantined bytes.
     pub raw_id: i64,
+    /// SHA-256 of the quarantined bytes, lowercase hex.
+    pub sha256: String,
+    /// For one bad `<notification>` cut out of a list whose other notifications were delivered:
+    /// the journal id of the whole body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fragment_of: Option<i64>,
     /// Why it could not be parsed.
     pub error: String,
     /// When the body was received, RFC 3339.

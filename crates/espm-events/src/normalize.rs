@@ -602,29 +602,22 @@ pub fn diff_pending(
 // ---------------------------------------------------------------------------------------------
 // Quarantine and whole documents
 
-/// The bridge's own error event for a PM body that failed to parse and was quarantined under
-/// `raw_id` in the journal. The id depends on origin and `raw_id` only.
-pub fn quarantine_event(
-    origin: &Origin,
-    endpoint: &str,
-    raw_id: i64,
-    error: &str,
-    received_at: DateTime<Utc>,
-) -> CloudEvent {
-    let data = BodyQuarantinedData {
-        endpoint: endpoint.to_string(),
-        raw_id,
-        error: error.to_string(),
-        received_at: utc_rfc3339(received_at),
-    };
-    let time = Some(data.received_at.clone());
+/// The bridge's own error event for PM bytes that failed to parse and were quarantined. The id
+/// depends on origin and the bytes' digest only, so the same bytes are announced once however
+/// often PM hands them out.
+pub fn quarantine_event(origin: &Origin, data: &BodyQuarantinedData) -> CloudEvent {
     origin.event(
         BODY_QUARANTINED,
-        &format!("quarantine/{raw_id}"),
+        &format!("quarantine/{}", data.sha256),
         None,
-        time,
-        to_value(&data),
+        Some(data.received_at.clone()),
+        to_value(data),
     )
+}
+
+/// RFC 3339 (UTC, seconds) as the events write times.
+pub fn event_time(t: DateTime<Utc>) -> String {
+    utc_rfc3339(t)
 }
 
 /// Why a document could not be normalised.

@@ -60,6 +60,9 @@ pub enum JournalError {
         /// Highest version this build understands.
         supported: i64,
     },
+    /// A journal call on the blocking pool panicked or was cancelled (see [`crate::Journal::call`]).
+    #[error("journal task failed: {0}")]
+    Task(String),
     /// A row addressed by id (raw body, dead letter) does not exist.
     #[error("{what} {id} not found in the journal")]
     NotFound {

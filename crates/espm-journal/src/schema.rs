@@ -4,8 +4,22 @@ use rusqlite::Connection;
 
 use crate::error::{JournalError, SqlResultExt};
 
-/// The schema version this build writes and understands.
-pub const SCHEMA_VERSION: i64 = 1;
+/// The schema version this build writes and understands: one per migration step.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Every migration step, in order: step `i` brings the file from version `i` to `i + 1`. Append
+/// new steps at the end (one self-contained step per change); never edit a released one.
+const MIGRATIONS: &[&str] = &[V1, V2];
+
+/// Version 2: quarantined bytes are recognised by digest (stored once, counted), and one bad
+/// `<notification>` of a list is quarantined on its own, pointing at its whole body.
+const V2: &str = r#"
+ALTER TABLE raw_bodies ADD COLUMN sha256 TEXT;
+ALTER TABLE raw_bodies ADD COLUMN seen_count INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE raw_bodies ADD COLUMN parent_id INTEGER;
+CREATE INDEX raw_bodies_quarantined_digest ON raw_bodies(environment, account, endpoint, sha256)
+    WHERE state = 'quarantined';
+"#;
 
 /// Version 1. Times are Unix milliseconds.
 ///
@@ -131,12 +145,11 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), JournalError> {
             supported: SCHEMA_VERSION,
         });
     }
-    if found < 1 {
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(found.max(0) as usize) {
         let tx = conn.transaction().j()?;
-        tx.execute_batch(V1).j()?;
-        tx.pragma_update(None, "user_version", 1).j()?;
+        tx.execute_batch(step).j()?;
+        tx.pragma_update(None, "user_version", i as i64 + 1).j()?;
         tx.commit().j()?;
     }
-    // Future versions: `if found < 2 { ... }`.
     Ok(())
 }

@@ -48,14 +48,14 @@ fn open_creates_parent_dirs_and_survives_reopen() {
         let bad = j
             .record_raw(&s, "/notification/list", 200, b"garbage")
             .unwrap();
-        j.quarantine(bad, "not xml").unwrap();
+        j.quarantine(bad, "not xml", |_, _| ev("q")).unwrap();
         j.record_answer(&s, "connection", 77, "accept").unwrap();
     }
     let j = Journal::open(&path).unwrap();
     assert_eq!(j.cursor("k").unwrap(), 1);
-    assert_eq!(ids(&j.read_outbox("k", 0, 10).unwrap()), vec!["e1", "e2"]);
-    assert_eq!(ids(&j.read_outbox("k", 1, 10).unwrap()), vec!["e2"]);
-    assert_eq!(j.head_seq().unwrap(), 2);
+    assert_eq!(ids(&j.read_outbox("k", 0, 10).unwrap()), vec!["e1", "e2", "q"]);
+    assert_eq!(ids(&j.read_outbox("k", 1, 10).unwrap()), vec!["e2", "q"]);
+    assert_eq!(j.head_seq().unwrap(), 3);
     let q = j.quarantine_list().unwrap();
     assert_eq!(q.len(), 1);
     assert_eq!(q[0].error, "not xml");
@@ -202,7 +202,7 @@ fn compaction_respects_retention_and_never_drops_undelivered() {
     let parsed = j.record_raw(&s, "/n", 200, b"ok").unwrap();
     j.commit_notifications(&s, parsed, &[note(1)], &[]).unwrap();
     let quarantined = j.record_raw(&s, "/n", 200, b"bad").unwrap();
-    j.quarantine(quarantined, "boom").unwrap();
+    j.quarantine(quarantined, "boom", |_, _| ev("qb")).unwrap();
     let unparsed = j.record_raw(&s, "/n", 200, b"?").unwrap();
     let st = j.compact(Duration::ZERO, far_future()).unwrap();
     assert_eq!(st.raw_bodies, 1);
@@ -412,7 +412,7 @@ fn quarantine_of_unknown_raw_is_not_found() {
     let dir = tempfile::tempdir().unwrap();
     let j = Journal::open(&dir.path().join("j.db")).unwrap();
     assert!(matches!(
-        j.quarantine(RawId(42), "x"),
+        j.quarantine(RawId(42), "x", |_, _| ev("q")),
         Err(espm_journal::JournalError::NotFound { .. })
     ));
 }

@@ -24,6 +24,7 @@ mod notification;
 mod pending;
 mod request;
 mod response;
+mod salvage;
 mod time;
 
 pub use customer::{CustomFieldValues, Customer};
@@ -39,4 +40,5 @@ pub use request::{
 pub use response::{
     PmErrorDetail, Response, ResponseErrors, ResponseStatus, ResponseWarnings, Warning,
 };
+pub use salvage::{parse_notifications_salvaging, BadFragment, SalvagedList};
 pub use time::{parse_pm_datetime, TimeError};

@@ -1,18 +1,30 @@
-//! One notification drain: journal the raw body, then parse, then commit.
+//! One notification drain: catch up, check for room, fetch, journal (or spool) the raw body,
+//! then parse per notification and commit.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use espm_client::RawBody;
-use espm_events::{notification_event, quarantine_event};
-use espm_journal::{NotificationEntry, RawId};
-use espm_model::{parse, NotificationList};
+use espm_events::{event_time, notification_event, quarantine_event, BodyQuarantinedData, Origin};
+use espm_journal::{
+    Journal, NotificationEntry, QuarantineOutcome, RawId, Scope, StoredBody,
+};
+use espm_model::{parse_notifications_salvaging, Notification};
+use tokio_util::sync::CancellationToken;
 
-use crate::{DrainMode, PollError, Poller};
+use crate::{DrainMode, PollError, Poller, PollerStatus};
 
 const ENDPOINT: &str = "notification/list";
 
+/// Suffix of the endpoint recorded for one bad `<notification>` cut out of a list.
+const FRAGMENT: &str = "#notification";
+
 /// Notifications committed per journal transaction.
 const COMMIT_PART: usize = 2000;
+
+/// A body takes about this many times its size in the journal while it is committed (the row,
+/// the WAL copy, the parsed notifications and their events).
+const ROOM_FACTOR: u64 = 4;
 
 /// What one drain did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -23,59 +35,130 @@ pub struct DrainOutcome {
     pub new_notifications: usize,
     /// Events appended to the outbox.
     pub new_events: usize,
-    /// Bodies that failed to parse and were quarantined.
+    /// Bodies or parts of bodies that failed to parse and were quarantined (or counted again).
     pub quarantined: usize,
+    /// Bodies finished that an earlier failure or crash had left journalled but uncommitted.
+    pub recovered: usize,
+    /// Spooled bodies moved into the journal.
+    pub unspooled: usize,
+}
+
+/// What one parse-and-commit of a journalled body found.
+#[derive(Debug, Clone, Copy, Default)]
+struct Processed {
+    /// Notifications that parsed.
+    notifications: usize,
+    /// Parts quarantined.
+    bad: usize,
 }
 
 impl Poller {
     /// Drain notifications once, per the configured mode.
     pub async fn drain_once(&self) -> Result<DrainOutcome, PollError> {
+        self.drain_until(&CancellationToken::new()).await
+    }
+
+    /// Drain once; once `shutdown` is cancelled no new `clear=true` is started, but one already
+    /// sent is awaited and its body kept.
+    pub async fn drain_until(&self, shutdown: &CancellationToken) -> Result<DrainOutcome, PollError> {
         let mut out = DrainOutcome::default();
+        // What PM already handed out comes before anything new, in order.
+        self.catch_up(&mut out).await?;
+        let mut expected = self.status.last_clear_len.load(Ordering::Relaxed);
         if self.cfg.drain_mode == DrainMode::PeekThenClear {
             // The peek is harmless (clear=false), but there is no point in it when nothing
-            // could be stored: the write probe below would stop the clear anyway.
-            self.ensure_writable().await?;
-            let peeked = self.fetch_and_commit(false, &mut out).await?;
-            if peeked == 0 {
+            // could be stored: the checks below would stop the clear anyway.
+            self.ensure_room(expected).await?;
+            let peek = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(out),
+                r = self.fetch_and_commit(false, shutdown, &mut out) => r?,
+            };
+            // A peek that did not parse still means PM holds something: clear it, so one poison
+            // notification cannot stop the drain.
+            if peek.notifications == 0 && peek.bad == 0 {
                 return Ok(out);
             }
+            expected = expected.max(peek_len(&self.status));
         }
-        self.ensure_writable().await?;
-        out.received = self.fetch_and_commit(true, &mut out).await?;
+        if shutdown.is_cancelled() {
+            tracing::info!(account = %self.account(), "shutdown began: no clear=true is started");
+            return Ok(out);
+        }
+        self.ensure_room(expected).await?;
+        let cleared = self.fetch_and_commit(true, shutdown, &mut out).await?;
+        out.received = cleared.notifications + cleared.bad;
         Ok(out)
     }
 
-    /// Never call clear=true unless the journal takes writes right now.
-    async fn ensure_writable(&self) -> Result<(), PollError> {
-        let res = self.journal(|j| j.check_writable()).await;
-        if let Err(e) = &res {
-            metrics::counter!("espm_bridge_polls_total", "account" => self.account().to_string(), "endpoint" => ENDPOINT, "outcome" => "journal_unwritable").increment(1);
-            tracing::error!(account = %self.account(), error = %e, "journal is not writable: NOT draining PM notifications until it is");
+    /// Spooled bodies into the journal, then journalled-but-uncommitted bodies committed, in
+    /// order. An error leaves the rest waiting, and the drain does not clear anything new.
+    pub(crate) async fn catch_up(&self, out: &mut DrainOutcome) -> Result<(), PollError> {
+        let spool = self.cfg.spool.clone();
+        let scope = self.cfg.scope.clone();
+        if !spool.pending(Some(&scope)).is_empty() {
+            let res = self
+                .journal
+                .call(move |j| spool.ingest(j, Some(&scope)))
+                .await;
+            self.status.spooled.store(
+                self.cfg.spool.pending(Some(&self.cfg.scope)).len(),
+                Ordering::Relaxed,
+            );
+            out.unspooled += res?;
         }
-        res
+        out.recovered += self.recover().await?;
+        Ok(())
     }
 
-    /// One GET; returns how many notifications the body held (0 if it was quarantined).
+    /// Never call clear=true unless the journal's filesystem has the configured floor plus room
+    /// for the body about to arrive, and the journal takes writes right now.
+    async fn ensure_room(&self, expected_body: u64) -> Result<(), PollError> {
+        let needed = self
+            .cfg
+            .min_free
+            .saturating_add(expected_body.saturating_mul(ROOM_FACTOR));
+        let res = self
+            .journal
+            .call(move |j| {
+                j.check_room(needed)?;
+                j.check_writable()
+            })
+            .await;
+        if let Err(e) = &res {
+            metrics::counter!("espm_bridge_polls_total", "account" => self.account().to_string(), "endpoint" => ENDPOINT, "outcome" => "journal_unwritable").increment(1);
+            tracing::error!(account = %self.account(), error = %e, "journal cannot take a drained body: NOT draining PM notifications until it can");
+        }
+        Ok(res?)
+    }
+
+    /// One GET, journalled and committed.
     async fn fetch_and_commit(
         &self,
         clear: bool,
+        shutdown: &CancellationToken,
         out: &mut DrainOutcome,
-    ) -> Result<usize, PollError> {
+    ) -> Result<Processed, PollError> {
         let endpoint = if clear {
             "notification/list?clear=true"
         } else {
             "notification/list?clear=false"
         };
         let account = self.account().to_string();
+        let _holding = clear.then(|| HoldingBody::new(&self.status));
         let raw = match self.client.notifications_raw(clear).await {
             Ok(raw) => raw,
             Err(e) => {
                 // A body cut off mid-transfer after PM committed the read: keep what arrived.
                 if let Some(partial) = e.partial_body() {
                     if !partial.is_empty() {
-                        let id = self.store_raw(endpoint, 200, partial.to_vec()).await?;
-                        self.quarantine(endpoint, id, &e.to_string()).await?;
-                        out.quarantined += 1;
+                        // Its complete notifications are real: salvage them, quarantine the tail.
+                        let bytes = partial.to_vec();
+                        let id = self
+                            .keep_body(endpoint, 200, bytes.clone(), clear, shutdown)
+                            .await?;
+                        self.committer()
+                            .process(endpoint, id, &bytes, clear, out)
+                            .await?;
                     }
                 }
                 let outcome = match e.status() {
@@ -88,42 +171,365 @@ impl Poller {
             }
         };
         let RawBody { status, bytes, .. } = raw;
-        let raw_id = self.store_raw(endpoint, status, bytes.to_vec()).await?;
+        let len = bytes.len() as u64;
+        if clear {
+            self.status.last_clear_len.store(len, Ordering::Relaxed);
+        } else {
+            self.status.last_peek_len(len);
+        }
+        let raw_id = self
+            .keep_body(endpoint, status, bytes.to_vec(), clear, shutdown)
+            .await?;
+        drop(_holding);
         metrics::gauge!("espm_bridge_last_poll_timestamp_seconds", "account" => account.clone())
             .set(chrono::Utc::now().timestamp() as f64);
-        self.process_body(endpoint, raw_id, &bytes, clear, out)
+        let processed = self
+            .committer()
+            .process(endpoint, raw_id, &bytes, clear, out)
+            .await?;
+        Ok(processed)
+    }
+
+    /// Finish what a failure or a crash interrupted: notification bodies that were journalled
+    /// but never committed are parsed and committed now (idempotently), oldest first;
+    /// interrupted pending-list pages are set aside, because the next walk reads the lists
+    /// again. Returns how many bodies were recovered. While one cannot be committed, the
+    /// account reports it (`/readyz`) and the error stops the drain.
+    pub async fn recover(&self) -> Result<usize, PollError> {
+        let scope = self.cfg.scope.clone();
+        let ids = self
+            .journal
+            .call(move |j| j.unprocessed_raw_ids(&scope))
+            .await?;
+        self.status.stranded.store(ids.len(), Ordering::Relaxed);
+        let mut recovered = 0;
+        for id in ids {
+            let body = self.journal.call(move |j| j.stored_body(id)).await?;
+            let Some(body) = body else { continue };
+            if body.endpoint.starts_with("notification/list") {
+                let mut out = DrainOutcome::default();
+                let p = self.committer().process_stored(&body, &mut out).await?;
+                tracing::warn!(account = %self.account(), raw_id = %body.id, notifications = p.notifications, "recovered a journalled body left unprocessed by a crash or a failed commit");
+                metrics::counter!("espm_bridge_bodies_recovered_total", "account" => self.account().to_string()).increment(1);
+            } else {
+                self.journal.call(move |j| j.mark_raw_processed(id)).await?;
+            }
+            recovered += 1;
+            self.status.stranded.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(recovered)
+    }
+
+    /// Journal raw bytes of a list read (never destructive): an error is returned as is.
+    pub(crate) async fn store_raw(
+        &self,
+        endpoint: &str,
+        status: u16,
+        bytes: Vec<u8>,
+    ) -> Result<RawId, PollError> {
+        let scope = self.cfg.scope.clone();
+        let ep = endpoint.to_string();
+        Ok(self
+            .journal
+            .call(move |j| j.record_raw(&scope, &ep, status, &bytes))
+            .await?)
+    }
+
+    /// Keep a body PM handed out. A peek is journalled or the error returned. A `clear=true`
+    /// body is the only copy: journalled, or else spooled at once (then the drain stops with
+    /// [`PollError::Spooled`]); if neither takes it, it is held in memory and retried, and on
+    /// shutdown dumped to stderr as the last resort.
+    async fn keep_body(
+        &self,
+        endpoint: &str,
+        status: u16,
+        bytes: Vec<u8>,
+        clear: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<RawId, PollError> {
+        if !clear {
+            return self.store_raw(endpoint, status, bytes).await;
+        }
+        let bytes = std::sync::Arc::new(bytes);
+        let mut wait = Duration::from_millis(200);
+        loop {
+            let scope = self.cfg.scope.clone();
+            let ep = endpoint.to_string();
+            let b = bytes.clone();
+            let journal_err = match self
+                .journal
+                .call(move |j| j.record_raw(&scope, &ep, status, &b))
+                .await
+            {
+                Ok(id) => return Ok(id),
+                Err(e) => e,
+            };
+            tracing::error!(account = %self.account(), error = %journal_err, bytes = bytes.len(),
+                "CANNOT JOURNAL a drained PM body (the only copy): spooling it");
+            let spool = self.cfg.spool.clone();
+            let scope = self.cfg.scope.clone();
+            let ep = endpoint.to_string();
+            let b = bytes.clone();
+            let spooled = tokio::task::spawn_blocking(move || spool.write(&scope, &ep, status, &b))
+                .await
+                .map_err(|e| espm_journal::JournalError::Task(e.to_string()))
+                .and_then(|r| r);
+            match spooled {
+                Ok(path) => {
+                    self.status.spooled.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("espm_bridge_bodies_spooled_total", "account" => self.account().to_string()).increment(1);
+                    tracing::error!(account = %self.account(), path = %path.display(), "drained PM body spooled; it is journalled as soon as the journal takes writes");
+                    return Err(PollError::Spooled {
+                        journal: journal_err,
+                        path: path.display().to_string(),
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(account = %self.account(), error = %e, "CANNOT SPOOL a drained PM body either: holding it in memory and retrying");
+                }
+            }
+            if shutdown.is_cancelled() {
+                dump_to_stderr(&self.cfg.scope, endpoint, &bytes);
+                self.status.unsaved.store(true, Ordering::Relaxed);
+                return Err(PollError::Unsaved(journal_err));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => {}
+            }
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    pub(crate) async fn quarantine(
+        &self,
+        endpoint: &str,
+        raw_id: RawId,
+        error: &str,
+    ) -> Result<(), PollError> {
+        self.committer().quarantine(endpoint, raw_id, error).await
+    }
+
+    fn committer(&self) -> Committer {
+        Committer {
+            journal: self.journal.clone(),
+            scope: self.cfg.scope.clone(),
+            origin: self.origin.clone(),
+            wake: self.wake.clone(),
+            status: Some(self.status.clone()),
+        }
+    }
+}
+
+fn peek_len(status: &PollerStatus) -> u64 {
+    status.last_peek_len.load(Ordering::Relaxed)
+}
+
+impl PollerStatus {
+    fn last_peek_len(&self, len: u64) {
+        self.last_peek_len.store(len, Ordering::Relaxed);
+    }
+}
+
+/// Marks the span from sending `clear=true` to keeping its body, for shutdown.
+struct HoldingBody<'a>(&'a PollerStatus);
+
+impl<'a> HoldingBody<'a> {
+    fn new(status: &'a PollerStatus) -> Self {
+        status.holding_body.store(true, Ordering::Relaxed);
+        HoldingBody(status)
+    }
+}
+
+impl Drop for HoldingBody<'_> {
+    fn drop(&mut self) {
+        self.0.holding_body.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The last resort for a drained body nothing would store: the process's stderr (the container
+/// log), between marker lines, as base64.
+fn dump_to_stderr(scope: &Scope, endpoint: &str, bytes: &[u8]) {
+    use std::io::Write;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "-----BEGIN ESPM-BRIDGE UNJOURNALLED BODY environment={} account={} endpoint={} bytes={}-----",
+        scope.environment,
+        scope.account,
+        endpoint,
+        bytes.len()
+    );
+    let _ = writeln!(err, "{}", base64_encode(bytes));
+    let _ = writeln!(err, "-----END ESPM-BRIDGE UNJOURNALLED BODY-----");
+    let _ = err.flush();
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
+        s.push(T[(n >> 18) as usize & 63] as char);
+        s.push(T[(n >> 12) as usize & 63] as char);
+        s.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
+        s.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
+    }
+    s
+}
+
+/// Parses journalled notification bodies and commits them: the poller's path, recovery's, and
+/// `journal reprocess`'s.
+struct Committer {
+    journal: Journal,
+    scope: Scope,
+    origin: Origin,
+    wake: Vec<std::sync::Arc<tokio::sync::Notify>>,
+    status: Option<std::sync::Arc<PollerStatus>>,
+}
+
+impl Committer {
+    async fn process_stored(
+        &self,
+        body: &StoredBody,
+        out: &mut DrainOutcome,
+    ) -> Result<Processed, PollError> {
+        let clear = body.endpoint.contains("clear=true");
+        if body.endpoint.ends_with(FRAGMENT) {
+            // One `<notification>` cut out of a list: read it as a list of one; if it still does
+            // not parse, it goes back to quarantine as it is.
+            let mut wrapped = b"<notificationList>".to_vec();
+            wrapped.extend_from_slice(&body.body);
+            wrapped.extend_from_slice(b"</notificationList>");
+            return match espm_model::parse::<espm_model::NotificationList>(&wrapped) {
+                Ok(list) => {
+                    self.commit_parts(body.id, &list.notifications, true, out)
+                        .await?;
+                    Ok(Processed {
+                        notifications: list.notifications.len(),
+                        bad: 0,
+                    })
+                }
+                Err(e) => {
+                    self.quarantine(&body.endpoint, body.id, &e.to_string())
+                        .await?;
+                    Ok(Processed {
+                        notifications: 0,
+                        bad: 1,
+                    })
+                }
+            };
+        }
+        self.process(&body.endpoint, body.id, &body.body, clear, out)
             .await
     }
 
-    /// Parse a journalled notification body and commit it, in parts of [`COMMIT_PART`]
-    /// notifications so that sinks start on a huge drain before all of it is stored. The raw
-    /// body is marked processed only with the last part; a crash before that leaves it to
-    /// [`Poller::recover`].
-    async fn process_body(
+    /// Parse a journalled notification body and commit it: good notifications in parts of
+    /// [`COMMIT_PART`] (sinks start on a huge drain before all of it is stored), each bad part
+    /// quarantined with its bytes and event. The raw body is marked processed only with the last
+    /// part; a crash before that leaves it to [`Poller::recover`], and every step is idempotent.
+    async fn process(
         &self,
         endpoint: &str,
         raw_id: RawId,
         bytes: &[u8],
         clear: bool,
         out: &mut DrainOutcome,
-    ) -> Result<usize, PollError> {
-        let account = self.account().to_string();
-        let list = match parse::<NotificationList>(bytes) {
-            Ok(list) => list,
+    ) -> Result<Processed, PollError> {
+        let account = self.scope.account.clone();
+        let salvaged = match parse_notifications_salvaging(bytes) {
+            Ok(s) => s,
             Err(e) => {
                 metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => ENDPOINT, "outcome" => "parse_error").increment(1);
                 tracing::error!(account = %account, raw_id = %raw_id, error = %e, "PM notification body does not parse: quarantined");
                 self.quarantine(endpoint, raw_id, &e.to_string()).await?;
                 out.quarantined += 1;
-                return Ok(0);
+                self.set_parse_failing(true);
+                return Ok(Processed {
+                    notifications: 0,
+                    bad: 1,
+                });
             }
         };
-        metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => ENDPOINT, "outcome" => "ok").increment(1);
-        let n = list.notifications.len();
-        let parts: Vec<&[espm_model::Notification]> = if n == 0 {
+        let whole_is_bad = salvaged.bad.iter().any(|b| b.range == (0..bytes.len()));
+        let mut bad = 0;
+        if !salvaged.is_clean() {
+            metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => ENDPOINT, "outcome" => "parse_error").increment(1);
+        } else {
+            metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => ENDPOINT, "outcome" => "ok").increment(1);
+        }
+        // Bad parts first: the body is marked parsed only after all of them are safe.
+        for fragment in salvaged.bad.iter().filter(|b| b.range != (0..bytes.len())) {
+            let part = bytes[fragment.range.clone()].to_vec();
+            let error = fragment.error.clone();
+            let ep = format!("{}{FRAGMENT}", endpoint.trim_end_matches(FRAGMENT));
+            let origin = self.origin.clone();
+            let outcome = self
+                .journal
+                .call(move |j| {
+                    j.quarantine_fragment(raw_id, &ep, &part, &error, |id, digest| {
+                        quarantine_event(
+                            &origin,
+                            &BodyQuarantinedData {
+                                endpoint: ep.clone(),
+                                raw_id: id.0,
+                                sha256: digest.to_string(),
+                                fragment_of: Some(raw_id.0),
+                                error: error.clone(),
+                                received_at: event_time(chrono::Utc::now()),
+                            },
+                        )
+                    })
+                })
+                .await?;
+            tracing::error!(account = %account, raw_id = %raw_id, error = %fragment.error, outcome = ?outcome, "one part of a PM notification body does not parse: quarantined, the rest goes on");
+            self.counted_quarantine(outcome);
+            out.quarantined += 1;
+            bad += 1;
+        }
+        let n = salvaged.notifications.len();
+        let (new, duplicates) = self
+            .commit_parts(raw_id, &salvaged.notifications, !whole_is_bad, out)
+            .await?;
+        if whole_is_bad {
+            let error = salvaged
+                .bad
+                .iter()
+                .find(|b| b.range == (0..bytes.len()))
+                .map(|b| b.error.clone())
+                .unwrap_or_default();
+            tracing::error!(account = %account, raw_id = %raw_id, error = %error, "PM notification body does not parse as a whole: quarantined (its readable notifications went on)");
+            self.quarantine(endpoint, raw_id, &error).await?;
+            out.quarantined += 1;
+            bad += 1;
+        }
+        self.set_parse_failing(bad > 0);
+        if clear {
+            metrics::counter!("espm_bridge_notifications_drained_total", "account" => account.clone()).increment(n as u64);
+        }
+        if n > 0 || bad > 0 {
+            tracing::info!(account = %account, clear, received = n, new, duplicates, quarantined = bad, "drained notifications");
+        }
+        Ok(Processed {
+            notifications: n,
+            bad,
+        })
+    }
+
+    async fn commit_parts(
+        &self,
+        raw_id: RawId,
+        notifications: &[Notification],
+        mark_parsed: bool,
+        out: &mut DrainOutcome,
+    ) -> Result<(usize, usize), PollError> {
+        let account = self.scope.account.clone();
+        let parts: Vec<&[Notification]> = if notifications.is_empty() {
             vec![&[]]
         } else {
-            list.notifications.chunks(COMMIT_PART).collect()
+            notifications.chunks(COMMIT_PART).collect()
         };
         let last_index = parts.len() - 1;
         let (mut new, mut duplicates) = (0, 0);
@@ -142,12 +548,11 @@ impl Poller {
                 events.push(event);
             }
             let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
-            let scope = self.cfg.scope.clone();
-            let last = i == last_index;
+            let scope = self.scope.clone();
+            let last = i == last_index && mark_parsed;
             let stats = self
-                .journal(move |j| {
-                    j.commit_notifications_part(&scope, raw_id, &entries, &events, last)
-                })
+                .journal
+                .call(move |j| j.commit_notifications_part(&scope, raw_id, &entries, &events, last))
                 .await?;
             if stats.new_events > 0 {
                 self.wake_sinks();
@@ -160,113 +565,90 @@ impl Poller {
             new += stats.new_notifications;
             duplicates += stats.duplicate_notifications;
         }
-        if clear {
-            metrics::counter!("espm_bridge_notifications_drained_total", "account" => account.clone()).increment(n as u64);
-        }
-        if n > 0 {
-            tracing::info!(account = %account, clear, received = n, new, duplicates, "drained notifications");
-        }
-        Ok(n)
+        Ok((new, duplicates))
     }
 
-    /// Finish what a crash interrupted: notification bodies that were journalled but never
-    /// committed are parsed and committed now (idempotently); interrupted pending-list pages are
-    /// set aside, because the next walk reads the lists again. Returns how many bodies were
-    /// recovered.
-    pub async fn recover(&self) -> Result<usize, PollError> {
-        let scope = self.cfg.scope.clone();
-        let bodies = self.journal(move |j| j.unprocessed_raw(&scope)).await?;
-        let mut recovered = 0;
-        for body in bodies {
-            if body.endpoint.starts_with("notification/list") {
-                let mut out = DrainOutcome::default();
-                let clear = body.endpoint.ends_with("clear=true");
-                let n = self
-                    .process_body(&body.endpoint, body.id, &body.body, clear, &mut out)
-                    .await?;
-                tracing::warn!(account = %self.account(), raw_id = %body.id, notifications = n, "recovered a journalled body left unprocessed by a crash");
-                recovered += 1;
-            } else {
-                let id = body.id;
-                self.journal(move |j| j.mark_raw_processed(id)).await?;
-            }
-        }
-        Ok(recovered)
-    }
-
-    /// Journal raw bytes. After a clear=true these bytes are the only copy, so a failing journal
-    /// is retried until it takes them; the write probe before the call makes this rare.
-    pub(crate) async fn store_raw(
-        &self,
-        endpoint: &str,
-        status: u16,
-        bytes: Vec<u8>,
-    ) -> Result<RawId, PollError> {
-        let bytes = std::sync::Arc::new(bytes);
-        let mut wait = Duration::from_millis(200);
-        let mut attempts = 0u32;
-        loop {
-            let scope = self.cfg.scope.clone();
-            let ep = endpoint.to_string();
-            let b = bytes.clone();
-            match self
-                .journal(move |j| j.record_raw(&scope, &ep, status, &b))
-                .await
-            {
-                Ok(id) => return Ok(id),
-                Err(e) if endpoint.ends_with("clear=true") => {
-                    attempts += 1;
-                    tracing::error!(account = %self.account(), error = %e, attempts, bytes = bytes.len(),
-                        "CANNOT JOURNAL a drained PM body (the only copy): retrying");
-                    if attempts == 10 {
-                        self.emergency_dump(&bytes);
-                    }
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(30));
-                }
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Last resort when the journal refuses a drained body for a long time: write it next to
-    /// the journal (or to the temp dir) so an operator can recover it. We keep retrying too.
-    fn emergency_dump(&self, bytes: &[u8]) {
-        let name = format!(
-            "espm-bridge-emergency-{}-{}.xml",
-            self.account(),
-            chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f")
-        );
-        let dir = self
-            .journal
-            .path()
-            .parent()
-            .map(|p| p.to_path_buf())
-            .unwrap_or_else(std::env::temp_dir);
-        for d in [dir, std::env::temp_dir()] {
-            let p = d.join(&name);
-            if std::fs::write(&p, bytes).is_ok() {
-                tracing::error!(path = %p.display(), "drained PM body dumped to an emergency file");
-                return;
-            }
-        }
-    }
-
-    pub(crate) async fn quarantine(
-        &self,
-        endpoint: &str,
-        raw_id: RawId,
-        error: &str,
-    ) -> Result<(), PollError> {
-        let event = quarantine_event(&self.origin, endpoint, raw_id.0, error, chrono::Utc::now());
+    async fn quarantine(&self, endpoint: &str, raw_id: RawId, error: &str) -> Result<(), PollError> {
+        let origin = self.origin.clone();
+        let endpoint = endpoint.to_string();
         let err = error.to_string();
-        self.journal(move |j| {
-            j.quarantine(raw_id, &err)?;
-            j.enqueue(&[event])
-        })
-        .await?;
-        self.wake_sinks();
-        metrics::counter!("espm_bridge_quarantined_bodies_total", "account" => self.account().to_string()).increment(1);
+        let outcome = self
+            .journal
+            .call(move |j| {
+                j.quarantine(raw_id, &err, |id, digest| {
+                    quarantine_event(
+                        &origin,
+                        &BodyQuarantinedData {
+                            endpoint: endpoint.clone(),
+                            raw_id: id.0,
+                            sha256: digest.to_string(),
+                            fragment_of: None,
+                            error: err.clone(),
+                            received_at: event_time(chrono::Utc::now()),
+                        },
+                    )
+                })
+            })
+            .await?;
+        self.counted_quarantine(outcome);
         Ok(())
     }
+
+    fn counted_quarantine(&self, outcome: QuarantineOutcome) {
+        if matches!(outcome, QuarantineOutcome::Stored(_)) {
+            self.wake_sinks();
+        }
+        let kind = match outcome {
+            QuarantineOutcome::Stored(_) => "stored",
+            QuarantineOutcome::Duplicate(_) => "duplicate",
+        };
+        metrics::counter!("espm_bridge_quarantined_bodies_total", "account" => self.scope.account.clone(), "kind" => kind).increment(1);
+    }
+
+    fn set_parse_failing(&self, failing: bool) {
+        if let Some(s) = &self.status {
+            s.parse_failing.store(failing, Ordering::Relaxed);
+        }
+    }
+
+    fn wake_sinks(&self) {
+        for w in &self.wake {
+            w.notify_one();
+        }
+    }
+}
+
+/// What `espm-bridge journal reprocess` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reprocessed {
+    /// Notifications that parsed now.
+    pub notifications: usize,
+    /// Events newly appended (0 when an earlier run already delivered them: ids are
+    /// deterministic).
+    pub new_events: usize,
+    /// True when it still does not parse (it stays quarantined).
+    pub still_bad: bool,
+}
+
+/// Parse a quarantined body again (after an upgrade that reads it) and commit what parses.
+/// Idempotent: events already appended are not appended again.
+pub async fn reprocess(journal: &Journal, raw: RawId) -> Result<Reprocessed, PollError> {
+    let body = journal.call(move |j| j.requeue_quarantined(raw)).await?;
+    let committer = Committer {
+        journal: journal.clone(),
+        scope: body.scope.clone(),
+        origin: Origin {
+            environment: body.scope.environment.clone(),
+            account: body.scope.account.clone(),
+        },
+        wake: Vec::new(),
+        status: None,
+    };
+    let mut out = DrainOutcome::default();
+    let p = committer.process_stored(&body, &mut out).await?;
+    Ok(Reprocessed {
+        notifications: p.notifications,
+        new_events: out.new_events,
+        still_bad: p.bad > 0,
+    })
 }

@@ -2,32 +2,37 @@
 //!
 //! PM's `GET /notification/list?clear=true` is destructive: from the moment PM answers, the
 //! bridge holds the only copy. The poller therefore:
-//! 1. refuses to call `clear=true` unless a write probe of the journal succeeds;
-//! 2. journals the raw response body (a durable SQLite commit) before parsing it;
-//! 3. quarantines a body that does not parse (its bytes stay in the journal) and emits a
-//!    `gov.energystar.pm.bridge.body_quarantined` event;
-//! 4. stores parsed notifications idempotently and appends their events to the outbox in the
+//! 1. finishes what is already in hand first: spooled bodies, then journalled bodies whose
+//!    commit failed ("stranded"), in order; while one waits, nothing new is cleared;
+//! 2. refuses to call `clear=true` unless the journal's filesystem has `journal.min_free` plus
+//!    room for the expected body and a write probe of the journal succeeds, and never starts one
+//!    after shutdown began;
+//! 3. journals the raw response body (a durable SQLite commit) before parsing it; if the journal
+//!    refuses it, the body goes to the spool at once (an fsynced file);
+//! 4. parses per notification: one bad `<notification>` is quarantined with its bytes and a
+//!    `gov.energystar.pm.bridge.body_quarantined` event (one transaction), the good ones go on;
+//! 5. stores parsed notifications idempotently and appends their events to the outbox in the
 //!    same transaction, then wakes the sink drivers.
 //!
-//! A crash between any two steps loses nothing that PM handed out intact: before step 2 PM's
-//! response was never received; after it, the bytes are on disk and a restart re-reads
-//! nothing from PM but still has them (quarantined or parsed). Duplicates are possible
-//! (peek-then-clear sees a notification twice), never loss; event ids are deterministic.
+//! A crash between any two steps loses nothing that PM handed out intact: before step 3 PM's
+//! response was never received; after it, the bytes are on disk (journal or spool) and a restart
+//! re-reads nothing from PM but still has them. Duplicates are possible (peek-then-clear sees a
+//! notification twice), never loss; event ids are deterministic.
 
 mod drain;
 mod pending;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use espm_client::{ClientError, PmClient};
 use espm_events::Origin;
-use espm_journal::{Journal, JournalError, Scope};
+use espm_journal::{Journal, JournalError, Scope, Spool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-pub use drain::DrainOutcome;
+pub use drain::{reprocess, DrainOutcome};
 pub use pending::PendingOutcome;
 
 /// How notifications are drained.
@@ -52,6 +57,11 @@ pub struct PollerConfig {
     pub pending_interval: Duration,
     /// Upper bound of the error back-off.
     pub max_error_backoff: Duration,
+    /// Free bytes the journal's filesystem must keep beyond the expected body before a
+    /// `clear=true` (`journal.min_free`).
+    pub min_free: u64,
+    /// Where a drained body goes when the journal refuses it.
+    pub spool: Spool,
 }
 
 /// Why a poll failed. The loop logs it, counts it and backs off; it never exits on one.
@@ -63,9 +73,19 @@ pub enum PollError {
     /// The journal failed; with an unwritable journal the poller does not clear anything.
     #[error("journal failed: {0}")]
     Journal(#[from] JournalError),
-    /// A blocking journal task panicked or was cancelled.
-    #[error("journal task failed: {0}")]
-    Task(String),
+    /// A drained body is safe in the spool, not yet in the journal: nothing more is cleared
+    /// until the journal takes it.
+    #[error("journal refused a drained body ({journal}); it is spooled at {path}")]
+    Spooled {
+        /// Why the journal refused it.
+        journal: JournalError,
+        /// The spool file.
+        path: String,
+    },
+    /// Neither the journal nor any spool directory took a drained body, and shutdown came: its
+    /// bytes went to stderr as the last resort.
+    #[error("a drained body could be neither journalled nor spooled ({0}); dumped to stderr")]
+    Unsaved(JournalError),
 }
 
 /// Health of one poller, read by `/readyz` and the metrics.
@@ -73,9 +93,66 @@ pub enum PollError {
 pub struct PollerStatus {
     last_success_unix_ms: AtomicI64,
     last_error: Mutex<Option<String>>,
+    stranded: AtomicUsize,
+    spooled: AtomicUsize,
+    parse_failing: AtomicBool,
+    holding_body: AtomicBool,
+    unsaved: AtomicBool,
+    last_clear_len: AtomicU64,
+    last_peek_len: AtomicU64,
 }
 
 impl PollerStatus {
+    /// Journalled bodies whose commit failed and that wait for a retry.
+    pub fn stranded(&self) -> usize {
+        self.stranded.load(Ordering::Relaxed)
+    }
+
+    /// Drained bodies in the spool, waiting for the journal.
+    pub fn spooled(&self) -> usize {
+        self.spooled.load(Ordering::Relaxed)
+    }
+
+    /// True while the latest notification bodies keep failing to parse (some part quarantined).
+    pub fn parse_failing(&self) -> bool {
+        self.parse_failing.load(Ordering::Relaxed)
+    }
+
+    /// True from the moment a `clear=true` is sent until its body is journalled or spooled:
+    /// shutdown must wait for it.
+    pub fn holding_body(&self) -> bool {
+        self.holding_body.load(Ordering::Relaxed)
+    }
+
+    /// True once a drained body could only be dumped to stderr.
+    pub fn unsaved(&self) -> bool {
+        self.unsaved.load(Ordering::Relaxed)
+    }
+
+    /// Why this account is not ready, if it is not: a stranded or spooled body waits, or its
+    /// bodies keep failing to parse.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if self.unsaved() {
+            return Some("a drained PM body could not be journalled nor spooled".into());
+        }
+        if self.spooled() > 0 {
+            return Some(format!(
+                "{} drained PM bodies wait in the spool for the journal",
+                self.spooled()
+            ));
+        }
+        if self.stranded() > 0 {
+            return Some(format!(
+                "{} journalled PM bodies wait for their commit to be retried",
+                self.stranded()
+            ));
+        }
+        if self.parse_failing() {
+            return Some("notification bodies keep failing to parse (quarantined)".into());
+        }
+        None
+    }
+
     /// When the last poll (drain) succeeded, if ever.
     pub fn last_success(&self) -> Option<SystemTime> {
         let ms = self.last_success_unix_ms.load(Ordering::Relaxed);
@@ -152,17 +229,19 @@ impl Poller {
         self.status.clone()
     }
 
-    /// Poll until `shutdown` is cancelled. A drain in progress is never cancelled half-way
-    /// (PM may already have marked its notifications read); only the waits between polls are.
+    /// Poll until `shutdown` is cancelled. A `clear=true` in progress is never cancelled
+    /// half-way (PM may already have marked its notifications read): it is awaited and its body
+    /// journalled or spooled. Waits, peeks and pending-list walks stop at once.
     pub async fn run(self, shutdown: CancellationToken) {
         let account = self.cfg.scope.account.clone();
         let mut next_pending = tokio::time::Instant::now();
         tracing::info!(account = %account, mode = ?self.cfg.drain_mode, "poller started");
-        // Bodies a crash left between journal and commit come first: they may be the only copy.
+        // Spooled bodies and bodies a crash left between journal and commit come first: they may
+        // be the only copy.
         let mut backoff = self.error_backoff();
         loop {
-            match self.recover().await {
-                Ok(_) => break,
+            match self.catch_up(&mut DrainOutcome::default()).await {
+                Ok(()) => break,
                 Err(e) => {
                     let wait = backoff::backoff::Backoff::next_backoff(&mut backoff)
                         .unwrap_or(self.cfg.max_error_backoff);
@@ -176,12 +255,17 @@ impl Poller {
         }
         while !shutdown.is_cancelled() {
             if tokio::time::Instant::now() >= next_pending {
-                if let Err(e) = self.pending_once().await {
+                // A walk only reads (clear never applies to these lists): stop it on shutdown.
+                let walk = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    r = self.pending_once() => r,
+                };
+                if let Err(e) = walk {
                     tracing::warn!(account = %account, error = %e, "pending-list walk failed; will retry next interval");
                 }
                 next_pending = tokio::time::Instant::now() + self.cfg.pending_interval;
             }
-            let wait = match self.drain_once().await {
+            let wait = match self.drain_until(&shutdown).await {
                 Ok(out) => {
                     self.status.success();
                     backoff = self.error_backoff();
@@ -218,19 +302,6 @@ impl Poller {
             max_elapsed_time: None,
             ..backoff::ExponentialBackoff::default()
         }
-    }
-
-    /// Run a journal operation off the async runtime.
-    async fn journal<T, F>(&self, f: F) -> Result<T, PollError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Journal) -> Result<T, JournalError> + Send + 'static,
-    {
-        let j = self.journal.clone();
-        tokio::task::spawn_blocking(move || f(&j))
-            .await
-            .map_err(|e| PollError::Task(e.to_string()))?
-            .map_err(PollError::Journal)
     }
 
     /// Tell every sink driver that the outbox grew (a stored permit if it is busy).

@@ -118,7 +118,8 @@ impl Poller {
         let origin = self.origin.clone();
         let list = kind.as_str();
         let (requested, resolved, types) = self
-            .journal(move |j| {
+            .journal
+            .call(move |j| {
                 let previous = j.pending_snapshot(&scope, list)?;
                 let lookup_err = std::cell::RefCell::new(None);
                 let diff = diff_pending(

@@ -51,6 +51,8 @@ impl Env {
             poll_interval: Duration::from_millis(50),
             pending_interval: Duration::from_secs(60),
             max_error_backoff: Duration::from_secs(1),
+            min_free: 0,
+            spool: espm_journal::Spool::for_journal(journal.path(), None),
         };
         Poller::new(
             self.client(),
@@ -198,14 +200,22 @@ async fn a_truncated_body_is_quarantined_with_its_bytes() {
     let out = e.poller(&j, DrainMode::Clear).drain_once().await.unwrap();
     assert_eq!(out.quarantined, 1);
     let q = j.quarantine_list().unwrap();
-    assert_eq!(q.len(), 1);
-    let bytes = j.raw_body(q[0].id).unwrap().unwrap();
+    assert_eq!(q.len(), 1, "{q:?}");
+    // The cut tail is quarantined with its bytes; the whole body stays in the journal.
+    let whole = q[0].fragment_of.expect("the tail of a list is a fragment of it");
+    let bytes = j.raw_body(whole).unwrap().unwrap();
     assert!(String::from_utf8_lossy(&bytes).contains("<notificationList"));
+    let tail = j.raw_body(q[0].id).unwrap().unwrap();
+    assert!(bytes.ends_with(&tail));
+    // Every notification that arrived complete went on.
+    let complete = String::from_utf8_lossy(&bytes).matches("</notification>").count();
     let rows = outbox(&j);
-    assert_eq!(rows.len(), 1);
+    assert_eq!(rows.len(), complete + 1);
     assert_eq!(
-        rows[0].event.ty,
-        "gov.energystar.pm.bridge.body_quarantined"
+        rows.iter()
+            .filter(|r| r.event.ty == "gov.energystar.pm.bridge.body_quarantined")
+            .count(),
+        1
     );
 }
 
@@ -392,6 +402,8 @@ async fn a_pending_list_whose_links_loop_is_skipped_not_walked_forever() {
         poll_interval: Duration::from_millis(50),
         pending_interval: Duration::from_secs(60),
         max_error_backoff: Duration::from_secs(1),
+        min_free: 0,
+        spool: espm_journal::Spool::for_journal(j.path(), None),
     };
     let p = Poller::new(PmClient::new(c).unwrap(), j.clone(), cfg, vec![]);
     let err = tokio::time::timeout(Duration::from_secs(30), p.pending_once())

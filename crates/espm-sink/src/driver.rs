@@ -137,12 +137,7 @@ where
     T: Send + 'static,
     F: FnOnce(&Journal) -> Result<T, JournalError> + Send + 'static,
 {
-    let j = journal.clone();
-    match tokio::task::spawn_blocking(move || f(&j)).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(format!("journal: {e}")),
-        Err(e) => Err(format!("journal task failed: {e}")),
-    }
+    journal.call(f).await.map_err(|e| format!("journal: {e}"))
 }
 
 /// Sleep, unless shutdown comes first. Returns true on shutdown.

@@ -132,10 +132,14 @@ pub fn examples() -> BTreeMap<String, CloudEvent> {
     }
     let q = quarantine_event(
         &o,
-        "/notification/list",
-        4711,
-        "malformed <notificationList> document: unexpected end of input",
-        Utc.with_ymd_and_hms(2025, 3, 5, 14, 0, 1).unwrap(),
+        &BodyQuarantinedData {
+            endpoint: "/notification/list".into(),
+            raw_id: 4711,
+            sha256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            fragment_of: None,
+            error: "malformed <notificationList> document: unexpected end of input".into(),
+            received_at: "2025-03-05T14:00:01Z".into(),
+        },
     );
     out.insert(q.ty.clone(), q);
     out

@@ -1,0 +1,150 @@
+//! Parsed notifications: deduplicated, linked to their raw bodies and events.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// One parsed PM notification, as stored for deduplication and history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotificationEntry {
+    /// PM's notification id (unique per environment and account).
+    pub notification_id: i64,
+    /// PM's notification type code (e.g. `SHARE_UPDATE`).
+    pub type_code: String,
+    /// The parsed notification, kept for history and re-normalisation.
+    pub json: serde_json::Value,
+}
+
+/// What [`Journal::commit_notifications`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Notifications seen for the first time.
+    pub new_notifications: usize,
+    /// Notifications already in the journal (e.g. seen by the peek of peek-then-clear).
+    pub duplicate_notifications: usize,
+    /// Events appended to the outbox (events whose id was already enqueued are not counted).
+    pub new_events: usize,
+}
+
+/// The notification an event belongs to: `data.notificationId` when it names one of `items`,
+/// otherwise the only item of a single-item commit.
+pub(crate) fn linked_notification(
+    event: &CloudEvent,
+    items: &[NotificationEntry],
+    ids: &std::collections::HashSet<i64>,
+) -> Option<i64> {
+    let from_data = event.data.get("notificationId").and_then(|v| match v {
+        serde_json::Value::Number(n) => n.as_i64(),
+        serde_json::Value::String(s) => s.parse().ok(),
+        _ => None,
+    });
+    match from_data {
+        Some(id) if ids.contains(&id) => Some(id),
+        _ if items.len() == 1 => Some(items[0].notification_id),
+        _ => None,
+    }
+}
+
+impl Journal {
+
+    /// Commit the notifications parsed from raw body `raw` and their events, in one transaction:
+    /// notifications are deduplicated on (environment, account, notification id), events are
+    /// appended to the outbox unless their id was ever enqueued before, and the raw body is
+    /// marked parsed.
+    ///
+    /// Events are linked to a notification (for [`Journal::notification_history`]) through
+    /// `data.notificationId`, or to the only item when `items` has one element.
+    pub fn commit_notifications(
+        &self,
+        scope: &Scope,
+        raw: RawId,
+        items: &[NotificationEntry],
+        events: &[CloudEvent],
+    ) -> Result<CommitStats, JournalError> {
+        self.commit_notifications_part(scope, raw, items, events, true)
+    }
+
+    /// [`Journal::commit_notifications`] for one part of a large body: with `last = false` the
+    /// raw body stays unprocessed, so a crash before the last part leaves it to
+    /// [`Journal::unprocessed_raw`] (re-committing the earlier parts is idempotent).
+    pub fn commit_notifications_part(
+        &self,
+        scope: &Scope,
+        raw: RawId,
+        items: &[NotificationEntry],
+        events: &[CloudEvent],
+        last: bool,
+    ) -> Result<CommitStats, JournalError> {
+        let now = now_ms();
+        self.write(|tx| {
+            let mut stats = CommitStats::default();
+            {
+                let mut ins = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO notifications(environment, account, notification_id, \
+                         type_code, json, first_seen_at, first_raw_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .j()?;
+                let mut link = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO notification_raw(environment, account, notification_id, raw_id) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .j()?;
+                for item in items {
+                    let json = item.json.to_string();
+                    let n = ins
+                        .execute(params![
+                            scope.environment,
+                            scope.account,
+                            item.notification_id,
+                            item.type_code,
+                            json,
+                            now,
+                            raw.0
+                        ])
+                        .j()?;
+                    if n == 1 {
+                        stats.new_notifications += 1;
+                    } else {
+                        stats.duplicate_notifications += 1;
+                    }
+                    link.execute(params![
+                        scope.environment,
+                        scope.account,
+                        item.notification_id,
+                        raw.0
+                    ])
+                    .j()?;
+                }
+                let mut ev_link = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO notification_events(environment, account, notification_id, event_id) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .j()?;
+                // A set, not a scan: one drain can hold tens of thousands of notifications.
+                let ids: std::collections::HashSet<i64> =
+                    items.iter().map(|i| i.notification_id).collect();
+                for ev in events {
+                    if let Some(nid) = linked_notification(ev, items, &ids) {
+                        ev_link
+                            .execute(params![scope.environment, scope.account, nid, ev.id])
+                            .j()?;
+                    }
+                }
+            }
+            stats.new_events = append_events(tx, events, now)?;
+            if last {
+                mark_parsed(tx, &[raw])?;
+            }
+            Ok(stats)
+        })
+    }
+
+    /// Append events (e.g. error events) to the outbox; ids ever enqueued before are skipped.
+    /// Returns how many were appended.
+    pub fn enqueue(&self, events: &[CloudEvent]) -> Result<usize, JournalError> {
+        let now = now_ms();
+        self.write(|tx| append_events(tx, events, now))
+    }
+}

@@ -1,0 +1,241 @@
+//! The outbox and the sinks' cursors.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// One event in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxRow {
+    /// Outbox sequence number: strictly increasing, never reused.
+    pub seq: i64,
+    /// The event.
+    pub event: CloudEvent,
+    /// When it was appended to the outbox.
+    pub enqueued_at: SystemTime,
+}
+
+/// How far a sink is behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxDepth {
+    /// Events after the sink's cursor that it has not yet passed.
+    pub pending: u64,
+    /// Enqueue time of the oldest of them.
+    pub oldest_enqueued_at: Option<SystemTime>,
+}
+
+/// A registered sink and its cursor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkCursor {
+    /// Sink name.
+    pub name: String,
+    /// Highest outbox sequence number the sink has passed.
+    pub cursor: i64,
+}
+
+pub(crate) fn event_json(event: &CloudEvent) -> Result<String, JournalError> {
+    serde_json::to_string(event).map_err(|e| JournalError::Corrupt(format!("event encode: {e}")))
+}
+
+pub(crate) fn parse_event(seq: i64, json: &str) -> Result<CloudEvent, JournalError> {
+    serde_json::from_str(json).map_err(|e| JournalError::Corrupt(format!("outbox seq {seq}: {e}")))
+}
+
+/// Append events to the outbox inside `tx`, skipping ids ever enqueued before. Returns how many
+/// were appended.
+pub(crate) fn append_events(
+    tx: &Transaction<'_>,
+    events: &[CloudEvent],
+    now: i64,
+) -> Result<usize, JournalError> {
+    let mut ins_outbox = tx
+        .prepare_cached(
+            "INSERT INTO outbox(event_id, event_type, target_sink, event_json, enqueued_at) \
+             SELECT ?1, ?2, NULL, ?3, ?4 \
+             WHERE NOT EXISTS (SELECT 1 FROM event_log WHERE event_id = ?1)",
+        )
+        .j()?;
+    let mut ins_log = tx
+        .prepare_cached(
+            "INSERT INTO event_log(event_id, event_type, seq, enqueued_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .j()?;
+    let mut appended = 0;
+    for ev in events {
+        let json = event_json(ev)?;
+        if ins_outbox.execute(params![ev.id, ev.ty, json, now]).j()? == 1 {
+            let seq = tx.last_insert_rowid();
+            ins_log.execute(params![ev.id, ev.ty, seq, now]).j()?;
+            appended += 1;
+        }
+    }
+    Ok(appended)
+}
+
+pub(crate) fn register_sink(conn: &Connection, sink: &str, now: i64) -> Result<(), JournalError> {
+    conn.prepare_cached(
+        "INSERT INTO sinks(name, cursor, registered_at, updated_at) VALUES (?1, 0, ?2, ?2) \
+         ON CONFLICT(name) DO NOTHING",
+    )
+    .j()?
+    .execute(params![sink, now])
+    .j()?;
+    Ok(())
+}
+
+pub(crate) fn store_cursor(conn: &Connection, sink: &str, seq: i64, now: i64) -> Result<(), JournalError> {
+    conn.prepare_cached(
+        "INSERT INTO sinks(name, cursor, registered_at, updated_at) VALUES (?1, ?2, ?3, ?3) \
+         ON CONFLICT(name) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+    )
+    .j()?
+    .execute(params![sink, seq, now])
+    .j()?;
+    Ok(())
+}
+
+impl Journal {
+
+    /// Up to `limit` events after `after_seq` that `sink` should see (untargeted events and
+    /// replays aimed at `sink`), in sequence order.
+    pub fn read_outbox(
+        &self,
+        sink: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, JournalError> {
+        let conn = self.reader();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT seq, event_json, enqueued_at FROM outbox \
+                 WHERE seq > ?1 AND (target_sink IS NULL OR target_sink = ?2) ORDER BY seq LIMIT ?3",
+            )
+            .j()?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = st
+            .query_map(params![after_seq, sink, limit], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            })
+            .j()?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (seq, json, at) = row.j()?;
+            out.push(OutboxRow {
+                seq,
+                event: parse_event(seq, &json)?,
+                enqueued_at: from_ms(at),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Register `sink` (starting at 0, i.e. everything still retained) without reading it.
+    /// Register every configured sink at startup so compaction keeps what they have not seen.
+    pub fn register_sink(&self, sink: &str) -> Result<(), JournalError> {
+        self.write(|tx| register_sink(tx, sink, now_ms()))
+    }
+
+    /// The sink's cursor (highest sequence number it has passed). A new sink is registered at 0.
+    pub fn cursor(&self, sink: &str) -> Result<i64, JournalError> {
+        let now = now_ms();
+        self.write(|tx| {
+            register_sink(tx, sink, now)?;
+            tx.prepare_cached("SELECT cursor FROM sinks WHERE name = ?1")
+                .j()?
+                .query_row([sink], |r| r.get(0))
+                .j()
+        })
+    }
+
+    /// Move the sink's cursor (registering it if needed). Moving it backwards re-delivers.
+    pub fn set_cursor(&self, sink: &str, seq: i64) -> Result<(), JournalError> {
+        self.write(|tx| store_cursor(tx, sink, seq, now_ms()))
+    }
+
+    /// Atomically store dead letters and move the cursor: what the driver does after a batch, so
+    /// a crash can neither lose a dead letter nor skip an event.
+    pub fn settle(
+        &self,
+        sink: &str,
+        dead_letters: &[NewDeadLetter],
+        cursor: i64,
+    ) -> Result<(), JournalError> {
+        let now = now_ms();
+        self.write(|tx| {
+            for d in dead_letters {
+                store_dead_letter(tx, sink, &d.row, &d.reason, d.attempts, now)?;
+            }
+            store_cursor(tx, sink, cursor, now)
+        })
+    }
+
+    /// Every registered sink with its cursor.
+    pub fn sinks(&self) -> Result<Vec<SinkCursor>, JournalError> {
+        let conn = self.reader();
+        let mut st = conn
+            .prepare_cached("SELECT name, cursor FROM sinks ORDER BY name")
+            .j()?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(SinkCursor {
+                    name: r.get(0)?,
+                    cursor: r.get(1)?,
+                })
+            })
+            .j()?;
+        rows.collect::<Result<_, _>>().j()
+    }
+
+    /// Unregister a sink removed from the configuration, so compaction stops waiting for it.
+    /// Its dead letters stay until dropped.
+    pub fn forget_sink(&self, sink: &str) -> Result<bool, JournalError> {
+        self.write(|tx| {
+            Ok(tx
+                .prepare_cached("DELETE FROM sinks WHERE name = ?1")
+                .j()?
+                .execute([sink])
+                .j()?
+                > 0)
+        })
+    }
+
+    /// How many events `sink` has not passed yet, and the oldest one's enqueue time. Does not
+    /// register the sink (an unknown sink counts from 0).
+    pub fn outbox_depth(&self, sink: &str) -> Result<OutboxDepth, JournalError> {
+        let conn = self.reader();
+        let cursor: i64 = conn
+            .prepare_cached("SELECT cursor FROM sinks WHERE name = ?1")
+            .j()?
+            .query_row([sink], |r| r.get(0))
+            .optional()
+            .j()?
+            .unwrap_or(0);
+        let (pending, oldest): (i64, Option<i64>) = conn
+            .prepare_cached(
+                "SELECT COUNT(*), MIN(enqueued_at) FROM outbox \
+                 WHERE seq > ?1 AND (target_sink IS NULL OR target_sink = ?2)",
+            )
+            .j()?
+            .query_row(params![cursor, sink], |r| Ok((r.get(0)?, r.get(1)?)))
+            .j()?;
+        Ok(OutboxDepth {
+            pending: pending.max(0) as u64,
+            oldest_enqueued_at: oldest.map(from_ms),
+        })
+    }
+
+    /// The highest sequence number ever assigned (0 for an empty journal); survives compaction.
+    pub fn head_seq(&self) -> Result<i64, JournalError> {
+        let conn = self.reader();
+        let seq: Option<i64> = conn
+            .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")
+            .j()?
+            .query_row([], |r| r.get(0))
+            .optional()
+            .j()?;
+        Ok(seq.unwrap_or(0))
+    }
+}

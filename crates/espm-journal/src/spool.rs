@@ -1,0 +1,246 @@
+//! The spool: where a drained PM body goes when the journal cannot take it.
+//!
+//! After `clear=true`, PM keeps no copy. If the journal refuses the body (disk full, locked past
+//! the busy timeout), the poller writes it here at once: a plain file, fsynced, renamed into
+//! place, its directory fsynced. Spooled bodies are ingested into the journal, in arrival order,
+//! as soon as it takes writes again, at the latest at the next start.
+//!
+//! A file is one JSON header line (where the body came from, its length) and the raw bytes.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{JournalError, Scope, UnwritableKind};
+
+/// Spool directories, tried in order: next to the journal first, then the configured fallback.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    dirs: Vec<PathBuf>,
+}
+
+/// One spooled body (header only; [`Spool::ingest`] reads the bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoolEntry {
+    /// The file.
+    pub path: PathBuf,
+    /// The account it was drained for.
+    pub scope: Scope,
+    /// The endpoint, as the journal records it.
+    pub endpoint: String,
+    /// Body length in bytes.
+    pub len: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    v: u32,
+    environment: String,
+    account: String,
+    endpoint: String,
+    http_status: u16,
+    received_at_ms: i64,
+    len: u64,
+}
+
+const SUFFIX: &str = "spool";
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl Spool {
+    /// The spool of the journal at `journal_path` (`<journal>.spool/`), with an optional
+    /// fallback directory on another volume.
+    pub fn for_journal(journal_path: &Path, fallback: Option<PathBuf>) -> Spool {
+        let mut name = journal_path.as_os_str().to_os_string();
+        name.push(".spool");
+        let mut dirs = vec![PathBuf::from(name)];
+        dirs.extend(fallback);
+        Spool { dirs }
+    }
+
+    /// The directories, in the order they are tried.
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Write a body durably to the first directory that takes it. `Ok` means it is on disk.
+    pub fn write(
+        &self,
+        scope: &Scope,
+        endpoint: &str,
+        http_status: u16,
+        body: &[u8],
+    ) -> Result<PathBuf, JournalError> {
+        let received_at_ms = crate::now_ms();
+        let header = Header {
+            v: 1,
+            environment: scope.environment.clone(),
+            account: scope.account.clone(),
+            endpoint: endpoint.to_string(),
+            http_status,
+            received_at_ms,
+            len: body.len() as u64,
+        };
+        let mut line = serde_json::to_vec(&header)
+            .map_err(|e| JournalError::Corrupt(format!("spool header: {e}")))?;
+        line.push(b'\n');
+        let name = format!(
+            "{received_at_ms:013}-{}-{:06}.{SUFFIX}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut last = None;
+        for dir in &self.dirs {
+            match write_durably(dir, &name, &line, body) {
+                Ok(p) => return Ok(p),
+                Err(e) => {
+                    tracing::error!(dir = %dir.display(), error = %e, "cannot spool a drained PM body here");
+                    let _ = fs::remove_file(dir.join(format!("{name}.tmp")));
+                    last = Some(e);
+                }
+            }
+        }
+        Err(JournalError::from_io(last.unwrap_or_else(|| {
+            std::io::Error::other("no spool directory configured")
+        })))
+    }
+
+    /// Spooled bodies (of `scope`, or all), oldest first. Unreadable files are logged and
+    /// skipped, never deleted.
+    pub fn pending(&self, scope: Option<&Scope>) -> Vec<SpoolEntry> {
+        let mut out = Vec::new();
+        for dir in &self.dirs {
+            let Ok(rd) = fs::read_dir(dir) else { continue };
+            let mut names: Vec<PathBuf> = rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == SUFFIX))
+                .collect();
+            names.sort();
+            for path in names {
+                match read_header(&path) {
+                    Ok((h, _)) => {
+                        let s = Scope::new(h.environment, h.account);
+                        if scope.is_none_or(|want| *want == s) {
+                            out.push(SpoolEntry {
+                                path,
+                                scope: s,
+                                endpoint: h.endpoint,
+                                len: h.len,
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(path = %path.display(), error = %e, "unreadable spool file left in place")
+                    }
+                }
+            }
+        }
+        out.sort_by(|a, b| a.path.file_name().cmp(&b.path.file_name()));
+        out
+    }
+
+    /// Move spooled bodies (of `scope`, or all) into the journal as received bodies, oldest
+    /// first, deleting each file only after its journal commit. Returns how many were ingested.
+    /// A crash between the two ingests a body twice, which the journal's deduplication absorbs.
+    pub fn ingest(
+        &self,
+        journal: &crate::Journal,
+        scope: Option<&Scope>,
+    ) -> Result<usize, JournalError> {
+        let mut n = 0;
+        for entry in self.pending(scope) {
+            let (h, body) = read_file(&entry.path).map_err(JournalError::from_io)?;
+            journal.record_raw_at(
+                &entry.scope,
+                &h.endpoint,
+                h.http_status,
+                &body,
+                h.received_at_ms,
+            )?;
+            fs::remove_file(&entry.path).map_err(JournalError::from_io)?;
+            if let Some(dir) = entry.path.parent() {
+                let _ = File::open(dir).and_then(|d| d.sync_all());
+            }
+            tracing::warn!(path = %entry.path.display(), account = %entry.scope.account, bytes = body.len(), "ingested a spooled PM body into the journal");
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+fn write_durably(dir: &Path, name: &str, header: &[u8], body: &[u8]) -> std::io::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    f.write_all(header)?;
+    f.write_all(body)?;
+    f.sync_all()?;
+    drop(f);
+    let path = dir.join(name);
+    fs::rename(&tmp, &path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(path)
+}
+
+fn read_header(path: &Path) -> std::io::Result<(Header, u64)> {
+    let mut f = File::open(path)?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while head.len() < 64 * 1024 {
+        if f.read(&mut byte)? == 0 {
+            break;
+        }
+        if byte[0] == b'\n' {
+            let h: Header = serde_json::from_slice(&head).map_err(std::io::Error::other)?;
+            return Ok((h, head.len() as u64 + 1));
+        }
+        head.push(byte[0]);
+    }
+    Err(std::io::Error::other("spool file has no header line"))
+}
+
+fn read_file(path: &Path) -> std::io::Result<(Header, Vec<u8>)> {
+    let (h, offset) = read_header(path)?;
+    let all = fs::read(path)?;
+    let body = all.get(offset as usize..).unwrap_or_default().to_vec();
+    if body.len() as u64 != h.len {
+        return Err(std::io::Error::other(format!(
+            "spool file {} holds {} bytes, its header says {}",
+            path.display(),
+            body.len(),
+            h.len
+        )));
+    }
+    Ok((h, body))
+}
+
+/// Free bytes for unprivileged writers on the filesystem holding `path` (or its nearest
+/// existing ancestor).
+pub(crate) fn free_bytes(path: &Path) -> Result<u64, JournalError> {
+    let mut p = path;
+    loop {
+        match rustix::fs::statvfs(p) {
+            Ok(st) => return Ok(st.f_bavail.saturating_mul(st.f_frsize)),
+            Err(e) if e == rustix::io::Errno::NOENT => match p.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+                _ if p != Path::new(".") => p = Path::new("."),
+                _ => {
+                    return Err(JournalError::Unwritable {
+                        kind: UnwritableKind::CannotOpen,
+                        message: format!("statvfs {}: {e}", path.display()),
+                    })
+                }
+            },
+            Err(e) => {
+                return Err(JournalError::Unwritable {
+                    kind: UnwritableKind::Io,
+                    message: format!("statvfs {}: {e}", p.display()),
+                })
+            }
+        }
+    }
+}
