@@ -64,7 +64,7 @@ pub enum Command {
         /// TOML configuration file. Environment overrides: ESPM_BRIDGE__SECTION__KEY=value.
         #[arg(long, short, env = "ESPM_BRIDGE_CONFIG")]
         config: PathBuf,
-        /// Serve /metrics, /healthz and /readyz here instead of `metrics.listen`.
+        /// Serve /metrics, /healthz, /readyz and /status here instead of `metrics.listen`.
         #[arg(long)]
         metrics_addr: Option<SocketAddr>,
         /// How long to wait for in-flight deliveries on shutdown.
@@ -77,7 +77,7 @@ pub enum Command {
     /// directory and the console sink, then keeps simulated customers busy (connection
     /// requests, shares, unshares, disconnects, transfers) so events keep flowing.
     Demo {
-        /// Serve /metrics, /healthz and /readyz here.
+        /// Serve /metrics, /healthz, /readyz and /status here.
         #[arg(long, default_value = "127.0.0.1:9464")]
         metrics_addr: SocketAddr,
         /// Simulator listen address.

@@ -9,14 +9,14 @@ use anyhow::{Context, Result};
 use espm_client::{ClientConfig, Password, PmClient};
 use espm_config::{AccountConfig, BridgeConfig, DrainMode, Secret, SinkConfig};
 use espm_journal::{Journal, Scope};
-use espm_poller::{Poller, PollerConfig, PollerStatus};
+use espm_poller::{Poller, PollerConfig};
 use espm_sink::Sink;
 use espm_sink::{run_sink, DriverConfig, SinkState};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::server::{self, Health};
+use crate::server::{self, AccountEntry, Health, SinkEntry};
 
 /// Everything `run` and `demo` need beyond the config file.
 pub struct Options {
@@ -103,7 +103,12 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
     for sc in &cfg.sinks {
         let sink = build_sink(sc).with_context(|| format!("sink {}", sc.name()))?;
         let state = Arc::new(SinkState::new());
-        sink_states.push((sc.name().to_string(), state.clone()));
+        sink_states.push(SinkEntry {
+            name: sc.name().to_string(),
+            sink: sink.clone(),
+            state: state.clone(),
+            probe: Default::default(),
+        });
         sinks.push(sink.clone());
         let wake = Arc::new(Notify::new());
         wakes.push(wake.clone());
@@ -123,7 +128,7 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
     }
 
     let mut poller_tasks = Vec::new();
-    let mut poller_status: Vec<(String, Arc<PollerStatus>, Duration)> = Vec::new();
+    let mut poller_status: Vec<AccountEntry> = Vec::new();
     for acct in &cfg.accounts {
         let password = match opts.passwords.get(&acct.name) {
             Some(p) => p.clone(),
@@ -145,12 +150,12 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
                 .min(Duration::from_secs(300)),
         };
         let poller = Poller::new(client, journal.clone(), pcfg, wakes.clone());
-        // A poll is "recent" for /readyz if it happened within a few intervals (errors back off).
-        poller_status.push((
-            acct.name.clone(),
-            poller.status(),
-            acct.poll_interval * 3 + Duration::from_secs(120),
-        ));
+        // A poll is "recent" for /status if it happened within a few intervals (errors back off).
+        poller_status.push(AccountEntry {
+            name: acct.name.clone(),
+            status: poller.status(),
+            max_age: acct.poll_interval * 3 + Duration::from_secs(120),
+        });
         let span = tracing::info_span!("poller", account = %acct.name, environment = acct.environment.as_str());
         poller_tasks.push(tokio::spawn(poller.run(poll_stop.clone()).instrument(span)));
     }
@@ -163,6 +168,7 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         })?,
     };
     let server_stop = CancellationToken::new();
+    let monitor = tokio::spawn(health.clone().monitor(server_stop.clone()));
     let server = server::serve(listen, prometheus, health, server_stop.clone()).await?;
     tracing::info!(metrics = %server, accounts = cfg.accounts.len(), sinks = cfg.sinks.len(), "espm-bridge running");
 
@@ -209,6 +215,7 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         .await;
     }
     compaction.abort();
+    monitor.abort();
     server_stop.cancel();
     tracing::info!("espm-bridge stopped cleanly");
     Ok(())
