@@ -164,7 +164,11 @@ async fn metrics_health_and_readiness_are_served() {
     // Gauges refresh on their own schedule: wait until every series has appeared.
     let wanted = [
         "espm_bridge_polls_total{",
-        "espm_bridge_sink_failures_total{sink=\"hook\"",
+        "espm_bridge_sink_attempt_failures_total{sink=\"hook\"",
+        "espm_bridge_build_info{",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_cpu_seconds_total",
         "espm_bridge_sink_published_total{sink=\"hook\"}",
         "espm_bridge_notifications_drained_total{account=\"ops\"}",
         "espm_bridge_quarantined_bodies_total{account=\"ops\"}",

@@ -33,12 +33,31 @@ pub fn install_recorder() -> Result<PrometheusHandle> {
         .install_recorder()
         .context("cannot install the Prometheus recorder")?;
     describe();
+    // Constant 1, labelled: which build is running (`commit` from build.rs).
+    metrics::gauge!(
+        "espm_bridge_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => env!("ESPM_BRIDGE_COMMIT")
+    )
+    .set(1.0);
+    process_collector().describe();
     let _ = HANDLE.set(handle.clone());
     Ok(handle)
 }
 
+/// Prometheus' standard process metrics (`process_resident_memory_bytes`, `process_open_fds`,
+/// `process_cpu_seconds_total`, ...), refreshed on every scrape.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        "espm_bridge_build_info",
+        "Always 1; the labels say which version and commit run"
+    );
     describe_counter!(
         "espm_bridge_polls_total",
         "PM polls by account, endpoint and outcome"
@@ -60,8 +79,16 @@ fn describe() {
         "Events acknowledged by a sink"
     );
     describe_counter!(
-        "espm_bridge_sink_failures_total",
-        "Failed delivery attempts by sink and reason"
+        "espm_bridge_sink_attempt_failures_total",
+        "Failed delivery attempts, one per event per attempt, by sink and reason"
+    );
+    describe_counter!(
+        "espm_bridge_sink_dead_lettered_total",
+        "Events a sink gave up on (stored as dead letters)"
+    );
+    describe_counter!(
+        "espm_bridge_sink_stalls_total",
+        "Batches the delivery driver stopped and retried later, by sink and reason (unavailable, retry, journal, disabled)"
     );
     describe_histogram!(
         "espm_bridge_delivery_latency_seconds",
@@ -274,7 +301,10 @@ pub async fn serve(
     let app = Router::new()
         .route(
             "/metrics",
-            get(move || std::future::ready(prometheus.render())),
+            get(move || {
+                process_collector().collect();
+                std::future::ready(prometheus.render())
+            }),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

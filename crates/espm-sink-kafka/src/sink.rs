@@ -155,7 +155,7 @@ impl Sink for KafkaSink {
         for (env, o) in batch.iter().zip(&outcomes) {
             if let Some(label) = reason_label(o) {
                 metrics::counter!(
-                    "espm_bridge_sink_failures_total",
+                    "espm_bridge_sink_attempt_failures_total",
                     "sink" => self.name.clone(),
                     "reason" => label
                 )
