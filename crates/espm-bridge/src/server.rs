@@ -256,7 +256,7 @@ impl Health {
         })
     }
 
-    /// Probe every sink's `health()` and refresh the health gauges, until `stop`.
+    /// Probe every sink's `health()` every [`PROBE_EVERY`], until `stop`.
     pub async fn monitor(self: Arc<Self>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(PROBE_EVERY);
         loop {
@@ -270,15 +270,22 @@ impl Health {
                     Err(_) => Err(format!("health check timed out after {}s", PROBE_TIMEOUT.as_secs())),
                 };
                 *e.probe.write().unwrap_or_else(|p| p.into_inner()) = Some((r, SystemTime::now()));
-                metrics::gauge!("espm_bridge_sink_up", "sink" => e.name.clone())
-                    .set(if Self::sink_healthy(e) { 1.0 } else { 0.0 });
             }
-            let now = SystemTime::now();
-            for a in &self.accounts {
-                let up = self.account_status(a, now)["healthy"] == serde_json::Value::Bool(true);
-                metrics::gauge!("espm_bridge_account_up", "account" => a.name.clone())
-                    .set(if up { 1.0 } else { 0.0 });
-            }
+        }
+    }
+
+    /// Set `espm_bridge_sink_up` and `espm_bridge_account_up` from the current state; called
+    /// on every scrape so they are never staler than `/status`.
+    fn refresh_gauges(&self) {
+        for e in &self.sinks {
+            metrics::gauge!("espm_bridge_sink_up", "sink" => e.name.clone())
+                .set(if Self::sink_healthy(e) { 1.0 } else { 0.0 });
+        }
+        let now = SystemTime::now();
+        for a in &self.accounts {
+            let up = self.account_status(a, now)["healthy"] == serde_json::Value::Bool(true);
+            metrics::gauge!("espm_bridge_account_up", "account" => a.name.clone())
+                .set(if up { 1.0 } else { 0.0 });
         }
     }
 }
@@ -298,11 +305,13 @@ pub async fn serve(
     health: Arc<Health>,
     stop: CancellationToken,
 ) -> Result<SocketAddr> {
+    let gauges = health.clone();
     let app = Router::new()
         .route(
             "/metrics",
             get(move || {
                 process_collector().collect();
+                gauges.refresh_gauges();
                 std::future::ready(prometheus.render())
             }),
         )
