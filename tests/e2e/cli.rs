@@ -185,14 +185,14 @@ fn demo_runs_on_embedded_defaults_and_prints_events() {
 
 #[test]
 fn the_chart_default_config_passes_check_config() {
-    // What the chart's ConfigMap renders: `.Values.config | toToml` (Helm itself is not available
-    // here, so the same conversion is done with serde).
+    // What the chart's ConfigMap renders: `.Values.config | toToml`, converted with serde here
+    // (Helm's own rendering is checked by crates/espm-config/tests/chart.rs).
     let values = std::fs::read_to_string(format!(
         "{}/../../charts/espm-bridge/values.yaml",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();
-    let values: serde_json::Value = serde_yaml::from_str(&values).unwrap();
+    let values: serde_json::Value = serde_norway::from_str(&values).unwrap();
     let config = toml::Value::try_from(&values["config"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");

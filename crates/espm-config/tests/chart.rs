@@ -32,9 +32,9 @@ fn chart_files() -> Vec<PathBuf> {
     out
 }
 
-fn values_yaml() -> serde_yaml::Value {
+fn values_yaml() -> serde_norway::Value {
     let text = std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap();
-    serde_yaml::from_str(&text).unwrap()
+    serde_norway::from_str(&text).unwrap()
 }
 
 fn values_json() -> Json {
@@ -57,16 +57,16 @@ fn schema_errors(instance: &Json) -> Vec<String> {
 
 /// YAML -> TOML the way Helm's `toToml` sees it: Helm reads values through JSON, so every number
 /// is a float.
-fn helm_yaml_to_toml(v: &serde_yaml::Value) -> Option<toml::Value> {
+fn helm_yaml_to_toml(v: &serde_norway::Value) -> Option<toml::Value> {
     Some(match v {
-        serde_yaml::Value::Null => return None,
-        serde_yaml::Value::Bool(b) => toml::Value::Boolean(*b),
-        serde_yaml::Value::Number(n) => toml::Value::Float(n.as_f64()?),
-        serde_yaml::Value::String(s) => toml::Value::String(s.clone()),
-        serde_yaml::Value::Sequence(s) => {
+        serde_norway::Value::Null => return None,
+        serde_norway::Value::Bool(b) => toml::Value::Boolean(*b),
+        serde_norway::Value::Number(n) => toml::Value::Float(n.as_f64()?),
+        serde_norway::Value::String(s) => toml::Value::String(s.clone()),
+        serde_norway::Value::Sequence(s) => {
             toml::Value::Array(s.iter().filter_map(helm_yaml_to_toml).collect())
         }
-        serde_yaml::Value::Mapping(m) => {
+        serde_norway::Value::Mapping(m) => {
             let mut t = toml::Table::new();
             for (k, v) in m {
                 if let (Some(k), Some(v)) = (k.as_str(), helm_yaml_to_toml(v)) {
@@ -75,7 +75,7 @@ fn helm_yaml_to_toml(v: &serde_yaml::Value) -> Option<toml::Value> {
             }
             toml::Value::Table(t)
         }
-        serde_yaml::Value::Tagged(t) => return helm_yaml_to_toml(&t.value),
+        serde_norway::Value::Tagged(t) => return helm_yaml_to_toml(&t.value),
     })
 }
 
@@ -90,7 +90,7 @@ fn static_yaml_and_json_files_parse() {
         }
         match ext {
             "yaml" | "yml" => {
-                serde_yaml::from_str::<serde_yaml::Value>(&text)
+                serde_norway::from_str::<serde_norway::Value>(&text)
                     .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
                 checked += 1;
             }
@@ -104,8 +104,8 @@ fn static_yaml_and_json_files_parse() {
     }
     // Chart.yaml, values.yaml, values.schema.json
     assert!(checked >= 3, "only {checked} static files found");
-    let chart: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
+    let chart: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
             .unwrap();
     assert_eq!(chart["apiVersion"].as_str(), Some("v2"));
     assert_eq!(chart["name"].as_str(), Some("espm-bridge"));
@@ -151,7 +151,7 @@ fn values_schema_rejects_mistakes() {
 
 #[test]
 fn values_yaml_deserializes_into_the_rust_types() {
-    let v: espm_config::HelmValues = serde_yaml::from_value(values_yaml()).unwrap();
+    let v: espm_config::HelmValues = serde_norway::from_value(values_yaml()).unwrap();
     assert_eq!(v.image.repository, "ghcr.io/espm-bridge/espm-bridge");
     assert_eq!(v.image.tag, "", "tag defaults to appVersion");
     assert!(v.persistence.enabled);
