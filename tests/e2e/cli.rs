@@ -279,13 +279,19 @@ fn inspection_commands_print_json_for_scripts() {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-            panic!("{args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout))
+            panic!(
+                "{args:?}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
         })
     };
     let p = path.to_str().unwrap();
     let depth = run(&["journal", "--path", p, "depth"]);
     assert!(depth["outbox_head"].is_i64(), "{depth}");
     assert!(depth["sinks"].is_array(), "{depth}");
-    assert_eq!(run(&["journal", "--path", p, "quarantine"]), serde_json::json!([]));
+    assert_eq!(
+        run(&["journal", "--path", p, "quarantine"]),
+        serde_json::json!([])
+    );
     assert_eq!(run(&["dlq", "--path", p, "list"]), serde_json::json!([]));
 }

@@ -427,7 +427,8 @@ async fn pm_and_sink_outages_show_in_status_not_in_readiness() {
         }
     })
     .await;
-    let status = status.unwrap_or_else(|| panic!("/status never showed the outages:\n{}", bridge.log()));
+    let status =
+        status.unwrap_or_else(|| panic!("/status never showed the outages:\n{}", bridge.log()));
     assert_eq!(status["ready"], json!(true), "{status}");
     assert_eq!(status["healthy"], json!(false), "{status}");
     let audit = status["sinks"]
@@ -440,7 +441,11 @@ async fn pm_and_sink_outages_show_in_status_not_in_readiness() {
     assert_eq!(audit["pending"], json!(0), "{status}");
 
     let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
-    assert_eq!(ready.status(), 200, "PM or NATS down must not make the bridge unready");
+    assert_eq!(
+        ready.status(),
+        200,
+        "PM or NATS down must not make the bridge unready"
+    );
 
     let metrics = http
         .get(format!("{base}/metrics"))

@@ -298,83 +298,149 @@ mod tests {
     /// too, for the same key. `(sink table, key the problem names)`.
     const REJECTED: &[(&str, &str)] = &[
         // Webhook
-        (r#"type = "webhook"
+        (
+            r#"type = "webhook"
 url = "https://example.com/hook"
-types = ["  "]"#, "types[0]"),
-        (r#"type = "webhook"
+types = ["  "]"#,
+            "types[0]",
+        ),
+        (
+            r#"type = "webhook"
 url = "https://example.com/hook"
-types = ["gov.*.revoked"]"#, "types[0]"),
-        (r#"type = "webhook"
-url = "ftp://example.com/hook""#, "url"),
-        (r#"type = "webhook"
+types = ["gov.*.revoked"]"#,
+            "types[0]",
+        ),
+        (
+            r#"type = "webhook"
+url = "ftp://example.com/hook""#,
+            "url",
+        ),
+        (
+            r#"type = "webhook"
 url = "https://example.com/hook"
-max_in_flight = 0"#, "max_in_flight"),
-        (r#"type = "webhook"
+max_in_flight = 0"#,
+            "max_in_flight",
+        ),
+        (
+            r#"type = "webhook"
 url = "https://example.com/hook"
-retry = { max_attempts = 0 }"#, "retry.max_attempts"),
-        (r#"type = "webhook"
+retry = { max_attempts = 0 }"#,
+            "retry.max_attempts",
+        ),
+        (
+            r#"type = "webhook"
 url = "https://example.com/hook"
 header_files = { X-Token = "/run/secrets/t" }
-header_envs = { X-Token = "TOKEN" }"#, "header_envs.X-Token"),
-        (r#"type = "webhook"
+header_envs = { X-Token = "TOKEN" }"#,
+            "header_envs.X-Token",
+        ),
+        (
+            r#"type = "webhook"
 url = "https://example.com/hook"
-headers = { Authorization = "Bearer inline" }"#, "headers.Authorization"),
+headers = { Authorization = "Bearer inline" }"#,
+            "headers.Authorization",
+        ),
         // Kafka
-        (r#"type = "kafka"
+        (
+            r#"type = "kafka"
 brokers = "kafka:9092"
-topic = "espm events!""#, "topic"),
-        (r#"type = "kafka"
+topic = "espm events!""#,
+            "topic",
+        ),
+        (
+            r#"type = "kafka"
 brokers = "kafka:9092"
-topic = "..""#, "topic"),
-        (r#"type = "kafka"
+topic = "..""#,
+            "topic",
+        ),
+        (
+            r#"type = "kafka"
 brokers = "kafka:9092"
-topic = "{nope}""#, "topic"),
-        (r#"type = "kafka"
+topic = "{nope}""#,
+            "topic",
+        ),
+        (
+            r#"type = "kafka"
 brokers = " , "
-topic = "espm""#, "brokers"),
-        (r#"type = "kafka"
+topic = "espm""#,
+            "brokers",
+        ),
+        (
+            r#"type = "kafka"
 brokers = "kafka:9092"
 topic = "espm"
 create_topics = true
-topic_partitions = 0"#, "topic_partitions"),
-        (r#"type = "kafka"
+topic_partitions = 0"#,
+            "topic_partitions",
+        ),
+        (
+            r#"type = "kafka"
 brokers = "kafka:9092"
 topic = "espm"
 secret_files = { "sasl.password" = "/run/secrets/p" }
-secret_envs = { "sasl.password" = "P" }"#, "secret_envs.sasl.password"),
+secret_envs = { "sasl.password" = "P" }"#,
+            "secret_envs.sasl.password",
+        ),
         // NATS
-        (r#"type = "nats"
+        (
+            r#"type = "nats"
 url = "nats://127.0.0.1:4222"
-stream = "espm.events""#, "stream"),
-        (r#"type = "nats"
+stream = "espm.events""#,
+            "stream",
+        ),
+        (
+            r#"type = "nats"
 url = "nats://127.0.0.1:4222"
-stream = "espm events""#, "stream"),
-        (r#"type = "nats"
+stream = "espm events""#,
+            "stream",
+        ),
+        (
+            r#"type = "nats"
 url = "nats://127.0.0.1:4222"
-create_stream = true"#, "stream"),
-        (r#"type = "nats"
+create_stream = true"#,
+            "stream",
+        ),
+        (
+            r#"type = "nats"
 url = "nats://127.0.0.1:4222"
 subject = "acme.{type}"
 stream = "ESPM"
 create_stream = true
-stream_subjects = ["espm.>"]"#, "stream_subjects"),
-        (r#"type = "nats"
+stream_subjects = ["espm.>"]"#,
+            "stream_subjects",
+        ),
+        (
+            r#"type = "nats"
 url = "nats://127.0.0.1:4222"
 subject = "{environment}.events"
 stream = "ESPM"
-create_stream = true"#, "stream_subjects"),
-        (r#"type = "nats"
-url = "http://127.0.0.1:4222""#, "url"),
-        (r#"type = "nats"
+create_stream = true"#,
+            "stream_subjects",
+        ),
+        (
+            r#"type = "nats"
+url = "http://127.0.0.1:4222""#,
+            "url",
+        ),
+        (
+            r#"type = "nats"
 url = "nats://127.0.0.1:4222"
-username = "bridge""#, "username"),
-        (r#"type = "nats"
+username = "bridge""#,
+            "username",
+        ),
+        (
+            r#"type = "nats"
 url = "nats://127.0.0.1:4222"
 nkey_file = "/run/secrets/nkey"
-credentials_file = "/run/secrets/creds""#, "credentials_file"),
+credentials_file = "/run/secrets/creds""#,
+            "credentials_file",
+        ),
         // File and console
-        (r#"type = "file"
-path = """#, "path"),
+        (
+            r#"type = "file"
+path = """#,
+            "path",
+        ),
     ];
 
     fn sink(table: &str, name: &str, secret: &std::path::Path) -> SinkConfig {

@@ -240,7 +240,11 @@ impl Health {
             .iter()
             .map(|a| self.account_status(a, now))
             .collect();
-        let sinks: Vec<_> = self.sinks.iter().map(|e| self.sink_status(e, now)).collect();
+        let sinks: Vec<_> = self
+            .sinks
+            .iter()
+            .map(|e| self.sink_status(e, now))
+            .collect();
         let all_healthy = accounts
             .iter()
             .chain(&sinks)
@@ -267,7 +271,10 @@ impl Health {
             for e in &self.sinks {
                 let r = match tokio::time::timeout(PROBE_TIMEOUT, e.sink.health()).await {
                     Ok(r) => r.map_err(|err| err.to_string()),
-                    Err(_) => Err(format!("health check timed out after {}s", PROBE_TIMEOUT.as_secs())),
+                    Err(_) => Err(format!(
+                        "health check timed out after {}s",
+                        PROBE_TIMEOUT.as_secs()
+                    )),
                 };
                 *e.probe.write().unwrap_or_else(|p| p.into_inner()) = Some((r, SystemTime::now()));
             }
@@ -284,8 +291,11 @@ impl Health {
         let now = SystemTime::now();
         for a in &self.accounts {
             let up = self.account_status(a, now)["healthy"] == serde_json::Value::Bool(true);
-            metrics::gauge!("espm_bridge_account_up", "account" => a.name.clone())
-                .set(if up { 1.0 } else { 0.0 });
+            metrics::gauge!("espm_bridge_account_up", "account" => a.name.clone()).set(if up {
+                1.0
+            } else {
+                0.0
+            });
         }
     }
 }
