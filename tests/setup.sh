@@ -20,6 +20,24 @@ if [ ${#apt_pkgs[@]} -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_pkgs[@]}"
 fi
 
+# Python tools of the chart test (Helm v4 as a library, Kubernetes schemas), pinned in
+# tests/requirements.txt. pip skips what is already installed at the pinned version.
+PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" - tests/requirements.txt <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+for line in open(sys.argv[1]):
+    line = line.split("#")[0].strip()
+    if line:
+        name, want = line.split("==")
+        if version(name) != want:
+            sys.exit(1)
+PY
+then
+  echo "tests/setup.sh: installing Python packages from tests/requirements.txt"
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -r tests/requirements.txt
+fi
+
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 if ! port_open 4222; then

@@ -185,14 +185,14 @@ fn demo_runs_on_embedded_defaults_and_prints_events() {
 
 #[test]
 fn the_chart_default_config_passes_check_config() {
-    // What the chart's ConfigMap renders: `.Values.config | toToml` (Helm itself is not available
-    // here, so the same conversion is done with serde).
+    // What the chart's ConfigMap renders: `.Values.config | toToml`, converted with serde here
+    // (Helm's own rendering is checked by crates/espm-config/tests/chart.rs).
     let values = std::fs::read_to_string(format!(
         "{}/../../charts/espm-bridge/values.yaml",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();
-    let values: serde_json::Value = serde_yaml::from_str(&values).unwrap();
+    let values: serde_json::Value = serde_norway::from_str(&values).unwrap();
     let config = toml::Value::try_from(&values["config"]).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
@@ -207,4 +207,91 @@ fn the_chart_default_config_passes_check_config() {
         String::from_utf8_lossy(&out.stderr),
         std::fs::read_to_string(&path).unwrap()
     );
+}
+
+#[test]
+fn exit_codes_are_78_for_configuration_and_2_for_usage_and_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    // check-config and run agree (blank webhook type filter, caught before any secret is read).
+    std::fs::write(
+        &bad,
+        "[[accounts]]\nname = \"a\"\nenvironment = \"test\"\nusername = \"u\"\npassword_env = \"P\"\n\
+         [[sinks]]\ntype = \"webhook\"\nname = \"h\"\nurl = \"https://example.com/h\"\nsecret_env = \"S\"\ntypes = [\" \"]\n",
+    )
+    .unwrap();
+    for args in [
+        vec!["check-config", "--config", bad.to_str().unwrap()],
+        vec!["run", "--config", bad.to_str().unwrap()],
+        vec!["check-config", "--config", "/nonexistent/bridge.toml"],
+    ] {
+        let out = Command::new(bridge_bin()).args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {err}");
+    }
+    let out = Command::new(bridge_bin())
+        .args(["check-config", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sinks[0].types[0]"));
+    for args in [
+        vec!["--no-such-flag"],
+        vec!["journal", "depth"],
+        vec!["dlq", "replay"],
+        vec!["frobnicate"],
+    ] {
+        let out = Command::new(bridge_bin())
+            .args(&args)
+            .env_remove("ESPM_BRIDGE_CONFIG")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for args in [vec!["--help"], vec!["check-config", "--help"]] {
+        let out = Command::new(bridge_bin()).args(&args).output().unwrap();
+        let help = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            help.contains("78") && help.contains("EX_CONFIG") && help.contains("usage error"),
+            "{args:?} does not document the exit codes:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn inspection_commands_print_json_for_scripts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.db");
+    drop(espm_journal::Journal::open(&path).unwrap());
+    let run = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new(bridge_bin())
+            .args(args)
+            .args(["--output", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "{args:?}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    };
+    let p = path.to_str().unwrap();
+    let depth = run(&["journal", "--path", p, "depth"]);
+    assert!(depth["outbox_head"].is_i64(), "{depth}");
+    assert!(depth["sinks"].is_array(), "{depth}");
+    assert_eq!(
+        run(&["journal", "--path", p, "quarantine"]),
+        serde_json::json!([])
+    );
+    assert_eq!(run(&["dlq", "--path", p, "list"]), serde_json::json!([]));
 }

@@ -164,7 +164,11 @@ async fn metrics_health_and_readiness_are_served() {
     // Gauges refresh on their own schedule: wait until every series has appeared.
     let wanted = [
         "espm_bridge_polls_total{",
-        "espm_bridge_sink_failures_total{sink=\"hook\"",
+        "espm_bridge_sink_attempt_failures_total{sink=\"hook\"",
+        "espm_bridge_build_info{",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_cpu_seconds_total",
         "espm_bridge_sink_published_total{sink=\"hook\"}",
         "espm_bridge_notifications_drained_total{account=\"ops\"}",
         "espm_bridge_quarantined_bodies_total{account=\"ops\"}",
@@ -370,4 +374,91 @@ async fn two_provider_accounts_poll_side_by_side_with_their_own_namespaces() {
     bridge.terminate(Duration::from_secs(20));
     live_like.shutdown().await;
     other.shutdown().await;
+}
+
+/// PM down and a broker down: the bridge stays ready (`helm install --wait` must not hang on a PM
+/// outage), and `/status` and the metrics say what is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pm_and_sink_outages_show_in_status_not_in_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on these ports: PM and NATS are "down".
+    let pm_port = free_port();
+    let nats_port = free_port();
+    let config = format!(
+        "{}{}\n[[sinks]]\ntype = \"file\"\nname = \"audit\"\npath = \"{}\"\n\n[[sinks]]\ntype = \"nats\"\nname = \"bus\"\nurl = \"nats://127.0.0.1:{nats_port}\"\nconnect_timeout = \"500ms\"\n",
+        journal_toml(dir.path()),
+        account_toml(
+            "down",
+            &format!("http://127.0.0.1:{pm_port}/ws"),
+            "ops",
+            PASSWORD_ENV,
+            "clear"
+        ),
+        dir.path().join("events.jsonl").display()
+    );
+    let config_path = dir.path().join("bridge.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let port = free_port();
+    let bridge = Bridge::start(
+        &config_path,
+        dir.path(),
+        &[(PASSWORD_ENV, "ops-pw")],
+        Some(port),
+    );
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let status = eventually(Duration::from_secs(30), || {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let s: Value = http
+                .get(format!("{base}/status"))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let account_down = s["accounts"][0]["healthy"] == json!(false)
+                && s["accounts"][0]["last_error"].is_string();
+            let bus = s["sinks"].as_array()?.iter().find(|x| x["name"] == "bus")?;
+            let bus_down = bus["healthy"] == json!(false) && bus["last_error"].is_string();
+            (account_down && bus_down).then_some(s)
+        }
+    })
+    .await;
+    let status =
+        status.unwrap_or_else(|| panic!("/status never showed the outages:\n{}", bridge.log()));
+    assert_eq!(status["ready"], json!(true), "{status}");
+    assert_eq!(status["healthy"], json!(false), "{status}");
+    let audit = status["sinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "audit")
+        .unwrap();
+    assert_eq!(audit["kind"], "file", "{status}");
+    assert_eq!(audit["pending"], json!(0), "{status}");
+
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(
+        ready.status(),
+        200,
+        "PM or NATS down must not make the bridge unready"
+    );
+
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "espm_bridge_account_up{account=\"down\"} 0",
+        "espm_bridge_sink_up{sink=\"bus\"} 0",
+    ] {
+        assert!(metrics.contains(line), "missing {line:?} in:\n{metrics}");
+    }
 }

@@ -3,7 +3,18 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
+
+/// Exit status for configuration errors (sysexits' EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+
+const EXIT_CODES: &str = "\
+Exit status:
+  0   success
+  1   failure while running (PM, journal or broker trouble; `normalize` on bad XML)
+  2   usage error: unknown subcommand or flag, missing or conflicting arguments
+  78  configuration error (EX_CONFIG): the file does not parse or validate, or a secret it
+      names cannot be read; `check-config` prints every problem with its key path";
 
 /// espm-bridge turns ENERGY STAR Portfolio Manager polling into pushed CloudEvents.
 ///
@@ -17,7 +28,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// (see config/production.toml), check it with `espm-bridge check-config --config FILE`,
 /// then `espm-bridge run --config FILE`.
 #[derive(Debug, Parser)]
-#[command(name = "espm-bridge", version, propagate_version = true)]
+#[command(
+    name = "espm-bridge",
+    version,
+    propagate_version = true,
+    after_help = EXIT_CODES
+)]
 pub struct Cli {
     /// Log format (logs go to stderr): `json` (default when stderr is not a terminal) or `pretty`. Level from RUST_LOG
     /// (default `info`).
@@ -48,7 +64,7 @@ pub enum Command {
         /// TOML configuration file. Environment overrides: ESPM_BRIDGE__SECTION__KEY=value.
         #[arg(long, short, env = "ESPM_BRIDGE_CONFIG")]
         config: PathBuf,
-        /// Serve /metrics, /healthz and /readyz here instead of `metrics.listen`.
+        /// Serve /metrics, /healthz, /readyz and /status here instead of `metrics.listen`.
         #[arg(long)]
         metrics_addr: Option<SocketAddr>,
         /// How long to wait for in-flight deliveries on shutdown.
@@ -61,7 +77,7 @@ pub enum Command {
     /// directory and the console sink, then keeps simulated customers busy (connection
     /// requests, shares, unshares, disconnects, transfers) so events keep flowing.
     Demo {
-        /// Serve /metrics, /healthz and /readyz here.
+        /// Serve /metrics, /healthz, /readyz and /status here.
         #[arg(long, default_value = "127.0.0.1:9464")]
         metrics_addr: SocketAddr,
         /// Simulator listen address.
@@ -119,12 +135,17 @@ pub enum Command {
         account: String,
     },
     /// Validate a configuration file and print every problem with its key path.
+    ///
+    /// Runs exactly the checks `run` runs before it starts (including each sink's own), without
+    /// reading secrets. Exits 0 when the file is valid, 78 (EX_CONFIG) when it is not.
+    #[command(after_help = EXIT_CODES)]
     CheckConfig {
         /// TOML configuration file.
         #[arg(long, short, env = "ESPM_BRIDGE_CONFIG")]
         config: PathBuf,
     },
     /// Inspect the journal: outbox depth per sink, quarantined bodies, a notification's history.
+    #[command(group(ArgGroup::new("journal_source").required(true).args(["path", "config"])))]
     Journal {
         /// Journal file (or give --config to use `journal.path`).
         #[arg(long, conflicts_with = "config")]
@@ -152,6 +173,7 @@ pub enum Command {
         command: PmCommand,
     },
     /// See, replay or drop dead letters (events a sink gave up on).
+    #[command(group(ArgGroup::new("journal_source").required(true).args(["path", "config"])))]
     Dlq {
         /// Journal file (or give --config to use `journal.path`).
         #[arg(long, conflicts_with = "config")]
@@ -168,12 +190,19 @@ pub enum Command {
 #[derive(Debug, Subcommand)]
 pub enum JournalCommand {
     /// Outbox depth, oldest pending event and dead letters per sink.
-    Depth,
+    Depth {
+        /// `text` (a table) or `json` (one object, for scripts).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Quarantined PM bodies (responses that did not parse).
     Quarantine {
         /// Print this body's raw bytes to stdout.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "output")]
         show: Option<i64>,
+        /// `text` (a table) or `json` (an array, for scripts).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Parse a quarantined body again (e.g. after an upgrade that reads it) and deliver what
     /// parses. Safe to repeat: event ids are deterministic, so nothing is sent twice. Exits 0 when
@@ -195,6 +224,15 @@ pub enum JournalCommand {
     },
 }
 
+/// Output format of the inspection commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns for people.
+    Text,
+    /// JSON on stdout for scripts (timestamps RFC 3339, ages in seconds).
+    Json,
+}
+
 /// `dlq` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum DlqCommand {
@@ -203,16 +241,20 @@ pub enum DlqCommand {
         /// Only this sink.
         #[arg(long)]
         sink: Option<String>,
+        /// `text` (a table) or `json` (an array, for scripts).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Put dead letters back in the outbox for their sink only; a running bridge delivers them.
     Replay {
         /// Dead-letter ids (from `dlq list`), or `--all`.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
         ids: Vec<i64>,
         /// Replay every dead letter (of --sink, if given).
         #[arg(long)]
         all: bool,
         /// With --all: only this sink.
-        #[arg(long)]
+        #[arg(long, requires = "all")]
         sink: Option<String>,
     },
     /// Delete dead letters for good.

@@ -11,7 +11,9 @@ use espm_config::{BridgeConfig, Secret};
 use espm_journal::Journal;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{Command, DlqCommand, JournalCommand, PmCommand, RequestKind, UnshareKind};
+use crate::cli::{
+    Command, DlqCommand, JournalCommand, Output, PmCommand, RequestKind, UnshareKind, EXIT_CONFIG,
+};
 use crate::runtime::{self, Options};
 
 /// Password the demo's simulator accepts; it never leaves the process.
@@ -130,7 +132,7 @@ fn check_config(path: &Path) -> Result<ExitCode> {
             for p in e.problems() {
                 eprintln!("{}: {p}", path.display());
             }
-            Ok(ExitCode::from(2))
+            Ok(ExitCode::from(EXIT_CONFIG))
         }
     }
 }
@@ -195,6 +197,26 @@ fn open_journal(
     Ok((j, retention))
 }
 
+/// Seconds since `t` (JSON output).
+fn age_seconds(t: SystemTime) -> u64 {
+    SystemTime::now()
+        .duration_since(t)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// One JSON document on stdout.
+fn print_json(v: &serde_json::Value) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}
+
 fn age(t: Option<SystemTime>) -> String {
     match t.and_then(|t| SystemTime::now().duration_since(t).ok()) {
         Some(d) => humantime::format_duration(Duration::from_secs(d.as_secs())).to_string(),
@@ -222,7 +244,26 @@ fn journal_cmd(
     cmd: JournalCommand,
 ) -> Result<ExitCode> {
     match cmd {
-        JournalCommand::Depth => {
+        JournalCommand::Depth {
+            output: Output::Json,
+        } => {
+            let mut sinks = Vec::new();
+            for s in j.sinks()? {
+                let d = j.outbox_depth(&s.name)?;
+                sinks.push(serde_json::json!({
+                    "sink": s.name,
+                    "cursor": s.cursor,
+                    "pending": d.pending,
+                    "oldest_pending_at": d.oldest_enqueued_at.map(rfc3339),
+                    "oldest_pending_age_seconds": d.oldest_enqueued_at.map(age_seconds),
+                    "dead_letters": j.dlq_count(Some(&s.name))?,
+                }));
+            }
+            print_json(&serde_json::json!({ "outbox_head": j.head_seq()?, "sinks": sinks }))?;
+        }
+        JournalCommand::Depth {
+            output: Output::Text,
+        } => {
             println!(
                 "{:<24} {:>10} {:>10} {:>14} {:>8}",
                 "SINK", "CURSOR", "PENDING", "OLDEST", "DLQ"
@@ -241,13 +282,38 @@ fn journal_cmd(
             }
             println!("outbox head: {}", j.head_seq()?);
         }
-        JournalCommand::Quarantine { show: Some(id) } => {
+        JournalCommand::Quarantine { show: Some(id), .. } => {
             match j.raw_body(espm_journal::RawId(id))? {
                 Some(b) => std::io::stdout().write_all(&b)?,
                 None => bail!("no raw body {id}"),
             }
         }
-        JournalCommand::Quarantine { show: None } => {
+        JournalCommand::Quarantine {
+            show: None,
+            output: Output::Json,
+        } => {
+            let list: Vec<serde_json::Value> = j
+                .quarantine_list()?
+                .into_iter()
+                .map(|q| {
+                    serde_json::json!({
+                        "raw_id": q.id.0,
+                        "environment": q.scope.environment,
+                        "account": q.scope.account,
+                        "endpoint": q.endpoint,
+                        "http_status": q.http_status,
+                        "bytes": q.len,
+                        "received_at": rfc3339(q.received_at),
+                        "error": q.error,
+                    })
+                })
+                .collect();
+            print_json(&serde_json::Value::Array(list))?;
+        }
+        JournalCommand::Quarantine {
+            show: None,
+            output: Output::Text,
+        } => {
             let list = j.quarantine_list()?;
             if list.is_empty() {
                 println!("no quarantined bodies");
@@ -297,7 +363,33 @@ fn journal_cmd(
 
 fn dlq_cmd((j, _): (Journal, Option<Duration>), cmd: DlqCommand) -> Result<ExitCode> {
     match cmd {
-        DlqCommand::List { sink } => {
+        DlqCommand::List {
+            sink,
+            output: Output::Json,
+        } => {
+            let list: Vec<serde_json::Value> = j
+                .dlq_list(sink.as_deref())?
+                .into_iter()
+                .map(|d| {
+                    serde_json::json!({
+                        "id": d.id,
+                        "sink": d.sink,
+                        "seq": d.seq,
+                        "event_id": d.event_id,
+                        "event_type": d.event_type,
+                        "attempts": d.attempts,
+                        "failed_at": rfc3339(d.failed_at),
+                        "reason": d.reason,
+                        "event": d.event,
+                    })
+                })
+                .collect();
+            print_json(&serde_json::Value::Array(list))?;
+        }
+        DlqCommand::List {
+            sink,
+            output: Output::Text,
+        } => {
             let list = j.dlq_list(sink.as_deref())?;
             println!(
                 "{:>6} {:<20} {:<38} {:<44} {:>8}  REASON",

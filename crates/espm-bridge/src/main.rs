@@ -30,7 +30,26 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             eprintln!("espm-bridge: {e:#}");
             tracing::error!(error = format!("{e:#}"), "exiting");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+/// The exit status of a failed command (documented in `--help`): 78 (EX_CONFIG, as Vector uses)
+/// for anything the configuration got wrong, including a secret it names that cannot be read; 1
+/// for everything else. Usage errors exit with 2 from clap before we get here.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    let config = e.chain().any(|c| {
+        c.is::<espm_config::ConfigError>()
+            || c.is::<espm_config::SecretError>()
+            || matches!(
+                c.downcast_ref::<espm_sink::SinkError>(),
+                Some(espm_sink::SinkError::Config { .. })
+            )
+    });
+    if config {
+        cli::EXIT_CONFIG
+    } else {
+        1
     }
 }

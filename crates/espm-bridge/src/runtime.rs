@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::server::{self, Health};
+use crate::server::{self, AccountEntry, Health, SinkEntry};
 
 /// Everything `run` and `demo` need beyond the config file.
 pub struct Options {
@@ -30,9 +30,19 @@ pub struct Options {
 
 /// Build one sink from its configuration.
 pub fn build_sink(cfg: &SinkConfig) -> Result<Arc<dyn Sink>> {
+    // Kafka, NATS and webhook constructors run `validate()` themselves; the infallible console
+    // and file constructors get it here, so every sink rejects what `check-config` rejects.
+    let check = |problems| espm_sink::SinkError::check(cfg.name(), problems);
+    let path = format!("sinks.{}", cfg.name());
     Ok(match cfg {
-        SinkConfig::Console(c) => Arc::new(espm_sink::ConsoleSink::new(c)),
-        SinkConfig::File(c) => Arc::new(espm_sink::FileSink::new(c)),
+        SinkConfig::Console(c) => {
+            check(c.validate(&path))?;
+            Arc::new(espm_sink::ConsoleSink::new(c))
+        }
+        SinkConfig::File(c) => {
+            check(c.validate(&path))?;
+            Arc::new(espm_sink::FileSink::new(c))
+        }
         SinkConfig::Kafka(c) => Arc::new(espm_sink_kafka::KafkaSink::new(c)?),
         SinkConfig::Nats(c) => Arc::new(espm_sink_nats::NatsSink::new(c)?),
         SinkConfig::Webhook(c) => Arc::new(espm_sink_webhook::WebhookSink::new(c)?),
@@ -74,7 +84,7 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         for p in &problems {
             eprintln!("config: {p}");
         }
-        anyhow::bail!("invalid configuration: {} problem(s)", problems.len());
+        return Err(espm_config::ConfigError::Invalid(problems).into());
     }
     let prometheus = server::install_recorder()?;
     let journal_path = cfg.journal.path.clone();
@@ -94,7 +104,12 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
     for sc in &cfg.sinks {
         let sink = build_sink(sc).with_context(|| format!("sink {}", sc.name()))?;
         let state = Arc::new(SinkState::new());
-        sink_states.push((sc.name().to_string(), state.clone()));
+        sink_states.push(SinkEntry {
+            name: sc.name().to_string(),
+            sink: sink.clone(),
+            state: state.clone(),
+            probe: Default::default(),
+        });
         sinks.push(sink.clone());
         let wake = Arc::new(Notify::new());
         wakes.push(wake.clone());
@@ -114,7 +129,7 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
     }
 
     let mut poller_tasks = Vec::new();
-    let mut poller_status: Vec<(String, Arc<PollerStatus>, Duration)> = Vec::new();
+    let mut poller_status: Vec<AccountEntry> = Vec::new();
     for acct in &cfg.accounts {
         let password = match opts.passwords.get(&acct.name) {
             Some(p) => p.clone(),
@@ -138,18 +153,18 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
             spool: spool.clone(),
         };
         let poller = Poller::new(client, journal.clone(), pcfg, wakes.clone());
-        // A poll is "recent" for /readyz if it happened within a few intervals (errors back off).
-        poller_status.push((
-            acct.name.clone(),
-            poller.status(),
-            acct.poll_interval * 3 + Duration::from_secs(120),
-        ));
+        // A poll is "recent" for /status if it happened within a few intervals (errors back off).
+        poller_status.push(AccountEntry {
+            name: acct.name.clone(),
+            status: poller.status(),
+            max_age: acct.poll_interval * 3 + Duration::from_secs(120),
+        });
         let span = tracing::info_span!("poller", account = %acct.name, environment = acct.environment.as_str());
         poller_tasks.push(tokio::spawn(poller.run(poll_stop.clone()).instrument(span)));
     }
 
     let statuses: Vec<Arc<PollerStatus>> =
-        poller_status.iter().map(|(_, s, _)| s.clone()).collect();
+        poller_status.iter().map(|a| a.status.clone()).collect();
     let health = Arc::new(Health::new(journal.clone(), sink_states, poller_status));
     let listen = match opts.metrics_addr {
         Some(a) => a,
@@ -158,6 +173,7 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         })?,
     };
     let server_stop = CancellationToken::new();
+    let monitor = tokio::spawn(health.clone().monitor(server_stop.clone()));
     let server = server::serve(listen, prometheus, health, server_stop.clone()).await?;
     tracing::info!(metrics = %server, accounts = cfg.accounts.len(), sinks = cfg.sinks.len(), "espm-bridge running");
 
@@ -209,6 +225,7 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         .await;
     }
     compaction.abort();
+    monitor.abort();
     server_stop.cancel();
     let report = RunReport {
         spooled: spool.pending(None).len(),
@@ -310,5 +327,209 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every sink configuration `check-config` rejects, `run` (the sink's constructor) rejects
+    /// too, for the same key. `(sink table, key the problem names)`.
+    const REJECTED: &[(&str, &str)] = &[
+        // Webhook
+        (
+            r#"type = "webhook"
+url = "https://example.com/hook"
+types = ["  "]"#,
+            "types[0]",
+        ),
+        (
+            r#"type = "webhook"
+url = "https://example.com/hook"
+types = ["gov.*.revoked"]"#,
+            "types[0]",
+        ),
+        (
+            r#"type = "webhook"
+url = "ftp://example.com/hook""#,
+            "url",
+        ),
+        (
+            r#"type = "webhook"
+url = "https://example.com/hook"
+max_in_flight = 0"#,
+            "max_in_flight",
+        ),
+        (
+            r#"type = "webhook"
+url = "https://example.com/hook"
+retry = { max_attempts = 0 }"#,
+            "retry.max_attempts",
+        ),
+        (
+            r#"type = "webhook"
+url = "https://example.com/hook"
+header_files = { X-Token = "/run/secrets/t" }
+header_envs = { X-Token = "TOKEN" }"#,
+            "header_envs.X-Token",
+        ),
+        (
+            r#"type = "webhook"
+url = "https://example.com/hook"
+headers = { Authorization = "Bearer inline" }"#,
+            "headers.Authorization",
+        ),
+        // Kafka
+        (
+            r#"type = "kafka"
+brokers = "kafka:9092"
+topic = "espm events!""#,
+            "topic",
+        ),
+        (
+            r#"type = "kafka"
+brokers = "kafka:9092"
+topic = "..""#,
+            "topic",
+        ),
+        (
+            r#"type = "kafka"
+brokers = "kafka:9092"
+topic = "{nope}""#,
+            "topic",
+        ),
+        (
+            r#"type = "kafka"
+brokers = " , "
+topic = "espm""#,
+            "brokers",
+        ),
+        (
+            r#"type = "kafka"
+brokers = "kafka:9092"
+topic = "espm"
+create_topics = true
+topic_partitions = 0"#,
+            "topic_partitions",
+        ),
+        (
+            r#"type = "kafka"
+brokers = "kafka:9092"
+topic = "espm"
+secret_files = { "sasl.password" = "/run/secrets/p" }
+secret_envs = { "sasl.password" = "P" }"#,
+            "secret_envs.sasl.password",
+        ),
+        // NATS
+        (
+            r#"type = "nats"
+url = "nats://127.0.0.1:4222"
+stream = "espm.events""#,
+            "stream",
+        ),
+        (
+            r#"type = "nats"
+url = "nats://127.0.0.1:4222"
+stream = "espm events""#,
+            "stream",
+        ),
+        (
+            r#"type = "nats"
+url = "nats://127.0.0.1:4222"
+create_stream = true"#,
+            "stream",
+        ),
+        (
+            r#"type = "nats"
+url = "nats://127.0.0.1:4222"
+subject = "acme.{type}"
+stream = "ESPM"
+create_stream = true
+stream_subjects = ["espm.>"]"#,
+            "stream_subjects",
+        ),
+        (
+            r#"type = "nats"
+url = "nats://127.0.0.1:4222"
+subject = "{environment}.events"
+stream = "ESPM"
+create_stream = true"#,
+            "stream_subjects",
+        ),
+        (
+            r#"type = "nats"
+url = "http://127.0.0.1:4222""#,
+            "url",
+        ),
+        (
+            r#"type = "nats"
+url = "nats://127.0.0.1:4222"
+username = "bridge""#,
+            "username",
+        ),
+        (
+            r#"type = "nats"
+url = "nats://127.0.0.1:4222"
+nkey_file = "/run/secrets/nkey"
+credentials_file = "/run/secrets/creds""#,
+            "credentials_file",
+        ),
+        // File and console
+        (
+            r#"type = "file"
+path = """#,
+            "path",
+        ),
+    ];
+
+    fn sink(table: &str, name: &str, secret: &std::path::Path) -> SinkConfig {
+        let mut text = format!("name = \"{name}\"\n{table}\n");
+        if table.contains("\"webhook\"") {
+            text.push_str(&format!("secret_file = \"{}\"\n", secret.display()));
+        }
+        toml::from_str(&text).unwrap_or_else(|e| panic!("{e}\n{text}"))
+    }
+
+    #[test]
+    fn every_rejection_is_the_same_in_check_config_and_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("whsec");
+        std::fs::write(&secret, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+        let mut cases: Vec<(SinkConfig, &str)> = REJECTED
+            .iter()
+            .map(|(t, key)| (sink(t, "s", &secret), *key))
+            .collect();
+        cases.push((sink("type = \"console\"", "Not A Name", &secret), "name"));
+        for (cfg, key) in &cases {
+            let checked = cfg.validate("sinks[0]");
+            assert!(
+                checked.iter().any(|p| p.path == format!("sinks[0].{key}")),
+                "check-config does not name sinks[0].{key} for {cfg:?}: {checked:?}"
+            );
+            let built = match build_sink(cfg) {
+                Ok(_) => panic!("run accepts what check-config rejects: {cfg:?}"),
+                Err(e) => format!("{e:#}"),
+            };
+            assert!(
+                built.contains(&format!("sinks.{}.{key}", cfg.name())),
+                "run rejects {cfg:?} for another reason: {built}"
+            );
+        }
+        // The same tables with the fault removed are accepted by both, so the cases test what
+        // they say.
+        let good = [
+            "type = \"webhook\"\nurl = \"https://example.com/hook\"\ntypes = [\"gov.energystar.pm.*\"]",
+            "type = \"kafka\"\nbrokers = \"kafka:9092\"\ntopic = \"espm.events\"",
+            "type = \"nats\"\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"acme.{type}\"\nstream = \"ESPM\"\ncreate_stream = true",
+            "type = \"file\"\npath = \"/tmp/events.jsonl\"",
+        ];
+        for t in good {
+            let cfg = sink(t, "s", &secret);
+            assert_eq!(cfg.validate("sinks[0]"), vec![], "{t}");
+            if let Err(e) = build_sink(&cfg) {
+                panic!("{t}: {e:#}");
+            }
+        }
     }
 }

@@ -34,6 +34,9 @@ pub struct HelmValues {
     /// Extra pod labels.
     #[serde(default)]
     pub pod_labels: BTreeMap<String, String>,
+    /// Labels added to every resource the chart creates (and to the pod).
+    #[serde(default)]
+    pub common_labels: BTreeMap<String, String>,
     /// `RUST_LOG` of the container (tracing filter), e.g. `info` or `info,espm_poller=debug`.
     pub rust_log: String,
     /// Extra environment variables (Kubernetes `EnvVar` objects), e.g. `ESPM_BRIDGE__...`
@@ -65,9 +68,37 @@ pub struct HelmValues {
     /// Container-level securityContext.
     #[serde(default)]
     pub security_context: Map<String, Value>,
-    /// Grace period for a clean shutdown (in-flight deliveries finish, the journal is closed).
-    #[serde(default = "default_grace")]
+    /// How long the bridge waits on SIGTERM for pollers and in-flight deliveries (`run --grace`).
+    #[serde(default = "default_shutdown_grace")]
+    pub shutdown_grace_seconds: u32,
+    /// The pod's grace period before Kubernetes kills it. `0` (the default) derives it:
+    /// `shutdownGraceSeconds` plus the longest `config.accounts[].request_timeout` (a `clear=true`
+    /// in flight must be answered and journalled) plus 10 s. A value set here that is shorter than
+    /// that fails the render.
+    #[serde(default)]
     pub termination_grace_period_seconds: u32,
+    /// The container's liveness probe (`/healthz`: the process answers).
+    #[serde(default)]
+    pub liveness_probe: Map<String, Value>,
+    /// The container's readiness probe (`/readyz`: journal writable, configuration loaded; not
+    /// PM's or a sink's health, so `helm install --wait` never hangs on a PM outage).
+    #[serde(default)]
+    pub readiness_probe: Map<String, Value>,
+    /// The container's startup probe; the other probes start once it passed.
+    #[serde(default)]
+    pub startup_probe: Map<String, Value>,
+    /// Extra volumes of the pod (Kubernetes `Volume` objects).
+    #[serde(default)]
+    pub extra_volumes: Vec<Map<String, Value>>,
+    /// Extra volume mounts of the container (Kubernetes `VolumeMount` objects).
+    #[serde(default)]
+    pub extra_volume_mounts: Vec<Map<String, Value>>,
+    /// Init containers of the pod (Kubernetes `Container` objects).
+    #[serde(default)]
+    pub init_containers: Vec<Map<String, Value>>,
+    /// PriorityClass of the pod; empty for the cluster default.
+    #[serde(default)]
+    pub pod_priority_class_name: String,
     /// Node selector.
     #[serde(default)]
     pub node_selector: BTreeMap<String, String>,
@@ -87,8 +118,8 @@ pub struct HelmValues {
     pub config: BridgeConfig,
 }
 
-fn default_grace() -> u32 {
-    30
+fn default_shutdown_grace() -> u32 {
+    20
 }
 
 /// Container image.
@@ -143,6 +174,9 @@ pub struct PersistenceValues {
     /// Annotations of the claim.
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    /// Use this existing PersistentVolumeClaim instead of the StatefulSet's claim template.
+    #[serde(default)]
+    pub existing_claim: String,
 }
 
 fn default_access_modes() -> Vec<String> {

@@ -71,7 +71,11 @@ pub fn reference_markdown() -> String {
          - Durations are strings: a number and a unit, e.g. `\"60s\"`, `\"5m\"`, `\"1h 30m\"`, `\"30d\"`.\n\
          - Secrets are never written inline: every secret comes from a `*_file` key (a mounted\n\
            file; one trailing newline is ignored) or a `*_env` key (the name of an environment\n\
+           variable); named sets of secrets from `*_files` / `*_envs` maps (name -> file or\n\
            variable).\n\
+         - Each secret has exactly one source. Setting both `X_file` and `X_env`, or one name in\n\
+           both `*_files` and `*_envs`, is an error for every secret (`check-config` and `run` say\n\
+           so); no source silently wins.\n\
          - Account and sink names may contain only `a-z`, `0-9`, `_` and `-`, and must be unique:\n\
            they appear in metric labels, event sources, subjects and topic names, and key the journal.\n\n\
          ## Environment overrides\n\n\

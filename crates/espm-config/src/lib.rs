@@ -34,7 +34,7 @@ pub use load::{
     ConfigProblem, ENV_PREFIX,
 };
 pub use secret::{read_secret_map, Secret, SecretError, SecretSource};
-pub use sink_kafka::{KafkaMode, KafkaSinkConfig};
+pub use sink_kafka::{kafka_topic_name, KafkaMode, KafkaSinkConfig};
 pub use sink_nats::NatsSinkConfig;
 pub use sink_webhook::{RetryPolicy, WebhookSinkConfig};
 pub use validate::resolve_password;

@@ -60,7 +60,8 @@ pub enum SecretError {
 }
 
 impl SecretSource {
-    /// Pick the configured source: a file wins over a variable; `None` when neither is set.
+    /// Pick the configured source; `None` when neither is set. Both set is a configuration error
+    /// (`validate()` rejects it); should both get here anyway, the file wins, everywhere.
     pub fn from_options(file: Option<&PathBuf>, env: Option<&String>) -> Option<Self> {
         match (file, env) {
             (Some(f), _) => Some(SecretSource::File(f.clone())),
@@ -93,8 +94,9 @@ impl SecretSource {
 }
 
 /// Read a set of named secrets: each name from a file (`files`) or an environment variable
-/// (`envs`; it wins when a name is in both). Used for librdkafka properties and webhook headers.
-/// The error names the entry that could not be read.
+/// (`envs`). Used for librdkafka properties and webhook headers. A name in both is a
+/// configuration error (`validate()` rejects it); should one get here anyway, the file wins, as in
+/// [`SecretSource::from_options`]. The error names the entry that could not be read.
 pub fn read_secret_map(
     files: &std::collections::BTreeMap<String, PathBuf>,
     envs: &std::collections::BTreeMap<String, String>,
@@ -106,7 +108,7 @@ pub fn read_secret_map(
             .map_err(|e| (name.clone(), e))?;
         out.insert(name.clone(), s);
     }
-    for (name, var) in envs {
+    for (name, var) in envs.iter().filter(|(n, _)| !files.contains_key(*n)) {
         let s = SecretSource::Env(var.clone())
             .read()
             .map_err(|e| (name.clone(), e))?;

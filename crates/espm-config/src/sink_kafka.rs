@@ -70,3 +70,27 @@ fn default_topic_partitions() -> i32 {
 fn default_topic_replication_factor() -> i32 {
     -1
 }
+
+/// Longest Kafka topic name.
+const MAX_TOPIC_LEN: usize = 249;
+
+/// Whether `topic` is a legal Kafka topic name; the reason when not. One rule for `check-config`
+/// (static topics) and the sink (every rendered topic).
+pub fn kafka_topic_name(topic: &str) -> Result<(), &'static str> {
+    if topic.is_empty() {
+        return Err("empty (check the topic template's placeholders)");
+    }
+    if topic.len() > MAX_TOPIC_LEN {
+        return Err("longer than 249 characters");
+    }
+    if topic == "." || topic == ".." {
+        return Err("`.` and `..` are not allowed");
+    }
+    if !topic
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err("only ASCII letters, digits, `.`, `_` and `-` are allowed");
+    }
+    Ok(())
+}

@@ -23,7 +23,7 @@ pub fn resolve_password(account: &AccountConfig) -> Result<Secret, SecretError> 
 }
 
 impl AccountConfig {
-    /// Where the password comes from (a file wins over a variable); `None` when neither is set.
+    /// Where the password comes from; `None` when neither is set (see [`SecretSource::from_options`]).
     pub fn password_source(&self) -> Option<SecretSource> {
         SecretSource::from_options(self.password_file.as_ref(), self.password_env.as_ref())
     }
@@ -86,24 +86,53 @@ impl BridgeConfig {
         let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, s) in self.sinks.iter().enumerate() {
             let p = format!("sinks[{i}]");
-            check_name(&mut v, &format!("{p}.name"), s.name());
             if let Some(first) = seen.insert(s.name(), i) {
                 v.push(
                     format!("{p}.name"),
                     format!("duplicate sink name `{}` (also sinks[{first}])", s.name()),
                 );
             }
-            match s {
-                SinkConfig::Kafka(k) => check_kafka(&mut v, &p, k),
-                SinkConfig::Nats(n) => check_nats(&mut v, &p, n),
-                SinkConfig::Webhook(w) => check_webhook(&mut v, &p, w),
-                SinkConfig::File(f) => check_file(&mut v, &p, f),
-                SinkConfig::Console(_) => {}
-            }
+            v.0.extend(s.validate(&p));
         }
         v.0
     }
 }
+
+impl SinkConfig {
+    /// Every problem of this sink's configuration, with key paths under `path` (`sinks[0]`).
+    /// `check-config` (through [`BridgeConfig::validate`]) and each sink's constructor call
+    /// this same function, so `run` never rejects what `check-config` accepted. Secrets are
+    /// not read here.
+    pub fn validate(&self, path: &str) -> Vec<ConfigProblem> {
+        let mut v = Problems::default();
+        check_name(&mut v, &format!("{path}.name"), self.name());
+        match self {
+            SinkConfig::Kafka(k) => check_kafka(&mut v, path, k),
+            SinkConfig::Nats(n) => check_nats(&mut v, path, n),
+            SinkConfig::Webhook(w) => check_webhook(&mut v, path, w),
+            SinkConfig::File(f) => check_file(&mut v, path, f),
+            SinkConfig::Console(_) => {}
+        }
+        v.0
+    }
+}
+
+macro_rules! sink_validate {
+    ($ty:ty, $variant:ident) => {
+        impl $ty {
+            /// Every problem of this sink configuration, with key paths under `path`; the same
+            /// check `check-config` runs ([`SinkConfig::validate`]).
+            pub fn validate(&self, path: &str) -> Vec<ConfigProblem> {
+                SinkConfig::$variant(self.clone()).validate(path)
+            }
+        }
+    };
+}
+sink_validate!(KafkaSinkConfig, Kafka);
+sink_validate!(NatsSinkConfig, Nats);
+sink_validate!(WebhookSinkConfig, Webhook);
+sink_validate!(FileSinkConfig, File);
+sink_validate!(crate::ConsoleSinkConfig, Console);
 
 #[derive(Default)]
 struct Problems(Vec<ConfigProblem>);
@@ -232,6 +261,17 @@ fn check_kafka(v: &mut Problems, p: &str, k: &KafkaSinkConfig) {
         v.push(format!("{p}.brokers"), "has an empty entry between commas");
     }
     v.template(format!("{p}.topic"), &k.topic);
+    if !k.topic.contains('{') && !k.topic.contains('}') && !k.topic.trim().is_empty() {
+        if let Err(reason) = crate::kafka_topic_name(&k.topic) {
+            v.push(
+                format!("{p}.topic"),
+                format!("`{}` is not a valid Kafka topic name: {reason}", k.topic),
+            );
+        }
+    }
+    if k.create_topics && k.topic_partitions < 1 {
+        v.push(format!("{p}.topic_partitions"), "must be at least 1");
+    }
     v.template(format!("{p}.key"), &k.key);
     for key in k.secret_files.keys().chain(k.secret_envs.keys()) {
         if k.properties.contains_key(key) {
@@ -268,10 +308,35 @@ fn check_nats(v: &mut Problems, p: &str, n: &NatsSinkConfig) {
             "must name at least one server, e.g. nats://nats:4222",
         );
     }
+    for server in n.url.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if let Err(e) = crate::sink_nats::check_server_url(server) {
+            v.push(format!("{p}.url"), e);
+        }
+    }
     v.template(format!("{p}.subject"), &n.subject);
     v.at_least_one(format!("{p}.max_in_flight"), n.max_in_flight);
     if n.create_stream && n.stream.is_none() {
         v.push(format!("{p}.stream"), "required when create_stream = true");
+    }
+    if let Some(name) = &n.stream {
+        if name.is_empty()
+            || name
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || ".*>/\\".contains(c))
+        {
+            v.push(
+                format!("{p}.stream"),
+                format!(
+                    "stream name {name:?} is invalid: it must be non-empty and contain no \
+                     whitespace, '.', '*', '>', '/' or '\\'"
+                ),
+            );
+        }
+    }
+    if n.create_stream && n.jetstream {
+        if let Err(e) = n.effective_stream_subjects() {
+            v.push(format!("{p}.stream_subjects"), e);
+        }
     }
     if (n.create_stream || n.stream.is_some()) && !n.jetstream {
         v.push(format!("{p}.jetstream"), "a stream needs jetstream = true");
@@ -297,6 +362,18 @@ fn check_nats(v: &mut Problems, p: &str, n: &NatsSinkConfig) {
         v.push(
             format!("{p}.username"),
             "required with password_file/password_env",
+        );
+    }
+    if n.username.is_some() && !has_password {
+        v.push(
+            format!("{p}.username"),
+            "needs password_file or password_env",
+        );
+    }
+    if n.nkey_file.is_some() && n.credentials_file.is_some() {
+        v.push(
+            format!("{p}.credentials_file"),
+            "set only one of nkey_file and credentials_file (a .creds file holds its own nkey)",
         );
     }
     if n.tls_cert_file.is_some() != n.tls_key_file.is_some() {
@@ -340,7 +417,17 @@ fn check_webhook(v: &mut Problems, p: &str, w: &WebhookSinkConfig) {
     );
     v.at_least_one(format!("{p}.max_in_flight"), w.max_in_flight);
     v.duration(format!("{p}.timeout"), w.timeout);
+    for key in w.header_files.keys() {
+        if w.header_envs.contains_key(key) {
+            v.push(
+                format!("{p}.header_envs.{key}"),
+                "also set in header_files: pick one source",
+            );
+        }
+    }
     for (i, t) in w.types.iter().enumerate() {
+        // The sink trims patterns, so a blank one would match nothing useful.
+        let t = t.trim();
         let star = t.find('*');
         if t.is_empty() || star.is_some_and(|s| s + 1 != t.len()) {
             v.push(

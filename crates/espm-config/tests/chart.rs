@@ -1,5 +1,7 @@
-//! The Helm chart without `helm`: static YAML parses, values.yaml matches the generated schema and
-//! the Rust types, the rendered `config` passes check-config, and templates are well-formed.
+//! The Helm chart: static YAML parses, values.yaml matches the generated schema and the Rust types,
+//! the rendered `config` passes check-config, templates are well-formed, and Helm itself (v4, as a
+//! library through helm-python-sdk) lints and renders the chart into manifests that
+//! kubernetes-validate accepts (`tests/helm/check_chart.py`).
 
 use std::path::{Path, PathBuf};
 
@@ -30,9 +32,9 @@ fn chart_files() -> Vec<PathBuf> {
     out
 }
 
-fn values_yaml() -> serde_yaml::Value {
+fn values_yaml() -> serde_norway::Value {
     let text = std::fs::read_to_string(chart_dir().join("values.yaml")).unwrap();
-    serde_yaml::from_str(&text).unwrap()
+    serde_norway::from_str(&text).unwrap()
 }
 
 fn values_json() -> Json {
@@ -55,16 +57,16 @@ fn schema_errors(instance: &Json) -> Vec<String> {
 
 /// YAML -> TOML the way Helm's `toToml` sees it: Helm reads values through JSON, so every number
 /// is a float.
-fn helm_yaml_to_toml(v: &serde_yaml::Value) -> Option<toml::Value> {
+fn helm_yaml_to_toml(v: &serde_norway::Value) -> Option<toml::Value> {
     Some(match v {
-        serde_yaml::Value::Null => return None,
-        serde_yaml::Value::Bool(b) => toml::Value::Boolean(*b),
-        serde_yaml::Value::Number(n) => toml::Value::Float(n.as_f64()?),
-        serde_yaml::Value::String(s) => toml::Value::String(s.clone()),
-        serde_yaml::Value::Sequence(s) => {
+        serde_norway::Value::Null => return None,
+        serde_norway::Value::Bool(b) => toml::Value::Boolean(*b),
+        serde_norway::Value::Number(n) => toml::Value::Float(n.as_f64()?),
+        serde_norway::Value::String(s) => toml::Value::String(s.clone()),
+        serde_norway::Value::Sequence(s) => {
             toml::Value::Array(s.iter().filter_map(helm_yaml_to_toml).collect())
         }
-        serde_yaml::Value::Mapping(m) => {
+        serde_norway::Value::Mapping(m) => {
             let mut t = toml::Table::new();
             for (k, v) in m {
                 if let (Some(k), Some(v)) = (k.as_str(), helm_yaml_to_toml(v)) {
@@ -73,7 +75,7 @@ fn helm_yaml_to_toml(v: &serde_yaml::Value) -> Option<toml::Value> {
             }
             toml::Value::Table(t)
         }
-        serde_yaml::Value::Tagged(t) => return helm_yaml_to_toml(&t.value),
+        serde_norway::Value::Tagged(t) => return helm_yaml_to_toml(&t.value),
     })
 }
 
@@ -88,7 +90,7 @@ fn static_yaml_and_json_files_parse() {
         }
         match ext {
             "yaml" | "yml" => {
-                serde_yaml::from_str::<serde_yaml::Value>(&text)
+                serde_norway::from_str::<serde_norway::Value>(&text)
                     .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
                 checked += 1;
             }
@@ -102,8 +104,8 @@ fn static_yaml_and_json_files_parse() {
     }
     // Chart.yaml, values.yaml, values.schema.json
     assert!(checked >= 3, "only {checked} static files found");
-    let chart: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
+    let chart: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(chart_dir().join("Chart.yaml")).unwrap())
             .unwrap();
     assert_eq!(chart["apiVersion"].as_str(), Some("v2"));
     assert_eq!(chart["name"].as_str(), Some("espm-bridge"));
@@ -149,7 +151,7 @@ fn values_schema_rejects_mistakes() {
 
 #[test]
 fn values_yaml_deserializes_into_the_rust_types() {
-    let v: espm_config::HelmValues = serde_yaml::from_value(values_yaml()).unwrap();
+    let v: espm_config::HelmValues = serde_norway::from_value(values_yaml()).unwrap();
     assert_eq!(v.image.repository, "ghcr.io/espm-bridge/espm-bridge");
     assert_eq!(v.image.tag, "", "tag defaults to appVersion");
     assert!(v.persistence.enabled);
@@ -258,8 +260,11 @@ fn statefulset_keeps_the_single_poller_contract() {
         "mountPath: /var/lib/espm-bridge",
         "mountPath: /etc/espm-bridge",
         "mountPath: /run/secrets/espm-bridge",
-        "path: /healthz",
-        "path: /readyz",
+        "espm-bridge.livenessProbe",
+        "espm-bridge.readinessProbe",
+        "espm-bridge.startupProbe",
+        "espm-bridge.terminationGracePeriodSeconds",
+        "espm-bridge.checkSecretFiles",
         "checksum/config:",
         "checksum/secret:",
         "- /etc/espm-bridge/config.toml",
@@ -279,4 +284,28 @@ fn statefulset_keeps_the_single_poller_contract() {
     );
     let cm = std::fs::read_to_string(chart_dir().join("templates/configmap.yaml")).unwrap();
     assert!(cm.contains("toToml .Values.config"));
+}
+
+/// Helm lints and renders the chart with several value sets; every manifest is validated against
+/// the Kubernetes schemas of two minor versions; render failures (missing secret files, a grace
+/// period shorter than the shutdown needs) are checked. Needs `bash tests/setup.sh` (pip).
+#[test]
+fn chart_renders_with_helm_and_validates() {
+    let script = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/helm/check_chart.py"
+    ));
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {python} {}: {e}", script.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "check_chart.py failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("manifests validated"), "{stdout}");
 }

@@ -107,7 +107,7 @@ fn one_schema_per_type_with_its_id() {
 #[test]
 fn asyncapi_names_every_type_and_channel() {
     let y = asyncapi_yaml();
-    let doc: serde_json::Value = serde_yaml::from_str(&y).unwrap();
+    let doc: serde_json::Value = serde_norway::from_str(&y).unwrap();
     assert_eq!(doc["asyncapi"], "3.0.0");
     for ty in EVENT_TYPES {
         assert_eq!(

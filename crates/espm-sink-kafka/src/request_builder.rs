@@ -8,9 +8,6 @@ pub const BINARY_CONTENT_TYPE: &str = "application/json";
 /// `content-type` of a structured-mode record: the value is the whole event.
 pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json; charset=UTF-8";
 
-/// Kafka's own limit on topic name length.
-const MAX_TOPIC_LEN: usize = 249;
-
 /// One Kafka record, ready to enqueue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaRequest {
@@ -124,30 +121,12 @@ fn binary_headers(ev: &CloudEvent) -> Vec<(String, String)> {
     h
 }
 
-/// Kafka's topic name rules: 1..=249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+/// Kafka's topic name rules ([`espm_config::kafka_topic_name`]) on a rendered topic.
 pub fn validate_topic(topic: &str) -> Result<(), BuildError> {
-    let err = |reason| {
-        Err(BuildError::InvalidTopic {
-            topic: topic.to_string(),
-            reason,
-        })
-    };
-    if topic.is_empty() {
-        return err("empty (check the topic template's placeholders)");
-    }
-    if topic.len() > MAX_TOPIC_LEN {
-        return err("longer than 249 characters");
-    }
-    if topic == "." || topic == ".." {
-        return err("`.` and `..` are not allowed");
-    }
-    if !topic
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return err("only ASCII letters, digits, `.`, `_` and `-` are allowed");
-    }
-    Ok(())
+    espm_config::kafka_topic_name(topic).map_err(|reason| BuildError::InvalidTopic {
+        topic: topic.to_string(),
+        reason,
+    })
 }
 
 #[cfg(test)]

@@ -452,7 +452,7 @@ pub(crate) fn classify(e: &KafkaError) -> Outcome {
     }
 }
 
-/// A low-cardinality label for `espm_bridge_sink_failures_total{reason}`.
+/// A low-cardinality label for `espm_bridge_sink_attempt_failures_total{reason}`.
 pub(crate) fn reason_label(o: &Outcome) -> Option<&'static str> {
     match o {
         Outcome::Delivered => None,

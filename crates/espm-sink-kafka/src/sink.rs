@@ -46,6 +46,7 @@ impl KafkaSink {
     /// depend on them), then `secret_files` and `secret_envs`, then `properties`, then the sink's
     /// default `message.timeout.ms=30000`.
     pub fn new(cfg: &KafkaSinkConfig) -> Result<KafkaSink, SinkError> {
+        SinkError::check(&cfg.name, cfg.validate(&format!("sinks.{}", cfg.name)))?;
         let config_err = |message: String| SinkError::Config {
             sink: cfg.name.clone(),
             message,
@@ -54,20 +55,7 @@ impl KafkaSink {
             .map_err(|e| config_err(format!("topic template {:?}: {e}", cfg.topic)))?;
         let key = Template::parse(&cfg.key)
             .map_err(|e| config_err(format!("key template {:?}: {e}", cfg.key)))?;
-        if cfg.brokers.trim().is_empty() {
-            return Err(config_err("brokers is empty".into()));
-        }
-        if cfg.create_topics && cfg.topic_partitions < 1 {
-            return Err(config_err(format!(
-                "topic_partitions must be at least 1, got {}",
-                cfg.topic_partitions
-            )));
-        }
         let builder = RequestBuilder::new(topic, key, cfg.mode);
-        if let Some(t) = builder.static_topic() {
-            crate::request_builder::validate_topic(t)
-                .map_err(|e| config_err(format!("topic: {e}")))?;
-        }
 
         // Shared client settings (for the producer and the admin client).
         let mut common = ClientConfig::new();
@@ -167,7 +155,7 @@ impl Sink for KafkaSink {
         for (env, o) in batch.iter().zip(&outcomes) {
             if let Some(label) = reason_label(o) {
                 metrics::counter!(
-                    "espm_bridge_sink_failures_total",
+                    "espm_bridge_sink_attempt_failures_total",
                     "sink" => self.name.clone(),
                     "reason" => label
                 )

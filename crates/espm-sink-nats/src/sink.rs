@@ -59,6 +59,7 @@ impl NatsSink {
             sink: cfg.name.clone(),
             message,
         };
+        SinkError::check(&cfg.name, cfg.validate(&format!("sinks.{}", cfg.name)))?;
         let redacted_url = redact_urls(&cfg.url);
         let servers = cfg
             .url
@@ -79,28 +80,15 @@ impl NatsSink {
             return Err(err("max_in_flight must be at least 1".into()));
         }
         let stream = match &cfg.stream {
-            Some(name) => {
-                if name.is_empty()
-                    || name
-                        .chars()
-                        .any(|c| c.is_whitespace() || c.is_control() || ".*>/\\".contains(c))
-                {
-                    return Err(err(format!(
-                        "stream name {name:?} is invalid: it must be non-empty and contain no \
-                         whitespace, '.', '*', '>', '/' or '\\'"
-                    )));
-                }
-                Some(StreamSettings {
-                    name: name.clone(),
-                    create: cfg.create_stream,
-                    subjects: if cfg.stream_subjects.is_empty() {
-                        vec![DEFAULT_STREAM_SUBJECTS.to_string()]
-                    } else {
-                        cfg.stream_subjects.clone()
-                    },
-                    duplicate_window: cfg.duplicate_window,
-                })
-            }
+            Some(name) => Some(StreamSettings {
+                name: name.clone(),
+                create: cfg.create_stream,
+                // validate() rejected subjects that would not capture `subject`.
+                subjects: cfg
+                    .effective_stream_subjects()
+                    .unwrap_or_else(|_| vec![DEFAULT_STREAM_SUBJECTS.to_string()]),
+                duplicate_window: cfg.duplicate_window,
+            }),
             None if cfg.create_stream => {
                 return Err(err("create_stream is set but no stream is named".into()));
             }

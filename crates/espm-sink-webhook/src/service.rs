@@ -21,7 +21,7 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
-    /// Low-cardinality value for the `reason` label of `espm_bridge_sink_failures_total`.
+    /// Low-cardinality value for the `reason` label of `espm_bridge_sink_attempt_failures_total`.
     pub fn label(&self) -> String {
         match self {
             FailureKind::Status(code) => format!("http_{code}"),

@@ -178,6 +178,7 @@ impl WebhookSink {
     /// invalid or reserved extra header, or `max_in_flight = 0`.
     pub fn new(cfg: &WebhookSinkConfig) -> Result<Self, SinkError> {
         let name = cfg.name.as_str();
+        SinkError::check(name, cfg.validate(&format!("sinks.{name}")))?;
         let url = parse_url(name, &cfg.url)?;
         let filter = TypeFilter::new(&cfg.types).map_err(|m| config_error(name, m))?;
         if cfg.max_in_flight == 0 {
@@ -235,7 +236,7 @@ impl WebhookSink {
 
     fn record_failure(&self, label: String) {
         metrics::counter!(
-            "espm_bridge_sink_failures_total",
+            "espm_bridge_sink_attempt_failures_total",
             "sink" => self.name.clone(),
             "reason" => label
         )

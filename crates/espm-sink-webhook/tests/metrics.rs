@@ -1,4 +1,4 @@
-//! `espm_bridge_sink_failures_total{sink,reason}` counts every failed attempt.
+//! `espm_bridge_sink_attempt_failures_total{sink,reason}` counts every failed attempt.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -134,11 +134,11 @@ fn every_failed_attempt_is_counted_by_reason() {
     });
     assert_eq!(out, vec![Outcome::Delivered]);
     assert_eq!(
-        recorder.get("espm_bridge_sink_failures_total{sink=metered,reason=http_503}"),
+        recorder.get("espm_bridge_sink_attempt_failures_total{sink=metered,reason=http_503}"),
         2
     );
     assert_eq!(
-        recorder.get("espm_bridge_sink_failures_total{sink=metered,reason=http_400}"),
+        recorder.get("espm_bridge_sink_attempt_failures_total{sink=metered,reason=http_400}"),
         1
     );
 }

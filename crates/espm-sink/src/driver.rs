@@ -164,8 +164,16 @@ struct Metrics {
 }
 
 impl Metrics {
+    /// A batch the driver stopped (per batch; failed attempts per event are the sinks'
+    /// `espm_bridge_sink_attempt_failures_total`).
     fn failure(&self, reason: &'static str, n: u64) {
-        metrics::counter!("espm_bridge_sink_failures_total", "sink" => self.sink.clone(), "reason" => reason)
+        metrics::counter!("espm_bridge_sink_stalls_total", "sink" => self.sink.clone(), "reason" => reason)
+            .increment(n);
+    }
+
+    /// Events given up on (per event): an outcome, like `published`.
+    fn dead_lettered(&self, n: u64) {
+        metrics::counter!("espm_bridge_sink_dead_lettered_total", "sink" => self.sink.clone())
             .increment(n);
     }
 
@@ -434,7 +442,7 @@ pub async fn run_sink(
                         write(&state.last_delivery, Some(now));
                     }
                     if dead_n > 0 {
-                        metrics.failure("dead_letter", dead_n);
+                        metrics.dead_lettered(dead_n);
                     }
                     metrics.refresh(&journal, dead_n > 0).await;
                 }

@@ -84,6 +84,25 @@ pub enum SinkError {
     },
 }
 
+impl SinkError {
+    /// `Ok` when `problems` (a sink configuration's `validate()`) is empty, else one
+    /// [`SinkError::Config`] listing them all. Sink constructors start with this, so they reject
+    /// exactly what `check-config` rejects.
+    pub fn check(sink: &str, problems: Vec<espm_config::ConfigProblem>) -> Result<(), SinkError> {
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(SinkError::Config {
+            sink: sink.to_string(),
+            message: problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        })
+    }
+}
+
 /// A destination for events. Implementations do I/O only; batching, cursors and retries of
 /// failed events across batches belong to the driver.
 #[async_trait::async_trait]
