@@ -9,6 +9,7 @@ mod demo;
 mod generate;
 mod load;
 mod secret;
+mod sink_arcadia;
 mod sink_kafka;
 mod sink_nats;
 mod sink_webhook;
@@ -32,6 +33,7 @@ pub use load::{
     ConfigProblem, ENV_PREFIX,
 };
 pub use secret::{read_secret_map, Secret, SecretError, SecretSource};
+pub use sink_arcadia::{ArcadiaSinkConfig, PROPERTY_ID_PLACEHOLDER};
 pub use sink_kafka::{KafkaMode, KafkaSinkConfig};
 pub use sink_nats::NatsSinkConfig;
 pub use sink_webhook::{RetryPolicy, WebhookSinkConfig};
@@ -224,6 +226,8 @@ pub enum SinkConfig {
     Console(ConsoleSinkConfig),
     /// JSON lines appended to a file, fsynced per batch.
     File(FileSinkConfig),
+    /// Arcadia (Genability) Switch accounts mirroring PM property shares.
+    Arcadia(ArcadiaSinkConfig),
 }
 
 impl SinkConfig {
@@ -235,6 +239,7 @@ impl SinkConfig {
             SinkConfig::Webhook(c) => &c.name,
             SinkConfig::Console(c) => &c.name,
             SinkConfig::File(c) => &c.name,
+            SinkConfig::Arcadia(c) => &c.name,
         }
     }
 }
