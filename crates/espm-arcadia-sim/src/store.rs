@@ -86,7 +86,15 @@ fn merge_address(into: &mut Option<Address>, from: Address) {
     macro_rules! take {
         ($($f:ident),*) => { $( if from.$f.is_some() { a.$f = from.$f; } )* };
     }
-    take!(address_string, address1, address2, city, state, zip, country);
+    take!(
+        address_string,
+        address1,
+        address2,
+        city,
+        state,
+        zip,
+        country
+    );
 }
 
 impl Store {
@@ -127,7 +135,11 @@ impl Store {
                 .on_property("keyName", Some(&p.key_name))));
             }
         }
-        if body.provider_account_id.as_deref().is_some_and(str::is_empty) {
+        if body
+            .provider_account_id
+            .as_deref()
+            .is_some_and(str::is_empty)
+        {
             return Err(bad(ApiError::new(
                 "InvalidArgument",
                 "providerAccountId must not be empty",
@@ -204,7 +216,9 @@ impl Store {
     /// entry. `body` is the raw JSON so that a missing field gets Arcadia's `NotNull`.
     pub fn set_property(&mut self, key: Key<'_>, body: &Value) -> Result<PropertyData, Refusal> {
         let field = |name: &str| body.get(name).filter(|v| !v.is_null());
-        let Some(key_name) = field("keyName").and_then(Value::as_str).filter(|k| !k.is_empty())
+        let Some(key_name) = field("keyName")
+            .and_then(Value::as_str)
+            .filter(|k| !k.is_empty())
         else {
             return Err(bad(ApiError::new(
                 "NotNull",
@@ -362,9 +376,9 @@ impl Store {
             .iter()
             .filter(|a| match &needle {
                 None => true,
-                Some(n) => fields.iter().any(|f| {
-                    field_of(a, f).is_some_and(|v| v.to_lowercase().contains(n.as_str()))
-                }),
+                Some(n) => fields
+                    .iter()
+                    .any(|f| field_of(a, f).is_some_and(|v| v.to_lowercase().contains(n.as_str()))),
             })
             .collect();
         let page = matches

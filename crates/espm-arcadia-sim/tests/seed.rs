@@ -22,10 +22,12 @@ async fn seed_examples_give_the_seed_answers() {
     let created: Value = http
         .put(format!("{}/accounts", sim.base_url()))
         .basic_auth(&cfg.app_id, Some(&cfg.app_key))
-        .json(&json!({"providerAccountId": "api-eg-008", "accountName": "Example 8",
+        .json(
+            &json!({"providerAccountId": "api-eg-008", "accountName": "Example 8",
             "address": {"address1": "455 Market St", "city": "San Francisco", "state": "CA",
                         "zip": "94105", "country": "US"},
-            "properties": {"customerClass": {"keyName": "customerClass", "dataValue": "1"}}}))
+            "properties": {"customerClass": {"keyName": "customerClass", "dataValue": "1"}}}),
+        )
         .send()
         .await
         .unwrap()
@@ -34,7 +36,10 @@ async fn seed_examples_give_the_seed_answers() {
         .unwrap();
     assert_eq!(created["status"], "success");
     assert_eq!(created["type"], "Account");
-    let account_id = created["results"][0]["accountId"].as_str().unwrap().to_string();
+    let account_id = created["results"][0]["accountId"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let examples: Vec<Value> =
         serde_json::from_str(include_str!("fixtures/seed-examples.json")).unwrap();

@@ -288,9 +288,7 @@ impl ArcadiaClient {
     /// `GET /accounts/pid/{providerAccountId}` or `GET /accounts/{accountId}`.
     pub async fn get_account(&self, account: &AccountRef) -> Result<Account, ArcadiaError> {
         let url = self.url(&Self::account_path(account, &[]));
-        let env = self
-            .call::<(), _>(reqwest::Method::GET, url, None)
-            .await?;
+        let env = self.call::<(), _>(reqwest::Method::GET, url, None).await?;
         Self::first(env, "get account")
     }
 
@@ -301,9 +299,7 @@ impl ArcadiaClient {
         property: &SetProperty,
     ) -> Result<PropertyData, ArcadiaError> {
         let url = self.url(&Self::account_path(account, &["properties"]));
-        let env = self
-            .call(reqwest::Method::PUT, url, Some(property))
-            .await?;
+        let env = self.call(reqwest::Method::PUT, url, Some(property)).await?;
         Self::first(env, "set property")
     }
 

@@ -24,8 +24,8 @@ pub mod client;
 pub mod model;
 
 pub use client::{
-    parse_retry_after, AccountQuery, AccountRef, AppKey, ArcadiaClient, ArcadiaError,
-    ClientConfig, DEFAULT_BASE_URL,
+    parse_retry_after, AccountQuery, AccountRef, AppKey, ArcadiaClient, ArcadiaError, ClientConfig,
+    DEFAULT_BASE_URL,
 };
 pub use model::{
     status, Account, AccountTariff, Address, ApiError, Envelope, ErrorDetail, PropertyData,

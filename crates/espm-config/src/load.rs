@@ -39,8 +39,8 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    AccountConfig, BridgeConfig, ConsoleSinkConfig, FileSinkConfig, JournalConfig, KafkaSinkConfig,
-    MetricsConfig, NatsSinkConfig, WebhookSinkConfig, ArcadiaSinkConfig,
+    AccountConfig, ArcadiaSinkConfig, BridgeConfig, ConsoleSinkConfig, FileSinkConfig,
+    JournalConfig, KafkaSinkConfig, MetricsConfig, NatsSinkConfig, WebhookSinkConfig,
 };
 
 /// Prefix of environment overrides; see the module documentation.

@@ -83,6 +83,9 @@ mod tests {
         assert_eq!(cfg.provider_account_id, "espm-{propertyId}");
         assert_eq!(cfg.customer_class, "2");
         assert_eq!(cfg.tariff_accuracy, 100);
-        assert!(toml::from_str::<ArcadiaSinkConfig>("name = \"a\"\napp_id = \"i\"\nap_key_env = \"K\"\n").is_err());
+        assert!(toml::from_str::<ArcadiaSinkConfig>(
+            "name = \"a\"\napp_id = \"i\"\nap_key_env = \"K\"\n"
+        )
+        .is_err());
     }
 }

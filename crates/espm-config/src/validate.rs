@@ -6,8 +6,9 @@ use std::time::Duration;
 use espm_events::Template;
 
 use crate::{
-    AccountConfig, ArcadiaSinkConfig, BridgeConfig, ConfigProblem, Environment, FileSinkConfig, KafkaSinkConfig,
-    NatsSinkConfig, Secret, SecretError, SecretSource, SinkConfig, WebhookSinkConfig,
+    AccountConfig, ArcadiaSinkConfig, BridgeConfig, ConfigProblem, Environment, FileSinkConfig,
+    KafkaSinkConfig, NatsSinkConfig, Secret, SecretError, SecretSource, SinkConfig,
+    WebhookSinkConfig,
 };
 
 /// Longest account or sink name: they end up in metric labels, subjects, topic names and file
@@ -358,7 +359,10 @@ fn check_retry(v: &mut Problems, p: &str, retry: &crate::RetryPolicy) {
         v.push(format!("{p}.retry.max_attempts"), "must be at least 1");
     }
     v.duration(format!("{p}.retry.max_age"), retry.max_age);
-    v.duration(format!("{p}.retry.initial_interval"), retry.initial_interval);
+    v.duration(
+        format!("{p}.retry.initial_interval"),
+        retry.initial_interval,
+    );
     v.duration(format!("{p}.retry.max_interval"), retry.max_interval);
     if retry.initial_interval > retry.max_interval {
         v.push(
@@ -389,8 +393,7 @@ fn check_arcadia(v: &mut Problems, p: &str, a: &ArcadiaSinkConfig) {
         ],
         true,
     );
-    if a
-        .provider_account_id
+    if a.provider_account_id
         .matches(crate::PROPERTY_ID_PLACEHOLDER)
         .count()
         != 1
@@ -411,7 +414,9 @@ fn check_arcadia(v: &mut Problems, p: &str, a: &ArcadiaSinkConfig) {
         if field.trim().is_empty() || key.trim().is_empty() {
             v.push(
                 format!("{p}.custom_fields"),
-                format!("`{field}` = `{key}`: neither the PM field nor the Arcadia key may be empty"),
+                format!(
+                    "`{field}` = `{key}`: neither the PM field nor the Arcadia key may be empty"
+                ),
             );
         }
     }

@@ -18,7 +18,9 @@ fn config_error(sink: &str, message: impl Into<String>) -> SinkError {
 /// never the value).
 pub fn read_app_key(cfg: &ArcadiaSinkConfig) -> Result<AppKey, SinkError> {
     let source = SecretSource::from_options(cfg.app_key_file.as_ref(), cfg.app_key_env.as_ref())
-        .ok_or_else(|| config_error(&cfg.name, "no app key: set `app_key_file` or `app_key_env`"))?;
+        .ok_or_else(|| {
+            config_error(&cfg.name, "no app key: set `app_key_file` or `app_key_env`")
+        })?;
     let key = source
         .read()
         .map_err(|e| config_error(&cfg.name, e.to_string()))?;

@@ -335,7 +335,8 @@ mod tests {
     fn revocations_and_disconnects_inactivate() {
         let m = mapping();
         let n = |code: &str, extra: serde_json::Value| {
-            let mut d = json!({"notificationTypeCode": code, "notificationId": 5, "description": "d"});
+            let mut d =
+                json!({"notificationTypeCode": code, "notificationId": 5, "description": "d"});
             d.as_object_mut()
                 .unwrap()
                 .extend(extra.as_object().unwrap().clone());
@@ -385,8 +386,14 @@ mod tests {
 
     #[test]
     fn areas_convert_to_whole_square_feet() {
-        assert_eq!(square_feet(2000.0, Some("Square Feet")), Some("2000".into()));
-        assert_eq!(square_feet(100.0, Some("Square Meters")), Some("1076".into()));
+        assert_eq!(
+            square_feet(2000.0, Some("Square Feet")),
+            Some("2000".into())
+        );
+        assert_eq!(
+            square_feet(100.0, Some("Square Meters")),
+            Some("1076".into())
+        );
         assert_eq!(square_feet(1.0, Some("Acres")), None);
         assert_eq!(square_feet(f64::NAN, None), None);
         assert_eq!(square_feet(-5.0, None), None);

@@ -57,20 +57,21 @@ impl ArcadiaService {
     /// Run one call. `mapping` tells our accounts from others during a disconnect.
     pub async fn run(&self, call: &Call, mapping: &Mapping) -> Result<(), CallError> {
         match call {
-            Call::Upsert(account) => self
-                .client
-                .upsert_account(account)
-                .await
-                .map(drop)
-                .map_err(|e| {
-                    classify(
-                        &format!(
-                            "upsert {}",
-                            account.provider_account_id.as_deref().unwrap_or("?")
-                        ),
-                        e,
-                    )
-                }),
+            Call::Upsert(account) => {
+                self.client
+                    .upsert_account(account)
+                    .await
+                    .map(drop)
+                    .map_err(|e| {
+                        classify(
+                            &format!(
+                                "upsert {}",
+                                account.provider_account_id.as_deref().unwrap_or("?")
+                            ),
+                            e,
+                        )
+                    })
+            }
             Call::Set { account, property } => self
                 .client
                 .set_property(account, property)
@@ -118,7 +119,10 @@ impl ArcadiaService {
                     .as_deref()
                     .and_then(|p| mapping.property_id_of(p))
                     .is_some();
-                let live = !matches!(a.status.as_deref(), Some(status::INACTIVE | status::DELETED));
+                let live = !matches!(
+                    a.status.as_deref(),
+                    Some(status::INACTIVE | status::DELETED)
+                );
                 if a.customer_org_id.as_deref() == Some(org) && ours && live {
                     if let Some(pid) = &a.provider_account_id {
                         self.inactivate(&AccountRef::Provider(pid.clone())).await?;
