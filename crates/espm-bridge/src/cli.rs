@@ -92,6 +92,10 @@ pub enum Command {
         /// Keep the journal here instead of a temporary directory.
         #[arg(long)]
         journal: Option<PathBuf>,
+        /// Also run the Arcadia simulator and mirror accepted property shares into it (a second
+        /// sink); the demo then accepts every pending connection and property share.
+        #[arg(long)]
+        arcadia: bool,
     },
     /// Run the PM simulator alone (for local development and tests).
     ///
@@ -118,6 +122,31 @@ pub enum Command {
         /// Start with an empty world instead of the demo scenario.
         #[arg(long)]
         empty: bool,
+    },
+    /// Run the Arcadia (Genability) account API simulator alone (for local development and tests).
+    ///
+    /// Arcadia's REST paths are served under http://ADDR/rest/v1 (use that as the arcadia sink's
+    /// `base_url`), the JSON control API under http://ADDR/sim (accounts, faults, stats, reset).
+    ArcadiaSim {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:18090")]
+        listen: SocketAddr,
+        /// Application id the simulator accepts (HTTP Basic user).
+        #[arg(long, default_value = "sim-app-id")]
+        app_id: String,
+        /// Application key the simulator accepts (HTTP Basic password).
+        #[arg(
+            long,
+            default_value = "sim-app-key",
+            env = "ESPM_ARCADIA_SIM_APP_KEY",
+            hide_env_values = true
+        )]
+        app_key: String,
+    },
+    /// Call Arcadia by hand with a configured arcadia sink's credentials.
+    Arcadia {
+        #[command(subcommand)]
+        command: ArcadiaCommand,
     },
     /// Normalize one PM XML document into CloudEvents, one JSON object per line on stdout.
     ///
@@ -332,4 +361,46 @@ pub enum UnshareKind {
     Property,
     /// A meter.
     Meter,
+}
+
+/// `arcadia` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ArcadiaCommand {
+    /// Set one field of an Arcadia account (Arcadia's Set Account Property), e.g. to repair a
+    /// mirrored account: a `properties` entry (`buildingArea`), a header field (`status`,
+    /// `accountName`, `type`...), an address field (`zip`...) or `masterTariffId`.
+    ///
+    /// Prints Arcadia's answer (the `PropertyData` it stored). Exits non-zero with Arcadia's
+    /// message when it refuses the call.
+    SetProperty {
+        /// TOML configuration file holding the arcadia sink.
+        #[arg(long, short, env = "ESPM_BRIDGE_CONFIG")]
+        config: PathBuf,
+        /// Which configured arcadia sink's credentials and base URL to use (default: the only one).
+        #[arg(long)]
+        sink: Option<String>,
+        /// The account by our id (`providerAccountId`, e.g. `espm-5000006`).
+        #[arg(
+            long,
+            conflicts_with = "account_id",
+            required_unless_present = "account_id"
+        )]
+        pid: Option<String>,
+        /// The account by Arcadia's UUID (`accountId`).
+        #[arg(long)]
+        account_id: Option<String>,
+        /// The field (`keyName`).
+        key: String,
+        /// The value (`dataValue`).
+        value: String,
+        /// How sure the value is (`accuracy`, e.g. 100 for a confirmed tariff).
+        #[arg(long)]
+        accuracy: Option<u32>,
+        /// Valid from (`fromDateTime`, ISO 8601).
+        #[arg(long)]
+        from: Option<String>,
+        /// Valid until (`toDateTime`, ISO 8601).
+        #[arg(long)]
+        to: Option<String>,
+    },
 }

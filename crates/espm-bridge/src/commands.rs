@@ -46,7 +46,24 @@ pub async fn dispatch(cmd: Command) -> Result<ExitCode> {
             activity_every,
             duration,
             journal,
-        } => demo(metrics_addr, sim_listen, activity_every, duration, journal).await,
+            arcadia,
+        } => {
+            demo(
+                metrics_addr,
+                sim_listen,
+                activity_every,
+                duration,
+                journal,
+                arcadia,
+            )
+            .await
+        }
+        Command::ArcadiaSim {
+            listen,
+            app_id,
+            app_key,
+        } => crate::arcadia::sim(listen, app_id, app_key).await,
+        Command::Arcadia { command } => crate::arcadia::command(command).await,
         Command::Sim {
             listen,
             username,
@@ -102,7 +119,7 @@ pub async fn dispatch(cmd: Command) -> Result<ExitCode> {
     }
 }
 
-fn load_config(path: &Path) -> Result<BridgeConfig> {
+pub(crate) fn load_config(path: &Path) -> Result<BridgeConfig> {
     match espm_config::load_and_validate(path) {
         Ok(c) => Ok(c),
         Err(e) => {
@@ -438,6 +455,7 @@ async fn demo(
     activity_every: u64,
     duration: Option<Duration>,
     journal: Option<PathBuf>,
+    arcadia: bool,
 ) -> Result<ExitCode> {
     let sim_cfg = espm_sim::SimConfig {
         username: espm_config::DEMO_USERNAME.to_string(),
@@ -451,7 +469,12 @@ async fn demo(
     let tmp = tempfile::tempdir().context("cannot create a temporary directory for the journal")?;
     let dir = journal.unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir)?;
-    let cfg = BridgeConfig::demo(&sim.base_url(), &dir);
+    let mut cfg = BridgeConfig::demo(&sim.base_url(), &dir);
+    let arcadia_sim = if arcadia {
+        Some(crate::arcadia::demo_sink(&mut cfg, &dir).await?)
+    } else {
+        None
+    };
     eprintln!(
         "espm-bridge demo: simulator at {} (control API {}), journal {}, metrics http://{metrics_addr}/metrics. Events follow, one JSON line each; Ctrl-C stops.",
         sim.base_url(),
@@ -473,6 +496,18 @@ async fn demo(
             s.cancel();
         });
     }
+    if let Some(a) = &arcadia_sim {
+        eprintln!(
+            "Arcadia simulator at {} (accounts: {}/accounts); the demo accepts every pending connection and property share.",
+            a.base_url(),
+            a.control_url()
+        );
+        tokio::spawn(crate::arcadia::provider_desk(
+            cfg.clone(),
+            Secret::new(DEMO_PASSWORD),
+            stop.clone(),
+        ));
+    }
     let mut passwords = BTreeMap::new();
     passwords.insert("sim".to_string(), Secret::new(DEMO_PASSWORD));
     let res = runtime::run(
@@ -487,6 +522,9 @@ async fn demo(
     .await;
     stop.cancel();
     sim.shutdown().await;
+    if let Some(a) = arcadia_sim {
+        a.shutdown().await;
+    }
     res.map(|report| report.exit_code())
 }
 
@@ -638,7 +676,7 @@ fn client_kind(k: RequestKind) -> espm_client::PendingKind {
 }
 
 /// The journal's (and the events') name of a pending list.
-fn journal_kind(k: RequestKind) -> &'static str {
+pub(crate) fn journal_kind(k: RequestKind) -> &'static str {
     match k {
         RequestKind::Connection => espm_events::PendingKind::Connection.as_str(),
         RequestKind::Property => espm_events::PendingKind::PropertyShare.as_str(),

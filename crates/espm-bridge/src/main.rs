@@ -2,6 +2,7 @@
 //! here: polling is `espm-poller`, storage `espm-journal`, events `espm-events`, delivery the
 //! `espm-sink*` crates, the simulator `espm-sim`.
 
+mod arcadia;
 mod cli;
 mod commands;
 mod logging;

@@ -46,6 +46,7 @@ pub fn build_sink(cfg: &SinkConfig) -> Result<Arc<dyn Sink>> {
         SinkConfig::Kafka(c) => Arc::new(espm_sink_kafka::KafkaSink::new(c)?),
         SinkConfig::Nats(c) => Arc::new(espm_sink_nats::NatsSink::new(c)?),
         SinkConfig::Webhook(c) => Arc::new(espm_sink_webhook::WebhookSink::new(c)?),
+        SinkConfig::Arcadia(c) => Arc::new(espm_sink_arcadia::ArcadiaSink::new(c)?),
     })
 }
 

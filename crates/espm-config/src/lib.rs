@@ -10,6 +10,7 @@ mod demo;
 mod generate;
 mod load;
 mod secret;
+mod sink_arcadia;
 mod sink_kafka;
 mod sink_nats;
 mod sink_webhook;
@@ -34,6 +35,7 @@ pub use load::{
     ConfigProblem, ENV_PREFIX,
 };
 pub use secret::{read_secret_map, Secret, SecretError, SecretSource};
+pub use sink_arcadia::{ArcadiaSinkConfig, PROPERTY_ID_PLACEHOLDER};
 pub use sink_kafka::{kafka_topic_name, KafkaMode, KafkaSinkConfig};
 pub use sink_nats::NatsSinkConfig;
 pub use sink_webhook::{RetryPolicy, WebhookSinkConfig};
@@ -243,6 +245,8 @@ pub enum SinkConfig {
     Console(ConsoleSinkConfig),
     /// JSON lines appended to a file, fsynced per batch.
     File(FileSinkConfig),
+    /// Arcadia (Genability) Switch accounts mirroring PM property shares.
+    Arcadia(ArcadiaSinkConfig),
 }
 
 impl SinkConfig {
@@ -254,6 +258,7 @@ impl SinkConfig {
             SinkConfig::Webhook(c) => &c.name,
             SinkConfig::Console(c) => &c.name,
             SinkConfig::File(c) => &c.name,
+            SinkConfig::Arcadia(c) => &c.name,
         }
     }
 }

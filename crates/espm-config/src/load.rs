@@ -39,8 +39,8 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 
 use crate::{
-    AccountConfig, BridgeConfig, ConsoleSinkConfig, FileSinkConfig, JournalConfig, KafkaSinkConfig,
-    MetricsConfig, NatsSinkConfig, WebhookSinkConfig,
+    AccountConfig, ArcadiaSinkConfig, BridgeConfig, ConsoleSinkConfig, FileSinkConfig,
+    JournalConfig, KafkaSinkConfig, MetricsConfig, NatsSinkConfig, WebhookSinkConfig,
 };
 
 /// Prefix of environment overrides; see the module documentation.
@@ -463,6 +463,7 @@ fn section_problems(root: &toml::Value) -> Vec<ConfigProblem> {
                 Some("webhook") => de_at::<WebhookSinkConfig>(v, &prefix).map(drop),
                 Some("console") => de_at::<ConsoleSinkConfig>(v, &prefix).map(drop),
                 Some("file") => de_at::<FileSinkConfig>(v, &prefix).map(drop),
+                Some("arcadia") => de_at::<ArcadiaSinkConfig>(v, &prefix).map(drop),
                 Some(other) => Err(ConfigProblem::new(
                     format!("{prefix}.type"),
                     format!(
@@ -485,7 +486,7 @@ fn section_problems(root: &toml::Value) -> Vec<ConfigProblem> {
 }
 
 fn sink_types() -> Vec<String> {
-    ["kafka", "nats", "webhook", "console", "file"]
+    ["kafka", "nats", "webhook", "console", "file", "arcadia"]
         .iter()
         .map(|t| format!("`{t}`"))
         .collect()

@@ -6,8 +6,9 @@ use std::time::Duration;
 use espm_events::Template;
 
 use crate::{
-    AccountConfig, BridgeConfig, ConfigProblem, Environment, FileSinkConfig, KafkaSinkConfig,
-    NatsSinkConfig, Secret, SecretError, SecretSource, SinkConfig, WebhookSinkConfig,
+    AccountConfig, ArcadiaSinkConfig, BridgeConfig, ConfigProblem, Environment, FileSinkConfig,
+    KafkaSinkConfig, NatsSinkConfig, Secret, SecretError, SecretSource, SinkConfig,
+    WebhookSinkConfig,
 };
 
 /// Longest account or sink name: they end up in metric labels, subjects, topic names and file
@@ -111,6 +112,7 @@ impl SinkConfig {
             SinkConfig::Nats(n) => check_nats(&mut v, path, n),
             SinkConfig::Webhook(w) => check_webhook(&mut v, path, w),
             SinkConfig::File(f) => check_file(&mut v, path, f),
+            SinkConfig::Arcadia(a) => check_arcadia(&mut v, path, a),
             SinkConfig::Console(_) => {}
         }
         v.0
@@ -132,6 +134,7 @@ sink_validate!(KafkaSinkConfig, Kafka);
 sink_validate!(NatsSinkConfig, Nats);
 sink_validate!(WebhookSinkConfig, Webhook);
 sink_validate!(FileSinkConfig, File);
+sink_validate!(ArcadiaSinkConfig, Arcadia);
 sink_validate!(crate::ConsoleSinkConfig, Console);
 
 #[derive(Default)]
@@ -436,21 +439,80 @@ fn check_webhook(v: &mut Problems, p: &str, w: &WebhookSinkConfig) {
             );
         }
     }
-    if w.retry.max_attempts < 1 {
+    check_retry(v, p, &w.retry);
+}
+
+fn check_retry(v: &mut Problems, p: &str, retry: &crate::RetryPolicy) {
+    if retry.max_attempts < 1 {
         v.push(format!("{p}.retry.max_attempts"), "must be at least 1");
     }
-    v.duration(format!("{p}.retry.max_age"), w.retry.max_age);
+    v.duration(format!("{p}.retry.max_age"), retry.max_age);
     v.duration(
         format!("{p}.retry.initial_interval"),
-        w.retry.initial_interval,
+        retry.initial_interval,
     );
-    v.duration(format!("{p}.retry.max_interval"), w.retry.max_interval);
-    if w.retry.initial_interval > w.retry.max_interval {
+    v.duration(format!("{p}.retry.max_interval"), retry.max_interval);
+    if retry.initial_interval > retry.max_interval {
         v.push(
             format!("{p}.retry.initial_interval"),
             "must not exceed retry.max_interval",
         );
     }
+}
+
+fn check_arcadia(v: &mut Problems, p: &str, a: &ArcadiaSinkConfig) {
+    v.http_url(format!("{p}.base_url"), &a.base_url);
+    if let Ok(u) = url::Url::parse(&a.base_url) {
+        if !u.username().is_empty() || u.password().is_some() || u.query().is_some() {
+            v.push(
+                format!("{p}.base_url"),
+                "must not carry credentials or a query: use app_id and app_key_file/app_key_env",
+            );
+        }
+    }
+    if a.app_id.trim().is_empty() {
+        v.push(format!("{p}.app_id"), "must not be empty");
+    }
+    v.one_source(
+        p,
+        &[
+            ("app_key_file", a.app_key_file.is_some()),
+            ("app_key_env", a.app_key_env.is_some()),
+        ],
+        true,
+    );
+    if a.provider_account_id
+        .matches(crate::PROPERTY_ID_PLACEHOLDER)
+        .count()
+        != 1
+    {
+        v.push(
+            format!("{p}.provider_account_id"),
+            format!(
+                "`{}` must contain {} exactly once, e.g. `espm-{{propertyId}}`",
+                a.provider_account_id,
+                crate::PROPERTY_ID_PLACEHOLDER
+            ),
+        );
+    }
+    if a.customer_class.trim().is_empty() {
+        v.push(format!("{p}.customer_class"), "must not be empty");
+    }
+    for (field, key) in &a.custom_fields {
+        if field.trim().is_empty() || key.trim().is_empty() {
+            v.push(
+                format!("{p}.custom_fields"),
+                format!(
+                    "`{field}` = `{key}`: neither the PM field nor the Arcadia key may be empty"
+                ),
+            );
+        }
+    }
+    if a.tariff_accuracy > 100 {
+        v.push(format!("{p}.tariff_accuracy"), "must be within 0..=100");
+    }
+    v.duration(format!("{p}.timeout"), a.timeout);
+    check_retry(v, p, &a.retry);
 }
 
 fn check_file(v: &mut Problems, p: &str, f: &FileSinkConfig) {

@@ -74,6 +74,7 @@ fn example_configs_parse_and_validate() {
             SinkConfig::Webhook(_) => "webhook",
             SinkConfig::Console(_) => "console",
             SinkConfig::File(_) => "file",
+            SinkConfig::Arcadia(_) => "arcadia",
         })
         .collect();
     assert_eq!(kinds, ["kafka", "nats", "webhook", "file"]);
@@ -518,5 +519,44 @@ fn rule_no_inline_credentials_in_sinks() {
         &with_sink("type = \"kafka\"\nname = \"k\"\nbrokers = \"b:9092\"\n[sinks.properties]\n\"sasl.password\" = \"hunter2\"\n"),
         "sinks[1].properties.sasl.password",
         "secret_files",
+    );
+}
+
+#[test]
+fn arcadia_sink_is_checked() {
+    let ok = with_sink(
+        "type = \"arcadia\"\nname = \"arcadia\"\napp_id = \"id\"\napp_key_file = \"/run/secrets/espm-bridge/arcadia\"\ncustom_fields = { \"Master Tariff Id\" = \"masterTariffId\" }\n",
+    );
+    assert_eq!(problems_of(&ok), Vec::<String>::new());
+    let cfg = from_toml_str(&ok).unwrap();
+    match cfg.sinks.last().unwrap() {
+        SinkConfig::Arcadia(a) => {
+            assert_eq!(a.base_url, "https://api.genability.com/rest/v1");
+            assert_eq!(a.custom_fields["Master Tariff Id"], "masterTariffId");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_problem(
+        &with_sink("type = \"arcadia\"\nname = \"a\"\napp_id = \"id\"\n"),
+        "sinks[1]",
+        "app_key_file",
+    );
+    assert_problem(
+        &with_sink("type = \"arcadia\"\nname = \"a\"\napp_id = \"id\"\napp_key_env = \"K\"\nprovider_account_id = \"espm\"\n"),
+        "sinks[1].provider_account_id",
+        "{propertyId}",
+    );
+    assert_problem(
+        &with_sink("type = \"arcadia\"\nname = \"a\"\napp_id = \"id\"\napp_key_env = \"K\"\nbase_url = \"https://id:key@api.genability.com/rest/v1\"\n"),
+        "sinks[1].base_url",
+        "credentials",
+    );
+    let err = from_toml_str(&with_sink(
+        "type = \"arcadia\"\nname = \"a\"\napp_id = \"id\"\napp_key = \"inline\"\n",
+    ))
+    .unwrap_err();
+    assert!(
+        err.problems().iter().any(|p| p.path == "sinks[1].app_key"),
+        "{err}"
     );
 }

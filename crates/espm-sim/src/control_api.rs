@@ -118,18 +118,42 @@ struct PropertyShareReq {
     name: Option<String>,
     access_level: Access,
     custom_fields: Option<BTreeMap<String, String>>,
+    /// Sets the property's gross floor area before sharing (`units` as PM writes them).
+    gross_floor_area: Option<FloorAreaReq>,
+}
+
+#[derive(Deserialize)]
+struct FloorAreaReq {
+    value: f64,
+    units: String,
 }
 
 async fn share_property(State(state): State<SimState>, bytes: Bytes) -> Response {
     let r: PropertyShareReq = parse_or_return!(bytes);
+    if let Some(a) = &r.gross_floor_area {
+        // Checked before sharing, so a bad area leaves no share behind.
+        if !a.value.is_finite()
+            || a.value < 0.0
+            || !matches!(a.units.as_str(), "Square Feet" | "Square Meters")
+        {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "grossFloorArea: value must be >= 0, units Square Feet or Square Meters",
+            );
+        }
+    }
     let done = state.with_world(|w| {
-        w.share_property(
+        let pid = w.share_property(
             r.account_id,
             r.property_id,
             r.name,
             r.access_level,
             fields(r.custom_fields),
-        )
+        )?;
+        if let Some(area) = &r.gross_floor_area {
+            w.set_floor_area(pid, area.value, &area.units)?;
+        }
+        Ok(pid)
     });
     match done {
         Ok(pid) => created(json!({ "propertyId": pid })),

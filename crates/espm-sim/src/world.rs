@@ -148,6 +148,8 @@ struct PropertyRec {
     primary_function: &'static str,
     year_built: i32,
     floor_area: f64,
+    /// PM's units, `Square Feet` unless a test asked for `Square Meters`.
+    floor_area_units: String,
     address: Addr,
     created: String,
     creator: i64,
@@ -527,7 +529,7 @@ impl World {
             primary_function: Some(p.primary_function.into()),
             year_built: Some(p.year_built),
             gross_floor_area: Some(GrossFloorArea {
-                units: Some("Square Feet".into()),
+                units: Some(p.floor_area_units.clone()),
                 temporary: Some(false),
                 default: None,
                 value: Some(p.floor_area),
@@ -1050,6 +1052,7 @@ impl World {
                 primary_function: function,
                 year_built,
                 floor_area,
+                floor_area_units: "Square Feet".into(),
                 address,
                 created: pm_now(),
                 creator: owner,
@@ -1113,6 +1116,31 @@ impl World {
             created: pm_now(),
         });
         Ok(pid)
+    }
+
+    /// The customer edits a property's gross floor area (`units`: `Square Feet` or
+    /// `Square Meters`, as PM writes them).
+    pub fn set_floor_area(
+        &mut self,
+        property_id: i64,
+        value: f64,
+        units: &str,
+    ) -> Result<(), SimError> {
+        if !value.is_finite() || value < 0.0 {
+            return Err(SimError::Invalid(format!("Invalid floor area {value}.")));
+        }
+        if !matches!(units, "Square Feet" | "Square Meters") {
+            return Err(SimError::Invalid(format!(
+                "Floor area units must be Square Feet or Square Meters, not {units:?}."
+            )));
+        }
+        let p = self
+            .properties
+            .get_mut(&property_id)
+            .ok_or_else(|| SimError::NotFound(format!("Property {property_id}")))?;
+        p.floor_area = value;
+        p.floor_area_units = units.to_string();
+        Ok(())
     }
 
     /// The customer shares a meter (a new one when `meter_id` is `None`, on `property_id` or on a

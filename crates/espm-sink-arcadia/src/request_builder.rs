@@ -1,0 +1,411 @@
+//! Pure mapping of one event to the Arcadia calls that mirror it. No I/O.
+//!
+//! Every plan is idempotent: running it again (a replay, a retry after a timeout whose request
+//! did arrive) leaves Arcadia as the first run did.
+
+use std::collections::BTreeMap;
+
+use espm_arcadia::{status, Account, AccountRef, Address, SetProperty};
+use espm_events::data::{NotificationData, PropertyShareResolvedData};
+use espm_events::{CloudEvent, Resolution};
+
+/// Square feet per square metre.
+pub const SQ_FT_PER_SQ_M: f64 = 10.763_910_416_709_722;
+
+/// One Arcadia call (or, for a disconnect, a search followed by calls).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Call {
+    /// `PUT /accounts`: add or update by `providerAccountId`.
+    Upsert(Account),
+    /// Set Account Property on one account.
+    Set {
+        /// The account.
+        account: AccountRef,
+        /// The field and value.
+        property: SetProperty,
+    },
+    /// `status` = `INACTIVE` on one account; a 404 means it was never mirrored, which is done.
+    Inactivate {
+        /// The account.
+        account: AccountRef,
+    },
+    /// `INACTIVE` for every mirrored account of one customer, found through Arcadia's own search
+    /// on `customerOrgId` (the sink keeps no state of its own).
+    InactivateCustomer {
+        /// The PM customer account id, as Arcadia stores it.
+        customer_org_id: String,
+    },
+}
+
+/// What to do with one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Plan {
+    /// Run these calls in order.
+    Calls(Vec<Call>),
+    /// Nothing to mirror; the reason is logged at debug level.
+    Skip(String),
+}
+
+/// The mapping settings: how our ids look and which custom fields go where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapping {
+    prefix: String,
+    suffix: String,
+    customer_class: String,
+    custom_fields: BTreeMap<String, String>,
+    tariff_accuracy: u32,
+}
+
+impl Mapping {
+    /// `template` must contain `{propertyId}` exactly once.
+    pub fn new(
+        template: &str,
+        customer_class: &str,
+        custom_fields: BTreeMap<String, String>,
+        tariff_accuracy: u32,
+    ) -> Result<Self, String> {
+        let ph = espm_config::PROPERTY_ID_PLACEHOLDER;
+        if template.matches(ph).count() != 1 {
+            return Err(format!(
+                "`provider_account_id` {template:?} must contain {ph} exactly once"
+            ));
+        }
+        let (prefix, suffix) = template.split_once(ph).unwrap_or((template, ""));
+        Ok(Self {
+            prefix: prefix.into(),
+            suffix: suffix.into(),
+            customer_class: customer_class.into(),
+            custom_fields,
+            tariff_accuracy,
+        })
+    }
+
+    /// Our `providerAccountId` for a PM property.
+    pub fn provider_account_id(&self, property_id: i64) -> String {
+        format!("{}{property_id}{}", self.prefix, self.suffix)
+    }
+
+    /// The PM property behind one of our `providerAccountId`s; `None` for accounts that are not
+    /// ours (a disconnect must not touch accounts someone else created for the same customer).
+    pub fn property_id_of(&self, provider_account_id: &str) -> Option<i64> {
+        let rest = provider_account_id.strip_prefix(self.prefix.as_str())?;
+        let digits = rest.strip_suffix(self.suffix.as_str())?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        digits.parse().ok()
+    }
+
+    /// The calls that mirror `event`.
+    pub fn plan(&self, event: &CloudEvent) -> Plan {
+        match event.ty.as_str() {
+            espm_events::PROPERTY_SHARE_RESOLVED => {
+                match serde_json::from_value::<PropertyShareResolvedData>(event.data.clone()) {
+                    Ok(d) => self.share_resolved(&d),
+                    Err(e) => Plan::Skip(format!("unreadable property_share.resolved data: {e}")),
+                }
+            }
+            espm_events::SHARE_REVOKED => match notification(event) {
+                Ok(n) => match (n.property_id, n.meter_id) {
+                    (Some(pid), None) => Plan::Calls(vec![Call::Inactivate {
+                        account: AccountRef::Provider(self.provider_account_id(pid)),
+                    }]),
+                    (_, Some(_)) => Plan::Skip("a meter was unshared: no account change".into()),
+                    (None, None) => Plan::Skip("share.revoked names no property".into()),
+                },
+                Err(e) => Plan::Skip(e),
+            },
+            espm_events::CONNECTION_TERMINATED => match notification(event) {
+                // PM's DISCONNECT notification comes from the customer's side, which removes
+                // every share (the provider's keep-shares option raises no notification).
+                Ok(NotificationData {
+                    account_id: Some(id),
+                    ..
+                }) => Plan::Calls(vec![Call::InactivateCustomer {
+                    customer_org_id: id.to_string(),
+                }]),
+                Ok(_) => Plan::Skip("connection.terminated names no account".into()),
+                Err(e) => Plan::Skip(e),
+            },
+            espm_events::SHARE_UPDATED => {
+                // PM's SHAREUPDATE notification carries only ids and a text, no property details.
+                Plan::Skip("share.updated carries no property details to refresh".into())
+            }
+            espm_events::PROPERTY_TRANSFERRED => Plan::Skip(
+                "property.transferred: access removal arrives as its own share.revoked".into(),
+            ),
+            other => Plan::Skip(format!("{other}: nothing to mirror")),
+        }
+    }
+
+    fn share_resolved(&self, d: &PropertyShareResolvedData) -> Plan {
+        match d.resolution {
+            Resolution::Accepted => {}
+            Resolution::Rejected => {
+                return Plan::Skip("property share rejected: nothing to mirror".into())
+            }
+            // Never claim a share we cannot confirm.
+            Resolution::Unknown => {
+                return Plan::Skip("property share resolution unknown: not mirrored".into())
+            }
+        }
+        let r = &d.request;
+        let pid = self.provider_account_id(r.property_id);
+        let info = &r.property_info;
+        let address = info.address.as_ref().map(|a| Address {
+            address_string: None,
+            address1: a.address1.clone(),
+            address2: a.address2.clone(),
+            city: a.city.clone(),
+            state: a.state.clone().or_else(|| a.other_state.clone()),
+            zip: a.postal_code.clone(),
+            country: a.country.clone(),
+        });
+        let account = Account {
+            provider_account_id: Some(pid.clone()),
+            account_name: info.name.clone(),
+            customer_org_id: Some(r.account_id.to_string()),
+            // The share names the customer by username; PM sends the organisation only with
+            // connection requests, which this event does not carry.
+            customer_org_name: Some(r.username.clone()),
+            account_type: Some("CUSTOMER".into()),
+            status: Some(status::ACTIVE.into()),
+            address,
+            ..Account::default()
+        };
+        let target = AccountRef::Provider(pid);
+        let mut calls = vec![Call::Upsert(account)];
+        if let Some(area) = info
+            .gross_floor_area
+            .as_ref()
+            .and_then(|g| square_feet(g.value?, g.units.as_deref()))
+        {
+            calls.push(Call::Set {
+                account: target.clone(),
+                property: SetProperty::new("buildingArea", area),
+            });
+        }
+        calls.push(Call::Set {
+            account: target.clone(),
+            property: SetProperty::new("customerClass", self.customer_class.clone()),
+        });
+        for (field, key) in &self.custom_fields {
+            let Some(value) = r.custom_fields.get(field) else {
+                continue;
+            };
+            let value = value.trim();
+            if value.is_empty() {
+                continue;
+            }
+            let mut property = SetProperty::new(key.clone(), value);
+            if key == "masterTariffId" {
+                property.accuracy = Some(self.tariff_accuracy.into());
+            }
+            calls.push(Call::Set {
+                account: target.clone(),
+                property,
+            });
+        }
+        Plan::Calls(calls)
+    }
+}
+
+fn notification(event: &CloudEvent) -> Result<NotificationData, String> {
+    serde_json::from_value(event.data.clone())
+        .map_err(|e| format!("unreadable {} data: {e}", event.ty))
+}
+
+/// Gross floor area in whole square feet, as Arcadia's `buildingArea` string. `None` for a
+/// missing, negative or non-finite value or for units we do not know (better no area than a
+/// wrong one).
+pub fn square_feet(value: f64, units: Option<&str>) -> Option<String> {
+    if !value.is_finite() || value < 0.0 {
+        return None;
+    }
+    let units = units.unwrap_or("Square Feet").trim().to_ascii_lowercase();
+    let feet = match units.as_str() {
+        "square feet" | "sq ft" | "ft2" => value,
+        "square meters" | "square metres" | "sq m" | "m2" => value * SQ_FT_PER_SQ_M,
+        _ => return None,
+    };
+    Some(format!("{}", feet.round() as i64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn mapping() -> Mapping {
+        Mapping::new(
+            "espm-{propertyId}",
+            "2",
+            [("Master Tariff Id".to_string(), "masterTariffId".to_string())]
+                .into_iter()
+                .collect(),
+            100,
+        )
+        .unwrap()
+    }
+
+    /// Built from JSON so that new envelope attributes do not break these tests.
+    fn event(ty: &str, data: serde_json::Value) -> CloudEvent {
+        serde_json::from_value(json!({
+            "specversion": "1.0", "id": "e1", "source": "s", "type": ty,
+            "datacontenttype": "application/json", "dataschema": "",
+            "espmenvironment": "sim", "espmaccount": "a", "data": data
+        }))
+        .unwrap()
+    }
+
+    fn resolved(resolution: &str, units: &str) -> CloudEvent {
+        event(
+            espm_events::PROPERTY_SHARE_RESOLVED,
+            json!({
+                "propertyId": 77, "accountId": 12, "username": "jdoe", "accessLevel": "Read",
+                "customFields": {"Master Tariff Id": " 522 ", "Other": "x"},
+                "propertyInfo": {"name": "Main Street Office",
+                    "address": {"address1": "1 Main St", "city": "Arlington", "state": "VA",
+                                "postalCode": "22201", "country": "US"},
+                    "grossFloorArea": {"units": units, "value": 1000.0}},
+                "resolution": resolution, "observedAt": "2026-12-01T00:00:00Z"
+            }),
+        )
+    }
+
+    #[test]
+    fn accepted_share_upserts_then_sets_properties() {
+        let Plan::Calls(calls) = mapping().plan(&resolved("accepted", "Square Meters")) else {
+            panic!("expected calls");
+        };
+        let Call::Upsert(a) = &calls[0] else {
+            panic!("{calls:?}")
+        };
+        assert_eq!(a.provider_account_id.as_deref(), Some("espm-77"));
+        assert_eq!(a.account_name.as_deref(), Some("Main Street Office"));
+        assert_eq!(a.customer_org_id.as_deref(), Some("12"));
+        assert_eq!(a.status.as_deref(), Some("ACTIVE"));
+        assert_eq!(a.account_type.as_deref(), Some("CUSTOMER"));
+        let addr = a.address.as_ref().unwrap();
+        assert_eq!(addr.zip.as_deref(), Some("22201"));
+        assert_eq!(addr.address1.as_deref(), Some("1 Main St"));
+        let sets: Vec<(&str, &str, Option<String>)> = calls[1..]
+            .iter()
+            .map(|c| match c {
+                Call::Set { account, property } => {
+                    assert_eq!(account, &AccountRef::Provider("espm-77".into()));
+                    (
+                        property.key_name.as_str(),
+                        property.data_value.as_str(),
+                        property.accuracy.as_ref().map(|n| n.to_string()),
+                    )
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            sets,
+            vec![
+                ("buildingArea", "10764", None),
+                ("customerClass", "2", None),
+                ("masterTariffId", "522", Some("100".into())),
+            ]
+        );
+    }
+
+    #[test]
+    fn plans_are_deterministic() {
+        let e = resolved("accepted", "Square Feet");
+        assert_eq!(mapping().plan(&e), mapping().plan(&e));
+    }
+
+    #[test]
+    fn rejected_and_unknown_shares_are_not_mirrored() {
+        assert!(matches!(
+            mapping().plan(&resolved("rejected", "Square Feet")),
+            Plan::Skip(_)
+        ));
+        assert!(matches!(
+            mapping().plan(&resolved("unknown", "Square Feet")),
+            Plan::Skip(_)
+        ));
+    }
+
+    #[test]
+    fn revocations_and_disconnects_inactivate() {
+        let m = mapping();
+        let n = |code: &str, extra: serde_json::Value| {
+            let mut d =
+                json!({"notificationTypeCode": code, "notificationId": 5, "description": "d"});
+            d.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            d
+        };
+        assert_eq!(
+            m.plan(&event(
+                espm_events::SHARE_REVOKED,
+                n("UNSHARE", json!({"propertyId": 77, "accountId": 12}))
+            )),
+            Plan::Calls(vec![Call::Inactivate {
+                account: AccountRef::Provider("espm-77".into())
+            }])
+        );
+        assert!(matches!(
+            m.plan(&event(
+                espm_events::SHARE_REVOKED,
+                n("UNSHARE", json!({"propertyId": 77, "meterId": 9}))
+            )),
+            Plan::Skip(_)
+        ));
+        assert_eq!(
+            m.plan(&event(
+                espm_events::CONNECTION_TERMINATED,
+                n("DISCONNECT", json!({"accountId": 12}))
+            )),
+            Plan::Calls(vec![Call::InactivateCustomer {
+                customer_org_id: "12".into()
+            }])
+        );
+        for ty in [
+            espm_events::SHARE_UPDATED,
+            espm_events::PROPERTY_TRANSFERRED,
+            espm_events::METER_SHARE_RESOLVED,
+        ] {
+            assert!(matches!(
+                m.plan(&event(ty, n("X", json!({"propertyId": 77})))),
+                Plan::Skip(_)
+            ));
+        }
+        // Bad input is skipped with a reason, never a panic.
+        assert!(matches!(
+            m.plan(&event(espm_events::SHARE_REVOKED, json!("garbage"))),
+            Plan::Skip(_)
+        ));
+    }
+
+    #[test]
+    fn areas_convert_to_whole_square_feet() {
+        assert_eq!(
+            square_feet(2000.0, Some("Square Feet")),
+            Some("2000".into())
+        );
+        assert_eq!(
+            square_feet(100.0, Some("Square Meters")),
+            Some("1076".into())
+        );
+        assert_eq!(square_feet(1.0, Some("Acres")), None);
+        assert_eq!(square_feet(f64::NAN, None), None);
+        assert_eq!(square_feet(-5.0, None), None);
+    }
+
+    #[test]
+    fn our_ids_are_recognised() {
+        let m = Mapping::new("pm-{propertyId}-x", "2", BTreeMap::new(), 100).unwrap();
+        assert_eq!(m.provider_account_id(5), "pm-5-x");
+        assert_eq!(m.property_id_of("pm-5-x"), Some(5));
+        assert_eq!(m.property_id_of("pm--x"), None);
+        assert_eq!(m.property_id_of("crm-5"), None);
+        assert!(Mapping::new("no-placeholder", "2", BTreeMap::new(), 100).is_err());
+    }
+}
