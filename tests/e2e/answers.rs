@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use espm_sim::CustomerSpec;
 use serde_json::{json, Value};
 use support::*;
 
@@ -14,27 +15,16 @@ const PASSWORD_ENV: &str = "ESPM_ANSWERS_TEST_PASSWORD";
 async fn answers_through_the_bridge_show_up_in_resolved_events() {
     let dir = tempfile::tempdir().unwrap();
     let sim = start_sim("ans", "pw", 9).await;
-    let ctl = sim.control_url();
-    let http = reqwest::Client::new();
+    let ctl = SimControl::of(&sim);
     let mut ids = Vec::new();
     for i in 0..3 {
-        let c: Value = http
-            .post(format!("{ctl}/customers"))
-            .json(&json!({"lastName": format!("N{i}")}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let id = c["accountId"].as_i64().unwrap();
-        http.post(format!("{ctl}/connections"))
-            .json(&json!({"accountId": id}))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
+        let id = ctl
+            .create_customer(&CustomerSpec {
+                last_name: Some(format!("N{i}")),
+                ..CustomerSpec::default()
+            })
+            .await;
+        ctl.request_connection(id, &[]).await;
         ids.push(id);
     }
     let events_path = dir.path().join("events.jsonl");
@@ -46,7 +36,13 @@ async fn answers_through_the_bridge_show_up_in_resolved_events() {
     );
     let config_path = dir.path().join("bridge.toml");
     std::fs::write(&config_path, config).unwrap();
-    let mut bridge = Bridge::start(&config_path, dir.path(), &[(PASSWORD_ENV, "pw")], None);
+    let mut bridge = Bridge::start(
+        bridge_bin(),
+        &config_path,
+        dir.path(),
+        &[(PASSWORD_ENV, "pw")],
+        None,
+    );
     let of_type = |ty: &str| -> Vec<Value> {
         read_events(&events_path)
             .into_iter()
@@ -89,11 +85,14 @@ async fn answers_through_the_bridge_show_up_in_resolved_events() {
         pm(&["accept".into(), "connection".into(), ids[0].to_string()]).contains("nothing to do")
     );
     // The third one is withdrawn by the customer's side: it disconnects before we answer.
-    http.post(format!("{ctl}/disconnect"))
-        .json(&json!({"accountId": ids[2]}))
-        .send()
-        .await
-        .unwrap();
+    // (The simulator answers 409 here: a customer that is not connected cannot disconnect, and
+    // its request stays pending. The assertions below only concern the first two.)
+    ctl.request(
+        reqwest::Method::POST,
+        "/disconnect",
+        Some(&json!({"accountId": ids[2]})),
+    )
+    .await;
 
     let resolved = eventually(Duration::from_secs(30), || {
         let r = of_type("gov.energystar.pm.connection.resolved");

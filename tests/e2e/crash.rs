@@ -84,7 +84,7 @@ async fn sigkill_at_random_moments_loses_no_notification() {
     ];
 
     for round in 0..KILLS {
-        let mut bridge = Bridge::start(&config_path, &logs, &env, None);
+        let mut bridge = Bridge::start(bridge_bin(), &config_path, &logs, &env, None);
         // Gate: the previous wave has left PM's queue (the live bridge drains it).
         let drained = eventually(Duration::from_secs(90), || async {
             let s = ledger_summary(&http, &ctl).await;
@@ -117,7 +117,7 @@ async fn sigkill_at_random_moments_loses_no_notification() {
         .unwrap()
         .error_for_status()
         .unwrap();
-    let mut bridge = Bridge::start(&config_path, &logs, &env, None);
+    let mut bridge = Bridge::start(bridge_bin(), &config_path, &logs, &env, None);
     let ledger: Value = http
         .get(format!("{ctl}/ledger"))
         .send()

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
-use espm_sim::SimServer;
+use espm_sim::{FaultConfig, FaultKind, SimServer};
 use serde_json::{json, Value};
 use support::*;
 
@@ -75,31 +75,26 @@ async fn flaky_receiver(fail_first: usize) -> (SocketAddr, Arc<std::sync::atomic
     (addr, accepted)
 }
 
-async fn bulk(ctl: &str, count: usize) {
-    reqwest::Client::new()
-        .post(format!("{ctl}/notifications"))
-        .json(&json!({ "count": count, "types": ["UNSHARE", "SHAREUPDATE", "DISCONNECT", "TRANSFERPROPERTY"] }))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
+async fn bulk(ctl: &SimControl, count: usize) {
+    ctl.notifications(
+        count,
+        &["UNSHARE", "SHAREUPDATE", "DISCONNECT", "TRANSFERPROPERTY"],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_and_readiness_are_served() {
     let dir = tempfile::tempdir().unwrap();
     let sim = sim().await;
-    let ctl = sim.control_url();
+    let ctl = SimControl::of(&sim);
     // One 500 (a PM retry) and one truncated body (a quarantine) on the first notification reads.
-    reqwest::Client::new()
-        .put(format!("{ctl}/faults"))
-        .json(&json!({ "script": ["http500", "truncated"], "paths": ["/notification/list"] }))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
+    ctl.set_faults(&FaultConfig {
+        script: vec![FaultKind::Http500, FaultKind::Truncated],
+        paths: vec!["/notification/list".into()],
+        ..FaultConfig::default()
+    })
+    .await;
     let events_path = dir.path().join("events.jsonl");
     let config = format!(
         "{}{}\n[[sinks]]\ntype = \"file\"\nname = \"audit\"\npath = \"{}\"\n",
@@ -122,6 +117,7 @@ async fn metrics_health_and_readiness_are_served() {
     std::fs::write(&config_path, config).unwrap();
     let port = free_port();
     let mut bridge = Bridge::start(
+        bridge_bin(),
         &config_path,
         dir.path(),
         &[(PASSWORD_ENV, "ops-pw"), (SECRET_ENV, SECRET)],
@@ -262,7 +258,7 @@ async fn metrics_health_and_readiness_are_served() {
 async fn sigterm_mid_delivery_exits_cleanly_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let sim = sim().await;
-    let ctl = sim.control_url();
+    let ctl = SimControl::of(&sim);
     let (addr, seen) = receiver(Duration::from_millis(150)).await;
     let config = format!(
         "{}{}\n[[sinks]]\ntype = \"webhook\"\nname = \"slowhook\"\nurl = \"http://{addr}/hook\"\nsecret_env = \"{SECRET_ENV}\"\nmax_in_flight = 1\ntimeout = \"5s\"\n",
@@ -274,7 +270,8 @@ async fn sigterm_mid_delivery_exits_cleanly_and_loses_nothing() {
     let env = [(PASSWORD_ENV, "ops-pw"), (SECRET_ENV, SECRET)];
     bulk(&ctl, 60).await;
     // A short grace period: SIGTERM must not wait for the whole backlog.
-    let mut bridge = Bridge::start_with_grace(&config_path, dir.path(), &env, None, "1s");
+    let mut bridge =
+        Bridge::start_with_grace(bridge_bin(), &config_path, dir.path(), &env, None, "1s");
     // Wait until delivery is under way, then SIGTERM in the middle of it.
     let started = eventually(Duration::from_secs(30), || {
         let n = seen.lock().unwrap().len();
@@ -296,7 +293,7 @@ async fn sigterm_mid_delivery_exits_cleanly_and_loses_nothing() {
     assert!(bridge.log().contains("stopped cleanly"), "{}", bridge.log());
 
     // Restart: the rest comes out of the outbox, nothing is lost.
-    let mut again = Bridge::start(&config_path, dir.path(), &env, None);
+    let mut again = Bridge::start(bridge_bin(), &config_path, dir.path(), &env, None);
     let all = eventually(Duration::from_secs(60), || {
         let ids: BTreeSet<i64> = seen
             .lock()
@@ -342,6 +339,7 @@ async fn two_provider_accounts_poll_side_by_side_with_their_own_namespaces() {
     let config_path = dir.path().join("bridge.toml");
     std::fs::write(&config_path, config).unwrap();
     let mut bridge = Bridge::start(
+        bridge_bin(),
         &config_path,
         dir.path(),
         &[
@@ -350,8 +348,8 @@ async fn two_provider_accounts_poll_side_by_side_with_their_own_namespaces() {
         ],
         None,
     );
-    bulk(&live_like.control_url(), 7).await;
-    bulk(&other.control_url(), 5).await;
+    bulk(&SimControl::of(&live_like), 7).await;
+    bulk(&SimControl::of(&other), 5).await;
     let sources = eventually(Duration::from_secs(30), || {
         let p = events_path.clone();
         async move {

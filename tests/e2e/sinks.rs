@@ -3,8 +3,6 @@
 //! their replay through `espm-bridge dlq`.
 
 mod support;
-#[path = "../support/tansu.rs"]
-mod tansu;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -14,6 +12,7 @@ use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
 use espm_sim::SimServer;
+use espm_testkit::tansu::Tansu;
 use futures::StreamExt;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -21,7 +20,6 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use serde_json::{json, Value};
 use support::*;
-use tansu::Tansu;
 
 const PASSWORD_ENV: &str = "ESPM_SINKS_TEST_PASSWORD";
 const SECRET_ENV: &str = "ESPM_SINKS_TEST_WHSEC";
@@ -42,30 +40,12 @@ async fn sim(user: &str) -> SimServer {
     start_sim(user, "pw", 11).await
 }
 
-async fn bulk(ctl: &str, count: usize) {
-    reqwest::Client::new()
-        .post(format!("{ctl}/notifications"))
-        .json(&json!({ "count": count, "types": TYPES }))
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap();
+async fn bulk(ctl: &SimControl, count: usize) {
+    ctl.notifications(count, &TYPES).await;
 }
 
-async fn ledger_ids(ctl: &str) -> BTreeSet<i64> {
-    let l: Value = reqwest::get(format!("{ctl}/ledger"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    l["notifications"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|n| n["id"].as_i64().unwrap())
-        .collect()
+async fn ledger_ids(ctl: &SimControl) -> BTreeSet<i64> {
+    ctl.created_ids().await.into_iter().collect()
 }
 
 async fn create_topic(bootstrap: &str, topic: &str) {
@@ -178,7 +158,7 @@ fn ids_in(values: &[Value]) -> BTreeSet<i64> {
 async fn every_notification_reaches_kafka_nats_and_the_webhook() {
     let dir = tempfile::tempdir().unwrap();
     let sim = sim("allsinks").await;
-    let ctl = sim.control_url();
+    let ctl = SimControl::of(&sim);
     let kafka = Tansu::start();
     let sfx = suffix();
     let topic = format!("espm-e2e-{sfx}");
@@ -226,6 +206,7 @@ max_in_flight = 4
     let config_path = dir.path().join("bridge.toml");
     std::fs::write(&config_path, config).unwrap();
     let mut bridge = Bridge::start(
+        bridge_bin(),
         &config_path,
         dir.path(),
         &[(PASSWORD_ENV, "pw"), (SECRET_ENV, SECRET)],
@@ -396,7 +377,7 @@ max_in_flight = 4
 async fn kafka_outage_loses_nothing_and_does_not_stop_other_sinks() {
     let dir = tempfile::tempdir().unwrap();
     let sim = sim("outage").await;
-    let ctl = sim.control_url();
+    let ctl = SimControl::of(&sim);
     let mut kafka = Tansu::start();
     let topic = format!("espm-outage-{}", suffix());
     create_topic(&kafka.bootstrap(), &topic).await;
@@ -412,7 +393,13 @@ async fn kafka_outage_loses_nothing_and_does_not_stop_other_sinks() {
     );
     let config_path = dir.path().join("bridge.toml");
     std::fs::write(&config_path, config).unwrap();
-    let mut bridge = Bridge::start(&config_path, dir.path(), &[(PASSWORD_ENV, "pw")], None);
+    let mut bridge = Bridge::start(
+        bridge_bin(),
+        &config_path,
+        dir.path(),
+        &[(PASSWORD_ENV, "pw")],
+        None,
+    );
     let kafka_ids = |records: &Arc<Mutex<Vec<Record>>>| -> BTreeSet<i64> {
         records
             .lock()
@@ -485,7 +472,7 @@ async fn kafka_outage_loses_nothing_and_does_not_stop_other_sinks() {
 async fn webhook_dead_letters_are_listed_and_replayed() {
     let dir = tempfile::tempdir().unwrap();
     let sim = sim("dlq").await;
-    let ctl = sim.control_url();
+    let ctl = SimControl::of(&sim);
     // The first 6 calls fail: with max_attempts = 2 the first 3 events are dead-lettered.
     let (hook, hooked, _) = receiver(6).await;
     let config = format!(
@@ -496,7 +483,7 @@ async fn webhook_dead_letters_are_listed_and_replayed() {
     let config_path = dir.path().join("bridge.toml");
     std::fs::write(&config_path, config).unwrap();
     let env = [(PASSWORD_ENV, "pw"), (SECRET_ENV, SECRET)];
-    let mut bridge = Bridge::start(&config_path, dir.path(), &env, None);
+    let mut bridge = Bridge::start(bridge_bin(), &config_path, dir.path(), &env, None);
     bulk(&ctl, 10).await;
     let all = ledger_ids(&ctl).await;
     let delivered = eventually(Duration::from_secs(60), || {

@@ -9,7 +9,10 @@ use espm_client::{
     Action, ClientConfig, ClientError, CustomFieldTarget, PendingKind, PmClient, RetryPolicy,
 };
 use espm_model::{Address, Contact, NewCustomer, Organization, PendingList};
-use espm_sim::{SimConfig, SimServer};
+use espm_sim::{CustomerSpec, FaultConfig, SimConfig, SimServer};
+use espm_testkit::sim::start_sim_with;
+use espm_testkit::SimControl;
+use reqwest::Method;
 use serde_json::{json, Value};
 
 const USER: &str = "sim_provider";
@@ -17,7 +20,7 @@ const PASS: &str = "sim_password";
 
 struct Sim {
     server: SimServer,
-    http: reqwest::Client,
+    ctl: SimControl,
 }
 
 impl Sim {
@@ -33,12 +36,10 @@ impl Sim {
             seed: 7,
             scenario,
         };
-        let server = SimServer::start(cfg, "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+        let server = start_sim_with(cfg).await;
         Sim {
+            ctl: SimControl::of(&server),
             server,
-            http: reqwest::Client::new(),
         }
     }
 
@@ -50,59 +51,36 @@ impl Sim {
     }
 
     async fn control(&self, path: &str, body: Value) -> Value {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.server.control_url()))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = resp.status();
-        let v: Value = resp.json().await.unwrap();
-        assert!(status.is_success(), "{path} {body}: {status} {v}");
-        v
+        let r = self.ctl.request(Method::POST, path, Some(&body)).await;
+        assert!(
+            r.status.is_success(),
+            "{path} {body}: {} {}",
+            r.status,
+            r.body
+        );
+        r.body
     }
 
     async fn faults(&self, body: Value) {
-        let resp = self
-            .http
-            .put(format!("{}/faults", self.server.control_url()))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+        let faults: FaultConfig = serde_json::from_value(body).unwrap();
+        self.ctl.set_faults(&faults).await;
     }
 
     async fn remaining_script(&self) -> usize {
-        let v: Value = self
-            .http
-            .get(format!("{}/faults", self.server.control_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        v["script"].as_array().map_or(0, Vec::len)
+        self.ctl.faults().await.script.len()
     }
 
     async fn ledger_summary(&self) -> Value {
-        self.http
-            .get(format!("{}/ledger?summary=true", self.server.control_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        serde_json::to_value(self.ctl.ledger_summary().await).unwrap()
     }
 
     async fn customer(&self, org: &str) -> i64 {
-        let v = self
-            .control("/customers", json!({ "organization": org }))
-            .await;
-        v["accountId"].as_i64().unwrap()
+        self.ctl
+            .create_customer(&CustomerSpec {
+                organization: Some(org.into()),
+                ..CustomerSpec::default()
+            })
+            .await
     }
 
     /// A customer connected to the provider (requested, then accepted through the client).

@@ -2,12 +2,11 @@
 //! `espm-bridge` binary (a child process) to one sink at a time, and report events/s, end-to-end
 //! latency percentiles and the bridge's peak RSS. A measuring tool, never a test.
 
-#[path = "../../../tests/support/tansu.rs"]
-mod tansu;
-
 mod receivers;
 mod report;
 mod run;
+
+use espm_testkit::tansu;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

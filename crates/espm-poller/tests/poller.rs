@@ -6,12 +6,15 @@ use std::time::Duration;
 use espm_client::{ClientConfig, PmClient, RetryPolicy};
 use espm_journal::{Journal, Scope};
 use espm_poller::{DrainMode, PollError, Poller, PollerConfig};
-use espm_sim::{SimConfig, SimServer};
+use espm_sim::{FaultConfig, SimConfig, SimServer};
+use espm_testkit::sim::start_sim_with;
+use espm_testkit::SimControl;
+use reqwest::Method;
 use serde_json::{json, Value};
 
 struct Env {
     sim: SimServer,
-    http: reqwest::Client,
+    ctl: SimControl,
     _dir: tempfile::TempDir,
     journal_path: std::path::PathBuf,
 }
@@ -23,14 +26,12 @@ async fn env() -> Env {
         seed: 5,
         scenario: false,
     };
-    let sim = SimServer::start(cfg, "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
+    let sim = start_sim_with(cfg).await;
     let dir = tempfile::tempdir().unwrap();
     let journal_path = dir.path().join("journal.db");
     Env {
+        ctl: SimControl::of(&sim),
         sim,
-        http: reqwest::Client::new(),
         _dir: dir,
         journal_path,
     }
@@ -63,37 +64,18 @@ impl Env {
     }
 
     async fn post(&self, path: &str, body: Value) -> Value {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.sim.control_url()))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().await.unwrap_or(Value::Null)
+        let r = self.ctl.request(Method::POST, path, Some(&body)).await;
+        assert!(r.status.is_success(), "{path}: {} {}", r.status, r.body);
+        r.body
     }
 
     async fn ledger(&self) -> Value {
-        self.http
-            .get(format!("{}/ledger", self.sim.control_url()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        serde_json::to_value(self.ctl.ledger().await).unwrap()
     }
 
     async fn faults(&self, f: Value) {
-        self.http
-            .put(format!("{}/faults", self.sim.control_url()))
-            .json(&f)
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap();
+        let f: FaultConfig = serde_json::from_value(f).unwrap();
+        self.ctl.set_faults(&f).await;
     }
 }
 

@@ -1,5 +1,8 @@
 //! The JSON control API under `/sim`: customer-side actions, load generation, faults, the ledger.
 //! No authentication (it is a test tool); bodies are JSON whatever the content type says.
+//!
+//! The request and answer types are public (and both serialize and deserialize) so that a
+//! client, like the test kit's, speaks exactly what the routes take.
 
 // Helpers return the finished error `Response` as their `Err`: it goes straight back to the
 // client, once per request, so boxing it would only add noise.
@@ -14,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::faults::FaultConfig;
@@ -70,12 +73,69 @@ fn fields(map: Option<BTreeMap<String, String>>) -> CustomFields {
     map.unwrap_or_default().into_iter().collect()
 }
 
-fn created(value: serde_json::Value) -> Response {
+fn created(value: impl Serialize) -> Response {
     (StatusCode::CREATED, Json(value)).into_response()
 }
 
-fn notified(ids: Vec<i64>) -> Response {
-    Json(json!({ "notificationIds": ids })).into_response()
+fn notified(notification_ids: Vec<i64>) -> Response {
+    Json(Notified { notification_ids }).into_response()
+}
+
+/// Answer of `POST /customers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerCreated {
+    /// The new customer's account id.
+    pub account_id: i64,
+}
+
+/// Answer of `POST /connections`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionRequested {
+    /// The customer's account id.
+    pub account_id: i64,
+    /// Always `pending`.
+    pub status: String,
+}
+
+/// Answer of `POST /shares/property`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyShared {
+    /// The shared property (new or given).
+    pub property_id: i64,
+}
+
+/// Answer of `POST /shares/meter`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeterShared {
+    /// The shared meter (new or given).
+    pub meter_id: i64,
+    /// Its property.
+    pub property_id: i64,
+}
+
+/// Answer of the customer actions that notify (`/shares/edit`, `/unshare`, `/disconnect`,
+/// `/transfer`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Notified {
+    /// The notifications created, in creation order.
+    pub notification_ids: Vec<i64>,
+}
+
+/// Answer of `POST /notifications`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkCreated {
+    /// How many were created.
+    pub created: usize,
+    /// The first new id (none when `count` is 0).
+    pub first_id: Option<i64>,
+    /// The last new id.
+    pub last_id: Option<i64>,
 }
 
 macro_rules! parse_or_return {
@@ -90,46 +150,80 @@ macro_rules! parse_or_return {
 async fn create_customer(State(state): State<SimState>, bytes: Bytes) -> Response {
     let spec: CustomerSpec = parse_or_return!(bytes);
     match state.with_world(|w| w.create_customer(spec)) {
-        Ok(id) => created(json!({ "accountId": id })),
+        Ok(account_id) => created(CustomerCreated { account_id }),
         Err(e) => sim_error(e),
     }
 }
 
-#[derive(Deserialize)]
+/// `POST /connections`: the customer asks to connect.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ConnectionReq {
-    account_id: i64,
-    custom_fields: Option<BTreeMap<String, String>>,
+pub struct ConnectionRequest {
+    /// The customer.
+    pub account_id: i64,
+    /// Custom fields the customer fills in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_fields: Option<BTreeMap<String, String>>,
 }
 
 async fn request_connection(State(state): State<SimState>, bytes: Bytes) -> Response {
-    let r: ConnectionReq = parse_or_return!(bytes);
+    let r: ConnectionRequest = parse_or_return!(bytes);
     match state.with_world(|w| w.request_connection(r.account_id, fields(r.custom_fields))) {
-        Ok(()) => created(json!({ "accountId": r.account_id, "status": "pending" })),
+        Ok(()) => created(ConnectionRequested {
+            account_id: r.account_id,
+            status: "pending".into(),
+        }),
         Err(e) => sim_error(e),
     }
 }
 
-#[derive(Deserialize)]
+/// `POST /shares/property`: the customer shares a property (a pending request).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct PropertyShareReq {
-    account_id: i64,
-    property_id: Option<i64>,
-    name: Option<String>,
-    access_level: Access,
-    custom_fields: Option<BTreeMap<String, String>>,
+pub struct PropertyShareRequest {
+    /// The owner.
+    pub account_id: i64,
+    /// An existing property of the owner; none: a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property_id: Option<i64>,
+    /// The new property's name (generated when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Access offered.
+    pub access_level: Access,
+    /// Custom fields the customer fills in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_fields: Option<BTreeMap<String, String>>,
     /// Sets the property's gross floor area before sharing (`units` as PM writes them).
-    gross_floor_area: Option<FloorAreaReq>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gross_floor_area: Option<FloorAreaRequest>,
 }
 
-#[derive(Deserialize)]
-struct FloorAreaReq {
-    value: f64,
-    units: String,
+/// A gross floor area for [`PropertyShareRequest`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FloorAreaRequest {
+    /// The value.
+    pub value: f64,
+    /// `Square Feet` or `Square Meters`.
+    pub units: String,
+}
+
+impl PropertyShareRequest {
+    /// A new property of `account_id`, shared with `access_level`.
+    pub fn new(account_id: i64, access_level: Access) -> Self {
+        Self {
+            account_id,
+            property_id: None,
+            name: None,
+            access_level,
+            custom_fields: None,
+            gross_floor_area: None,
+        }
+    }
 }
 
 async fn share_property(State(state): State<SimState>, bytes: Bytes) -> Response {
-    let r: PropertyShareReq = parse_or_return!(bytes);
+    let r: PropertyShareRequest = parse_or_return!(bytes);
     if let Some(a) = &r.gross_floor_area {
         // Checked before sharing, so a bad area leaves no share behind.
         if !a.value.is_finite()
@@ -156,23 +250,45 @@ async fn share_property(State(state): State<SimState>, bytes: Bytes) -> Response
         Ok(pid)
     });
     match done {
-        Ok(pid) => created(json!({ "propertyId": pid })),
+        Ok(property_id) => created(PropertyShared { property_id }),
         Err(e) => sim_error(e),
     }
 }
 
-#[derive(Deserialize)]
+/// `POST /shares/meter`: the customer shares a meter (a pending request).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct MeterShareReq {
-    account_id: i64,
-    property_id: Option<i64>,
-    meter_id: Option<i64>,
-    access_level: Access,
-    custom_fields: Option<BTreeMap<String, String>>,
+pub struct MeterShareRequest {
+    /// The owner.
+    pub account_id: i64,
+    /// A new meter on this property; with neither this nor `meter_id`, on a new property.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property_id: Option<i64>,
+    /// An existing meter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meter_id: Option<i64>,
+    /// Access offered.
+    pub access_level: Access,
+    /// Custom fields the customer fills in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_fields: Option<BTreeMap<String, String>>,
+}
+
+impl MeterShareRequest {
+    /// A new meter on a new property of `account_id`, shared with `access_level`.
+    pub fn new(account_id: i64, access_level: Access) -> Self {
+        Self {
+            account_id,
+            property_id: None,
+            meter_id: None,
+            access_level,
+            custom_fields: None,
+        }
+    }
 }
 
 async fn share_meter(State(state): State<SimState>, bytes: Bytes) -> Response {
-    let r: MeterShareReq = parse_or_return!(bytes);
+    let r: MeterShareRequest = parse_or_return!(bytes);
     let done = state.with_world(|w| {
         w.share_meter(
             r.account_id,
@@ -183,20 +299,53 @@ async fn share_meter(State(state): State<SimState>, bytes: Bytes) -> Response {
         )
     });
     match done {
-        Ok((mid, pid)) => created(json!({ "meterId": mid, "propertyId": pid })),
+        Ok((meter_id, property_id)) => created(MeterShared {
+            meter_id,
+            property_id,
+        }),
         Err(e) => sim_error(e),
     }
 }
 
-#[derive(Deserialize)]
+/// `POST /shares/edit` and `POST /unshare`: a property or a meter (exactly one), and for an
+/// edit the new access level.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct TargetReq {
-    property_id: Option<i64>,
-    meter_id: Option<i64>,
-    access_level: Option<Access>,
+pub struct ShareTarget {
+    /// A property.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property_id: Option<i64>,
+    /// A meter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meter_id: Option<i64>,
+    /// The new access level (edits only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_level: Option<Access>,
 }
 
-impl TargetReq {
+impl ShareTarget {
+    /// This property or meter.
+    pub fn new(target: Target) -> Self {
+        match target {
+            Target::Property(p) => Self {
+                property_id: Some(p),
+                ..Self::default()
+            },
+            Target::Meter(m) => Self {
+                meter_id: Some(m),
+                ..Self::default()
+            },
+        }
+    }
+
+    /// With a new access level.
+    pub fn with_access(self, access_level: Access) -> Self {
+        Self {
+            access_level: Some(access_level),
+            ..self
+        }
+    }
+
     fn target(&self) -> Result<Target, Response> {
         match (self.property_id, self.meter_id) {
             (Some(p), None) => Ok(Target::Property(p)),
@@ -210,7 +359,7 @@ impl TargetReq {
 }
 
 async fn edit_share(State(state): State<SimState>, bytes: Bytes) -> Response {
-    let r: TargetReq = parse_or_return!(bytes);
+    let r: ShareTarget = parse_or_return!(bytes);
     let target = match r.target() {
         Ok(t) => t,
         Err(resp) => return resp,
@@ -225,7 +374,7 @@ async fn edit_share(State(state): State<SimState>, bytes: Bytes) -> Response {
 }
 
 async fn unshare(State(state): State<SimState>, bytes: Bytes) -> Response {
-    let r: TargetReq = parse_or_return!(bytes);
+    let r: ShareTarget = parse_or_return!(bytes);
     let target = match r.target() {
         Ok(t) => t,
         Err(resp) => return resp,
@@ -236,47 +385,56 @@ async fn unshare(State(state): State<SimState>, bytes: Bytes) -> Response {
     }
 }
 
-#[derive(Deserialize)]
+/// `POST /disconnect`: the customer disconnects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct AccountReq {
-    account_id: i64,
+pub struct AccountRequest {
+    /// The customer.
+    pub account_id: i64,
 }
 
 async fn disconnect(State(state): State<SimState>, bytes: Bytes) -> Response {
-    let r: AccountReq = parse_or_return!(bytes);
+    let r: AccountRequest = parse_or_return!(bytes);
     match state.with_world(|w| w.customer_disconnect(r.account_id)) {
         Ok(ids) => notified(ids),
         Err(e) => sim_error(e),
     }
 }
 
-#[derive(Deserialize)]
+/// `POST /transfer`: a property changes owner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct TransferReq {
-    property_id: i64,
-    to_account_id: i64,
+pub struct TransferRequest {
+    /// The property.
+    pub property_id: i64,
+    /// Its new owner.
+    pub to_account_id: i64,
+    /// Whether the provider loses access (UNSHAREs follow).
     #[serde(default)]
-    remove_access: bool,
+    pub remove_access: bool,
 }
 
 async fn transfer(State(state): State<SimState>, bytes: Bytes) -> Response {
-    let r: TransferReq = parse_or_return!(bytes);
+    let r: TransferRequest = parse_or_return!(bytes);
     match state.with_world(|w| w.transfer(r.property_id, r.to_account_id, r.remove_access)) {
         Ok(ids) => notified(ids),
         Err(e) => sim_error(e),
     }
 }
 
-#[derive(Deserialize)]
+/// `POST /notifications`: load.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct BulkReq {
-    count: usize,
+pub struct BulkRequest {
+    /// How many.
+    pub count: usize,
+    /// Type codes, round robin (empty: the four documented ones).
     #[serde(default)]
-    types: Vec<String>,
+    pub types: Vec<String>,
 }
 
 async fn bulk(State(state): State<SimState>, bytes: Bytes) -> Response {
-    let r: BulkReq = parse_or_return!(bytes);
+    let r: BulkRequest = parse_or_return!(bytes);
     if r.types.iter().any(|t| t.trim().is_empty()) {
         return error(
             StatusCode::BAD_REQUEST,
@@ -284,11 +442,11 @@ async fn bulk(State(state): State<SimState>, bytes: Bytes) -> Response {
         );
     }
     let range = state.with_world(|w| w.bulk_notifications(r.count, &r.types));
-    created(json!({
-        "created": r.count,
-        "firstId": range.map(|r| r.0),
-        "lastId": range.map(|r| r.1),
-    }))
+    created(BulkCreated {
+        created: r.count,
+        first_id: range.map(|r| r.0),
+        last_id: range.map(|r| r.1),
+    })
 }
 
 async fn ledger(

@@ -1,12 +1,12 @@
 //! The ground-truth ledger: every notification ever created, and every notification read, so
 //! tests can prove that nothing was lost or handed out twice.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::faults::FaultKind;
 
 /// Whether a read's response reached the client intact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Delivery {
     /// The response is still being written (or was never polled).
@@ -18,7 +18,7 @@ pub enum Delivery {
 }
 
 /// One notification in the ledger.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerEntry {
     /// Notification id.
@@ -40,7 +40,7 @@ pub struct LedgerEntry {
 }
 
 /// One `GET /notification/list` call.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReadRecord {
     /// Sequence number, from 1.
@@ -61,7 +61,7 @@ pub struct ReadRecord {
 }
 
 /// Counts only (`GET /sim/ledger?summary=true`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LedgerSummary {
     /// Notifications ever created.
@@ -83,22 +83,22 @@ pub struct LedgerSummary {
 }
 
 /// The ledger (`GET /sim/ledger`).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Ledger {
     /// Every notification ever created, by id.
     pub notifications: Vec<LedgerEntry>,
     /// Every read.
     pub reads: Vec<ReadRecord>,
-    #[serde(skip)]
-    first_id: Option<i64>,
 }
 
 impl Ledger {
     /// Record a new notification. Ids must be allocated consecutively (they index the ledger).
     pub fn created(&mut self, id: i64, type_code: &str, created_at: &str) {
-        let first = *self.first_id.get_or_insert(id);
-        debug_assert_eq!(id - first, self.notifications.len() as i64);
+        debug_assert!(self
+            .notifications
+            .first()
+            .is_none_or(|first| id - first.id == self.notifications.len() as i64));
         self.notifications.push(LedgerEntry {
             id,
             type_code: type_code.to_string(),
@@ -110,7 +110,7 @@ impl Ledger {
     }
 
     fn index(&self, id: i64) -> Option<usize> {
-        let i = usize::try_from(id - self.first_id?).ok()?;
+        let i = usize::try_from(id - self.notifications.first()?.id).ok()?;
         (i < self.notifications.len()).then_some(i)
     }
 

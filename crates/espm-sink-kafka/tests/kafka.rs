@@ -1,18 +1,15 @@
 //! The Kafka sink against a real Kafka-protocol broker (tansu), one broker per test.
 
-#[path = "../../../tests/support/tansu.rs"]
-mod tansu;
-
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant, SystemTime};
 
 use espm_config::{KafkaMode, KafkaSinkConfig};
 use espm_sink::{CloudEvent, Envelope, Outcome, Sink};
 use espm_sink_kafka::KafkaSink;
+use espm_testkit::tansu::Tansu;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::ClientConfig;
-use tansu::Tansu;
 
 /// Upper bound for anything that waits on the broker in these tests.
 const WAIT: Duration = Duration::from_secs(60);

@@ -6,7 +6,8 @@ use std::process::Command;
 
 use espm_model::{to_xml, Action, SharingResponse, TerminateSharingResponse};
 use espm_sim::{SimConfig, SimServer};
-use reqwest::StatusCode;
+use espm_testkit::SimControl;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 pub const USER: &str = "sim_provider";
@@ -15,6 +16,7 @@ pub const PASS: &str = "sim_password";
 pub struct Sim {
     pub server: SimServer,
     pub http: reqwest::Client,
+    pub ctl: SimControl,
 }
 
 pub struct Reply {
@@ -34,10 +36,9 @@ impl Sim {
             seed,
             ..SimConfig::default()
         };
-        let server = SimServer::start(cfg, "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
+        let server = espm_testkit::sim::start_sim_with(cfg).await;
         Sim {
+            ctl: SimControl::of(&server),
             server,
             http: reqwest::Client::new(),
         }
@@ -104,20 +105,15 @@ impl Sim {
 
     /// Control API call: (status, JSON).
     pub async fn ctl(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let url = format!("{}{}", self.server.control_url(), path);
-        let req = match method {
-            "GET" => self.http.get(url),
-            "PUT" => self.http.put(url),
-            _ => self.http.post(url),
+        let method = match method {
+            "GET" => Method::GET,
+            "PUT" => Method::PUT,
+            _ => Method::POST,
         };
-        let req = match body {
-            Some(b) => req.json(&b),
-            None => req,
-        };
-        let resp = req.send().await.unwrap();
-        let status = resp.status();
-        let v = resp.json().await.unwrap();
-        (status, v)
+        // GETs send no body, as before.
+        let body = body.filter(|_| method != Method::GET);
+        let r = self.ctl.request(method, path, body.as_ref()).await;
+        (r.status, r.body)
     }
 
     /// Control API call that must succeed.

@@ -1,10 +1,7 @@
 //! A throw-away tansu broker (Kafka protocol, in-memory storage) for tests.
 //!
-//! Self-contained (std only) so any test crate can include it with
-//! `#[path = "<relative>/tests/support/tansu.rs"] mod tansu;`.
-//!
-//! ```ignore
-//! let mut broker = tansu::Tansu::start();
+//! ```no_run
+//! let mut broker = espm_testkit::tansu::Tansu::start();
 //! let bootstrap = broker.bootstrap(); // "127.0.0.1:PORT"
 //! broker.stop();                       // simulate an outage
 //! broker.start_again();                // same port, empty storage
@@ -13,8 +10,6 @@
 //! The binary is found through `TANSU_BIN`, then `tansu` on `PATH`, then `$HOME/.cargo/bin/tansu`;
 //! `bash tests/run.sh` installs it. Memory storage forgets every topic on restart, and tansu does
 //! not auto-create topics: create them with an admin client.
-
-#![allow(dead_code)]
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};

@@ -1,0 +1,19 @@
+//! Test support shared by espm-bridge's test suites (never published).
+//!
+//! - [`sim`]: start the PM simulator and drive it through a typed client for its control API
+//!   (`/sim`: customers, connection and share requests, customer actions, bulk notifications,
+//!   faults, the ledger, the world);
+//! - [`events`]: CloudEvent builders for sink and journal tests;
+//! - [`tansu`]: a throw-away Kafka-protocol broker;
+//! - [`e2e`]: the `espm-bridge` binary as a child process, config snippets, polling helpers.
+//!
+//! Helpers panic with a message that says what failed: they run in tests only.
+
+#![deny(missing_docs)]
+
+pub mod e2e;
+pub mod events;
+pub mod sim;
+pub mod tansu;
+
+pub use sim::{start_sim, SimControl};
