@@ -125,7 +125,7 @@ async fn arcadia_mirrors_property_shares() {
     let config_path = dir.path().join("bridge.toml");
     std::fs::write(&config_path, &base_config).unwrap();
     let env = [(PASSWORD_ENV, "pw"), (APP_KEY_ENV, app_key.as_str())];
-    let mut bridge = Bridge::start(&config_path, dir.path(), &env, None);
+    let mut bridge = Bridge::start(bridge_bin(), &config_path, dir.path(), &env, None);
     let of_type = |ty: &str| -> Vec<Value> {
         read_events(&events_path)
             .into_iter()
@@ -292,7 +292,7 @@ async fn arcadia_mirrors_property_shares() {
         ),
     )
     .unwrap();
-    let mut bridge = Bridge::start(&config_path, dir.path(), &env, None);
+    let mut bridge = Bridge::start(bridge_bin(), &config_path, dir.path(), &env, None);
     let replayed = eventually(WAIT, || {
         let d = depth(&journal_path, "arcadia-replay");
         async move {

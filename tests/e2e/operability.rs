@@ -398,6 +398,7 @@ async fn pm_and_sink_outages_show_in_status_not_in_readiness() {
     std::fs::write(&config_path, config).unwrap();
     let port = free_port();
     let bridge = Bridge::start(
+        bridge_bin(),
         &config_path,
         dir.path(),
         &[(PASSWORD_ENV, "ops-pw")],

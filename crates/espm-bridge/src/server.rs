@@ -180,7 +180,7 @@ impl Health {
         }
         // Not PM being down: a drained body this process holds but cannot finish (spooled or
         // stranded), or bodies that keep failing to parse.
-        for a in &self.pollers {
+        for a in &self.accounts {
             if let Some(reason) = a.status.not_ready_reason() {
                 out.push(format!("account {}: {reason}", a.name));
             }
