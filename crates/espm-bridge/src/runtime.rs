@@ -164,8 +164,7 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         poller_tasks.push(tokio::spawn(poller.run(poll_stop.clone()).instrument(span)));
     }
 
-    let statuses: Vec<Arc<PollerStatus>> =
-        poller_status.iter().map(|a| a.status.clone()).collect();
+    let statuses: Vec<Arc<PollerStatus>> = poller_status.iter().map(|a| a.status.clone()).collect();
     let health = Arc::new(Health::new(journal.clone(), sink_states, poller_status));
     let listen = match opts.metrics_addr {
         Some(a) => a,
@@ -198,7 +197,9 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         if tokio::time::timeout(remaining, &mut t).await.is_err() {
             if status.holding_body() {
-                tracing::warn!("grace period over, but a clear=true body is in flight: waiting to keep it");
+                tracing::warn!(
+                    "grace period over, but a clear=true body is in flight: waiting to keep it"
+                );
                 let _ = t.await;
             } else {
                 t.abort();

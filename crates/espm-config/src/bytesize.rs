@@ -20,9 +20,7 @@ impl ByteSize {
     /// 1000, binary ones (KiB, MiB, GiB) powers of 1024.
     pub fn parse(s: &str) -> Result<ByteSize, String> {
         let t = s.trim();
-        let split = t
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(t.len());
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
         let n: u64 = num
             .parse()
@@ -35,7 +33,11 @@ impl ByteSize {
             "mib" => 1 << 20,
             "g" | "gb" => 1_000_000_000,
             "gib" => 1 << 30,
-            other => return Err(format!("{s:?}: unknown size unit {other:?} (B, KB, KiB, MB, MiB, GB, GiB)")),
+            other => {
+                return Err(format!(
+                    "{s:?}: unknown size unit {other:?} (B, KB, KiB, MB, MiB, GB, GiB)"
+                ))
+            }
         };
         n.checked_mul(mult)
             .map(ByteSize)

@@ -37,11 +37,11 @@ mod types;
 pub use cloudevent::CloudEvent;
 pub use data::{BodyQuarantinedData, Resolution};
 pub use normalize::{
-    connection_requested_data, diff_pending, meter_share_requested_data, normalize_document,
-    normalize_pm_time, notification_data, notification_event, pending_key, pending_requested_event,
-    pending_resolved_event, pending_snapshot_value, property_share_requested_data,
-    event_time, quarantine_event, subject_for, NormalizeError, Origin, PendingDiff, PendingEntry, PendingKind,
-    ID_NAMESPACE,
+    connection_requested_data, diff_pending, event_time, meter_share_requested_data,
+    normalize_document, normalize_pm_time, notification_data, notification_event, pending_key,
+    pending_requested_event, pending_resolved_event, pending_snapshot_value,
+    property_share_requested_data, quarantine_event, subject_for, NormalizeError, Origin,
+    PendingDiff, PendingEntry, PendingKind, ID_NAMESPACE,
 };
 pub use schema::{asyncapi_yaml, event_schema, event_schemas};
 pub use template::{Template, TemplateError};

@@ -233,8 +233,14 @@ fn quarantine_event_is_deterministic_and_valid() {
     );
     assert_eq!(q, quarantine_event(&origin(), &quarantined(42, "aa11")));
     // The same bytes are one event; other bytes another.
-    assert_eq!(q.id, quarantine_event(&origin(), &quarantined(43, "aa11")).id);
-    assert_ne!(q.id, quarantine_event(&origin(), &quarantined(42, "bb22")).id);
+    assert_eq!(
+        q.id,
+        quarantine_event(&origin(), &quarantined(43, "aa11")).id
+    );
+    assert_ne!(
+        q.id,
+        quarantine_event(&origin(), &quarantined(42, "bb22")).id
+    );
 }
 
 fn account(id: i64, created: Option<&str>) -> PendingEntry {

@@ -4,7 +4,6 @@
 use super::*;
 
 impl Journal {
-
     /// Remember that the bridge answered a pending request (`kind` e.g. `connection`, `action`
     /// e.g. `accept`), so the next list walk can attribute its disappearance.
     pub fn record_answer(

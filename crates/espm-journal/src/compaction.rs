@@ -13,7 +13,6 @@ pub struct CompactStats {
 }
 
 impl Journal {
-
     /// Delete outbox rows that every registered sink's cursor has passed (for a replay: its
     /// target's cursor) and that are older than `retention`, and parsed raw bodies older than
     /// `retention`. Quarantined bodies, unparsed bodies and events some registered sink has not

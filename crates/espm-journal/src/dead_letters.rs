@@ -70,7 +70,6 @@ pub(crate) fn store_dead_letter(
 }
 
 impl Journal {
-
     /// Store an event `sink` gave up on. Prefer [`Journal::settle`], which also moves the cursor.
     pub fn dead_letter(
         &self,

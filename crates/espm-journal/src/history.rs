@@ -63,7 +63,6 @@ pub struct HistoryEntry {
 }
 
 impl Journal {
-
     /// The life of a notification: when it was first seen, in which raw bodies, its events and
     /// per sink whether each is pending, delivered (the cursor passed it) or dead-lettered.
     /// With `scope = None`, every account's notification with that id is returned.

@@ -49,8 +49,8 @@ pub use dead_letters::{DeadLetter, NewDeadLetter};
 pub use history::{DeliveryStatus, EventHistory, HistoryEntry, SinkDelivery};
 pub use notifications::{CommitStats, NotificationEntry};
 pub use outbox::{OutboxDepth, OutboxRow, SinkCursor};
-pub use spool::{Spool, SpoolEntry};
 pub use raw::{body_digest, QuarantineOutcome, QuarantinedBody, StoredBody, UnprocessedBody};
+pub use spool::{Spool, SpoolEntry};
 
 use dead_letters::store_dead_letter;
 use error::SqlResultExt;
@@ -89,20 +89,6 @@ impl std::fmt::Display for RawId {
         self.0.fmt(f)
     }
 }
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 struct Inner {
     path: PathBuf,
@@ -144,7 +130,6 @@ pub(crate) fn from_ms(ms: i64) -> SystemTime {
 pub(crate) fn now_ms() -> i64 {
     to_ms(SystemTime::now())
 }
-
 
 /// Lock a connection; a poisoned lock only means another thread panicked mid-call, and SQLite
 /// rolled back its open transaction when the statement/transaction was dropped.

@@ -45,7 +45,6 @@ pub(crate) fn linked_notification(
 }
 
 impl Journal {
-
     /// Commit the notifications parsed from raw body `raw` and their events, in one transaction:
     /// notifications are deduplicated on (environment, account, notification id), events are
     /// appended to the outbox unless their id was ever enqueued before, and the raw body is

@@ -82,7 +82,12 @@ pub(crate) fn register_sink(conn: &Connection, sink: &str, now: i64) -> Result<(
     Ok(())
 }
 
-pub(crate) fn store_cursor(conn: &Connection, sink: &str, seq: i64, now: i64) -> Result<(), JournalError> {
+pub(crate) fn store_cursor(
+    conn: &Connection,
+    sink: &str,
+    seq: i64,
+    now: i64,
+) -> Result<(), JournalError> {
     conn.prepare_cached(
         "INSERT INTO sinks(name, cursor, registered_at, updated_at) VALUES (?1, ?2, ?3, ?3) \
          ON CONFLICT(name) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
@@ -94,7 +99,6 @@ pub(crate) fn store_cursor(conn: &Connection, sink: &str, seq: i64, now: i64) ->
 }
 
 impl Journal {
-
     /// Up to `limit` events after `after_seq` that `sink` should see (untargeted events and
     /// replays aimed at `sink`), in sequence order.
     pub fn read_outbox(

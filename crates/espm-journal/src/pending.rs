@@ -4,7 +4,6 @@
 use super::*;
 
 impl Journal {
-
     /// The last committed snapshot of one pending list (`list` names it, e.g. `connection`),
     /// keyed by the caller's item key.
     pub fn pending_snapshot(

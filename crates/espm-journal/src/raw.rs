@@ -80,23 +80,25 @@ pub fn body_digest(bytes: &[u8]) -> String {
     s
 }
 
-/// If `digest` is already quarantined for this account and endpoint (other than `except`), count
-/// one more sighting and return it.
+/// If `digest` is already quarantined for this account (other than `except`), count one more
+/// sighting and return it. The endpoint does not matter: a peek and a clear of the same poison
+/// notification are the same bytes.
 fn bump_duplicate(
     tx: &Transaction<'_>,
     environment: &str,
     account: &str,
-    endpoint: &str,
     digest: &str,
     except: RawId,
 ) -> Result<Option<QuarantineOutcome>, JournalError> {
     let first: Option<i64> = tx
         .prepare_cached(
-            "SELECT id FROM raw_bodies WHERE environment = ?1 AND account = ?2 AND endpoint = ?3 \
-             AND sha256 = ?4 AND state = 'quarantined' AND id != ?5 ORDER BY id LIMIT 1",
+            "SELECT id FROM raw_bodies WHERE environment = ?1 AND account = ?2 \
+             AND sha256 = ?3 AND state = 'quarantined' AND id != ?4 ORDER BY id LIMIT 1",
         )
         .j()?
-        .query_row(params![environment, account, endpoint, digest, except.0], |r| r.get(0))
+        .query_row(params![environment, account, digest, except.0], |r| {
+            r.get(0)
+        })
         .optional()
         .j()?;
     let Some(first) = first else { return Ok(None) };
@@ -198,7 +200,7 @@ impl Journal {
     /// by `event` from the stored id and the bytes' digest), in one transaction: a crash can lose neither the state nor the only signal. Its bytes are
     /// kept (never compacted) for an operator and `journal reprocess`.
     ///
-    /// Bytes identical to a body already quarantined for the same account and endpoint are
+    /// Bytes identical to a body already quarantined for the same account are
     /// stored once: this row is deleted, the first one's count goes up, and no second event is
     /// appended.
     pub fn quarantine(
@@ -224,14 +226,14 @@ impl Journal {
                 })
                 .optional()
                 .j()?;
-            let Some((environment, account, endpoint, body)) = row else {
+            let Some((environment, account, _endpoint, body)) = row else {
                 return Err(JournalError::NotFound {
                     what: "raw body",
                     id: raw.0,
                 });
             };
             let digest = body_digest(&body);
-            if let Some(first) = bump_duplicate(tx, &environment, &account, &endpoint, &digest, raw)? {
+            if let Some(first) = bump_duplicate(tx, &environment, &account, &digest, raw)? {
                 tx.prepare_cached("DELETE FROM raw_bodies WHERE id = ?1")
                     .j()?
                     .execute([raw.0])
@@ -273,7 +275,7 @@ impl Journal {
                     what: "raw body",
                     id: parent.0,
                 })?;
-            if let Some(first) = bump_duplicate(tx, &environment, &account, endpoint, &digest, RawId(-1))? {
+            if let Some(first) = bump_duplicate(tx, &environment, &account, &digest, RawId(-1))? {
                 return Ok(first);
             }
             tx.prepare_cached(
@@ -324,7 +326,9 @@ impl Journal {
             )
             .j()?;
         let rows = st
-            .query_map(params![scope.environment, scope.account], |r| Ok(RawId(r.get(0)?)))
+            .query_map(params![scope.environment, scope.account], |r| {
+                Ok(RawId(r.get(0)?))
+            })
             .j()?;
         rows.collect::<Result<_, _>>().j()
     }
@@ -332,24 +336,25 @@ impl Journal {
     /// One stored body with where it came from.
     pub fn stored_body(&self, id: RawId) -> Result<Option<StoredBody>, JournalError> {
         let conn = self.reader();
-        let body = conn.prepare_cached(
-            "SELECT id, environment, account, endpoint, http_status, body, state, parent_id \
+        let body = conn
+            .prepare_cached(
+                "SELECT id, environment, account, endpoint, http_status, body, state, parent_id \
              FROM raw_bodies WHERE id = ?1",
-        )
-        .j()?
-        .query_row([id.0], |r| {
-            Ok(StoredBody {
-                id: RawId(r.get(0)?),
-                scope: Scope::new(r.get::<_, String>(1)?, r.get::<_, String>(2)?),
-                endpoint: r.get(3)?,
-                http_status: r.get(4)?,
-                body: r.get(5)?,
-                state: r.get(6)?,
-                fragment_of: r.get::<_, Option<i64>>(7)?.map(RawId),
+            )
+            .j()?
+            .query_row([id.0], |r| {
+                Ok(StoredBody {
+                    id: RawId(r.get(0)?),
+                    scope: Scope::new(r.get::<_, String>(1)?, r.get::<_, String>(2)?),
+                    endpoint: r.get(3)?,
+                    http_status: r.get(4)?,
+                    body: r.get(5)?,
+                    state: r.get(6)?,
+                    fragment_of: r.get::<_, Option<i64>>(7)?.map(RawId),
+                })
             })
-        })
-        .optional()
-        .j();
+            .optional()
+            .j();
         body
     }
 

@@ -53,7 +53,10 @@ fn open_creates_parent_dirs_and_survives_reopen() {
     }
     let j = Journal::open(&path).unwrap();
     assert_eq!(j.cursor("k").unwrap(), 1);
-    assert_eq!(ids(&j.read_outbox("k", 0, 10).unwrap()), vec!["e1", "e2", "q"]);
+    assert_eq!(
+        ids(&j.read_outbox("k", 0, 10).unwrap()),
+        vec!["e1", "e2", "q"]
+    );
     assert_eq!(ids(&j.read_outbox("k", 1, 10).unwrap()), vec!["e2", "q"]);
     assert_eq!(j.head_seq().unwrap(), 3);
     let q = j.quarantine_list().unwrap();
@@ -86,7 +89,7 @@ fn open_creates_parent_dirs_and_survives_reopen() {
     assert_eq!(stats.new_events, 1);
     assert_eq!(
         ids(&j.read_outbox("k", 0, 10).unwrap()),
-        vec!["e1", "e2", "e3"]
+        vec!["e1", "e2", "q", "e3"]
     );
 }
 

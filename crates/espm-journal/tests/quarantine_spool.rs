@@ -79,11 +79,17 @@ fn identical_quarantined_bodies_are_stored_once_and_counted() {
 fn a_fragment_is_quarantined_with_its_bytes_and_requeued_on_demand() {
     let dir = tempfile::tempdir().unwrap();
     let j = open(&dir);
-    let parent = j.record_raw(&scope(), "/n", 200, b"<list>...</list>").unwrap();
+    let parent = j
+        .record_raw(&scope(), "/n", 200, b"<list>...</list>")
+        .unwrap();
     let out = j
-        .quarantine_fragment(parent, "/n#notification", b"<notification>x</notification>", "bad id", |id, _| {
-            ev(&format!("frag-{}", id.0))
-        })
+        .quarantine_fragment(
+            parent,
+            "/n#notification",
+            b"<notification>x</notification>",
+            "bad id",
+            |id, _| ev(&format!("frag-{}", id.0)),
+        )
         .unwrap();
     let QuarantineOutcome::Stored(frag) = out else {
         panic!("expected a stored fragment, got {out:?}")
@@ -103,7 +109,10 @@ fn a_fragment_is_quarantined_with_its_bytes_and_requeued_on_demand() {
     let body = j.requeue_quarantined(frag).unwrap();
     assert_eq!(body.state, "received");
     assert_eq!(body.fragment_of, Some(parent));
-    assert!(j.requeue_quarantined(frag).is_err(), "only a quarantined body can be requeued");
+    assert!(
+        j.requeue_quarantined(frag).is_err(),
+        "only a quarantined body can be requeued"
+    );
     assert!(j.requeue_quarantined(RawId(999)).is_err());
 }
 
@@ -113,9 +122,15 @@ fn spooled_bodies_are_ingested_in_order_and_removed() {
     let j = open(&dir);
     let spool = Spool::for_journal(&dir.path().join("j.db"), None);
     let other = Scope::new("sim", "b");
-    spool.write(&scope(), "notification/list?clear=true", 200, b"first").unwrap();
-    spool.write(&other, "notification/list?clear=true", 200, b"theirs").unwrap();
-    spool.write(&scope(), "notification/list?clear=true", 200, b"second").unwrap();
+    spool
+        .write(&scope(), "notification/list?clear=true", 200, b"first")
+        .unwrap();
+    spool
+        .write(&other, "notification/list?clear=true", 200, b"theirs")
+        .unwrap();
+    spool
+        .write(&scope(), "notification/list?clear=true", 200, b"second")
+        .unwrap();
     assert_eq!(spool.pending(None).len(), 3);
     assert_eq!(spool.pending(Some(&scope())).len(), 2);
     assert_eq!(spool.ingest(&j, Some(&scope())).unwrap(), 2);
@@ -125,7 +140,11 @@ fn spooled_bodies_are_ingested_in_order_and_removed() {
         .map(|&id| j.stored_body(id).unwrap().unwrap().body)
         .collect();
     assert_eq!(bodies, vec![b"first".to_vec(), b"second".to_vec()]);
-    assert_eq!(spool.pending(None).len(), 1, "the other account's body stays");
+    assert_eq!(
+        spool.pending(None).len(),
+        1,
+        "the other account's body stays"
+    );
     assert_eq!(spool.ingest(&j, None).unwrap(), 1);
     assert!(spool.pending(None).is_empty());
 }
@@ -138,7 +157,9 @@ fn a_spool_falls_back_to_the_second_directory() {
     std::fs::write(dir.path().join("j.db.spool"), b"in the way").unwrap();
     let fallback = dir.path().join("fallback");
     let spool = Spool::for_journal(&journal_path, Some(fallback.clone()));
-    let p = spool.write(&scope(), "notification/list?clear=true", 200, b"kept").unwrap();
+    let p = spool
+        .write(&scope(), "notification/list?clear=true", 200, b"kept")
+        .unwrap();
     assert!(p.starts_with(&fallback));
     assert_eq!(spool.pending(None).len(), 1);
 }

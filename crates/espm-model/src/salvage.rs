@@ -162,7 +162,11 @@ fn pos(reader: &quick_xml::Reader<&[u8]>) -> usize {
 
 /// Parse one `<notification>` element inside a copy of the original root start tag, so that
 /// namespace declarations on the root still apply.
-fn parse_fragment(root_open: &[u8], root_name: &[u8], fragment: &[u8]) -> Result<Notification, String> {
+fn parse_fragment(
+    root_open: &[u8],
+    root_name: &[u8],
+    fragment: &[u8],
+) -> Result<Notification, String> {
     let mut doc = Vec::with_capacity(root_open.len() + fragment.len() + root_name.len() + 3);
     if root_open.is_empty() {
         doc.extend_from_slice(b"<notificationList>");
@@ -174,9 +178,11 @@ fn parse_fragment(root_open: &[u8], root_name: &[u8], fragment: &[u8]) -> Result
     doc.extend_from_slice(root_name);
     doc.push(b'>');
     match parse::<NotificationList>(&doc) {
-        Ok(list) if list.notifications.len() == 1 => {
-            list.notifications.into_iter().next().ok_or_else(String::new)
-        }
+        Ok(list) if list.notifications.len() == 1 => list
+            .notifications
+            .into_iter()
+            .next()
+            .ok_or_else(String::new),
         Ok(list) => Err(format!(
             "expected one <notification>, found {}",
             list.notifications.len()

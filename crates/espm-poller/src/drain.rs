@@ -6,9 +6,7 @@ use std::time::Duration;
 
 use espm_client::RawBody;
 use espm_events::{event_time, notification_event, quarantine_event, BodyQuarantinedData, Origin};
-use espm_journal::{
-    Journal, NotificationEntry, QuarantineOutcome, RawId, Scope, StoredBody,
-};
+use espm_journal::{Journal, NotificationEntry, QuarantineOutcome, RawId, Scope, StoredBody};
 use espm_model::{parse_notifications_salvaging, Notification};
 use tokio_util::sync::CancellationToken;
 
@@ -60,7 +58,10 @@ impl Poller {
 
     /// Drain once; once `shutdown` is cancelled no new `clear=true` is started, but one already
     /// sent is awaited and its body kept.
-    pub async fn drain_until(&self, shutdown: &CancellationToken) -> Result<DrainOutcome, PollError> {
+    pub async fn drain_until(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<DrainOutcome, PollError> {
         let mut out = DrainOutcome::default();
         // What PM already handed out comes before anything new, in order.
         self.catch_up(&mut out).await?;
@@ -186,8 +187,12 @@ impl Poller {
         let processed = self
             .committer()
             .process(endpoint, raw_id, &bytes, clear, out)
-            .await?;
-        Ok(processed)
+            .await;
+        if processed.is_err() {
+            // Journalled but not committed: stranded until the next drain's catch-up.
+            self.status.stranded.fetch_add(1, Ordering::Relaxed);
+        }
+        processed
     }
 
     /// Finish what a failure or a crash interrupted: notification bodies that were journalled
@@ -211,10 +216,10 @@ impl Poller {
                 let p = self.committer().process_stored(&body, &mut out).await?;
                 tracing::warn!(account = %self.account(), raw_id = %body.id, notifications = p.notifications, "recovered a journalled body left unprocessed by a crash or a failed commit");
                 metrics::counter!("espm_bridge_bodies_recovered_total", "account" => self.account().to_string()).increment(1);
+                recovered += 1;
             } else {
                 self.journal.call(move |j| j.mark_raw_processed(id)).await?;
             }
-            recovered += 1;
             self.status.stranded.fetch_sub(1, Ordering::Relaxed);
         }
         Ok(recovered)
@@ -374,8 +379,16 @@ fn base64_encode(bytes: &[u8]) -> String {
             | u32::from(*c.get(2).unwrap_or(&0));
         s.push(T[(n >> 18) as usize & 63] as char);
         s.push(T[(n >> 12) as usize & 63] as char);
-        s.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        s.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        s.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        s.push(if c.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     s
 }
@@ -568,7 +581,12 @@ impl Committer {
         Ok((new, duplicates))
     }
 
-    async fn quarantine(&self, endpoint: &str, raw_id: RawId, error: &str) -> Result<(), PollError> {
+    async fn quarantine(
+        &self,
+        endpoint: &str,
+        raw_id: RawId,
+        error: &str,
+    ) -> Result<(), PollError> {
         let origin = self.origin.clone();
         let endpoint = endpoint.to_string();
         let err = error.to_string();

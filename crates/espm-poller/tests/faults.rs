@@ -258,7 +258,10 @@ async fn a_body_nothing_will_store_is_not_dropped_by_a_shutdown() {
     while e.pm.clears.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(status.holding_body(), "the body is held while nothing stores it");
+    assert!(
+        status.holding_body(),
+        "the body is held while nothing stores it"
+    );
     stop.cancel();
     tokio::time::timeout(Duration::from_secs(10), task)
         .await
@@ -316,7 +319,11 @@ async fn a_poison_notification_blocks_neither_the_others_nor_the_clear() {
     );
     assert_eq!(notification_ids(&j), vec![1, 3]);
     let q = j.quarantine_list().unwrap();
-    assert_eq!(q.len(), 1, "the peek's and the clear's copies are one entry");
+    assert_eq!(
+        q.len(),
+        1,
+        "the peek's and the clear's copies are one entry"
+    );
     assert_eq!(q[0].seen_count, 2);
     let fragment = j.raw_body(q[0].id).unwrap().unwrap();
     assert!(String::from_utf8_lossy(&fragment).contains("<notificationId>two<"));
@@ -370,7 +377,12 @@ async fn reprocess_parses_a_quarantined_body_again_idempotently() {
 
     // A body that still does not parse stays quarantined, without a second event.
     let bad = j
-        .record_raw(&s, "notification/list?clear=true", 200, b"<html>down</html>")
+        .record_raw(
+            &s,
+            "notification/list?clear=true",
+            200,
+            b"<html>down</html>",
+        )
         .unwrap();
     let mut first_event = None;
     j.quarantine(bad, "not xml", |id, d| {

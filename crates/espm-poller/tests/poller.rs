@@ -184,13 +184,17 @@ async fn a_truncated_body_is_quarantined_with_its_bytes() {
     let q = j.quarantine_list().unwrap();
     assert_eq!(q.len(), 1, "{q:?}");
     // The cut tail is quarantined with its bytes; the whole body stays in the journal.
-    let whole = q[0].fragment_of.expect("the tail of a list is a fragment of it");
+    let whole = q[0]
+        .fragment_of
+        .expect("the tail of a list is a fragment of it");
     let bytes = j.raw_body(whole).unwrap().unwrap();
     assert!(String::from_utf8_lossy(&bytes).contains("<notificationList"));
     let tail = j.raw_body(q[0].id).unwrap().unwrap();
     assert!(bytes.ends_with(&tail));
     // Every notification that arrived complete went on.
-    let complete = String::from_utf8_lossy(&bytes).matches("</notification>").count();
+    let complete = String::from_utf8_lossy(&bytes)
+        .matches("</notification>")
+        .count();
     let rows = outbox(&j);
     assert_eq!(rows.len(), complete + 1);
     assert_eq!(

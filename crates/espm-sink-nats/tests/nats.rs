@@ -389,7 +389,7 @@ fn invalid_configurations_are_rejected() {
     };
     bad(serde_json::json!({"subject": "espm.{nope}"}), "nope");
     bad(serde_json::json!({"stream": "a.b"}), "stream name");
-    bad(serde_json::json!({"create_stream": true}), "no stream");
+    bad(serde_json::json!({"create_stream": true}), "create_stream");
     bad(serde_json::json!({"username": "u"}), "password");
     bad(serde_json::json!({"max_in_flight": 0}), "max_in_flight");
     bad(serde_json::json!({"tls_cert_file": "/x"}), "tls_key_file");

@@ -237,8 +237,7 @@ async fn signs_per_standard_webhooks_with_every_rotated_secret() {
     let rx = Receiver::start(vec![], Reply::status(204)).await;
     let secrets = secret_file(&[SECRET_A, "", SECRET_B]);
     let mut cfg = config("hook", &rx.url, &secrets);
-    cfg.headers
-        .insert("Authorization".into(), "Bearer t0k3n".into());
+    cfg.headers.insert("X-Tenant".into(), "acme-t0k3n".into());
     let sink = WebhookSink::new(&cfg).unwrap();
     let env = envelope(1);
 
@@ -287,7 +286,7 @@ async fn signs_per_standard_webhooks_with_every_rotated_secret() {
         r.headers["user-agent"],
         concat!("espm-bridge/", env!("CARGO_PKG_VERSION"))
     );
-    assert_eq!(r.headers["authorization"], "Bearer t0k3n");
+    assert_eq!(r.headers["x-tenant"], "acme-t0k3n");
     let back: CloudEvent = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(back, env.event);
 }
