@@ -14,6 +14,8 @@ pub const SQ_FT_PER_SQ_M: f64 = 10.763_910_416_709_722;
 
 /// One Arcadia call (or, for a disconnect, a search followed by calls).
 #[derive(Debug, Clone, PartialEq)]
+// A handful of calls per event, built and sent one by one: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Call {
     /// `PUT /accounts`: add or update by `providerAccountId`.
     Upsert(Account),
