@@ -17,7 +17,6 @@
 // Refusals carry the whole Arcadia error envelope, as the simulator answers it; boxing them
 // would only obscure a test server's handlers.
 #![allow(clippy::result_large_err)]
-
 #![deny(missing_docs)]
 
 pub mod faults;
