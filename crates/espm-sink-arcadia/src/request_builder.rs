@@ -18,7 +18,7 @@ pub const SQ_FT_PER_SQ_M: f64 = 10.763_910_416_709_722;
 #[allow(clippy::large_enum_variant)]
 pub enum Call {
     /// `PUT /accounts`: add or update by `providerAccountId`.
-    Upsert(Account),
+    Upsert(Box<Account>),
     /// Set Account Property on one account.
     Set {
         /// The account.
@@ -176,7 +176,7 @@ impl Mapping {
             ..Account::default()
         };
         let target = AccountRef::Provider(pid);
-        let mut calls = vec![Call::Upsert(account)];
+        let mut calls = vec![Call::Upsert(Box::new(account))];
         if let Some(area) = info
             .gross_floor_area
             .as_ref()
