@@ -77,6 +77,7 @@ impl BridgeConfig {
             }
             check_account(&mut v, &p, a);
         }
+        check_one_poller_per_pm_account(&mut v, &self.accounts);
 
         if self.sinks.is_empty() {
             v.push(
@@ -223,6 +224,34 @@ fn check_listen(v: &mut Problems, listen: &str) {
             "metrics.listen",
             format!("`{listen}` is not a host:port listen address such as `0.0.0.0:9464`"),
         );
+    }
+}
+
+/// PM forbids concurrent calls per account, and each `clear=true` read hands a notification to
+/// one caller only: the same PM login (username on the same PM base URL) under two account
+/// names would run two pollers that split its notifications between two journal namespaces.
+fn check_one_poller_per_pm_account(v: &mut Problems, accounts: &[AccountConfig]) {
+    let mut seen: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for (i, a) in accounts.iter().enumerate() {
+        let Some(base) = a.effective_base_url() else {
+            continue;
+        };
+        let username = a.username.trim().to_ascii_lowercase();
+        if username.is_empty() {
+            continue;
+        }
+        let base = base.trim().trim_end_matches('/').to_ascii_lowercase();
+        if let Some(first) = seen.insert((base.clone(), username), i) {
+            v.push(
+                format!("accounts[{i}].username"),
+                format!(
+                    "PM user `{}` at {base} is already configured as account `{}` (accounts[{first}]): \
+                     two pollers on one PM account would split its notifications; configure it once",
+                    a.username.trim(),
+                    accounts[first].name
+                ),
+            );
+        }
     }
 }
 

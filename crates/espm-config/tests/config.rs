@@ -255,6 +255,28 @@ fn rule_unique_account_names() {
 }
 
 #[test]
+fn rule_one_account_name_per_pm_user() {
+    // Same PM user on the same PM (case and a trailing slash do not make another one).
+    let t = format!(
+        "{BASE}\n[[accounts]]\nname = \"live2\"\nenvironment = \"live\"\nusername = \"U\"\npassword_env = \"P\"\n"
+    );
+    assert_problem(
+        &t,
+        "accounts[1].username",
+        "already configured as account `live`",
+    );
+    let t = format!(
+        "{BASE}\n[[accounts]]\nname = \"live2\"\nenvironment = \"live\"\nbase_url = \"https://portfoliomanager.energystar.gov/ws/\"\nusername = \"u\"\npassword_env = \"P\"\n"
+    );
+    assert_problem(&t, "accounts[1].username", "two pollers on one PM account");
+    // The same username in PM's test environment is another PM account.
+    let t = format!(
+        "{BASE}\n[[accounts]]\nname = \"test\"\nenvironment = \"test\"\nusername = \"u\"\npassword_env = \"P\"\n"
+    );
+    assert_eq!(problems_of(&t), Vec::<String>::new());
+}
+
+#[test]
 fn rule_unique_sink_names() {
     assert_problem(
         &with_sink("name = \"out\"\ntype = \"file\"\npath = \"/tmp/x\""),

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::faults::FaultConfig;
-use crate::world::{Access, CustomFields, CustomerSpec, SimError, Target};
+use crate::world::{Access, CustomFields, CustomerSpec, PendingTrigger, SimError, Target};
 use crate::SimState;
 
 /// `/sim` routes (state applied).
@@ -38,6 +38,10 @@ pub fn router(state: SimState) -> Router {
         .route("/notifications", post(bulk))
         .route("/ledger", get(ledger))
         .route("/faults", get(get_faults).put(put_faults))
+        .route(
+            "/pending/triggers",
+            get(get_pending_triggers).post(arm_pending_trigger),
+        )
         .route("/reset", post(reset))
         .route("/world", get(world))
         .with_state(state)
@@ -474,6 +478,18 @@ async fn put_faults(State(state): State<SimState>, bytes: Bytes) -> Response {
     match state.set_faults(cfg) {
         Ok(()) => Json(state.faults()).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn get_pending_triggers(State(state): State<SimState>) -> Response {
+    Json(state.with_world(|w| w.pending_triggers().to_vec())).into_response()
+}
+
+async fn arm_pending_trigger(State(state): State<SimState>, bytes: Bytes) -> Response {
+    let t: PendingTrigger = parse_or_return!(bytes);
+    match state.with_world(|w| w.arm_pending_trigger(t.clone())) {
+        Ok(()) => created(serde_json::to_value(&t).unwrap_or_default()),
+        Err(e) => sim_error(e),
     }
 }
 

@@ -31,7 +31,7 @@ use parking_lot::Mutex;
 
 pub use faults::{ClearCommit, FaultConfig, FaultKind};
 pub use ledger::{Delivery, Ledger, LedgerSummary};
-pub use world::{Access, CustomerSpec, SimError, Target, World};
+pub use world::{Access, CustomerSpec, PendingListKind, PendingTrigger, SimError, Target, World};
 
 /// Simulator settings.
 #[derive(Clone)]

@@ -25,7 +25,7 @@ use espm_model::{
 use http_body::Frame;
 
 use crate::faults::{ClearCommit, FaultDecision, FaultKind};
-use crate::world::{CustomFieldTarget, SimError};
+use crate::world::{CustomFieldTarget, PendingListKind, SimError};
 use crate::SimState;
 
 /// PM's maintenance page, served for injected 502s.
@@ -357,7 +357,9 @@ async fn pending_accounts(
     State(state): State<SimState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let list = state.inner.world.lock().pending_accounts_page(page(&q));
+    let list = served_page(&state, PendingListKind::Connection, page(&q), |w, p| {
+        w.pending_accounts_page(p)
+    });
     xml_response(StatusCode::OK, to_xml(&list))
 }
 
@@ -365,7 +367,9 @@ async fn pending_properties(
     State(state): State<SimState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let list = state.inner.world.lock().pending_properties_page(page(&q));
+    let list = served_page(&state, PendingListKind::PropertyShare, page(&q), |w, p| {
+        w.pending_properties_page(p)
+    });
     xml_response(StatusCode::OK, to_xml(&list))
 }
 
@@ -373,8 +377,31 @@ async fn pending_meters(
     State(state): State<SimState>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let list = state.inner.world.lock().pending_meters_page(page(&q));
+    let list = served_page(&state, PendingListKind::MeterShare, page(&q), |w, p| {
+        w.pending_meters_page(p)
+    });
     xml_response(StatusCode::OK, to_xml(&list))
+}
+
+/// Build one pending page, then fire the triggers waiting for it (under the same lock, so the
+/// next page already sees the answer).
+fn served_page(
+    state: &SimState,
+    kind: PendingListKind,
+    page: usize,
+    build: impl FnOnce(&crate::World, usize) -> espm_model::PendingList,
+) -> espm_model::PendingList {
+    let mut world = state.inner.world.lock();
+    let list = build(&world, page);
+    for (trigger, done) in world.pending_page_served(kind, page) {
+        match done {
+            Ok(()) => tracing::info!(?trigger, "pending trigger fired"),
+            Err(e) => {
+                tracing::warn!(?trigger, error = %e, "pending trigger found nothing to answer")
+            }
+        }
+    }
+    list
 }
 
 /// Parse `{id}` and a `sharingResponse`, then run `op(world, id, accept)`.

@@ -88,6 +88,35 @@ pub enum Target {
     Meter(i64),
 }
 
+/// Which pending list a [`PendingTrigger`] watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PendingListKind {
+    /// `GET /connect/account/pending/list`.
+    Connection,
+    /// `GET /share/property/pending/list`.
+    PropertyShare,
+    /// `GET /share/meter/pending/list`.
+    MeterShare,
+}
+
+/// A request answered while the provider walks a pending list: right after page `after_page` of
+/// `list` was served, request `id` (an account, property or meter id) is answered, so the
+/// following pages shift as they do in PM when someone answers during a walk. One-shot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PendingTrigger {
+    /// The list being walked.
+    pub list: PendingListKind,
+    /// The page (1-based) after which the request is answered.
+    pub after_page: usize,
+    /// The pending request's account, property or meter id.
+    pub id: i64,
+    /// Accept (otherwise reject: to the list, the same as a withdrawal).
+    #[serde(default)]
+    pub accept: bool,
+}
+
 /// Optional details of a new customer (`POST /sim/customers`); blanks are generated from the seed.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -247,6 +276,7 @@ pub struct World {
     pending_properties: Vec<PendingShare>,
     pending_meters: Vec<PendingShare>,
     queue: VecDeque<Notification>,
+    pending_triggers: Vec<PendingTrigger>,
     ledger: Ledger,
     next_low_account: i64,
     next_high_account: i64,
@@ -326,6 +356,7 @@ impl World {
             pending_properties: Vec::new(),
             pending_meters: Vec::new(),
             queue: VecDeque::new(),
+            pending_triggers: Vec::new(),
             ledger: Ledger::default(),
             next_low_account,
             next_high_account,
@@ -640,6 +671,44 @@ impl World {
             links: next_link("/share/meter/pending/list", page, more),
             ..PendingList::default()
         }
+    }
+
+    /// Arm a [`PendingTrigger`].
+    pub fn arm_pending_trigger(&mut self, trigger: PendingTrigger) -> Result<(), SimError> {
+        if trigger.after_page == 0 {
+            return Err(SimError::Invalid("afterPage starts at 1".into()));
+        }
+        self.pending_triggers.push(trigger);
+        Ok(())
+    }
+
+    /// The triggers armed and not fired yet.
+    pub fn pending_triggers(&self) -> &[PendingTrigger] {
+        &self.pending_triggers
+    }
+
+    /// Page `page` of `list` was served: fire (and disarm) the triggers waiting for it. Returns
+    /// what each fired trigger did (answering a request that is gone is `NotPending`).
+    pub fn pending_page_served(
+        &mut self,
+        list: PendingListKind,
+        page: usize,
+    ) -> Vec<(PendingTrigger, Result<(), SimError>)> {
+        let page = page.max(1);
+        let (fire, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending_triggers)
+            .into_iter()
+            .partition(|t| t.list == list && t.after_page == page);
+        self.pending_triggers = keep;
+        fire.into_iter()
+            .map(|t| {
+                let done = match t.list {
+                    PendingListKind::Connection => self.answer_connection(t.id, t.accept),
+                    PendingListKind::PropertyShare => self.answer_property_share(t.id, t.accept),
+                    PendingListKind::MeterShare => self.answer_meter_share(t.id, t.accept),
+                };
+                (t, done)
+            })
+            .collect()
     }
 
     /// `GET /customer/list`: (id, organisation) of every connected customer.
@@ -1650,6 +1719,47 @@ mod tests {
         assert!(again.notifications.is_empty());
         w.settle_read(r, true);
         assert_eq!(w.ledger().summary().delivered, 5);
+        w.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_trigger_answers_between_pages_and_shifts_the_next_one() {
+        let mut w = World::new(4);
+        let mut ids = Vec::new();
+        for _ in 0..(PAGE_SIZE + 1) {
+            let a = w.create_customer(CustomerSpec::default()).unwrap();
+            w.request_connection(a, Vec::new()).unwrap();
+            ids.push(a);
+        }
+        w.arm_pending_trigger(PendingTrigger {
+            list: PendingListKind::Connection,
+            after_page: 1,
+            id: ids[0],
+            accept: false,
+        })
+        .unwrap();
+        let page1 = w.pending_accounts_page(1);
+        assert_eq!(page1.accounts.len(), PAGE_SIZE);
+        // Another list's page does not fire it.
+        assert!(w
+            .pending_page_served(PendingListKind::MeterShare, 1)
+            .is_empty());
+        let fired = w.pending_page_served(PendingListKind::Connection, 1);
+        assert_eq!(fired.len(), 1);
+        assert_eq!(fired[0].1, Ok(()));
+        assert!(w.pending_triggers().is_empty(), "one-shot");
+        // The entry that was first on page 2 moved onto page 1, which the walker already has.
+        let page2 = w.pending_accounts_page(2);
+        assert!(page2.accounts.is_empty());
+        assert!(w.has_pending_connection(ids[PAGE_SIZE]));
+        assert!(w
+            .arm_pending_trigger(PendingTrigger {
+                list: PendingListKind::Connection,
+                after_page: 0,
+                id: ids[1],
+                accept: true,
+            })
+            .is_err());
         w.check_invariants().unwrap();
     }
 }
