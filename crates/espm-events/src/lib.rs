@@ -5,7 +5,8 @@
 //! - [`notification_event`]: one PM `<notification>` -> one event (unknown codes pass through as
 //!   `gov.energystar.pm.notification.received`).
 //! - [`diff_pending`]: a complete pending list against the stored snapshot -> `...requested` and
-//!   `...resolved` events plus the new snapshot.
+//!   `...resolved` events plus the new snapshot (a request is resolved only after
+//!   [`RESOLVE_AFTER_MISSED_WALKS`] complete walks missed it).
 //! - [`quarantine_event`]: the bridge's error event for a PM body that failed to parse.
 //! - [`normalize_document`]: a whole `notificationList` or `pendingList` body -> events.
 //! - [`event_schemas`] / [`asyncapi_yaml`]: the published contract, generated from the types in
@@ -37,11 +38,12 @@ mod types;
 pub use cloudevent::CloudEvent;
 pub use data::{BodyQuarantinedData, Resolution};
 pub use normalize::{
-    connection_requested_data, diff_pending, event_time, meter_share_requested_data,
-    normalize_document, normalize_pm_time, notification_data, notification_event, pending_key,
-    pending_requested_event, pending_resolved_event, pending_snapshot_value,
-    property_share_requested_data, quarantine_event, subject_for, NormalizeError, Origin,
-    PendingDiff, PendingEntry, PendingKind, ID_NAMESPACE,
+    connection_requested_data, diff_pending, event_time, meter_share_requested_data, normalize_document,
+    normalize_pm_time, notification_data, notification_event, pending_key,
+    pending_requested_episode, pending_requested_event, pending_resolved_event,
+    pending_snapshot_value, property_share_requested_data, quarantine_event, subject_for,
+    NormalizeError, Origin, PendingDiff, PendingEntry, PendingKind, TrackedRequest, ID_NAMESPACE,
+    RESOLVE_AFTER_MISSED_WALKS,
 };
 pub use schema::{asyncapi_yaml, event_schema, event_schemas};
 pub use template::{Template, TemplateError};

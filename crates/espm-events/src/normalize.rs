@@ -416,12 +416,29 @@ pub fn pending_snapshot_value(entry: &PendingEntry) -> Value {
     }
 }
 
-fn pending_id_name(kind: PendingKind, key: &str, what: &str) -> String {
-    format!("{}/{key}/{what}", kind.as_str())
+/// The id name of one episode's event: the first episode keeps the plain key (ids stay what they
+/// were before episodes existed), later ones add `#n`, so a request listed again after it was
+/// resolved is a new event, not a duplicate a consumer would drop.
+fn pending_id_name(kind: PendingKind, key: &str, episode: u32, what: &str) -> String {
+    if episode <= 1 {
+        format!("{}/{key}/{what}", kind.as_str())
+    } else {
+        format!("{}/{key}#{episode}/{what}", kind.as_str())
+    }
 }
 
-/// The `requested` event of one pending entry (regardless of whether it was seen before).
+/// The `requested` event of one pending entry (regardless of whether it was seen before), as its
+/// first episode.
 pub fn pending_requested_event(origin: &Origin, entry: &PendingEntry) -> CloudEvent {
+    pending_requested_episode(origin, entry, 1)
+}
+
+/// The `requested` event of episode `episode` (1 the first time the key is listed).
+pub fn pending_requested_episode(
+    origin: &Origin,
+    entry: &PendingEntry,
+    episode: u32,
+) -> CloudEvent {
     let kind = entry.kind();
     let key = pending_key(entry);
     let time = entry
@@ -430,7 +447,7 @@ pub fn pending_requested_event(origin: &Origin, entry: &PendingEntry) -> CloudEv
         .and_then(normalize_pm_time);
     origin.event(
         kind.requested_type(),
-        &pending_id_name(kind, &key, "requested"),
+        &pending_id_name(kind, &key, episode, "requested"),
         entry.subject(),
         time,
         pending_snapshot_value(entry),
@@ -471,11 +488,13 @@ fn snapshot_i64(snapshot: &Value, field: &str) -> Option<i64> {
     snapshot.get(field).and_then(Value::as_i64)
 }
 
-/// The `resolved` event of a request whose stored snapshot is `snapshot` under `key`.
+/// The `resolved` event of episode `episode` of a request whose stored snapshot is `snapshot`
+/// under `key`.
 pub fn pending_resolved_event(
     origin: &Origin,
     kind: PendingKind,
     key: &str,
+    episode: u32,
     snapshot: &Value,
     resolution: Resolution,
     observed_at: DateTime<Utc>,
@@ -523,22 +542,100 @@ pub fn pending_resolved_event(
     };
     origin.event(
         kind.resolved_type(),
-        &pending_id_name(kind, key, "resolved"),
+        &pending_id_name(kind, key, episode, "resolved"),
         subject,
         Some(observed),
         data,
     )
 }
 
+/// How many consecutive complete walks a request must be missing from before it is reported
+/// resolved. PM pages by offset: a request answered while a walk is between two pages shifts
+/// the later pages by one, and the walk misses a request that is still pending. One walk alone
+/// cannot tell that from a resolution; a second complete walk that misses it again can.
+pub const RESOLVE_AFTER_MISSED_WALKS: u32 = 2;
+
+/// What the journal remembers about one pending key between walks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackedRequest {
+    /// The `requested` event's `data` as last listed ([`Value::Null`] once resolved).
+    pub data: Value,
+    /// Which time this key is listed: 1 the first time, `n` after `n - 1` resolutions.
+    pub episode: u32,
+    /// Consecutive complete walks that did not list it (0: the last walk did).
+    pub missed_walks: u32,
+    /// Resolved: kept only to count episodes, so a key listed again is a new request.
+    pub resolved: bool,
+}
+
+impl TrackedRequest {
+    /// A request just listed for the first time of episode `episode`.
+    pub fn listed(data: Value, episode: u32) -> Self {
+        Self {
+            data,
+            episode,
+            missed_walks: 0,
+            resolved: false,
+        }
+    }
+
+    /// Whether it is still considered pending (listed, or missed fewer times than needed).
+    pub fn is_pending(&self) -> bool {
+        !self.resolved
+    }
+
+    /// The JSON the journal stores: `{"data": .., "tracked": {episode, missedWalks, resolved}}`.
+    pub fn to_stored(&self) -> Value {
+        serde_json::json!({
+            "data": self.data,
+            "tracked": {
+                "episode": self.episode,
+                "missedWalks": self.missed_walks,
+                "resolved": self.resolved,
+            },
+        })
+    }
+
+    /// Read what [`TrackedRequest::to_stored`] wrote. A snapshot written before episodes existed
+    /// (the bare `requested` data) is a request listed by the last walk, first episode.
+    pub fn from_stored(stored: Value) -> Self {
+        let tracked = match &stored {
+            Value::Object(m) if m.len() == 2 && m.contains_key("data") => m.get("tracked").cloned(),
+            _ => None,
+        };
+        let Some(Value::Object(t)) = tracked else {
+            return Self::listed(stored, 1);
+        };
+        let n = |k: &str| {
+            t.get(k)
+                .and_then(Value::as_u64)
+                .and_then(|v| u32::try_from(v).ok())
+        };
+        let data = match stored {
+            Value::Object(mut m) => m.remove("data").unwrap_or(Value::Null),
+            _ => Value::Null,
+        };
+        Self {
+            data,
+            episode: n("episode").unwrap_or(1).max(1),
+            missed_walks: n("missedWalks").unwrap_or(0),
+            resolved: t.get("resolved").and_then(Value::as_bool).unwrap_or(false),
+        }
+    }
+}
+
 /// The outcome of comparing a pending list with its last stored snapshot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingDiff {
-    /// One `...requested` event per request not in the previous snapshot, in list order.
+    /// One `...requested` event per request not pending in the previous snapshot, in list order.
     pub requested: Vec<CloudEvent>,
-    /// One `...resolved` event per request of the previous snapshot no longer listed, in key order.
+    /// One `...resolved` event per request missing from [`RESOLVE_AFTER_MISSED_WALKS`]
+    /// consecutive walks, in key order.
     pub resolved: Vec<CloudEvent>,
-    /// The new snapshot to store (key -> [`pending_snapshot_value`]), replacing the previous one.
-    pub snapshot: BTreeMap<String, Value>,
+    /// Requests this walk missed that are not (yet) reported resolved.
+    pub unconfirmed: usize,
+    /// The new snapshot to store, replacing the previous one (resolved keys included).
+    pub snapshot: BTreeMap<String, TrackedRequest>,
 }
 
 impl PendingDiff {
@@ -553,18 +650,24 @@ impl PendingDiff {
     }
 }
 
-/// Compare the complete current pending list of one kind (all pages) with the previous snapshot.
+/// Compare one complete walk of a pending list of one kind (all pages) with the previous
+/// snapshot. Call it only for complete walks: a failed page must skip the round.
 ///
-/// Entries of another kind in `current` are ignored: each kind has its own list and snapshot.
-/// Duplicate entries (a request seen on two pages while PM shifted them) count once.
-/// `resolution_of(kind, id)` is asked, for each vanished request, about its accountId
-/// (connection), propertyId (property share) or meterId (meter share); a snapshot without
-/// that id resolves as [`Resolution::Unknown`]. Storing `snapshot` and diffing the same list
-/// again yields no events, so a restart between diff and store at worst repeats ids.
+/// - A key listed that is not pending in `previous` is `requested` (a new episode when it was
+///   resolved before).
+/// - A pending key not listed is resolved only once [`RESOLVE_AFTER_MISSED_WALKS`] consecutive
+///   walks missed it; until then it stays pending, and listing it again resets the count.
+/// - Entries of another kind in `current` are ignored; duplicates (seen on two pages while PM
+///   shifted them) count once.
+///
+/// `resolution_of(kind, id)` is asked, for each resolved request, about its accountId
+/// (connection), propertyId (property share) or meterId (meter share); a snapshot without that
+/// id resolves as [`Resolution::Unknown`]. The caller stores `snapshot` and the events in one
+/// transaction, so a restart never repeats or skips a transition.
 pub fn diff_pending(
     origin: &Origin,
     kind: PendingKind,
-    previous: &BTreeMap<String, Value>,
+    previous: &BTreeMap<String, TrackedRequest>,
     current: &[PendingEntry],
     resolution_of: impl Fn(PendingKind, i64) -> Resolution,
     observed_at: DateTime<Utc>,
@@ -577,24 +680,64 @@ pub fn diff_pending(
         if !seen.insert(key.clone()) {
             continue;
         }
-        if !previous.contains_key(&key) {
-            requested.push(pending_requested_event(origin, entry));
-        }
-        snapshot.insert(key, pending_snapshot_value(entry));
+        let episode = match previous.get(&key) {
+            Some(t) if t.is_pending() => t.episode,
+            found => {
+                let episode = found.map_or(1, |t| t.episode.saturating_add(1));
+                requested.push(pending_requested_episode(origin, entry, episode));
+                episode
+            }
+        };
+        snapshot.insert(
+            key,
+            TrackedRequest::listed(pending_snapshot_value(entry), episode),
+        );
     }
-    let resolved = previous
-        .iter()
-        .filter(|(key, _)| !seen.contains(*key))
-        .map(|(key, value)| {
-            let resolution = snapshot_i64(value, kind.id_field())
-                .map(|id| resolution_of(kind, id))
-                .unwrap_or(Resolution::Unknown);
-            pending_resolved_event(origin, kind, key, value, resolution, observed_at)
-        })
-        .collect();
+    let mut resolved = Vec::new();
+    let mut unconfirmed = 0;
+    for (key, t) in previous.iter().filter(|(key, _)| !seen.contains(*key)) {
+        if t.resolved {
+            snapshot.insert(key.clone(), t.clone());
+            continue;
+        }
+        let missed = t.missed_walks.saturating_add(1);
+        if missed < RESOLVE_AFTER_MISSED_WALKS {
+            unconfirmed += 1;
+            snapshot.insert(
+                key.clone(),
+                TrackedRequest {
+                    missed_walks: missed,
+                    ..t.clone()
+                },
+            );
+            continue;
+        }
+        let resolution = snapshot_i64(&t.data, kind.id_field())
+            .map(|id| resolution_of(kind, id))
+            .unwrap_or(Resolution::Unknown);
+        resolved.push(pending_resolved_event(
+            origin,
+            kind,
+            key,
+            t.episode,
+            &t.data,
+            resolution,
+            observed_at,
+        ));
+        snapshot.insert(
+            key.clone(),
+            TrackedRequest {
+                data: Value::Null,
+                episode: t.episode,
+                missed_walks: missed,
+                resolved: true,
+            },
+        );
+    }
     PendingDiff {
         requested,
         resolved,
+        unconfirmed,
         snapshot,
     }
 }

@@ -272,6 +272,9 @@ async fn pending_lists_emit_requested_then_resolved_once_across_restarts() {
         )
         .await
         .unwrap();
+    // One walk that misses them is not proof (a page may have shifted); the second is.
+    let out = p.pending_once().await.unwrap();
+    assert_eq!(out.resolved["connection"], 0);
     let out = p.pending_once().await.unwrap();
     assert_eq!(out.resolved["connection"], 2);
     let resolved: Vec<_> = outbox(&j)
@@ -291,6 +294,55 @@ async fn pending_lists_emit_requested_then_resolved_once_across_restarts() {
         "answered outside the bridge"
     );
     assert_eq!(p.pending_once().await.unwrap().resolved["connection"], 0);
+}
+
+/// The reported bug: a request answered between the fetch of page 1 and page 2 shifts page 2,
+/// and the walk misses a request that is still pending. It must never be reported resolved.
+#[tokio::test]
+async fn a_request_answered_mid_walk_never_resolves_a_request_still_pending() {
+    let e = env().await;
+    let j = Journal::open(&e.journal_path).unwrap();
+    let mut accounts = Vec::new();
+    for i in 0..(espm_sim::world::PAGE_SIZE + 1) {
+        let c = e
+            .post(
+                "/customers",
+                json!({"firstName": "C", "lastName": format!("{i}")}),
+            )
+            .await;
+        let id = c["accountId"].as_i64().unwrap();
+        e.post("/connections", json!({"accountId": id})).await;
+        accounts.push(id);
+    }
+    let p = e.poller(&j, DrainMode::Clear);
+    assert_eq!(p.pending_once().await.unwrap().requested["connection"], 21);
+    // Someone answers the first request while the bridge is between page 1 and page 2.
+    e.post(
+        "/pending/triggers",
+        json!({"list": "connection", "afterPage": 1, "id": accounts[0], "accept": false}),
+    )
+    .await;
+    let shifted_onto_page_1 = accounts[espm_sim::world::PAGE_SIZE];
+    for _ in 0..3 {
+        p.pending_once().await.unwrap();
+    }
+    let resolved: Vec<i64> = outbox(&j)
+        .into_iter()
+        .filter(|r| r.event.ty == "gov.energystar.pm.connection.resolved")
+        .map(|r| r.event.data["accountId"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        resolved,
+        vec![accounts[0]],
+        "only the answered request resolves"
+    );
+    assert!(!resolved.contains(&shifted_onto_page_1));
+    // Nothing requested twice either.
+    let requested = outbox(&j)
+        .into_iter()
+        .filter(|r| r.event.ty == "gov.energystar.pm.connection.requested")
+        .count();
+    assert_eq!(requested, 21);
 }
 
 #[tokio::test]

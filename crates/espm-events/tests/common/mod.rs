@@ -119,10 +119,19 @@ pub fn examples() -> BTreeMap<String, CloudEvent> {
         );
         let req = d.requested[0].clone();
         out.insert(req.ty.clone(), req);
-        let gone = diff_pending(
+        // Resolved once a second complete walk misses it too.
+        let missed = diff_pending(
             &o,
             kind,
             &d.snapshot,
+            &[],
+            |_, _| Resolution::Accepted,
+            observed,
+        );
+        let gone = diff_pending(
+            &o,
+            kind,
+            &missed.snapshot,
             &[],
             |_, _| Resolution::Accepted,
             observed,
