@@ -13,8 +13,15 @@ Exit status:
   0   success
   1   failure while running (PM, journal or broker trouble; `normalize` on bad XML)
   2   usage error: unknown subcommand or flag, missing or conflicting arguments
+  73  `run`: the journal is in use by another espm-bridge (one bridge per journal; the message
+      names the holder's pid and host)
+  74  `run`: a drained PM body could only be written to stderr (see the UNJOURNALLED BODY block)
+  75  `run`: drained PM bodies wait in the spool; the next start ingests them
   78  configuration error (EX_CONFIG): the file does not parse or validate, or a secret it
       names cannot be read; `check-config` prints every problem with its key path";
+
+/// Exit status when another process holds the journal (sysexits' EX_CANTCREAT).
+pub const EXIT_JOURNAL_IN_USE: u8 = 73;
 
 /// espm-bridge turns ENERGY STAR Portfolio Manager polling into pushed CloudEvents.
 ///
@@ -244,6 +251,14 @@ pub enum JournalCommand {
     History {
         /// PM notificationId.
         notification_id: i64,
+    },
+    /// Release the cursor of a sink that is no longer configured. Compaction keeps every event a
+    /// registered sink has not passed, so a removed sink's cursor freezes it; `run` logs such
+    /// cursors at start-up and `journal depth --config` marks them `not configured`. Refused for
+    /// a sink the given `--config` still configures. Exits 1 when no such cursor exists.
+    ForgetSink {
+        /// The sink name as `journal depth` shows it.
+        name: String,
     },
     /// Drop delivered events and parsed bodies older than the retention now.
     Compact {

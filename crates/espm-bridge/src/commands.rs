@@ -100,12 +100,21 @@ pub async fn dispatch(cmd: Command) -> Result<ExitCode> {
             path,
             config,
             command: JournalCommand::Reprocess { raw_id },
-        } => reprocess(open_journal(path, config)?.0, raw_id).await,
+        } => reprocess(open_journal(path, config, Access::Write)?.journal, raw_id).await,
         Command::Journal {
             path,
             config,
             command,
-        } => journal_cmd(open_journal(path, config)?, command),
+        } => {
+            // Inspection never writes, so it never waits for (or blocks) a running bridge.
+            let access = match command {
+                JournalCommand::Depth { .. }
+                | JournalCommand::Quarantine { .. }
+                | JournalCommand::History { .. } => Access::Read,
+                _ => Access::Write,
+            };
+            journal_cmd(open_journal(path, config, access)?, command)
+        }
         Command::Pm {
             config,
             account,
@@ -115,7 +124,13 @@ pub async fn dispatch(cmd: Command) -> Result<ExitCode> {
             path,
             config,
             command,
-        } => dlq_cmd(open_journal(path, config)?, command),
+        } => {
+            let access = match command {
+                DlqCommand::List { .. } => Access::Read,
+                _ => Access::Write,
+            };
+            dlq_cmd(open_journal(path, config, access)?, command)
+        }
     }
 }
 
@@ -192,26 +207,48 @@ fn normalize(file: &str, environment: String, account: String) -> Result<ExitCod
     }
 }
 
-/// The journal named by `--path` or by `journal.path` in `--config`, and the configured
-/// retention when a configuration was given.
-fn open_journal(
-    path: Option<PathBuf>,
-    config: Option<PathBuf>,
-) -> Result<(Journal, Option<Duration>)> {
-    let (path, retention) = match (path, config) {
-        (Some(p), _) => (p, None),
+/// How an inspection or maintenance command opens the journal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Read-only: no migration, no checkpoint, no lock a running bridge could wait for.
+    Read,
+    /// Read-write (replay, drop, compact, reprocess, forget-sink), beside a running bridge.
+    Write,
+}
+
+/// The journal a command works on, with what `--config` says about it.
+struct Opened {
+    journal: Journal,
+    /// `journal.retention`, when a configuration was given.
+    retention: Option<Duration>,
+    /// The configured sink names, when a configuration was given.
+    sinks: Option<Vec<String>>,
+}
+
+/// The journal named by `--path` or by `journal.path` in `--config`.
+fn open_journal(path: Option<PathBuf>, config: Option<PathBuf>, access: Access) -> Result<Opened> {
+    let (path, retention, sinks) = match (path, config) {
+        (Some(p), _) => (p, None, None),
         (None, Some(c)) => {
             let cfg = espm_config::load(&c).map_err(anyhow::Error::new)?;
-            (cfg.journal.path, Some(cfg.journal.retention))
+            let sinks = cfg.sinks.iter().map(|s| s.name().to_string()).collect();
+            (cfg.journal.path, Some(cfg.journal.retention), Some(sinks))
         }
         (None, None) => bail!("give --path JOURNAL_FILE or --config CONFIG_FILE"),
     };
     if !path.exists() {
         bail!("no journal at {}", path.display());
     }
-    let j = Journal::open(&path)
-        .with_context(|| format!("cannot open the journal at {}", path.display()))?;
-    Ok((j, retention))
+    let journal = match access {
+        Access::Read => Journal::open_read_only(&path),
+        Access::Write => Journal::open(&path),
+    }
+    .with_context(|| format!("cannot open the journal at {}", path.display()))?;
+    Ok(Opened {
+        journal,
+        retention,
+        sinks,
+    })
 }
 
 /// Seconds since `t` (JSON output).
@@ -256,10 +293,18 @@ async fn reprocess(j: Journal, raw_id: i64) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn journal_cmd(
-    (j, configured): (Journal, Option<Duration>),
-    cmd: JournalCommand,
-) -> Result<ExitCode> {
+fn journal_cmd(opened: Opened, cmd: JournalCommand) -> Result<ExitCode> {
+    let Opened {
+        journal: j,
+        retention: configured,
+        sinks: configured_sinks,
+    } = opened;
+    // `None` without --config: nobody can tell whether a cursor is still in use.
+    let is_configured = |name: &str| {
+        configured_sinks
+            .as_ref()
+            .map(|c| c.iter().any(|s| s == name))
+    };
     match cmd {
         JournalCommand::Depth {
             output: Output::Json,
@@ -274,6 +319,7 @@ fn journal_cmd(
                     "oldest_pending_at": d.oldest_enqueued_at.map(rfc3339),
                     "oldest_pending_age_seconds": d.oldest_enqueued_at.map(age_seconds),
                     "dead_letters": j.dlq_count(Some(&s.name))?,
+                    "configured": is_configured(&s.name),
                 }));
             }
             print_json(&serde_json::json!({ "outbox_head": j.head_seq()?, "sinks": sinks }))?;
@@ -282,14 +328,21 @@ fn journal_cmd(
             output: Output::Text,
         } => {
             println!(
-                "{:<24} {:>10} {:>10} {:>14} {:>8}",
+                "{:<24} {:>10} {:>10} {:>14} {:>8}  NOTE",
                 "SINK", "CURSOR", "PENDING", "OLDEST", "DLQ"
             );
+            let mut orphans = 0;
             for s in j.sinks()? {
                 let d = j.outbox_depth(&s.name)?;
                 let dlq = j.dlq_count(Some(&s.name))?;
+                let note = if is_configured(&s.name) == Some(false) {
+                    orphans += 1;
+                    "not configured: holds back compaction"
+                } else {
+                    ""
+                };
                 println!(
-                    "{:<24} {:>10} {:>10} {:>14} {:>8}",
+                    "{:<24} {:>10} {:>10} {:>14} {:>8}  {note}",
                     s.name,
                     s.cursor,
                     d.pending,
@@ -298,6 +351,11 @@ fn journal_cmd(
                 );
             }
             println!("outbox head: {}", j.head_seq()?);
+            if orphans > 0 {
+                println!(
+                    "release a cursor nobody reads with: espm-bridge journal forget-sink NAME"
+                );
+            }
         }
         JournalCommand::Quarantine { show: Some(id), .. } => {
             match j.raw_body(espm_journal::RawId(id))? {
@@ -367,6 +425,18 @@ fn journal_cmd(
                 println!("{e:#?}");
             }
         }
+        JournalCommand::ForgetSink { name } => {
+            if is_configured(&name) == Some(true) {
+                bail!(
+                    "sink {name:?} is still configured: remove it from the configuration first (a running bridge would register it again)"
+                );
+            }
+            if !j.forget_sink(&name)? {
+                eprintln!("no cursor for a sink named {name:?} in the journal");
+                return Ok(ExitCode::from(1));
+            }
+            println!("released the cursor of sink {name:?}; compaction no longer waits for it (its dead letters stay until dropped)");
+        }
         JournalCommand::Compact { retention } => {
             let retention = retention
                 .or(configured)
@@ -378,7 +448,8 @@ fn journal_cmd(
     Ok(ExitCode::SUCCESS)
 }
 
-fn dlq_cmd((j, _): (Journal, Option<Duration>), cmd: DlqCommand) -> Result<ExitCode> {
+fn dlq_cmd(opened: Opened, cmd: DlqCommand) -> Result<ExitCode> {
+    let j = opened.journal;
     match cmd {
         DlqCommand::List {
             sink,

@@ -37,8 +37,8 @@ fn main() -> std::process::ExitCode {
 }
 
 /// The exit status of a failed command (documented in `--help`): 78 (EX_CONFIG, as Vector uses)
-/// for anything the configuration got wrong, including a secret it names that cannot be read; 1
-/// for everything else. Usage errors exit with 2 from clap before we get here.
+/// for anything the configuration got wrong, including a secret it names that cannot be read; 73
+/// when another bridge holds the journal; 1 for everything else. Usage errors exit with 2 from clap before we get here.
 fn exit_code(e: &anyhow::Error) -> u8 {
     let config = e.chain().any(|c| {
         c.is::<espm_config::ConfigError>()
@@ -48,8 +48,16 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 Some(espm_sink::SinkError::Config { .. })
             )
     });
+    let in_use = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<espm_journal::JournalError>(),
+            Some(espm_journal::JournalError::InUse { .. })
+        )
+    });
     if config {
         cli::EXIT_CONFIG
+    } else if in_use {
+        cli::EXIT_JOURNAL_IN_USE
     } else {
         1
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use espm_client::{ClientConfig, Password, PmClient};
 use espm_config::{AccountConfig, BridgeConfig, DrainMode, Secret, SinkConfig};
-use espm_journal::{Journal, Scope, Spool};
+use espm_journal::{Journal, JournalLock, Scope, SinkCursor, Spool};
 use espm_poller::{Poller, PollerConfig, PollerStatus};
 use espm_sink::Sink;
 use espm_sink::{run_sink, DriverConfig, SinkState};
@@ -88,10 +88,19 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         return Err(espm_config::ConfigError::Invalid(problems).into());
     }
     let prometheus = server::install_recorder()?;
+    // One writer per journal, held until this function returns: a second bridge exits here.
+    let lock = JournalLock::acquire(&cfg.journal.path)?;
+    tracing::debug!(lock = %lock.path().display(), "journal lock held");
     let journal_path = cfg.journal.path.clone();
     let journal = tokio::task::spawn_blocking(move || Journal::open(&journal_path))
         .await?
         .with_context(|| format!("cannot open the journal at {}", cfg.journal.path.display()))?;
+    let configured: Vec<String> = cfg.sinks.iter().map(|s| s.name().to_string()).collect();
+    let orphans = journal
+        .call(move |j| j.register_sinks(&configured))
+        .await
+        .context("cannot register the configured sinks in the journal")?;
+    report_orphans(&orphans);
 
     let spool = Spool::for_journal(&cfg.journal.path, cfg.journal.spool_dir.clone());
     let poll_stop = CancellationToken::new();
@@ -241,6 +250,19 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         tracing::info!("espm-bridge stopped cleanly");
     }
     Ok(report)
+}
+
+/// Cursors of sinks no longer configured hold back compaction forever: say so at every start.
+fn report_orphans(orphans: &[SinkCursor]) {
+    metrics::gauge!("espm_bridge_orphan_sink_cursors").set(orphans.len() as f64);
+    for o in orphans {
+        tracing::warn!(
+            sink = %o.name,
+            cursor = o.cursor,
+            "the journal keeps a cursor for a sink that is no longer configured; compaction keeps every event it has not passed. Release it with `espm-bridge journal forget-sink {}`",
+            o.name
+        );
+    }
 }
 
 /// How a run ended, for the exit code.

@@ -38,8 +38,8 @@ mod types;
 pub use cloudevent::CloudEvent;
 pub use data::{BodyQuarantinedData, Resolution};
 pub use normalize::{
-    connection_requested_data, diff_pending, event_time, meter_share_requested_data, normalize_document,
-    normalize_pm_time, notification_data, notification_event, pending_key,
+    connection_requested_data, diff_pending, event_time, meter_share_requested_data,
+    normalize_document, normalize_pm_time, notification_data, notification_event, pending_key,
     pending_requested_episode, pending_requested_event, pending_resolved_event,
     pending_snapshot_value, property_share_requested_data, quarantine_event, subject_for,
     NormalizeError, Origin, PendingDiff, PendingEntry, PendingKind, TrackedRequest, ID_NAMESPACE,

@@ -63,6 +63,14 @@ pub enum JournalError {
     /// A journal call on the blocking pool panicked or was cancelled (see [`crate::Journal::call`]).
     #[error("journal task failed: {0}")]
     Task(String),
+    /// Another process holds the journal's writer lock (see [`crate::JournalLock`]).
+    #[error("journal {} is in use by {holder}; one espm-bridge per journal", path.display())]
+    InUse {
+        /// The journal file.
+        path: std::path::PathBuf,
+        /// Who holds it, as the holder wrote it into the lock file.
+        holder: String,
+    },
     /// A row addressed by id (raw body, dead letter) does not exist.
     #[error("{what} {id} not found in the journal")]
     NotFound {

@@ -26,6 +26,7 @@ mod compaction;
 mod dead_letters;
 mod error;
 mod history;
+mod lock;
 mod notifications;
 mod outbox;
 mod pending;
@@ -47,6 +48,7 @@ pub use schema::SCHEMA_VERSION;
 pub use compaction::CompactStats;
 pub use dead_letters::{DeadLetter, NewDeadLetter};
 pub use history::{DeliveryStatus, EventHistory, HistoryEntry, SinkDelivery};
+pub use lock::{lock_path, JournalLock};
 pub use notifications::{CommitStats, NotificationEntry};
 pub use outbox::{OutboxDepth, OutboxRow, SinkCursor};
 pub use raw::{body_digest, QuarantineOutcome, QuarantinedBody, StoredBody, UnprocessedBody};
@@ -131,6 +133,19 @@ pub(crate) fn now_ms() -> i64 {
     to_ms(SystemTime::now())
 }
 
+/// `file:PATH?immutable=1`, with the characters a URI path cannot carry escaped.
+fn immutable_uri(path: &Path) -> String {
+    let mut uri = String::from("file:");
+    for b in path.to_string_lossy().bytes() {
+        match b {
+            b'?' | b'#' | b'%' | b' ' | 0x80.. => uri.push_str(&format!("%{b:02X}")),
+            _ => uri.push(b as char),
+        }
+    }
+    uri.push_str("?immutable=1");
+    uri
+}
+
 /// Lock a connection; a poisoned lock only means another thread panicked mid-call, and SQLite
 /// rolled back its open transaction when the statement/transaction was dropped.
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -189,8 +204,32 @@ impl Journal {
     /// write, including [`Journal::check_writable`], fails with an unwritable error.
     pub fn open_read_only(path: &Path) -> Result<Journal, JournalError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let writer = Connection::open_with_flags(path, flags).j()?;
-        configure(&writer, true)?;
+        let open = |uri: bool| -> Result<Connection, JournalError> {
+            let conn = if uri {
+                // A closed WAL journal on a read-only volume has no `-shm` and cannot get one:
+                // SQLite opens it only as immutable, which is true there (nobody can write it).
+                Connection::open_with_flags(immutable_uri(path), flags | OpenFlags::SQLITE_OPEN_URI)
+                    .j()?
+            } else {
+                Connection::open_with_flags(path, flags).j()?
+            };
+            configure(&conn, true)?;
+            conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+                .j()?;
+            Ok(conn)
+        };
+        let immutable = match open(false) {
+            Ok(c) => {
+                drop(c);
+                false
+            }
+            Err(e) if spool::read_only_filesystem(path) => {
+                tracing::debug!(error = %e, "journal on a read-only volume: opening it immutable");
+                true
+            }
+            Err(e) => return Err(e),
+        };
+        let writer = open(immutable)?;
         let found: i64 = writer
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .j()?;
@@ -200,8 +239,7 @@ impl Journal {
                 supported: SCHEMA_VERSION,
             });
         }
-        let reader = Connection::open_with_flags(path, flags).j()?;
-        configure(&reader, true)?;
+        let reader = open(immutable)?;
         Ok(Journal {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),

@@ -82,6 +82,7 @@ pub(crate) fn register_sink(conn: &Connection, sink: &str, now: i64) -> Result<(
     Ok(())
 }
 
+/// Cursors only move forward (see [`Journal::set_cursor`]).
 pub(crate) fn store_cursor(
     conn: &Connection,
     sink: &str,
@@ -90,7 +91,8 @@ pub(crate) fn store_cursor(
 ) -> Result<(), JournalError> {
     conn.prepare_cached(
         "INSERT INTO sinks(name, cursor, registered_at, updated_at) VALUES (?1, ?2, ?3, ?3) \
-         ON CONFLICT(name) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+         ON CONFLICT(name) DO UPDATE SET cursor = MAX(sinks.cursor, excluded.cursor), \
+         updated_at = excluded.updated_at",
     )
     .j()?
     .execute(params![sink, seq, now])
@@ -154,7 +156,8 @@ impl Journal {
         })
     }
 
-    /// Move the sink's cursor (registering it if needed). Moving it backwards re-delivers.
+    /// Move the sink's cursor forward (registering it if needed). A cursor never moves backwards:
+    /// a lower value is ignored, so a stale writer cannot re-open what a sink already passed.
     pub fn set_cursor(&self, sink: &str, seq: i64) -> Result<(), JournalError> {
         self.write(|tx| store_cursor(tx, sink, seq, now_ms()))
     }
@@ -174,6 +177,24 @@ impl Journal {
             }
             store_cursor(tx, sink, cursor, now)
         })
+    }
+
+    /// Register every configured sink (at 0 when new) and return the cursors of registered sinks
+    /// that are not in `configured`: they hold back compaction until
+    /// [`Journal::forget_sink`] releases them.
+    pub fn register_sinks(&self, configured: &[String]) -> Result<Vec<SinkCursor>, JournalError> {
+        let now = now_ms();
+        self.write(|tx| {
+            for s in configured {
+                register_sink(tx, s, now)?;
+            }
+            Ok(())
+        })?;
+        Ok(self
+            .sinks()?
+            .into_iter()
+            .filter(|s| !configured.contains(&s.name))
+            .collect())
     }
 
     /// Every registered sink with its cursor.

@@ -220,6 +220,20 @@ fn read_file(path: &Path) -> std::io::Result<(Header, Vec<u8>)> {
 
 /// Free bytes for unprivileged writers on the filesystem holding `path` (or its nearest
 /// existing ancestor).
+/// Whether the filesystem holding `path` (or its nearest existing ancestor) is mounted read-only.
+pub(crate) fn read_only_filesystem(path: &Path) -> bool {
+    let mut p = path;
+    loop {
+        match rustix::fs::statvfs(p) {
+            Ok(st) => return st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY),
+            Err(_) => match p.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+                _ => return false,
+            },
+        }
+    }
+}
+
 pub(crate) fn free_bytes(path: &Path) -> Result<u64, JournalError> {
     let mut p = path;
     loop {

@@ -117,11 +117,13 @@ impl ArcadiaSink {
                 return Outcome::Retry {
                     reason: "not sent: sink is closing".into(),
                     retry_after: None,
+                    attempts: attempts - envelope.attempts,
                 };
             }
             if attempts >= policy.max_attempts {
                 return Outcome::DeadLetter {
                     reason: format!("gave up after {attempts} attempts; last: {last}"),
+                    attempts: attempts - envelope.attempts,
                 };
             }
             if age_of(envelope) >= policy.max_age {
@@ -130,6 +132,7 @@ impl ArcadiaSink {
                         "older than max_age ({}) after {attempts} attempts; last: {last}",
                         humanize(policy.max_age)
                     ),
+                    attempts: attempts - envelope.attempts,
                 };
             }
             attempts += 1;
@@ -150,6 +153,7 @@ impl ArcadiaSink {
                     tracing::warn!(sink = %self.name, seq = envelope.seq, event_id = %envelope.event.id, error = %message, "Arcadia refused the event; dead-lettering it");
                     return Outcome::DeadLetter {
                         reason: format!("Arcadia refused it: {message}"),
+                        attempts: attempts - envelope.attempts,
                     };
                 }
                 Some(CallError::Transient {
@@ -164,6 +168,7 @@ impl ArcadiaSink {
             if attempts >= policy.max_attempts {
                 return Outcome::DeadLetter {
                     reason: format!("gave up after {attempts} attempts; last: {last}"),
+                    attempts: attempts - envelope.attempts,
                 };
             }
             let mut delay = backoff
@@ -176,6 +181,7 @@ impl ArcadiaSink {
                     return Outcome::Retry {
                         reason: format!("{last} (Retry-After {})", humanize(asked)),
                         retry_after: Some(asked),
+                        attempts: attempts - envelope.attempts,
                     };
                 }
                 delay = delay.max(asked);
@@ -214,6 +220,7 @@ impl Sink for ArcadiaSink {
                 out.push(Outcome::Retry {
                     reason: "not sent: an earlier event of this batch waits for a retry".into(),
                     retry_after: None,
+                    attempts: 0,
                 });
                 continue;
             }

@@ -201,7 +201,7 @@ async fn refusals_dead_letter_with_arcadias_message() {
     let bad_key = sink_with(&config(&sim), "wrong-key");
     let out = bad_key.deliver(&[accepted(1, 5, 12, json!({}))]).await;
     match &out[0] {
-        Outcome::DeadLetter { reason } => assert!(reason.contains("Unauthorized"), "{reason}"),
+        Outcome::DeadLetter { reason, .. } => assert!(reason.contains("Unauthorized"), "{reason}"),
         other => panic!("{other:?}"),
     }
     let sink = sink(&sim);
@@ -209,7 +209,7 @@ async fn refusals_dead_letter_with_arcadias_message() {
         .deliver(&[accepted(2, 6, 12, json!({"Account Status": "SLEEPING"}))])
         .await;
     match &out[0] {
-        Outcome::DeadLetter { reason } => {
+        Outcome::DeadLetter { reason, .. } => {
             assert!(reason.contains("InvalidArgument"), "{reason}");
             assert!(reason.contains("status"), "{reason}");
         }
@@ -268,7 +268,7 @@ async fn throttling_is_waited_out_and_long_waits_go_back_to_the_driver() {
         .unwrap();
     let out = sink.deliver(&[accepted(4, 11, 12, json!({}))]).await;
     match &out[0] {
-        Outcome::DeadLetter { reason } => assert!(reason.contains("5 attempts"), "{reason}"),
+        Outcome::DeadLetter { reason, .. } => assert!(reason.contains("5 attempts"), "{reason}"),
         other => panic!("{other:?}"),
     }
     sim.shutdown().await;

@@ -328,12 +328,13 @@ impl KafkaService {
                 Err(e) => {
                     outcomes[i] = Some(Outcome::DeadLetter {
                         reason: e.to_string(),
+                        attempts: 0,
                     });
                     continue;
                 }
             };
             if let Some(reason) = topics.get(&req.topic) {
-                outcomes[i] = Some(retry(reason.clone()));
+                outcomes[i] = Some(not_sent(reason.clone()));
                 continue;
             }
             let mut record = to_record(req);
@@ -353,7 +354,7 @@ impl KafkaService {
                             pauses += 1;
                             tokio::time::sleep(QUEUE_FULL_PAUSE).await;
                         } else {
-                            outcomes[i] = Some(retry("local producer queue stayed full".into()));
+                            outcomes[i] = Some(not_sent("local producer queue stayed full".into()));
                             break;
                         }
                     }
@@ -438,6 +439,16 @@ fn retry(reason: String) -> Outcome {
     Outcome::Retry {
         reason,
         retry_after: None,
+        attempts: 1,
+    }
+}
+
+/// Kept for a later batch without having been handed to the broker.
+fn not_sent(reason: String) -> Outcome {
+    Outcome::Retry {
+        reason,
+        retry_after: None,
+        attempts: 0,
     }
 }
 
@@ -447,6 +458,7 @@ pub(crate) fn classify(e: &KafkaError) -> Outcome {
     match e.rdkafka_error_code() {
         Some(code) if PERMANENT.contains(&code) => Outcome::DeadLetter {
             reason: format!("kafka rejected the record: {e}"),
+            attempts: 1,
         },
         _ => retry(format!("kafka delivery failed: {e}")),
     }

@@ -229,7 +229,7 @@ async fn permanent_rejections_dead_letter() {
     // `property/1` is not a valid topic name.
     let bad_topic = sink.deliver(&envelopes(vec![event(1, 1, "t")])).await;
     assert!(
-        matches!(&bad_topic[0], Outcome::DeadLetter { reason } if reason.contains("invalid topic")),
+        matches!(&bad_topic[0], Outcome::DeadLetter { reason, .. } if reason.contains("invalid topic")),
         "{bad_topic:?}"
     );
 

@@ -214,5 +214,6 @@ pub(crate) fn retry(reason: String) -> Outcome {
     Outcome::Retry {
         reason,
         retry_after: None,
+        attempts: 1,
     }
 }

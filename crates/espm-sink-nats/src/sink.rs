@@ -266,6 +266,7 @@ fn too_large(conn: &Connection, req: &crate::NatsRequest) -> Option<Outcome> {
         reason: format!(
             "message of {size} bytes exceeds the NATS server's max_payload of {max} bytes"
         ),
+        attempts: 0,
     })
 }
 
@@ -365,7 +366,11 @@ impl Sink for NatsSink {
 fn retry_all(batch: &[Envelope], reason: &str) -> Vec<Outcome> {
     batch
         .iter()
-        .map(|_| service::retry(reason.to_string()))
+        .map(|_| Outcome::Retry {
+            reason: reason.to_string(),
+            retry_after: None,
+            attempts: 0,
+        })
         .collect()
 }
 

@@ -536,7 +536,7 @@ async fn a_message_over_max_payload_is_a_dead_letter_not_an_endless_retry() {
     let ok = event("small-1", "gov.energystar.pm.share.revoked");
     let out = sink.deliver(&[env(1, big), env(2, ok)]).await;
     assert!(
-        matches!(&out[0], Outcome::DeadLetter { reason } if reason.contains("max_payload")),
+        matches!(&out[0], Outcome::DeadLetter { reason, .. } if reason.contains("max_payload")),
         "{out:?}"
     );
     assert_eq!(out[1], Outcome::Delivered);

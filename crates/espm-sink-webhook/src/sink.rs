@@ -260,11 +260,13 @@ impl WebhookSink {
                         "not sent: delivery of this batch was stopped".into()
                     },
                     retry_after: None,
+                    attempts: attempts - envelope.attempts,
                 };
             }
             if attempts >= policy.max_attempts {
                 return Outcome::DeadLetter {
                     reason: format!("gave up after {attempts} attempts; last: {last}"),
+                    attempts: attempts - envelope.attempts,
                 };
             }
             let age = age_of(envelope);
@@ -274,6 +276,7 @@ impl WebhookSink {
                         "older than max_age ({}) after {attempts} attempts; last: {last}",
                         humanize(policy.max_age)
                     ),
+                    attempts: attempts - envelope.attempts,
                 };
             }
 
@@ -315,6 +318,7 @@ impl WebhookSink {
                 // Final even if the batch is being stopped: no point keeping it for another try.
                 return Outcome::DeadLetter {
                     reason: format!("gave up after {attempts} attempts; last: {last}"),
+                    attempts: attempts - envelope.attempts,
                 };
             }
 
@@ -330,6 +334,7 @@ impl WebhookSink {
                     return Outcome::Retry {
                         reason: format!("{last} (Retry-After {})", humanize(asked)),
                         retry_after: Some(asked),
+                        attempts: attempts - envelope.attempts,
                     };
                 }
                 delay = delay.max(asked);
@@ -340,6 +345,7 @@ impl WebhookSink {
                         "would exceed max_age ({}) before the next attempt, after {attempts} attempts; last: {last}",
                         humanize(policy.max_age)
                     ),
+                    attempts: attempts - envelope.attempts,
                 };
             }
             tokio::select! {

@@ -403,13 +403,19 @@ async fn retry_after_beyond_the_cap_is_handed_back_to_the_driver() {
         Outcome::Retry {
             reason,
             retry_after,
+            attempts,
         } => {
+            assert_eq!(*attempts, 1, "one POST was made");
             assert_eq!(*retry_after, Some(Duration::from_secs(120)));
             assert!(reason.contains("503"), "{reason}");
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(out[1], Outcome::Retry { .. }), "{:?}", out[1]);
+    assert!(
+        matches!(out[1], Outcome::Retry { attempts: 0, .. }),
+        "an event never sent counts no attempt: {:?}",
+        out[1]
+    );
     assert_eq!(rx.received().len(), 1, "nothing after a hand-back is sent");
 }
 
@@ -436,7 +442,7 @@ async fn permanent_failure_is_dead_lettered_after_max_attempts() {
     let sink = WebhookSink::new(&cfg).unwrap();
     let out = sink.deliver(&[envelope(1)]).await;
     match &out[0] {
-        Outcome::DeadLetter { reason } => {
+        Outcome::DeadLetter { reason, .. } => {
             assert!(reason.contains("3 attempts"), "{reason}");
             assert!(reason.contains("500"), "{reason}");
         }
@@ -464,7 +470,7 @@ async fn events_older_than_max_age_are_dead_lettered_unsent() {
     env.enqueued_at = SystemTime::now() - Duration::from_secs(7200);
     let out = sink.deliver(&[env, envelope(2)]).await;
     assert!(
-        matches!(&out[0], Outcome::DeadLetter { reason } if reason.contains("max_age")),
+        matches!(&out[0], Outcome::DeadLetter { reason, .. } if reason.contains("max_age")),
         "{out:?}"
     );
     assert_eq!(out[1], Outcome::Delivered);
@@ -481,7 +487,7 @@ async fn slow_endpoint_times_out_is_retried_then_dead_lettered() {
     let sink = WebhookSink::new(&cfg).unwrap();
     let out = sink.deliver(&[envelope(1)]).await;
     match &out[0] {
-        Outcome::DeadLetter { reason } => assert!(reason.contains("timeout"), "{reason}"),
+        Outcome::DeadLetter { reason, .. } => assert!(reason.contains("timeout"), "{reason}"),
         other => panic!("{other:?}"),
     }
     assert_eq!(rx.ids(), vec!["evt-1", "evt-1"]);
@@ -497,7 +503,7 @@ async fn unreachable_endpoint_is_retried_then_dead_lettered() {
     cfg.retry.max_attempts = 2;
     let sink = WebhookSink::new(&cfg).unwrap();
     match &sink.deliver(&[envelope(1)]).await[0] {
-        Outcome::DeadLetter { reason } => assert!(reason.contains("connection"), "{reason}"),
+        Outcome::DeadLetter { reason, .. } => assert!(reason.contains("connection"), "{reason}"),
         other => panic!("{other:?}"),
     }
 }

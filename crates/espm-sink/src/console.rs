@@ -71,6 +71,7 @@ impl Sink for ConsoleSink {
             Outcome::Retry {
                 reason: format!("console write: {err}"),
                 retry_after: None,
+                attempts: 1,
             };
             batch.len()
         ]

@@ -372,18 +372,29 @@ pub async fn run_sink(
                 Outcome::Retry {
                     reason: "sink returned no outcome".into(),
                     retry_after: None,
+                    attempts: 0,
                 },
             );
         }
+
+        // Every attempt the sink made counts, whatever the batch's fate: an event handed back
+        // unsent counts nothing, one retried in place counts each try.
+        let made: Vec<u32> = outcomes
+            .iter()
+            .map(|o| match o {
+                Outcome::Retry { attempts, .. } | Outcome::DeadLetter { attempts, .. } => *attempts,
+                Outcome::Delivered | Outcome::Disabled { .. } => 0,
+            })
+            .collect();
 
         // Walk in order; the cursor may only cover a contiguous settled prefix.
         let now = SystemTime::now();
         let mut new_cursor = cursor;
         let mut dead: Vec<NewDeadLetter> = Vec::new();
         let mut delivered: Vec<SystemTime> = Vec::new();
-        let mut stop: Option<(Stop, usize)> = None;
+        let mut stop: Option<Stop> = None;
         let mut outcome_iter = outcomes.into_iter();
-        for (i, (row, ok)) in rows.iter().zip(&accepted).enumerate() {
+        for (row, ok) in rows.iter().zip(&accepted) {
             if !*ok {
                 new_cursor = row.seq;
                 continue;
@@ -397,32 +408,45 @@ pub async fn run_sink(
                     new_cursor = row.seq;
                     delivered.push(row.enqueued_at);
                 }
-                Outcome::DeadLetter { reason } => {
+                Outcome::DeadLetter {
+                    reason,
+                    attempts: n,
+                } => {
                     tracing::warn!(sink = %name, seq = row.seq, event_id = %row.event.id, %reason, "dead-lettering event");
                     dead.push(NewDeadLetter {
                         row: row.clone(),
                         reason,
-                        attempts: attempts.get(&row.seq).copied().unwrap_or(0) + 1,
+                        attempts: attempts.get(&row.seq).copied().unwrap_or(0) + n,
                     });
                     new_cursor = row.seq;
                 }
                 Outcome::Retry {
                     reason,
                     retry_after,
+                    ..
                 } => {
-                    stop = Some((
-                        Stop::Retry {
-                            reason,
-                            retry_after,
-                        },
-                        i,
-                    ));
+                    stop = Some(Stop::Retry {
+                        reason,
+                        retry_after,
+                    });
                     break;
                 }
                 Outcome::Disabled { reason } => {
-                    stop = Some((Stop::Disabled { reason }, i));
+                    stop = Some(Stop::Disabled { reason });
                     break;
                 }
+            }
+        }
+        // Events the cursor does not pass keep their count for the next batch.
+        for (row, n) in rows
+            .iter()
+            .zip(&accepted)
+            .filter(|(_, ok)| **ok)
+            .map(|(r, _)| r)
+            .zip(&made)
+        {
+            if row.seq > new_cursor && *n > 0 {
+                *attempts.entry(row.seq).or_insert(0) += n;
             }
         }
 
@@ -466,25 +490,16 @@ pub async fn run_sink(
                 retry_streak = 0;
                 state.connected.store(true, Ordering::Relaxed);
             }
-            Some((Stop::Disabled { reason }, _)) => {
+            Some(Stop::Disabled { reason }) => {
                 tracing::error!(sink = %name, %reason, cursor, "sink disabled itself; its events stay in the outbox");
                 metrics.failure("disabled", 1);
                 state.disable(reason);
                 return;
             }
-            Some((
-                Stop::Retry {
-                    reason,
-                    retry_after,
-                },
-                at,
-            )) => {
-                // Everything sent from the failed event on was attempted once more.
-                for (row, ok) in rows.iter().zip(&accepted).skip(at) {
-                    if *ok {
-                        *attempts.entry(row.seq).or_insert(0) += 1;
-                    }
-                }
+            Some(Stop::Retry {
+                reason,
+                retry_after,
+            }) => {
                 retry_streak += 1;
                 if retry_streak >= RESTART_AFTER_RETRIES {
                     started = false;

@@ -138,6 +138,7 @@ impl Sink for FileSink {
             Outcome::Retry {
                 reason: format!("file {}: {err}", self.path.display()),
                 retry_after: None,
+                attempts: 1,
             };
             batch.len()
         ]

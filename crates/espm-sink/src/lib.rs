@@ -40,12 +40,18 @@ pub enum Outcome {
         reason: String,
         /// A server-requested delay (`Retry-After`), if any.
         retry_after: Option<Duration>,
+        /// Attempts this `deliver` call made for the event: 0 when it was not sent at all (an
+        /// earlier event stopped the batch), more than 1 when the sink retried in place. The
+        /// driver adds them to the event's count, so budgets and dead letters tell the truth.
+        attempts: u32,
     },
     /// Permanently undeliverable (retry budget spent, or a permanent rejection): the driver stores
     /// it as a dead letter and moves on.
     DeadLetter {
         /// Why, for `espm-bridge dlq list`.
         reason: String,
+        /// Attempts this `deliver` call made for the event (0: refused without sending).
+        attempts: u32,
     },
     /// The endpoint asked to be disabled (webhook 410 Gone). The event stays in the outbox and the
     /// sink stops until an operator re-enables it.

@@ -124,6 +124,7 @@ fn retry(reason: &str) -> Outcome {
     Outcome::Retry {
         reason: reason.into(),
         retry_after: None,
+        attempts: 1,
     }
 }
 
@@ -190,6 +191,7 @@ async fn retries_dead_letters_and_redelivers_without_loss() {
             ("e2", 0 | 1) => retry("503"),
             ("e4", _) => Outcome::DeadLetter {
                 reason: "HTTP 400".into(),
+                attempts: 1,
             },
             _ => Outcome::Delivered,
         }),
