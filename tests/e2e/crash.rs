@@ -40,7 +40,8 @@ use support::*;
 const KILLS: usize = 16;
 const PASSWORD_ENV: &str = "ESPM_CRASH_TEST_PASSWORD";
 const PASSWORD: &str = "crash-pw";
-const RECOVERED: &str = "recovered a journalled body left unprocessed by a crash";
+const RECOVERED: &str =
+    "recovered a journalled body left unprocessed by a crash or a failed commit";
 const TYPES: [&str; 5] = [
     "UNSHARE",
     "SHAREUPDATE",
@@ -134,7 +135,7 @@ async fn crash_run(mode: &str) {
             // A large body: kill in the moments after PM handed it out, while it is being
             // journalled or committed.
             let before = ctl.ledger_summary().await.handed_out;
-            let burst = rng.gen_range(800..=1500);
+            let burst = rng.gen_range(3000..=6000);
             ctl.notifications(burst, &TYPES).await;
             let handed =
                 eventually_every(Duration::from_secs(60), Duration::from_millis(5), || {
@@ -149,7 +150,7 @@ async fn crash_run(mode: &str) {
                 "{mode} round {round}: PM never handed out the burst; log:\n{}",
                 bridge.log()
             );
-            tokio::time::sleep(Duration::from_millis(rng.gen_range(0..150))).await;
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(0..25))).await;
         } else {
             tokio::time::sleep(Duration::from_millis(rng.gen_range(200..1500))).await;
         }
