@@ -54,3 +54,27 @@ if ! command -v tansu >/dev/null && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
   cargo install tansu --locked --features dynostore
 fi
 export TANSU_BIN="${TANSU_BIN:-$(command -v tansu || echo "$HOME/.cargo/bin/tansu")}"
+
+# Independent checkers of the published contract (tests/contract): the official AsyncAPI parser
+# (npm, run by Node.js) and the CloudEvents Python SDK with the Standard Webhooks reference library
+# (PyPI, in a venv). Each is reinstalled only when its lock file changed.
+contract=tests/contract
+command -v node >/dev/null && command -v npm >/dev/null || {
+  echo "tests/setup.sh: installing nodejs and npm"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+}
+if ! cmp -s "$contract/package-lock.json" "$contract/node_modules/.installed-lock" 2>/dev/null; then
+  echo "tests/setup.sh: npm ci in $contract"
+  (cd "$contract" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+  cp "$contract/package-lock.json" "$contract/node_modules/.installed-lock"
+fi
+if ! cmp -s "$contract/requirements.txt" "$contract/.venv/.installed-requirements" 2>/dev/null; then
+  echo "tests/setup.sh: creating the Python venv in $contract/.venv"
+  python3 -m venv "$contract/.venv" 2>/dev/null || {
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+    python3 -m venv "$contract/.venv"
+  }
+  "$contract/.venv/bin/pip" install -q --disable-pip-version-check -r "$contract/requirements.txt"
+  cp "$contract/requirements.txt" "$contract/.venv/.installed-requirements"
+fi

@@ -31,6 +31,7 @@
 mod cloudevent;
 pub mod data;
 mod normalize;
+mod partition;
 mod schema;
 mod template;
 mod types;
@@ -45,6 +46,8 @@ pub use normalize::{
     NormalizeError, Origin, PendingDiff, PendingEntry, PendingKind, TrackedRequest, ID_NAMESPACE,
     RESOLVE_AFTER_MISSED_WALKS,
 };
-pub use schema::{asyncapi_yaml, event_schema, event_schemas};
+pub use cloudevent::ATTRIBUTE_NAMES;
+pub use partition::{partition_key, partition_key_doc, partition_key_fields};
+pub use schema::{asyncapi_yaml, data_schema, data_schemas, event_schema, event_schemas};
 pub use template::{Template, TemplateError};
 pub use types::*;

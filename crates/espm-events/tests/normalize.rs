@@ -79,7 +79,7 @@ fn mixed_notifications_map_to_their_types() {
     assert_eq!(e.datacontenttype, "application/json");
     assert_eq!(
         e.dataschema,
-        "https://espm-bridge.github.io/schemas/gov.energystar.pm.share.updated.v1.json"
+        "https://raw.githubusercontent.com/espm-bridge/espm-bridge/main/schemas/data/gov.energystar.pm.share.updated.v1.json"
     );
     assert_eq!(
         e.data,
