@@ -37,6 +37,7 @@ mod template;
 mod types;
 
 pub use cloudevent::CloudEvent;
+pub use cloudevent::ATTRIBUTE_NAMES;
 pub use data::{BodyQuarantinedData, Resolution};
 pub use normalize::{
     connection_requested_data, diff_pending, event_time, meter_share_requested_data,
@@ -46,7 +47,6 @@ pub use normalize::{
     NormalizeError, Origin, PendingDiff, PendingEntry, PendingKind, TrackedRequest, ID_NAMESPACE,
     RESOLVE_AFTER_MISSED_WALKS,
 };
-pub use cloudevent::ATTRIBUTE_NAMES;
 pub use partition::{partition_key, partition_key_doc, partition_key_fields};
 pub use schema::{asyncapi_yaml, data_schema, data_schemas, event_schema, event_schemas};
 pub use template::{Template, TemplateError};

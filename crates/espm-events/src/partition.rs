@@ -103,7 +103,10 @@ mod tests {
             None
         );
         assert_eq!(
-            partition_key(SHARE_UPDATED, &json!({"notificationCreatedByAccountId": "  "})),
+            partition_key(
+                SHARE_UPDATED,
+                &json!({"notificationCreatedByAccountId": "  "})
+            ),
             None
         );
         for ty in EVENT_TYPES {

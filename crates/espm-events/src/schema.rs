@@ -210,7 +210,11 @@ impl Carriage {
 
 /// `name: schema` of the attribute headers of a binary-style carriage, from the envelope schema
 /// (so header and JSON attribute rules cannot differ), plus whether each is required.
-fn attribute_headers(event_type: &str, prefix: &str, with_content_type: bool) -> (Map<String, Value>, Vec<Value>) {
+fn attribute_headers(
+    event_type: &str,
+    prefix: &str,
+    with_content_type: bool,
+) -> (Map<String, Value>, Vec<Value>) {
     let envelope = event_schema(event_type).unwrap_or_default();
     let required: Vec<&str> = envelope["required"]
         .as_array()
@@ -238,9 +242,7 @@ fn header_schema(props: Map<String, Value>, required: Vec<Value>) -> Value {
 fn message(ty: &str, carriage: Carriage) -> Value {
     let envelope_ref = json!({ "$ref": format!("./{}", schema_file_name(ty)) });
     let data_ref = json!({ "$ref": format!("./{}", data_schema_file_name(ty)) });
-    let payload = |schema: Value| {
-        json!({ "schemaFormat": "application/schema+json;version=draft-2020-12", "schema": schema })
-    };
+    let payload = |schema: Value| json!({ "schemaFormat": "application/schema+json;version=draft-2020-12", "schema": schema });
     let (summary, content_type, headers, body) = match carriage {
         Carriage::KafkaBinary => {
             let (mut props, mut req) = attribute_headers(ty, "ce_", false);
@@ -299,7 +301,9 @@ fn message(ty: &str, carriage: Carriage) -> Value {
     });
     if matches!(carriage, Carriage::KafkaBinary | Carriage::KafkaStructured) {
         let key = match crate::partition_key_fields(ty) {
-            [] => json!({ "type": "null", "description": "No key by default: the event is about no customer account." }),
+            [] => {
+                json!({ "type": "null", "description": "No key by default: the event is about no customer account." })
+            }
             _ => json!({
                 "type": "string",
                 "description": format!(
@@ -342,10 +346,15 @@ fn webhook_headers(content_type: &str) -> Map<String, Value> {
 }
 
 fn webhook_required() -> Vec<Value> {
-    ["content-type", "webhook-id", "webhook-timestamp", "webhook-signature"]
-        .into_iter()
-        .map(Value::from)
-        .collect()
+    [
+        "content-type",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    ]
+    .into_iter()
+    .map(Value::from)
+    .collect()
 }
 
 /// The AsyncAPI 3.0 document: Kafka topics `espm.{type}`, NATS subjects
@@ -372,7 +381,10 @@ pub fn asyncapi_yaml() -> String {
         let mut add = |carriage: Carriage| {
             let id = format!("{}.{ty}", carriage.id());
             messages.insert(id.clone(), message(ty, carriage));
-            (id.clone(), json!({ "$ref": format!("#/components/messages/{id}") }))
+            (
+                id.clone(),
+                json!({ "$ref": format!("#/components/messages/{id}") }),
+            )
         };
         let (kb, kb_ref) = add(Carriage::KafkaBinary);
         let (ks, ks_ref) = add(Carriage::KafkaStructured);

@@ -52,7 +52,8 @@ pub const KNOWN_NOTIFICATION_CODES: &[(&str, &str)] = &[
 /// Where the schemas are published: the `schemas/` folder of the repository's `main` branch, so
 /// every id resolves to the checked-in file (`{SCHEMA_BASE}/x` is `schemas/x`). Published files
 /// are versioned by name (`.v1.json`) and never change incompatibly under the same name.
-pub const SCHEMA_BASE: &str = "https://raw.githubusercontent.com/espm-bridge/espm-bridge/main/schemas";
+pub const SCHEMA_BASE: &str =
+    "https://raw.githubusercontent.com/espm-bridge/espm-bridge/main/schemas";
 
 /// The `dataschema` URI of an event type: the `$id` of the schema its `data` adheres to,
 /// `{SCHEMA_BASE}/data/{type}.v1.json`.

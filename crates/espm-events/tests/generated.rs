@@ -117,7 +117,10 @@ fn one_schema_per_type_with_its_id() {
         let d = &data[*ty];
         assert_eq!(d["$id"], dataschema_uri(ty));
         assert_eq!(d["type"], "object", "{ty}");
-        assert!(d["properties"].is_object(), "{ty} data schema has no properties");
+        assert!(
+            d["properties"].is_object(),
+            "{ty} data schema has no properties"
+        );
     }
 }
 
@@ -135,14 +138,23 @@ fn every_schema_id_and_reference_resolves_to_a_checked_in_file() {
     let dir = schemas_dir();
     let mut ids = BTreeSet::new();
     let mut refs = Vec::new();
-    for (name, _) in generated().into_iter().filter(|(n, _)| n.ends_with(".json")) {
+    for (name, _) in generated()
+        .into_iter()
+        .filter(|(n, _)| n.ends_with(".json"))
+    {
         if name == "config.schema.json" {
             continue;
         }
         let text = std::fs::read_to_string(dir.join(&name)).unwrap();
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let id = v["$id"].as_str().unwrap_or_else(|| panic!("{name} has no $id"));
-        assert_eq!(schema_file_of_uri(id), Some(name.as_str()), "{name}: $id {id}");
+        let id = v["$id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} has no $id"));
+        assert_eq!(
+            schema_file_of_uri(id),
+            Some(name.as_str()),
+            "{name}: $id {id}"
+        );
         ids.insert(id.to_string());
         collect_refs(&v, &mut refs);
     }
@@ -233,7 +245,8 @@ fn partitionkey_is_the_customer_per_type() {
     assert_eq!(ev.attribute("partitionkey").as_deref(), Some("98866"));
     let back: CloudEvent = serde_json::from_slice(&ev.to_json_bytes()).unwrap();
     assert_eq!(&back, ev);
-    let q: serde_json::Value = serde_json::from_slice(&ex[BODY_QUARANTINED].to_json_bytes()).unwrap();
+    let q: serde_json::Value =
+        serde_json::from_slice(&ex[BODY_QUARANTINED].to_json_bytes()).unwrap();
     assert!(q.get("partitionkey").is_none());
 }
 
@@ -257,14 +270,26 @@ fn asyncapi_describes_what_each_transport_sends() {
             format!("./{}", data_schema_file_name(ty))
         );
         let h = &kb["headers"]["properties"];
-        for a in ["ce_id", "ce_type", "ce_source", "ce_specversion", "ce_dataschema"] {
+        for a in [
+            "ce_id",
+            "ce_type",
+            "ce_source",
+            "ce_specversion",
+            "ce_dataschema",
+        ] {
             assert!(h[a].is_object(), "{ty}: no {a}");
-            assert!(kb["headers"]["required"].as_array().unwrap().contains(&a.into()));
+            assert!(kb["headers"]["required"]
+                .as_array()
+                .unwrap()
+                .contains(&a.into()));
         }
         assert_eq!(h["ce_type"]["const"], *ty);
         assert_eq!(h["ce_dataschema"]["const"], dataschema_uri(ty));
         assert!(h["ce_partitionkey"].is_object());
-        assert!(h["ce_datacontenttype"].is_null(), "Kafka maps it to content-type");
+        assert!(
+            h["ce_datacontenttype"].is_null(),
+            "Kafka maps it to content-type"
+        );
         assert_eq!(h["content-type"]["const"], "application/json");
         assert!(kb["bindings"]["kafka"]["key"].is_object());
         let ks = &msgs[format!("kafka.structured.{ty}")];
@@ -281,7 +306,9 @@ fn asyncapi_describes_what_each_transport_sends() {
         for hname in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
             assert!(w["headers"]["properties"][hname].is_object(), "{hname}");
         }
-        assert!(doc["channels"]["webhook"]["messages"][format!("webhook.structured.{ty}")].is_object());
+        assert!(
+            doc["channels"]["webhook"]["messages"][format!("webhook.structured.{ty}")].is_object()
+        );
     }
     assert_eq!(
         msgs[format!("kafka.binary.{BODY_QUARANTINED}")]["bindings"]["kafka"]["key"]["type"],

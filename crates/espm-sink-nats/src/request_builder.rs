@@ -40,7 +40,10 @@ pub struct NatsRequest {
 pub fn build_request(subject: &Template, event: &CloudEvent, jetstream: bool) -> NatsRequest {
     let mut headers = HeaderMap::new();
     for (name, value) in event.attributes() {
-        headers.insert(format!("ce-{name}").as_str(), percent_encode(&value).as_str());
+        headers.insert(
+            format!("ce-{name}").as_str(),
+            percent_encode(&value).as_str(),
+        );
     }
     headers.insert("content-type", CONTENT_TYPE);
     if jetstream {

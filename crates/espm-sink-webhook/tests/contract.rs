@@ -32,10 +32,12 @@ async fn receiver() -> (String, Captured) {
     let app = Router::new()
         .route(
             "/hook",
-            post(|State(got): State<Captured>, h: HeaderMap, b: Bytes| async move {
-                got.lock().unwrap().push((h, b));
-                ""
-            }),
+            post(
+                |State(got): State<Captured>, h: HeaderMap, b: Bytes| async move {
+                    got.lock().unwrap().push((h, b));
+                    ""
+                },
+            ),
         )
         .with_state(got.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
