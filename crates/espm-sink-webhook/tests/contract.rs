@@ -1,5 +1,5 @@
 //! What the webhook sink sends, checked by libraries that are not ours (installed by
-//! `tests/setup.sh` into `tests/contract/.venv`): the Standard Webhooks reference library
+//! `tests/setup.sh` from the pins in `tests/requirements.txt`): the Standard Webhooks reference library
 //! verifies every signature and the CloudEvents Python SDK parses every request back into the
 //! event that was sent.
 
@@ -54,20 +54,30 @@ fn events() -> Vec<CloudEvent> {
     let mut evs = normalize_document(&origin, &xml).unwrap();
     evs.push(quarantine_event(
         &origin,
-        "/notification/list",
-        7,
-        "unexpected end of input",
-        SystemTime::UNIX_EPOCH.into(),
+        &espm_events::BodyQuarantinedData {
+            endpoint: "/notification/list".into(),
+            raw_id: 7,
+            sha256: "00".repeat(32),
+            fragment_of: None,
+            error: "unexpected end of input".into(),
+            received_at: "1970-01-01T00:00:00Z".into(),
+        },
     ));
     evs
 }
 
 /// Run the Python checker over what the receiver got; its view of each event.
 fn python_check(captured: &[(HeaderMap, Bytes)]) -> Vec<Value> {
-    let python = repo().join("tests/contract/.venv/bin/python");
+    // The interpreter `tests/setup.sh` installed the pinned checkers into (`$PYTHON`, else
+    // `python3`). Missing checkers fail the test: it never skips.
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = std::process::Command::new(&python)
+        .args(["-c", "import cloudevents, standardwebhooks"])
+        .output()
+        .expect("run python3");
     assert!(
-        python.exists(),
-        "the contract checkers are not installed: run `bash tests/setup.sh`"
+        probe.status.success(),
+        "the contract checkers (cloudevents, standardwebhooks) are not installed: run `bash tests/setup.sh`"
     );
     let requests: Vec<Value> = captured
         .iter()
