@@ -80,6 +80,25 @@ impl CloudEvent {
     }
 }
 
+/// A header value as the CloudEvents NATS (3.1.3.2) and HTTP (3.1.3.2) bindings require in
+/// binary mode: space, `"`, `%` and every character outside printable ASCII (U+0021..=U+007E)
+/// become `%XY` per UTF-8 byte, upper-case. Nothing can then break a line-based frame or need
+/// quoting.
+pub fn percent_encode_header(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        if matches!(c, '!'..='~') && c != '"' && c != '%' {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
 /// The context attribute names of our events, in the order of the JSON form.
 pub const ATTRIBUTE_NAMES: &[&str] = &[
     "specversion",

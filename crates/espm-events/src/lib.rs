@@ -37,7 +37,7 @@ mod template;
 mod types;
 
 pub use cloudevent::CloudEvent;
-pub use cloudevent::ATTRIBUTE_NAMES;
+pub use cloudevent::{percent_encode_header, ATTRIBUTE_NAMES};
 pub use data::{BodyQuarantinedData, Resolution};
 pub use normalize::{
     connection_requested_data, diff_pending, event_time, meter_share_requested_data,

@@ -93,23 +93,9 @@ fn is_bad_subject_char(c: char) -> bool {
     c.is_whitespace() || c.is_control() || c == '*' || c == '>'
 }
 
-/// A header value as the CloudEvents NATS binding (3.1.3.2) requires: space, `"`, `%` and every
-/// character outside printable ASCII (U+0021..=U+007E) become `%XY` per UTF-8 byte, upper-case.
-/// So nothing can break the line-based frame (async-nats does not check) or need quoting.
-pub fn percent_encode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        if matches!(c, '!'..='~') && c != '"' && c != '%' {
-            out.push(c);
-        } else {
-            let mut buf = [0u8; 4];
-            for b in c.encode_utf8(&mut buf).bytes() {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
-    }
-    out
-}
+/// A header value as the CloudEvents NATS binding (3.1.3.2) requires (shared with the webhook
+/// sink's binary mode).
+pub use espm_events::percent_encode_header as percent_encode;
 
 #[cfg(test)]
 mod tests {
