@@ -178,7 +178,8 @@ pub struct WebhookSinkConfig {
     /// Event-type filter; `*` matches a suffix (`gov.energystar.pm.share.*`). Empty means all.
     #[serde(default)]
     pub types: Vec<String>,
-    /// Concurrent requests; 1 keeps per-endpoint order.
+    /// Concurrent requests; 1 sends in outbox order (a retried event still arrives after the
+    /// events behind it).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
     /// Per-request timeout.
