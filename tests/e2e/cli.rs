@@ -324,6 +324,9 @@ fn webhook_enable_clears_a_disabled_endpoint_in_the_journal() {
         "{status}"
     );
     assert!(run(&["webhook", "--path", p, "enable", "partner"]).contains("enabled"));
-    assert_eq!(journal.sink_health("partner").unwrap().disabled_reason, None);
+    assert_eq!(
+        journal.sink_health("partner").unwrap().disabled_reason,
+        None
+    );
     assert!(run(&["webhook", "--path", p, "enable", "partner"]).contains("was not disabled"));
 }

@@ -12,8 +12,8 @@ use espm_journal::Journal;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
-    Command, DlqCommand, JournalCommand, Output, PmCommand, RequestKind, UnshareKind, WebhookCommand,
-    EXIT_CONFIG,
+    Command, DlqCommand, JournalCommand, Output, PmCommand, RequestKind, UnshareKind,
+    WebhookCommand, EXIT_CONFIG,
 };
 use crate::runtime::{self, Options};
 

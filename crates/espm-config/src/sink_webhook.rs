@@ -285,6 +285,9 @@ mod tests {
             "name = \"h\"\nurl = \"https://x\"\nretry = { max_attempts = 3, initial_interval = \"1s\" }\n",
         )
         .unwrap();
-        assert_eq!(old.retry.removed_keys(), ["max_attempts", "initial_interval"]);
+        assert_eq!(
+            old.retry.removed_keys(),
+            ["max_attempts", "initial_interval"]
+        );
     }
 }

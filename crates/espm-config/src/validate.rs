@@ -478,10 +478,7 @@ fn check_webhook(v: &mut Problems, p: &str, w: &WebhookSinkConfig) {
     }
     for (i, d) in w.retry.schedule.iter().enumerate() {
         if *d > Duration::from_secs(7 * 86400) {
-            v.push(
-                format!("{p}.retry.schedule[{i}]"),
-                "must not exceed 7 days",
-            );
+            v.push(format!("{p}.retry.schedule[{i}]"), "must not exceed 7 days");
         }
     }
     v.duration(format!("{p}.retry.max_age"), w.retry.max_age);

@@ -52,8 +52,8 @@ pub use history::{DeliveryStatus, EventHistory, HistoryEntry, SinkDelivery};
 pub use lock::{lock_path, JournalLock};
 pub use notifications::{CommitStats, NotificationEntry};
 pub use outbox::{OutboxDepth, OutboxRow, SinkCursor};
-pub use retries::{NewRetry, RetryRow, Settlement, SinkHealth};
 pub use raw::{body_digest, QuarantineOutcome, QuarantinedBody, StoredBody, UnprocessedBody};
+pub use retries::{NewRetry, RetryRow, Settlement, SinkHealth};
 pub use spool::{Spool, SpoolEntry};
 
 use dead_letters::store_dead_letter;

@@ -100,7 +100,12 @@ fn ensure_health_row(conn: &Connection, sink: &str) -> Result<(), JournalError> 
     Ok(())
 }
 
-fn store_disabled(conn: &Connection, sink: &str, reason: &str, now: i64) -> Result<(), JournalError> {
+fn store_disabled(
+    conn: &Connection,
+    sink: &str,
+    reason: &str,
+    now: i64,
+) -> Result<(), JournalError> {
     ensure_health_row(conn, sink)?;
     conn.prepare_cached(
         "UPDATE sink_health SET disabled_reason = ?2, disabled_at = ?3 WHERE sink = ?1",

@@ -533,7 +533,10 @@ fn retry_queue_and_endpoint_health_are_durable_and_survive_compaction() {
     drop(j);
     let j = Journal::open(&path).unwrap();
     let all = j.retry_list("hook").unwrap();
-    assert_eq!(ids(&all.iter().map(|r| r.row.clone()).collect::<Vec<_>>()), ["e2", "e1"]);
+    assert_eq!(
+        ids(&all.iter().map(|r| r.row.clone()).collect::<Vec<_>>()),
+        ["e2", "e1"]
+    );
     assert_eq!(all[1].last_error, "HTTP 503");
 
     // Settling a retry removes it; a success clears the failure streak.
@@ -552,12 +555,19 @@ fn retry_queue_and_endpoint_health_are_durable_and_survive_compaction() {
 
     // Disabled until enabled; enabling makes the queue due at once.
     assert!(!j.enable_sink("hook").unwrap());
-    j.disable_sink("hook", "endpoint answered HTTP 410 Gone").unwrap();
+    j.disable_sink("hook", "endpoint answered HTTP 410 Gone")
+        .unwrap();
     assert!(j.sink_health("hook").unwrap().disabled_reason.is_some());
-    assert!(j.due_retries("hook", SystemTime::now(), 10).unwrap().is_empty());
+    assert!(j
+        .due_retries("hook", SystemTime::now(), 10)
+        .unwrap()
+        .is_empty());
     assert!(j.enable_sink("hook").unwrap());
     assert_eq!(j.sink_health("hook").unwrap().disabled_reason, None);
-    assert_eq!(j.due_retries("hook", SystemTime::now(), 10).unwrap().len(), 1);
+    assert_eq!(
+        j.due_retries("hook", SystemTime::now(), 10).unwrap().len(),
+        1
+    );
 
     // Forgetting the sink releases its queue and health.
     j.disable_sink("hook", "x").unwrap();

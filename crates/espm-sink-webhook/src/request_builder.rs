@@ -191,7 +191,13 @@ mod tests {
         let signer = Signer::from_secrets(&["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]).unwrap();
         let mut ev = event();
         ev.espmaccount = "Acme Énergie".into();
-        let req = build(&ev, &signer, &HeaderMap::new(), 1_700_000_000, WebhookMode::Binary);
+        let req = build(
+            &ev,
+            &signer,
+            &HeaderMap::new(),
+            1_700_000_000,
+            WebhookMode::Binary,
+        );
         let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
         assert_eq!(body, ev.data);
         let h = &req.headers;

@@ -174,22 +174,23 @@ fn secret_file() -> tempfile::NamedTempFile {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_event_waits_in_the_journal_while_the_others_are_delivered() {
     let (url, rx) = receiver().await;
-    rx.script
-        .lock()
-        .unwrap()
-        .by_id
-        .insert("evt-1".into(), 503);
+    rx.script.lock().unwrap().by_id.insert("evt-1".into(), 503);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.db");
     let journal = Journal::open(&path).unwrap();
-    journal.enqueue(&(1..=5).map(event).collect::<Vec<_>>()).unwrap();
+    journal
+        .enqueue(&(1..=5).map(event).collect::<Vec<_>>())
+        .unwrap();
     let secret = secret_file();
 
     // A long first delay: the failed event cannot come back during this phase.
     let cfg = config(&url, secret.path(), vec![Duration::from_secs(3600)]);
     let running = Running::start(&journal, &cfg);
     until("the four healthy events", || rx.delivered().len() == 4).await;
-    until("the retry row", || journal.retry_count("hook").unwrap() == 1).await;
+    until("the retry row", || {
+        journal.retry_count("hook").unwrap() == 1
+    })
+    .await;
     running.stop().await;
     assert_eq!(rx.delivered(), ["evt-2", "evt-3", "evt-4", "evt-5"]);
     assert_eq!(journal.cursor("hook").unwrap(), journal.head_seq().unwrap());
@@ -202,12 +203,19 @@ async fn a_failing_event_waits_in_the_journal_while_the_others_are_delivered() {
     assert_eq!(queued.len(), 1);
     assert_eq!(queued[0].row.event.id, "evt-1");
     assert_eq!(queued[0].attempts, 1);
-    assert!(queued[0].last_error.contains("503"), "{}", queued[0].last_error);
+    assert!(
+        queued[0].last_error.contains("503"),
+        "{}",
+        queued[0].last_error
+    );
     assert!(
         queued[0].next_attempt_at > SystemTime::now() + Duration::from_secs(1800),
         "the schedule's first delay is kept"
     );
-    assert!(journal.due_retries("hook", SystemTime::now(), 10).unwrap().is_empty());
+    assert!(journal
+        .due_retries("hook", SystemTime::now(), 10)
+        .unwrap()
+        .is_empty());
 
     // Once due (an operator's disable + enable makes the queue due at once), it is delivered
     // after the events behind it: order is not kept across a retry.
@@ -216,9 +224,15 @@ async fn a_failing_event_waits_in_the_journal_while_the_others_are_delivered() {
     rx.script.lock().unwrap().by_id.clear();
     let running = Running::start(&journal, &cfg);
     until("the retried event", || rx.delivered().len() == 5).await;
-    until("an empty retry queue", || journal.retry_count("hook").unwrap() == 0).await;
+    until("an empty retry queue", || {
+        journal.retry_count("hook").unwrap() == 0
+    })
+    .await;
     running.stop().await;
-    assert_eq!(rx.delivered(), ["evt-2", "evt-3", "evt-4", "evt-5", "evt-1"]);
+    assert_eq!(
+        rx.delivered(),
+        ["evt-2", "evt-3", "evt-4", "evt-5", "evt-1"]
+    );
     assert_eq!(journal.dlq_count(Some("hook")).unwrap(), 0);
 }
 
@@ -228,11 +242,16 @@ async fn each_event_is_retried_on_its_schedule_then_dead_lettered() {
     rx.script.lock().unwrap().always = Some(500);
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::open(&dir.path().join("j.db")).unwrap();
-    journal.enqueue(&(1..=3).map(event).collect::<Vec<_>>()).unwrap();
+    journal
+        .enqueue(&(1..=3).map(event).collect::<Vec<_>>())
+        .unwrap();
     let secret = secret_file();
     let cfg = config(&url, secret.path(), vec![Duration::from_millis(1); 2]);
     let running = Running::start(&journal, &cfg);
-    until("three dead letters", || journal.dlq_count(Some("hook")).unwrap() == 3).await;
+    until("three dead letters", || {
+        journal.dlq_count(Some("hook")).unwrap() == 3
+    })
+    .await;
     running.stop().await;
     for d in journal.dlq_list(Some("hook")).unwrap() {
         assert_eq!(d.attempts, 3, "{}: {}", d.event_id, d.reason);
@@ -249,7 +268,9 @@ async fn gone_disables_the_endpoint_until_it_is_enabled_again_without_a_restart(
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.db");
     let journal = Journal::open(&path).unwrap();
-    journal.enqueue(&(1..=3).map(event).collect::<Vec<_>>()).unwrap();
+    journal
+        .enqueue(&(1..=3).map(event).collect::<Vec<_>>())
+        .unwrap();
     let secret = secret_file();
     let cfg = config(&url, secret.path(), vec![Duration::from_millis(1); 3]);
     let running = Running::start(&journal, &cfg);
@@ -257,11 +278,17 @@ async fn gone_disables_the_endpoint_until_it_is_enabled_again_without_a_restart(
     until("the endpoint disabled", || running.state.is_disabled()).await;
     let health = journal.sink_health("hook").unwrap();
     assert!(
-        health.disabled_reason.as_deref().is_some_and(|r| r.contains("410")),
+        health
+            .disabled_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("410")),
         "{health:?}"
     );
     // Events stay queued; nothing more is sent while disabled.
-    until("three queued events", || journal.retry_count("hook").unwrap() == 3).await;
+    until("three queued events", || {
+        journal.retry_count("hook").unwrap() == 3
+    })
+    .await;
     assert_eq!(rx.requests(), 1);
     assert!(rx.delivered().is_empty());
 
@@ -285,19 +312,33 @@ async fn continuous_failure_disables_the_endpoint_and_the_flag_survives_a_restar
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.db");
     let journal = Journal::open(&path).unwrap();
-    journal.enqueue(&(1..=2).map(event).collect::<Vec<_>>()).unwrap();
+    journal
+        .enqueue(&(1..=2).map(event).collect::<Vec<_>>())
+        .unwrap();
     let secret = secret_file();
     let mut cfg = config(&url, secret.path(), vec![Duration::from_millis(1); 1000]);
     cfg.disable_after = Duration::from_millis(1);
     let running = Running::start(&journal, &cfg);
     until("the endpoint disabled", || {
-        journal.sink_health("hook").unwrap().disabled_reason.is_some()
+        journal
+            .sink_health("hook")
+            .unwrap()
+            .disabled_reason
+            .is_some()
     })
     .await;
     running.stop().await;
-    let reason = journal.sink_health("hook").unwrap().disabled_reason.unwrap();
+    let reason = journal
+        .sink_health("hook")
+        .unwrap()
+        .disabled_reason
+        .unwrap();
     assert!(reason.contains("disable_after"), "{reason}");
-    assert_eq!(journal.dlq_count(Some("hook")).unwrap(), 0, "events are kept");
+    assert_eq!(
+        journal.dlq_count(Some("hook")).unwrap(),
+        0,
+        "events are kept"
+    );
     assert_eq!(journal.retry_count("hook").unwrap(), 2);
 
     // A restarted driver starts disabled and sends nothing.

@@ -86,10 +86,11 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
-    state.received.lock().unwrap().push(Received {
-        headers,
-        body,
-    });
+    state
+        .received
+        .lock()
+        .unwrap()
+        .push(Received { headers, body });
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let _guard = InFlight(&state.in_flight);
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -376,12 +377,19 @@ async fn one_attempt_per_delivery_and_retries_keep_the_webhook_id() {
                 attempts: 1,
             } => {
                 assert!(reason.contains(code), "{reason}");
-                assert_eq!(*retry_after, Some(Duration::from_millis(1)), "the schedule's delay");
+                assert_eq!(
+                    *retry_after,
+                    Some(Duration::from_millis(1)),
+                    "the schedule's delay"
+                );
             }
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(sink.deliver(&[retried(7, 2)]).await, vec![Outcome::Delivered]);
+    assert_eq!(
+        sink.deliver(&[retried(7, 2)]).await,
+        vec![Outcome::Delivered]
+    );
     let got = rx.received();
     assert_eq!(got.len(), 3);
     for r in &got {
@@ -404,15 +412,28 @@ async fn the_schedule_sets_each_delay_and_a_longer_retry_after_wins() {
     .await;
     let f = secret_file(&[SECRET_A]);
     let mut cfg = config("ra", &rx.url, &f);
-    cfg.retry.schedule = vec![Duration::from_secs(5), Duration::from_secs(300), Duration::from_secs(1800)];
+    cfg.retry.schedule = vec![
+        Duration::from_secs(5),
+        Duration::from_secs(300),
+        Duration::from_secs(1800),
+    ];
     let sink = WebhookSink::new(&cfg).unwrap();
     let delay = |o: &Outcome| match o {
         Outcome::Retry { retry_after, .. } => retry_after.unwrap(),
         other => panic!("{other:?}"),
     };
-    assert_eq!(delay(&sink.deliver(&[retried(1, 0)]).await[0]), Duration::from_secs(5));
-    assert_eq!(delay(&sink.deliver(&[retried(1, 0)]).await[0]), Duration::from_secs(120));
-    assert_eq!(delay(&sink.deliver(&[retried(1, 1)]).await[0]), Duration::from_secs(300));
+    assert_eq!(
+        delay(&sink.deliver(&[retried(1, 0)]).await[0]),
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        delay(&sink.deliver(&[retried(1, 0)]).await[0]),
+        Duration::from_secs(120)
+    );
+    assert_eq!(
+        delay(&sink.deliver(&[retried(1, 1)]).await[0]),
+        Duration::from_secs(300)
+    );
 }
 
 #[tokio::test]
@@ -449,8 +470,14 @@ async fn gone_disables_and_stops_the_batch() {
     assert!(sink.health().await.is_ok());
     let out = sink.deliver(&[envelope(1), envelope(2), envelope(3)]).await;
     assert!(matches!(out[0], Outcome::Disabled { .. }), "{out:?}");
-    assert!(matches!(out[1], Outcome::Retry { attempts: 0, .. }), "{out:?}");
-    assert!(matches!(out[2], Outcome::Retry { attempts: 0, .. }), "{out:?}");
+    assert!(
+        matches!(out[1], Outcome::Retry { attempts: 0, .. }),
+        "{out:?}"
+    );
+    assert!(
+        matches!(out[2], Outcome::Retry { attempts: 0, .. }),
+        "{out:?}"
+    );
     assert_eq!(rx.received().len(), 1);
     assert!(sink.health().await.is_err());
 }
@@ -464,7 +491,10 @@ async fn an_event_is_dead_lettered_when_the_schedule_is_spent() {
     let sink = WebhookSink::new(&cfg).unwrap();
     for attempts in 0..2 {
         assert!(
-            matches!(sink.deliver(&[retried(1, attempts)]).await[0], Outcome::Retry { attempts: 1, .. }),
+            matches!(
+                sink.deliver(&[retried(1, attempts)]).await[0],
+                Outcome::Retry { attempts: 1, .. }
+            ),
             "a 4xx is retried per the schedule too"
         );
     }
@@ -565,7 +595,10 @@ async fn one_in_flight_sends_in_batch_order() {
     let sink = WebhookSink::new(&config("ordered", &rx.url, &f)).unwrap();
     let batch: Vec<Envelope> = (1..=5).map(envelope).collect();
     let out = sink.deliver(&batch).await;
-    assert!(matches!(out[0], Outcome::Retry { attempts: 1, .. }), "{out:?}");
+    assert!(
+        matches!(out[0], Outcome::Retry { attempts: 1, .. }),
+        "{out:?}"
+    );
     assert_eq!(out[1..], vec![Outcome::Delivered; 4]);
     assert_eq!(rx.ids(), vec!["evt-1", "evt-2", "evt-3", "evt-4", "evt-5"]);
     assert_eq!(rx.state.max_in_flight.load(Ordering::SeqCst), 1);
@@ -670,5 +703,8 @@ async fn binary_mode_posts_data_with_ce_headers() {
     assert_eq!(got.headers["ce-specversion"], "1.0");
     assert_eq!(got.headers["ce-type"], "gov.energystar.pm.share.revoked");
     assert_eq!(got.headers["ce-source"], "urn:espm:test:acme");
-    assert!(verify(SECRET_A, got), "the signature covers the binary body");
+    assert!(
+        verify(SECRET_A, got),
+        "the signature covers the binary body"
+    );
 }

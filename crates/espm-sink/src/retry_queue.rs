@@ -97,7 +97,12 @@ pub(crate) async fn run(
                 metrics.failure("disabled", 1);
                 state.disable(reason);
             }
-            if sleep_or_shutdown(DISABLED_POLL.min(cfg.idle_poll.max(Duration::from_millis(50))), &shutdown).await {
+            if sleep_or_shutdown(
+                DISABLED_POLL.min(cfg.idle_poll.max(Duration::from_millis(50))),
+                &shutdown,
+            )
+            .await
+            {
                 return;
             }
             continue;
@@ -154,7 +159,10 @@ pub(crate) async fn run(
                 .flatten();
             let mut wait = cfg.idle_poll;
             if let Some(at) = next {
-                wait = wait.min(at.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO));
+                wait = wait.min(
+                    at.duration_since(SystemTime::now())
+                        .unwrap_or(Duration::ZERO),
+                );
             }
             tokio::select! {
                 _ = wake.notified() => {}
@@ -328,7 +336,8 @@ pub(crate) async fn run(
         }
         let n = name.clone();
         if let Ok(queued) = blocking(&journal, move |j| j.retry_count(&n)).await {
-            metrics::gauge!("espm_bridge_sink_retry_queue", "sink" => name.clone()).set(queued as f64);
+            metrics::gauge!("espm_bridge_sink_retry_queue", "sink" => name.clone())
+                .set(queued as f64);
         }
         metrics.refresh(&journal, dead_n > 0).await;
         if let Some(reason) = disable {
