@@ -694,7 +694,10 @@ async fn binary_mode_posts_data_with_ce_headers() {
     cfg.mode = WebhookMode::Binary;
     let sink = WebhookSink::new(&cfg).unwrap();
     let env = envelope(3);
-    assert_eq!(sink.deliver(std::slice::from_ref(&env)).await, vec![Outcome::Delivered]);
+    assert_eq!(
+        sink.deliver(std::slice::from_ref(&env)).await,
+        vec![Outcome::Delivered]
+    );
     let got = &rx.received()[0];
     let body: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
     assert_eq!(body, env.event.data);
