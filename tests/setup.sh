@@ -20,7 +20,8 @@ if [ ${#apt_pkgs[@]} -gt 0 ]; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_pkgs[@]}"
 fi
 
-# Python tools of the chart test (Helm v4 as a library, Kubernetes schemas), pinned in
+# Python tools of the chart and contract tests (Helm v4 as a library, Kubernetes schemas, the
+# CloudEvents SDK, Standard Webhooks), pinned in
 # tests/requirements.txt. pip skips what is already installed at the pinned version.
 PYTHON="${PYTHON:-python3}"
 if ! "$PYTHON" - tests/requirements.txt <<'PY' 2>/dev/null
@@ -54,3 +55,18 @@ if ! command -v tansu >/dev/null && [ ! -x "$HOME/.cargo/bin/tansu" ]; then
   cargo install tansu --locked --features dynostore
 fi
 export TANSU_BIN="${TANSU_BIN:-$(command -v tansu || echo "$HOME/.cargo/bin/tansu")}"
+
+# Independent checker of the published contract (tests/contract): the official AsyncAPI parser
+# (npm, pinned by tests/contract/package-lock.json, run by Node.js), reinstalled only when the lock
+# file changed. The Python checkers are pinned in tests/requirements.txt (installed above).
+contract=tests/contract
+command -v node >/dev/null && command -v npm >/dev/null || {
+  echo "tests/setup.sh: installing nodejs and npm"
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm
+}
+if ! cmp -s "$contract/package-lock.json" "$contract/node_modules/.installed-lock" 2>/dev/null; then
+  echo "tests/setup.sh: npm ci in $contract"
+  (cd "$contract" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+  cp "$contract/package-lock.json" "$contract/node_modules/.installed-lock"
+fi

@@ -295,3 +295,38 @@ fn inspection_commands_print_json_for_scripts() {
     );
     assert_eq!(run(&["dlq", "--path", p, "list"]), serde_json::json!([]));
 }
+
+#[test]
+fn webhook_enable_clears_a_disabled_endpoint_in_the_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("journal.db");
+    let journal = espm_journal::Journal::open(&path).unwrap();
+    journal
+        .disable_sink("partner", "endpoint answered HTTP 410 Gone")
+        .unwrap();
+    let p = path.to_str().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(bridge_bin()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let status: serde_json::Value = serde_json::from_str(&run(&[
+        "webhook", "--path", p, "status", "partner", "--output", "json",
+    ]))
+    .unwrap();
+    assert_eq!(status["disabled"], true, "{status}");
+    assert!(
+        status["disabled_reason"].as_str().unwrap().contains("410"),
+        "{status}"
+    );
+    assert!(run(&["webhook", "--path", p, "enable", "partner"]).contains("enabled"));
+    assert_eq!(
+        journal.sink_health("partner").unwrap().disabled_reason,
+        None
+    );
+    assert!(run(&["webhook", "--path", p, "enable", "partner"]).contains("was not disabled"));
+}

@@ -111,7 +111,7 @@ async fn metrics_health_and_readiness_are_served() {
     // A webhook that fails its first request: the failure must show up in the metrics.
     let (hook, _) = flaky_receiver(1).await;
     let config = format!(
-        "{config}\n[[sinks]]\ntype = \"webhook\"\nname = \"hook\"\nurl = \"http://{hook}/hook\"\nsecret_env = \"{SECRET_ENV}\"\nretry = {{ initial_interval = \"10ms\", max_interval = \"50ms\" }}\n"
+        "{config}\n[[sinks]]\ntype = \"webhook\"\nname = \"hook\"\nurl = \"http://{hook}/hook\"\nsecret_env = \"{SECRET_ENV}\"\nretry = {{ schedule = [\"10ms\", \"50ms\", \"50ms\"] }}\n"
     );
     let config_path = dir.path().join("bridge.toml");
     std::fs::write(&config_path, config).unwrap();

@@ -18,9 +18,6 @@
 // would only obscure a test server's handlers.
 #![allow(clippy::result_large_err)]
 #![deny(missing_docs)]
-// Refusals and finished `Response`s go straight back to the client, once per request: boxing
-// them would only add noise (as in espm-sim's control API).
-#![allow(clippy::result_large_err)]
 
 pub mod faults;
 pub mod store;

@@ -220,6 +220,37 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// Webhook endpoints: see their retry queue and health, re-enable a disabled one.
+    #[command(group(ArgGroup::new("journal_source").required(true).args(["path", "config"])))]
+    Webhook {
+        /// Journal file (or give --config to use `journal.path`).
+        #[arg(long, conflicts_with = "config")]
+        path: Option<PathBuf>,
+        /// TOML configuration file.
+        #[arg(long, short, env = "ESPM_BRIDGE_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: WebhookCommand,
+    },
+}
+
+/// `webhook` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum WebhookCommand {
+    /// Re-enable an endpoint disabled by a 410 Gone or by `disable_after` of continuous failure.
+    /// A running bridge notices within a second and delivers its queued events; no restart.
+    Enable {
+        /// The webhook sink's name.
+        name: String,
+    },
+    /// Whether an endpoint is disabled, since when it fails, and its retry queue.
+    Status {
+        /// The webhook sink's name.
+        name: String,
+        /// `text` or `json` (one object, for scripts).
+        #[arg(long, value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
 }
 
 /// `journal` subcommands.

@@ -12,7 +12,8 @@ use espm_journal::Journal;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{
-    Command, DlqCommand, JournalCommand, Output, PmCommand, RequestKind, UnshareKind, EXIT_CONFIG,
+    Command, DlqCommand, JournalCommand, Output, PmCommand, RequestKind, UnshareKind,
+    WebhookCommand, EXIT_CONFIG,
 };
 use crate::runtime::{self, Options};
 
@@ -131,7 +132,73 @@ pub async fn dispatch(cmd: Command) -> Result<ExitCode> {
             };
             dlq_cmd(open_journal(path, config, access)?, command)
         }
+        Command::Webhook {
+            path,
+            config,
+            command,
+        } => {
+            let access = match command {
+                WebhookCommand::Status { .. } => Access::Read,
+                WebhookCommand::Enable { .. } => Access::Write,
+            };
+            webhook_cmd(open_journal(path, config, access)?, command)
+        }
     }
+}
+
+fn webhook_cmd(opened: Opened, cmd: WebhookCommand) -> Result<ExitCode> {
+    let j = &opened.journal;
+    let known = |name: &str| -> Result<()> {
+        if let Some(sinks) = &opened.sinks {
+            if !sinks.iter().any(|s| s == name) {
+                bail!("no sink named {name:?} in the configuration");
+            }
+        }
+        Ok(())
+    };
+    match cmd {
+        WebhookCommand::Enable { name } => {
+            known(&name)?;
+            if j.enable_sink(&name)? {
+                println!("{name}: enabled; a running bridge resumes delivery within a second");
+            } else {
+                println!("{name}: was not disabled");
+            }
+        }
+        WebhookCommand::Status { name, output } => {
+            known(&name)?;
+            let health = j.sink_health(&name)?;
+            let queued = j.retry_count(&name)?;
+            let next = j.next_retry_at(&name)?;
+            match output {
+                Output::Json => {
+                    let v = serde_json::json!({
+                        "sink": name,
+                        "disabled": health.disabled_reason.is_some(),
+                        "disabled_reason": health.disabled_reason,
+                        "failing_for_seconds": health.failing_since.map(age_seconds),
+                        "retry_queue": queued,
+                        "next_retry_in_seconds": next.map(|t| t
+                            .duration_since(SystemTime::now())
+                            .map(|d| d.as_secs())
+                            .unwrap_or(0)),
+                    });
+                    println!("{v}");
+                }
+                Output::Text => {
+                    match &health.disabled_reason {
+                        Some(r) => println!("{name}: DISABLED ({r}); re-enable with `espm-bridge webhook enable {name}`"),
+                        None => println!("{name}: enabled"),
+                    }
+                    if let Some(t) = health.failing_since {
+                        println!("failing for {}s", age_seconds(t));
+                    }
+                    println!("retry queue: {queued} event(s)");
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub(crate) fn load_config(path: &Path) -> Result<BridgeConfig> {

@@ -394,6 +394,12 @@ retry = { max_attempts = 0 }"#,
         (
             r#"type = "webhook"
 url = "https://example.com/hook"
+retry = { schedule = ["5s", "30days"] }"#,
+            "retry.schedule[1]",
+        ),
+        (
+            r#"type = "webhook"
+url = "https://example.com/hook"
 header_files = { X-Token = "/run/secrets/t" }
 header_envs = { X-Token = "TOKEN" }"#,
             "header_envs.X-Token",

@@ -38,7 +38,9 @@ pub use secret::{read_secret_map, Secret, SecretError, SecretSource};
 pub use sink_arcadia::{ArcadiaSinkConfig, PROPERTY_ID_PLACEHOLDER};
 pub use sink_kafka::{kafka_topic_name, KafkaMode, KafkaSinkConfig};
 pub use sink_nats::NatsSinkConfig;
-pub use sink_webhook::{RetryPolicy, WebhookSinkConfig};
+pub use sink_webhook::{
+    default_schedule, RetryPolicy, WebhookMode, WebhookRetry, WebhookSinkConfig,
+};
 pub use validate::resolve_password;
 
 /// JSON Schema stand-in for `humantime_serde` durations (`"60s"`, `"5m"`, `"1h 30m"`, `"30d"`):

@@ -28,7 +28,9 @@ pub struct KafkaSinkConfig {
     /// Topic template over event attributes, e.g. `espm.{type}` or a fixed `espm-events`.
     #[serde(default = "default_topic")]
     pub topic: String,
-    /// Partition key template; the default keeps one PM customer's events in order.
+    /// Record key template. The default, `{partitionkey}`, is the PM account id of the customer
+    /// the event is about (per event type: see `schemas/README.md`), so one customer's events
+    /// share a partition and stay in order; an event about no customer gets no key.
     #[serde(default = "default_key")]
     pub key: String,
     /// Create each topic with the admin client the first time an event renders it (a fixed topic
@@ -62,7 +64,7 @@ fn default_topic() -> String {
     "espm.{type}".to_string()
 }
 fn default_key() -> String {
-    "{data.accountId}".to_string()
+    "{partitionkey}".to_string()
 }
 fn default_topic_partitions() -> i32 {
     3

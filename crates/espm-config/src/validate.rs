@@ -468,7 +468,20 @@ fn check_webhook(v: &mut Problems, p: &str, w: &WebhookSinkConfig) {
             );
         }
     }
-    check_retry(v, p, &w.retry);
+    for key in w.retry.removed_keys() {
+        v.push(
+            format!("{p}.retry.{key}"),
+            "was removed: webhook retries follow `retry.schedule`, a list of delays between \
+             attempts (default [\"5s\", \"5m\", \"30m\", \"2h\", \"5h\", \"10h\", \"10h\"]); \
+             replace max_attempts/initial_interval/max_interval with it",
+        );
+    }
+    for (i, d) in w.retry.schedule.iter().enumerate() {
+        if *d > Duration::from_secs(7 * 86400) {
+            v.push(format!("{p}.retry.schedule[{i}]"), "must not exceed 7 days");
+        }
+    }
+    v.duration(format!("{p}.retry.max_age"), w.retry.max_age);
 }
 
 fn check_retry(v: &mut Problems, p: &str, retry: &crate::RetryPolicy) {

@@ -228,13 +228,12 @@ fn load_reads_process_environment() {
 #[test]
 fn helm_style_integral_floats_are_integers() {
     let cfg = from_toml_str(&with_sink(
-        "name = \"w\"\ntype = \"webhook\"\nurl = \"https://x.example/\"\nsecret_env = \"W\"\nmax_in_flight = 4.0\nretry = { max_attempts = 3.0 }",
+        "name = \"w\"\ntype = \"webhook\"\nurl = \"https://x.example/\"\nsecret_env = \"W\"\nmax_in_flight = 4.0",
     ))
     .unwrap();
     match &cfg.sinks[1] {
         SinkConfig::Webhook(w) => {
             assert_eq!(w.max_in_flight, 4);
-            assert_eq!(w.retry.max_attempts, 3);
         }
         other => panic!("{other:?}"),
     }
@@ -475,7 +474,17 @@ fn rule_webhook_type_filter_and_retry() {
     assert_problem(
         &with_sink("name = \"w\"\ntype = \"webhook\"\nurl = \"https://p.example/\"\nsecret_env = \"W\"\nretry = { max_attempts = 0 }"),
         "sinks[1].retry.max_attempts",
-        "at least 1",
+        "retry.schedule",
+    );
+    assert_problem(
+        &with_sink("name = \"w\"\ntype = \"webhook\"\nurl = \"https://p.example/\"\nsecret_env = \"W\"\nretry = { initial_interval = \"1s\", max_interval = \"5m\" }"),
+        "sinks[1].retry.max_interval",
+        "was removed",
+    );
+    assert_problem(
+        &with_sink("name = \"w\"\ntype = \"webhook\"\nurl = \"https://p.example/\"\nsecret_env = \"W\"\nretry = { schedule = [\"5s\", \"8days\"] }"),
+        "sinks[1].retry.schedule[1]",
+        "7 days",
     );
 }
 

@@ -1,11 +1,15 @@
-use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize, Serializer};
 
 /// A CloudEvents 1.0 event in its JSON (structured) form.
 ///
 /// The two extension attributes `espmenvironment` and `espmaccount` name the PM environment
 /// (`live`, `test`, `sim`) and the configured provider account the event was polled from, so
-/// that subjects and topics can be routed on them without parsing `source`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// that subjects and topics can be routed on them without parsing `source`. The third,
+/// `partitionkey`, is derived from `type` and `data` (see [`CloudEvent::partitionkey`]): it is
+/// serialised but never stored, so it cannot contradict them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct CloudEvent {
     /// Always `"1.0"`.
     pub specversion: String,
@@ -36,25 +40,117 @@ pub struct CloudEvent {
 
 impl CloudEvent {
     /// The value of a context attribute by its CloudEvents name (`id`, `type`, `source`, ...).
-    pub fn attribute(&self, name: &str) -> Option<&str> {
-        match name {
-            "specversion" => Some(&self.specversion),
-            "id" => Some(&self.id),
-            "source" => Some(&self.source),
-            "type" => Some(&self.ty),
-            "subject" => self.subject.as_deref(),
-            "time" => self.time.as_deref(),
-            "datacontenttype" => Some(&self.datacontenttype),
-            "dataschema" => Some(&self.dataschema),
-            "espmenvironment" | "environment" => Some(&self.espmenvironment),
-            "espmaccount" | "account" => Some(&self.espmaccount),
-            _ => None,
-        }
+    pub fn attribute(&self, name: &str) -> Option<Cow<'_, str>> {
+        let borrowed = match name {
+            "specversion" => &self.specversion,
+            "id" => &self.id,
+            "source" => &self.source,
+            "type" => &self.ty,
+            "subject" => self.subject.as_ref()?,
+            "time" => self.time.as_ref()?,
+            "datacontenttype" => &self.datacontenttype,
+            "dataschema" => &self.dataschema,
+            "espmenvironment" | "environment" => &self.espmenvironment,
+            "espmaccount" | "account" => &self.espmaccount,
+            "partitionkey" => return self.partitionkey().map(Cow::Owned),
+            _ => return None,
+        };
+        Some(Cow::Borrowed(borrowed))
+    }
+
+    /// Extension `partitionkey`: the PM account id of the customer the event is about, per
+    /// [`crate::partition_key`]; `None` when the event is about no customer account.
+    pub fn partitionkey(&self) -> Option<String> {
+        crate::partition_key(&self.ty, &self.data)
+    }
+
+    /// Every context attribute that has a value, in a fixed order (`datacontenttype` included),
+    /// as binary content modes put them in headers.
+    pub fn attributes(&self) -> Vec<(&'static str, Cow<'_, str>)> {
+        ATTRIBUTE_NAMES
+            .iter()
+            .filter_map(|n| self.attribute(n).map(|v| (*n, v)))
+            .collect()
     }
 
     /// The structured-mode JSON encoding of the whole event.
     pub fn to_json_bytes(&self) -> Vec<u8> {
         // Serialising a struct of strings and a Value cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// A header value as the CloudEvents NATS (3.1.3.2) and HTTP (3.1.3.2) bindings require in
+/// binary mode: space, `"`, `%` and every character outside printable ASCII (U+0021..=U+007E)
+/// become `%XY` per UTF-8 byte, upper-case. Nothing can then break a line-based frame or need
+/// quoting.
+pub fn percent_encode_header(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        if matches!(c, '!'..='~') && c != '"' && c != '%' {
+            out.push(c);
+        } else {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    out
+}
+
+/// The context attribute names of our events, in the order of the JSON form.
+pub const ATTRIBUTE_NAMES: &[&str] = &[
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "datacontenttype",
+    "dataschema",
+    "espmenvironment",
+    "espmaccount",
+    "partitionkey",
+];
+
+/// The JSON form: the stored fields plus the derived `partitionkey`.
+#[derive(Serialize)]
+struct Wire<'a> {
+    specversion: &'a str,
+    id: &'a str,
+    source: &'a str,
+    #[serde(rename = "type")]
+    ty: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    time: Option<&'a str>,
+    datacontenttype: &'a str,
+    dataschema: &'a str,
+    espmenvironment: &'a str,
+    espmaccount: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partitionkey: Option<String>,
+    data: &'a serde_json::Value,
+}
+
+impl Serialize for CloudEvent {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        Wire {
+            specversion: &self.specversion,
+            id: &self.id,
+            source: &self.source,
+            ty: &self.ty,
+            subject: self.subject.as_deref(),
+            time: self.time.as_deref(),
+            datacontenttype: &self.datacontenttype,
+            dataschema: &self.dataschema,
+            espmenvironment: &self.espmenvironment,
+            espmaccount: &self.espmaccount,
+            partitionkey: self.partitionkey(),
+            data: &self.data,
+        }
+        .serialize(serializer)
     }
 }

@@ -31,11 +31,13 @@
 mod cloudevent;
 pub mod data;
 mod normalize;
+mod partition;
 mod schema;
 mod template;
 mod types;
 
 pub use cloudevent::CloudEvent;
+pub use cloudevent::{percent_encode_header, ATTRIBUTE_NAMES};
 pub use data::{BodyQuarantinedData, Resolution};
 pub use normalize::{
     connection_requested_data, diff_pending, event_time, meter_share_requested_data,
@@ -45,6 +47,7 @@ pub use normalize::{
     NormalizeError, Origin, PendingDiff, PendingEntry, PendingKind, TrackedRequest, ID_NAMESPACE,
     RESOLVE_AFTER_MISSED_WALKS,
 };
-pub use schema::{asyncapi_yaml, event_schema, event_schemas};
+pub use partition::{partition_key, partition_key_doc, partition_key_fields};
+pub use schema::{asyncapi_yaml, data_schema, data_schemas, event_schema, event_schemas};
 pub use template::{Template, TemplateError};
 pub use types::*;

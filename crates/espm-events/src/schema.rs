@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use crate::data::*;
 use crate::types::*;
 
-fn data_schema<T: JsonSchema>() -> Value {
+fn schema_for<T: JsonSchema>() -> Value {
     let root = SchemaSettings::draft2020_12()
         .into_generator()
         .into_root_schema_for::<T>();
@@ -56,14 +56,14 @@ fn data_schema_of(event_type: &str) -> Option<Value> {
         | SHARE_UPDATED
         | CONNECTION_TERMINATED
         | PROPERTY_TRANSFERRED
-        | NOTIFICATION_RECEIVED => data_schema::<NotificationData>(),
-        CONNECTION_REQUESTED => data_schema::<ConnectionRequestedData>(),
-        PROPERTY_SHARE_REQUESTED => data_schema::<PropertyShareRequestedData>(),
-        METER_SHARE_REQUESTED => data_schema::<MeterShareRequestedData>(),
-        CONNECTION_RESOLVED => data_schema::<ConnectionResolvedData>(),
-        PROPERTY_SHARE_RESOLVED => data_schema::<PropertyShareResolvedData>(),
-        METER_SHARE_RESOLVED => data_schema::<MeterShareResolvedData>(),
-        BODY_QUARANTINED => data_schema::<BodyQuarantinedData>(),
+        | NOTIFICATION_RECEIVED => schema_for::<NotificationData>(),
+        CONNECTION_REQUESTED => schema_for::<ConnectionRequestedData>(),
+        PROPERTY_SHARE_REQUESTED => schema_for::<PropertyShareRequestedData>(),
+        METER_SHARE_REQUESTED => schema_for::<MeterShareRequestedData>(),
+        CONNECTION_RESOLVED => schema_for::<ConnectionResolvedData>(),
+        PROPERTY_SHARE_RESOLVED => schema_for::<PropertyShareResolvedData>(),
+        METER_SHARE_RESOLVED => schema_for::<MeterShareResolvedData>(),
+        BODY_QUARANTINED => schema_for::<BodyQuarantinedData>(),
         _ => return None,
     })
 }
@@ -86,12 +86,11 @@ fn description_of(event_type: &str) -> &'static str {
     }
 }
 
-/// The full CloudEvent envelope schema of one event type, `data` being that type's data schema.
-pub fn event_schema(event_type: &str) -> Option<Value> {
+/// The schema `data` of an event type adheres to (what `dataschema` names), with `$id`
+/// [`dataschema_uri`]; `None` for a type we do not know.
+pub fn data_schema(event_type: &str) -> Option<Value> {
     let mut data = data_schema_of(event_type)?;
     let obj = data.as_object_mut()?;
-    obj.remove("$schema");
-    let defs = obj.remove("$defs").unwrap_or_else(|| json!({}));
     // Each specific notification type carries exactly its PM code.
     if let Some((code, _)) = KNOWN_NOTIFICATION_CODES
         .iter()
@@ -105,10 +104,30 @@ pub fn event_schema(event_type: &str) -> Option<Value> {
             p.insert("const".into(), Value::from(*code));
         }
     }
-    let uri = dataschema_uri(event_type);
-    let mut schema = json!({
+    let mut schema = Map::new();
+    schema.insert(
+        "$schema".into(),
+        "https://json-schema.org/draft/2020-12/schema".into(),
+    );
+    schema.insert("$id".into(), dataschema_uri(event_type).into());
+    schema.insert("title".into(), format!("data of {event_type}").into());
+    schema.insert("description".into(), description_of(event_type).into());
+    for (k, v) in std::mem::take(obj) {
+        if !matches!(k.as_str(), "$schema" | "title" | "description") {
+            schema.insert(k, v);
+        }
+    }
+    Some(Value::Object(schema))
+}
+
+/// The schema of a whole event of one type (the structured-mode JSON), with `$id`
+/// [`envelope_schema_uri`]; `data` refers to [`data_schema`] by its id.
+pub fn event_schema(event_type: &str) -> Option<Value> {
+    data_schema_of(event_type)?;
+    let data_uri = dataschema_uri(event_type);
+    Some(json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": uri,
+        "$id": envelope_schema_uri(event_type),
         "title": event_type,
         "description": description_of(event_type),
         "type": "object",
@@ -122,22 +141,31 @@ pub fn event_schema(event_type: &str) -> Option<Value> {
                         "description": "urn:espm:{environment}:{account}" },
             "type": { "const": event_type },
             "subject": { "type": "string",
-                         "pattern": "^(property/-?[0-9]+(/meter/-?[0-9]+)?|meter/-?[0-9]+|account/-?[0-9]+)$",
+                         "pattern": SUBJECT_PATTERN,
                          "description": "The most specific thing the event concerns." },
             "time": { "type": "string", "format": "date-time" },
             "datacontenttype": { "const": "application/json" },
-            "dataschema": { "const": uri },
+            "dataschema": { "const": data_uri, "description": "The $id of the schema data adheres to." },
             "espmenvironment": { "type": "string", "description": "PM environment: live, test or sim." },
             "espmaccount": { "type": "string", "description": "Configured name of the polled provider account." },
-            "data": data,
+            "partitionkey": partitionkey_schema(event_type),
+            "data": { "$ref": data_uri },
         },
-    });
-    if defs.as_object().is_some_and(|d| !d.is_empty()) {
-        if let Some(o) = schema.as_object_mut() {
-            o.insert("$defs".into(), defs);
-        }
-    }
-    Some(schema)
+    }))
+}
+
+const SUBJECT_PATTERN: &str =
+    "^(property/-?[0-9]+(/meter/-?[0-9]+)?|meter/-?[0-9]+|account/-?[0-9]+)$";
+
+fn partitionkey_schema(event_type: &str) -> Value {
+    json!({
+        "type": "string",
+        "minLength": 1,
+        "description": format!(
+            "Partitioning extension: the PM account id of the customer the event is about, and the default Kafka key. {}",
+            crate::partition_key_doc(event_type)
+        ),
+    })
 }
 
 /// Every event type's envelope schema, keyed by event type (file `schemas/{type}.v1.json`).
@@ -148,94 +176,268 @@ pub fn event_schemas() -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// Every event type's data schema, keyed by event type (file `schemas/data/{type}.v1.json`).
+pub fn data_schemas() -> BTreeMap<String, Value> {
+    EVENT_TYPES
+        .iter()
+        .filter_map(|t| data_schema(t).map(|s| (t.to_string(), s)))
+        .collect()
+}
+
+/// How a transport carries an event, for the AsyncAPI document.
+#[derive(Clone, Copy)]
+enum Carriage {
+    /// Kafka binary mode: `ce_*` headers (`datacontenttype` as `content-type`), value = `data`.
+    KafkaBinary,
+    /// Kafka structured mode: `content-type` header, value = the whole event.
+    KafkaStructured,
+    /// NATS: the whole event as payload, `ce-*` headers beside it (percent-encoded), `Nats-Msg-Id`.
+    Nats,
+    /// Webhook structured mode: the whole event as body, Standard Webhooks headers.
+    WebhookStructured,
+}
+
+impl Carriage {
+    fn id(self) -> &'static str {
+        match self {
+            Carriage::KafkaBinary => "kafka.binary",
+            Carriage::KafkaStructured => "kafka.structured",
+            Carriage::Nats => "nats",
+            Carriage::WebhookStructured => "webhook.structured",
+        }
+    }
+}
+
+/// `name: schema` of the attribute headers of a binary-style carriage, from the envelope schema
+/// (so header and JSON attribute rules cannot differ), plus whether each is required.
+fn attribute_headers(
+    event_type: &str,
+    prefix: &str,
+    with_content_type: bool,
+) -> (Map<String, Value>, Vec<Value>) {
+    let envelope = event_schema(event_type).unwrap_or_default();
+    let required: Vec<&str> = envelope["required"]
+        .as_array()
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut props = Map::new();
+    let mut req = Vec::new();
+    for name in crate::cloudevent::ATTRIBUTE_NAMES {
+        if *name == "datacontenttype" && !with_content_type {
+            continue;
+        }
+        let header = format!("{prefix}{name}");
+        props.insert(header.clone(), envelope["properties"][*name].clone());
+        if required.contains(name) {
+            req.push(Value::from(header));
+        }
+    }
+    (props, req)
+}
+
+fn header_schema(props: Map<String, Value>, required: Vec<Value>) -> Value {
+    json!({ "type": "object", "properties": props, "required": required })
+}
+
+fn message(ty: &str, carriage: Carriage) -> Value {
+    let envelope_ref = json!({ "$ref": format!("./{}", schema_file_name(ty)) });
+    let data_ref = json!({ "$ref": format!("./{}", data_schema_file_name(ty)) });
+    let payload = |schema: Value| json!({ "schemaFormat": "application/schema+json;version=draft-2020-12", "schema": schema });
+    let (summary, content_type, headers, body) = match carriage {
+        Carriage::KafkaBinary => {
+            let (mut props, mut req) = attribute_headers(ty, "ce_", false);
+            props.insert("content-type".into(), json!({ "const": "application/json" }));
+            req.push("content-type".into());
+            (
+                "Kafka, binary mode (default): context attributes in ce_ headers, the record value is data.",
+                "application/json",
+                header_schema(props, req),
+                payload(data_ref),
+            )
+        }
+        Carriage::KafkaStructured => {
+            let mut props = Map::new();
+            props.insert(
+                "content-type".into(),
+                json!({ "const": "application/cloudevents+json; charset=UTF-8" }),
+            );
+            (
+                "Kafka, structured mode (mode = \"structured\"): the record value is the whole event.",
+                "application/cloudevents+json",
+                header_schema(props, vec!["content-type".into()]),
+                payload(envelope_ref),
+            )
+        }
+        Carriage::Nats => {
+            let (mut props, mut req) = attribute_headers(ty, "ce-", true);
+            props.insert("content-type".into(), json!({ "const": "application/cloudevents+json" }));
+            props.insert(
+                "Nats-Msg-Id".into(),
+                json!({ "type": "string", "description": "The event id, in JetStream mode: the stream's duplicate window drops a retried publish." }),
+            );
+            req.push("content-type".into());
+            (
+                "NATS: the payload is the whole event (structured mode); the ce- headers repeat its context attributes, percent-encoded as the CloudEvents NATS binding requires, for routing without parsing.",
+                "application/cloudevents+json",
+                header_schema(props, req),
+                payload(envelope_ref),
+            )
+        }
+        Carriage::WebhookStructured => (
+            "Webhook, structured mode (default): the body is the whole event, signed per Standard Webhooks.",
+            "application/cloudevents+json",
+            header_schema(webhook_headers("application/cloudevents+json"), webhook_required()),
+            payload(envelope_ref),
+        ),
+    };
+    let mut msg = json!({
+        "name": ty,
+        "title": format!("{ty} ({})", carriage.id()),
+        "summary": summary,
+        "description": description_of(ty),
+        "contentType": content_type,
+        "headers": headers,
+        "payload": body,
+    });
+    if matches!(carriage, Carriage::KafkaBinary | Carriage::KafkaStructured) {
+        let key = match crate::partition_key_fields(ty) {
+            [] => {
+                json!({ "type": "null", "description": "No key by default: the event is about no customer account." })
+            }
+            _ => json!({
+                "type": "string",
+                "description": format!(
+                    "The `key` template, by default `{{partitionkey}}`: {}",
+                    crate::partition_key_doc(ty)
+                ),
+            }),
+        };
+        if let Some(o) = msg.as_object_mut() {
+            o.insert(
+                "bindings".into(),
+                json!({ "kafka": { "key": key, "bindingVersion": "0.5.0" } }),
+            );
+        }
+    }
+    msg
+}
+
+fn webhook_headers(content_type: &str) -> Map<String, Value> {
+    let mut props = Map::new();
+    props.insert("content-type".into(), json!({ "const": content_type }));
+    props.insert(
+        "webhook-id".into(),
+        json!({ "type": "string", "description": "The event id: stable across retries, deduplicate on it." }),
+    );
+    props.insert(
+        "webhook-timestamp".into(),
+        json!({ "type": "string", "pattern": "^[0-9]+$", "description": "Unix seconds of the attempt." }),
+    );
+    props.insert(
+        "webhook-signature".into(),
+        json!({ "type": "string", "pattern": "^v1,[A-Za-z0-9+/=]+( v1,[A-Za-z0-9+/=]+)*$",
+                "description": "Standard Webhooks: space-separated v1,base64(HMAC-SHA256(id.timestamp.body)), one per configured secret." }),
+    );
+    props.insert(
+        "user-agent".into(),
+        json!({ "type": "string", "pattern": "^espm-bridge/" }),
+    );
+    props
+}
+
+fn webhook_required() -> Vec<Value> {
+    [
+        "content-type",
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+    ]
+    .into_iter()
+    .map(Value::from)
+    .collect()
+}
+
 /// The AsyncAPI 3.0 document: Kafka topics `espm.{type}`, NATS subjects
-/// `espm.{environment}.{type}` and the webhook, one message per event type referencing the
-/// schema files beside it.
+/// `espm.{environment}.{type}` and the webhook, with the headers, payload and Kafka key each
+/// transport actually sends, referencing the schema files beside it.
 pub fn asyncapi_yaml() -> String {
     let mut channels = Map::new();
     let mut operations = Map::new();
     let mut messages = Map::new();
     let mut webhook_messages = Map::new();
-    for ty in EVENT_TYPES {
-        let msg_ref = json!({ "$ref": format!("#/components/messages/{ty}") });
-        messages.insert(
-            ty.to_string(),
-            json!({
-                "name": ty,
-                "title": ty,
-                "summary": description_of(ty),
-                "contentType": "application/cloudevents+json",
-                "payload": {
-                    "schemaFormat": "application/schema+json;version=draft-2020-12",
-                    "schema": { "$ref": format!("./{}", schema_file_name(ty)) },
-                },
-            }),
+    let mut send = |channel_id: &str, channel: Value, message_ids: Vec<String>| {
+        let refs: Vec<Value> = message_ids
+            .iter()
+            .map(|m| json!({ "$ref": format!("#/channels/{channel_id}/messages/{m}") }))
+            .collect();
+        channels.insert(channel_id.to_string(), channel);
+        operations.insert(
+            format!("publish.{channel_id}"),
+            json!({ "action": "send", "channel": { "$ref": format!("#/channels/{channel_id}") }, "messages": refs }),
         );
-        webhook_messages.insert(ty.to_string(), msg_ref.clone());
-        for (transport, address, server, params) in [
-            ("kafka", format!("espm.{ty}"), "kafka", None),
+    };
+    let mut webhook_ids = Vec::new();
+    for ty in EVENT_TYPES {
+        let mut add = |carriage: Carriage| {
+            let id = format!("{}.{ty}", carriage.id());
+            messages.insert(id.clone(), message(ty, carriage));
             (
-                "nats",
-                format!("espm.{{environment}}.{ty}"),
-                "nats",
-                Some(json!({ "environment": { "$ref": "#/components/parameters/environment" } })),
-            ),
-        ] {
-            let channel_id = format!("{transport}.{ty}");
-            let mut channel = json!({
-                "address": address,
-                "servers": [{ "$ref": format!("#/servers/{server}") }],
-                "messages": { ty.to_string(): msg_ref.clone() },
-            });
-            if let (Some(p), Some(o)) = (params, channel.as_object_mut()) {
-                o.insert("parameters".into(), p);
-            }
-            channels.insert(channel_id.clone(), channel);
-            operations.insert(
-                format!("publish.{channel_id}"),
-                json!({
-                    "action": "send",
-                    "channel": { "$ref": format!("#/channels/{channel_id}") },
-                    "messages": [{ "$ref": format!("#/channels/{channel_id}/messages/{ty}") }],
-                }),
-            );
-        }
+                id.clone(),
+                json!({ "$ref": format!("#/components/messages/{id}") }),
+            )
+        };
+        let (kb, kb_ref) = add(Carriage::KafkaBinary);
+        let (ks, ks_ref) = add(Carriage::KafkaStructured);
+        let (n, n_ref) = add(Carriage::Nats);
+        let (w, w_ref) = add(Carriage::WebhookStructured);
+        webhook_messages.insert(w.clone(), w_ref);
+        webhook_ids.push(w);
+        send(
+            &format!("kafka.{ty}"),
+            json!({
+                "address": format!("espm.{ty}"),
+                "description": "The default topic template `espm.{type}`; binary or structured mode per the sink's `mode`.",
+                "servers": [{ "$ref": "#/servers/kafka" }],
+                "messages": { kb.clone(): kb_ref, ks.clone(): ks_ref },
+            }),
+            vec![kb, ks],
+        );
+        send(
+            &format!("nats.{ty}"),
+            json!({
+                "address": format!("espm.{{environment}}.{ty}"),
+                "description": "The default subject template `espm.{environment}.{type}`.",
+                "servers": [{ "$ref": "#/servers/nats" }],
+                "parameters": { "environment": { "$ref": "#/components/parameters/environment" } },
+                "messages": { n.clone(): n_ref },
+            }),
+            vec![n],
+        );
     }
-    let webhook_refs: Vec<Value> = EVENT_TYPES
-        .iter()
-        .map(|ty| json!({ "$ref": format!("#/channels/webhook/messages/{ty}") }))
-        .collect();
-    channels.insert(
-        "webhook".into(),
+    send(
+        "webhook",
         json!({
             "address": null,
-            "description": "HTTP POST of each event (structured CloudEvents JSON, Standard Webhooks signature headers) to the configured URL.",
+            "description": "One HTTP POST per event to the configured URL; a 2xx acknowledges it.",
             "servers": [{ "$ref": "#/servers/webhook" }],
             "messages": webhook_messages,
         }),
-    );
-    operations.insert(
-        "publish.webhook".into(),
-        json!({
-            "action": "send",
-            "channel": { "$ref": "#/channels/webhook" },
-            "messages": webhook_refs,
-        }),
+        webhook_ids,
     );
     let doc = json!({
         "asyncapi": "3.0.0",
         "info": {
             "title": "espm-bridge events",
             "version": "1.0.0",
-            "description": "ENERGY STAR Portfolio Manager notifications and pending connection/share requests as CloudEvents 1.0. Generated by espm-events from its event types; do not edit.",
+            "description": "ENERGY STAR Portfolio Manager notifications and pending connection/share requests as CloudEvents 1.0, as each transport carries them. Generated by espm-events from its event types; do not edit.",
             "license": { "name": "Apache-2.0" },
         },
         "defaultContentType": "application/cloudevents+json",
         "servers": {
             "kafka": { "host": "kafka:9092", "protocol": "kafka",
-                       "description": "Topic template `espm.{type}` by default (configurable). Binary mode puts attributes in ce_* headers and data in the value; structured mode sends the whole event." },
+                       "description": "Topic and key templates are configurable (`topic`, `key`)." },
             "nats": { "host": "nats:4222", "protocol": "nats",
-                      "description": "JetStream; subject template `espm.{environment}.{type}` by default (configurable)." },
+                      "description": "JetStream by default; the subject template is configurable (`subject`)." },
             "webhook": { "host": "receiver.example.com", "protocol": "https",
                          "description": "The configured webhook receiver." },
         },

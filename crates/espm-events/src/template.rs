@@ -1,8 +1,8 @@
 //! `{placeholder}` templates over event attributes, used for Kafka topics and keys and NATS subjects.
 //!
-//! Placeholders: any context attribute (`{type}`, `{id}`, `{subject}`, `{source}`), the short forms
-//! `{environment}` and `{account}`, and `{data.<field>}` / `{data.<a>.<b>}` for fields of `data`.
-//! `{{` and `}}` are literal braces.
+//! Placeholders: any context attribute (`{type}`, `{id}`, `{subject}`, `{source}`,
+//! `{partitionkey}`), the short forms `{environment}` and `{account}`, and `{data.<field>}` /
+//! `{data.<a>.<b>}` for fields of `data`. `{{` and `}}` are literal braces.
 
 use crate::CloudEvent;
 
@@ -44,6 +44,7 @@ const ATTRS: &[&str] = &[
     "environment",
     "espmaccount",
     "account",
+    "partitionkey",
 ];
 
 impl Template {
@@ -107,7 +108,7 @@ impl Template {
         for p in &self.parts {
             match p {
                 Part::Lit(s) => out.push_str(s),
-                Part::Attr(a) => out.push_str(ev.attribute(a).unwrap_or("")),
+                Part::Attr(a) => out.push_str(ev.attribute(a).as_deref().unwrap_or("")),
                 Part::Data(path) => {
                     let mut v = &ev.data;
                     for seg in path {

@@ -49,17 +49,41 @@ pub const KNOWN_NOTIFICATION_CODES: &[(&str, &str)] = &[
     ("TRANSFERPROPERTY", PROPERTY_TRANSFERRED),
 ];
 
-/// Where the schemas are published; `dataschema` is `{SCHEMA_BASE}/{type}.v1.json`.
-pub const SCHEMA_BASE: &str = "https://espm-bridge.github.io/schemas";
+/// Where the schemas are published: the `schemas/` folder of the repository's `main` branch, so
+/// every id resolves to the checked-in file (`{SCHEMA_BASE}/x` is `schemas/x`). Published files
+/// are versioned by name (`.v1.json`) and never change incompatibly under the same name.
+pub const SCHEMA_BASE: &str =
+    "https://raw.githubusercontent.com/espm-bridge/espm-bridge/main/schemas";
 
-/// The `dataschema` URI (and the schema's `$id`) of an event type.
+/// The `dataschema` URI of an event type: the `$id` of the schema its `data` adheres to,
+/// `{SCHEMA_BASE}/data/{type}.v1.json`.
 pub fn dataschema_uri(event_type: &str) -> String {
+    format!("{SCHEMA_BASE}/{}", data_schema_file_name(event_type))
+}
+
+/// The `$id` of the schema of a whole event (the structured-mode JSON) of a type,
+/// `{SCHEMA_BASE}/{type}.v1.json`.
+pub fn envelope_schema_uri(event_type: &str) -> String {
     format!("{SCHEMA_BASE}/{}", schema_file_name(event_type))
 }
 
-/// The file name of an event type's schema, e.g. `gov.energystar.pm.share.revoked.v1.json`.
+/// The file (under `schemas/`) of an event type's envelope schema, e.g.
+/// `gov.energystar.pm.share.revoked.v1.json`.
 pub fn schema_file_name(event_type: &str) -> String {
     format!("{event_type}.v1.json")
+}
+
+/// The file (under `schemas/`) of an event type's data schema, e.g.
+/// `data/gov.energystar.pm.share.revoked.v1.json`.
+pub fn data_schema_file_name(event_type: &str) -> String {
+    format!("data/{event_type}.v1.json")
+}
+
+/// The file under `schemas/` that a schema id names, if it is one of ours.
+pub fn schema_file_of_uri(uri: &str) -> Option<&str> {
+    uri.strip_prefix(SCHEMA_BASE)?
+        .strip_prefix('/')
+        .filter(|rest| !rest.is_empty() && !rest.contains(".."))
 }
 
 /// The event type of a PM notification code. Unknown codes map to [`NOTIFICATION_RECEIVED`].

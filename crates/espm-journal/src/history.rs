@@ -10,6 +10,16 @@ pub enum DeliveryStatus {
     Pending,
     /// The sink's cursor passed it (delivered, or skipped because the sink does not accept it).
     Delivered,
+    /// The sink's cursor passed it, but it waits in the sink's retry queue (webhooks) for its
+    /// next scheduled attempt.
+    Retrying {
+        /// Attempts made so far.
+        attempts: u32,
+        /// When the next attempt is due.
+        next_attempt_at: SystemTime,
+        /// Why the last attempt failed.
+        last_error: String,
+    },
     /// The sink gave up on it; it is in the dead-letter queue.
     DeadLettered {
         /// Why.
@@ -175,6 +185,31 @@ impl Journal {
                         (reason, u32::try_from(attempts).unwrap_or(u32::MAX)),
                     );
                 }
+                let mut retrying: HashMap<(String, i64), (u32, i64, String)> = HashMap::new();
+                let mut st = tx
+                    .prepare_cached(
+                        "SELECT r.sink, r.seq, r.attempts, r.next_attempt_at, r.last_error \
+                         FROM sink_retries r JOIN outbox o ON o.seq = r.seq WHERE o.event_id = ?1",
+                    )
+                    .j()?;
+                let rows = st
+                    .query_map([&event_id], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, i64>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, String>(4)?,
+                        ))
+                    })
+                    .j()?;
+                for row in rows {
+                    let (sink, rseq, attempts, next, err) = row.j()?;
+                    retrying.insert(
+                        (sink, rseq),
+                        (u32::try_from(attempts).unwrap_or(u32::MAX), next, err),
+                    );
+                }
                 let mut occurrences = vec![(seq, None::<String>)];
                 let mut st = tx
                     .prepare_cached(
@@ -198,8 +233,15 @@ impl Journal {
                                     reason: reason.clone(),
                                     attempts: *attempts,
                                 },
-                                None if *cursor >= oseq => DeliveryStatus::Delivered,
-                                None => DeliveryStatus::Pending,
+                                None => match retrying.get(&(name.clone(), oseq)) {
+                                    Some((attempts, next, err)) => DeliveryStatus::Retrying {
+                                        attempts: *attempts,
+                                        next_attempt_at: from_ms(*next),
+                                        last_error: err.clone(),
+                                    },
+                                    None if *cursor >= oseq => DeliveryStatus::Delivered,
+                                    None => DeliveryStatus::Pending,
+                                },
                             };
                             SinkDelivery {
                                 sink: name.clone(),

@@ -31,6 +31,7 @@ mod notifications;
 mod outbox;
 mod pending;
 mod raw;
+mod retries;
 mod schema;
 mod spool;
 
@@ -52,11 +53,12 @@ pub use lock::{lock_path, JournalLock};
 pub use notifications::{CommitStats, NotificationEntry};
 pub use outbox::{OutboxDepth, OutboxRow, SinkCursor};
 pub use raw::{body_digest, QuarantineOutcome, QuarantinedBody, StoredBody, UnprocessedBody};
+pub use retries::{NewRetry, RetryRow, Settlement, SinkHealth};
 pub use spool::{Spool, SpoolEntry};
 
 use dead_letters::store_dead_letter;
 use error::SqlResultExt;
-use outbox::{append_events, event_json, parse_event};
+use outbox::{append_events, event_json, parse_event, store_cursor};
 use raw::mark_parsed;
 
 /// How long a writer waits for a lock held by another connection before reporting

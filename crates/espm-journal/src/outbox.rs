@@ -215,9 +215,13 @@ impl Journal {
     }
 
     /// Unregister a sink removed from the configuration, so compaction stops waiting for it.
-    /// Its dead letters stay until dropped.
+    /// Its retry queue and endpoint health go with it; its dead letters stay until dropped.
     pub fn forget_sink(&self, sink: &str) -> Result<bool, JournalError> {
         self.write(|tx| {
+            for table in ["sink_retries", "sink_health"] {
+                tx.execute(&format!("DELETE FROM {table} WHERE sink = ?1"), [sink])
+                    .j()?;
+            }
             Ok(tx
                 .prepare_cached("DELETE FROM sinks WHERE name = ?1")
                 .j()?

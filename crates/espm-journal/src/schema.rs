@@ -9,7 +9,30 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Every migration step, in order: step `i` brings the file from version `i` to `i + 1`. Append
 /// new steps at the end (one self-contained step per change); never edit a released one.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
+
+/// Version 3: per-event retries and endpoint health of sinks that retry each event on its own
+/// schedule (webhooks). A retry row carries its event, so outbox compaction never loses it.
+const V3: &str = r#"
+CREATE TABLE sink_retries (
+    sink            TEXT    NOT NULL,
+    seq             INTEGER NOT NULL,
+    event_json      TEXT    NOT NULL,
+    enqueued_at     INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    last_error      TEXT    NOT NULL,
+    PRIMARY KEY (sink, seq)
+) WITHOUT ROWID;
+CREATE INDEX sink_retries_due ON sink_retries(sink, next_attempt_at);
+
+CREATE TABLE sink_health (
+    sink            TEXT    PRIMARY KEY,
+    failing_since   INTEGER,
+    disabled_reason TEXT,
+    disabled_at     INTEGER
+) WITHOUT ROWID;
+"#;
 
 /// Version 2: quarantined bytes are recognised by digest (stored once, counted), and one bad
 /// `<notification>` of a list is quarantined on its own, pointing at its whole body.

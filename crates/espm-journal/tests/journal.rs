@@ -483,3 +483,131 @@ fn unwritable_location_is_reported_on_open() {
         "{e}"
     );
 }
+
+#[test]
+fn retry_queue_and_endpoint_health_are_durable_and_survive_compaction() {
+    use espm_journal::{NewRetry, Settlement};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    let j = Journal::open(&path).unwrap();
+    j.register_sink("hook").unwrap();
+    j.enqueue(&[ev("e1"), ev("e2"), ev("e3")]).unwrap();
+    let rows = j.read_outbox("hook", 0, 10).unwrap();
+    let now = SystemTime::now();
+    let later = now + Duration::from_secs(300);
+    // e1 failed (due in 5 minutes), e2 failed (due now), e3 delivered: the cursor passes all three.
+    j.settle_batch(
+        "hook",
+        &Settlement {
+            retries: vec![
+                NewRetry {
+                    row: rows[0].clone(),
+                    attempts: 1,
+                    next_attempt_at: later,
+                    last_error: "HTTP 503".into(),
+                },
+                NewRetry {
+                    row: rows[1].clone(),
+                    attempts: 2,
+                    next_attempt_at: now,
+                    last_error: "timeout".into(),
+                },
+            ],
+            cursor: rows[2].seq,
+            succeeded: Some(false),
+            ..Settlement::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(j.cursor("hook").unwrap(), rows[2].seq);
+    assert_eq!(j.retry_count("hook").unwrap(), 2);
+    let due = j.due_retries("hook", now, 10).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!((due[0].row.event.id.as_str(), due[0].attempts), ("e2", 2));
+    assert!(j.sink_health("hook").unwrap().failing_since.is_some());
+    // Another sink's queue is its own.
+    assert_eq!(j.retry_count("other").unwrap(), 0);
+
+    // Compaction may drop the outbox rows the cursor passed: the queue keeps its events.
+    j.compact(Duration::ZERO, far_future()).unwrap();
+    drop(j);
+    let j = Journal::open(&path).unwrap();
+    let all = j.retry_list("hook").unwrap();
+    assert_eq!(
+        ids(&all.iter().map(|r| r.row.clone()).collect::<Vec<_>>()),
+        ["e2", "e1"]
+    );
+    assert_eq!(all[1].last_error, "HTTP 503");
+
+    // Settling a retry removes it; a success clears the failure streak.
+    j.settle_batch(
+        "hook",
+        &Settlement {
+            settled_retries: vec![rows[1].seq],
+            cursor: rows[2].seq,
+            succeeded: Some(true),
+            ..Settlement::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(j.retry_count("hook").unwrap(), 1);
+    assert_eq!(j.sink_health("hook").unwrap().failing_since, None);
+
+    // Disabled until enabled; enabling makes the queue due at once.
+    assert!(!j.enable_sink("hook").unwrap());
+    j.disable_sink("hook", "endpoint answered HTTP 410 Gone")
+        .unwrap();
+    assert!(j.sink_health("hook").unwrap().disabled_reason.is_some());
+    assert!(j
+        .due_retries("hook", SystemTime::now(), 10)
+        .unwrap()
+        .is_empty());
+    assert!(j.enable_sink("hook").unwrap());
+    assert_eq!(j.sink_health("hook").unwrap().disabled_reason, None);
+    assert_eq!(
+        j.due_retries("hook", SystemTime::now(), 10).unwrap().len(),
+        1
+    );
+
+    // Forgetting the sink releases its queue and health.
+    j.disable_sink("hook", "x").unwrap();
+    assert!(j.forget_sink("hook").unwrap());
+    assert_eq!(j.retry_count("hook").unwrap(), 0);
+    assert_eq!(j.sink_health("hook").unwrap(), Default::default());
+}
+
+#[test]
+fn history_shows_an_event_waiting_for_a_retry() {
+    use espm_journal::{NewRetry, Settlement};
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&dir.path().join("j.db")).unwrap();
+    let s = scope();
+    j.register_sink("hook").unwrap();
+    let r = j.record_raw(&s, "/notification/list", 200, b"1").unwrap();
+    j.commit_notifications(&s, r, &[note(9)], &[ev_for("n9", 9)])
+        .unwrap();
+    let rows = j.read_outbox("hook", 0, 10).unwrap();
+    j.settle_batch(
+        "hook",
+        &Settlement {
+            retries: vec![NewRetry {
+                row: rows[0].clone(),
+                attempts: 1,
+                next_attempt_at: far_future(),
+                last_error: "HTTP 500".into(),
+            }],
+            cursor: rows[0].seq,
+            ..Settlement::default()
+        },
+    )
+    .unwrap();
+    let h = j.notification_history(Some(&s), 9).unwrap().remove(0);
+    assert!(
+        matches!(
+            &h.events[0].deliveries[0].status,
+            DeliveryStatus::Retrying { attempts: 1, last_error, .. } if last_error == "HTTP 500"
+        ),
+        "{:?}",
+        h.events[0].deliveries
+    );
+}

@@ -100,24 +100,16 @@ fn data_json(ev: &CloudEvent) -> Vec<u8> {
     serde_json::to_vec(&ev.data).unwrap_or_default()
 }
 
+/// Every context attribute as a `ce_` header, except `datacontenttype`, which the binding maps
+/// to `content-type` (our data is always JSON).
 fn binary_headers(ev: &CloudEvent) -> Vec<(String, String)> {
-    let mut h = Vec::with_capacity(10);
-    let mut push = |k: &str, v: &str| h.push((k.to_string(), v.to_string()));
-    push("ce_specversion", &ev.specversion);
-    push("ce_id", &ev.id);
-    push("ce_source", &ev.source);
-    push("ce_type", &ev.ty);
-    if let Some(s) = &ev.subject {
-        push("ce_subject", s);
-    }
-    if let Some(t) = &ev.time {
-        push("ce_time", t);
-    }
-    push("ce_dataschema", &ev.dataschema);
-    push("ce_espmenvironment", &ev.espmenvironment);
-    push("ce_espmaccount", &ev.espmaccount);
-    // The binding maps `datacontenttype` to `content-type`; our data is always JSON.
-    push("content-type", BINARY_CONTENT_TYPE);
+    let mut h: Vec<(String, String)> = ev
+        .attributes()
+        .into_iter()
+        .filter(|(name, _)| *name != "datacontenttype")
+        .map(|(name, value)| (format!("ce_{name}"), value.into_owned()))
+        .collect();
+    h.push(("content-type".to_string(), BINARY_CONTENT_TYPE.to_string()));
     h
 }
 
@@ -166,11 +158,12 @@ mod tests {
 
     #[test]
     fn binary_mode_headers_key_and_value() {
-        let r = builder("espm.{type}", "{data.accountId}", KafkaMode::Binary)
+        let r = builder("espm.{type}", "{partitionkey}", KafkaMode::Binary)
             .build(&ev())
             .unwrap();
         assert_eq!(r.topic, "espm.gov.energystar.pm.share.revoked");
         assert_eq!(r.key.as_deref(), Some("8833843022"));
+        assert_eq!(header(&r, "ce_partitionkey"), Some("8833843022"));
         let names: Vec<&str> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             names,
@@ -184,6 +177,7 @@ mod tests {
                 "ce_dataschema",
                 "ce_espmenvironment",
                 "ce_espmaccount",
+                "ce_partitionkey",
                 "content-type"
             ]
         );
@@ -205,11 +199,14 @@ mod tests {
         let mut e = ev();
         e.subject = None;
         e.time = None;
-        let r = builder("t", "{data.accountId}", KafkaMode::Binary)
+        e.data = serde_json::json!({"propertyId": 1});
+        let r = builder("t", "{partitionkey}", KafkaMode::Binary)
             .build(&e)
             .unwrap();
         assert_eq!(header(&r, "ce_subject"), None);
         assert_eq!(header(&r, "ce_time"), None);
+        assert_eq!(header(&r, "ce_partitionkey"), None);
+        assert_eq!(r.key, None);
         assert_eq!(r.headers.len(), 8);
     }
 

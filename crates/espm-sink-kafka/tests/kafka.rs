@@ -306,3 +306,48 @@ async fn recovers_after_a_broker_restart() {
     assert_eq!(ids, ["evt-3", "evt-4"]);
     sink.close(Duration::from_secs(5)).await;
 }
+
+/// The default key is the `partitionkey`: one customer's events share a partition even where
+/// PM's `accountId` names someone else (SHAREUPDATE: the editor).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_key_is_the_customer_partitionkey() {
+    let broker = Tansu::start();
+    let mut cfg = config(&broker, "espm-keys", KafkaMode::Binary);
+    cfg.key = toml::from_str::<KafkaSinkConfig>(&format!(
+        "name = \"k\"\nbrokers = \"{}\"",
+        broker.bootstrap()
+    ))
+    .unwrap()
+    .key;
+    assert_eq!(cfg.key, "{partitionkey}");
+    cfg.topic_partitions = 3;
+    let sink = KafkaSink::new(&cfg).unwrap();
+    sink.start().await.unwrap();
+    let mut revoked = event(1, 98_866, "gov.energystar.pm.share.revoked");
+    revoked.data = serde_json::json!({"notificationTypeCode": "UNSHARE", "accountId": 98_866});
+    let mut updated = event(2, 0, "gov.energystar.pm.share.updated");
+    updated.data = serde_json::json!({
+        "notificationTypeCode": "SHAREUPDATE",
+        "accountId": 8_833_843_022i64,
+        "notificationCreatedByAccountId": "98866",
+    });
+    let mut quarantined = event(3, 0, "gov.energystar.pm.bridge.body_quarantined");
+    quarantined.data = serde_json::json!({"endpoint": "/notification/list", "rawId": 1});
+    let outcomes = sink
+        .deliver(&envelopes(vec![revoked, updated, quarantined]))
+        .await;
+    assert_all_delivered(&outcomes, 3);
+    let msgs = consume(&broker.bootstrap(), &["espm-keys"], 3).await;
+    let by_id: HashMap<String, _> = msgs
+        .iter()
+        .map(|m| (headers(m)["ce_id"].clone(), m))
+        .collect();
+    let (a, b) = (by_id["evt-1"], by_id["evt-2"]);
+    assert_eq!(a.key(), Some(&b"98866"[..]));
+    assert_eq!(b.key(), Some(&b"98866"[..]));
+    assert_eq!(headers(b)["ce_partitionkey"], "98866");
+    assert_eq!(a.partition(), b.partition());
+    assert_eq!(by_id["evt-3"].key(), None);
+    assert!(!headers(by_id["evt-3"]).contains_key("ce_partitionkey"));
+    sink.close(Duration::from_secs(5)).await;
+}

@@ -39,26 +39,16 @@ pub struct NatsRequest {
 /// window drops a retried publish of the same event.
 pub fn build_request(subject: &Template, event: &CloudEvent, jetstream: bool) -> NatsRequest {
     let mut headers = HeaderMap::new();
-    let mut put = |name: &'static str, value: &str| {
-        headers.insert(name, header_value(value).as_str());
-    };
-    put("ce-specversion", &event.specversion);
-    put("ce-id", &event.id);
-    put("ce-source", &event.source);
-    put("ce-type", &event.ty);
-    if let Some(s) = &event.subject {
-        put("ce-subject", s);
+    for (name, value) in event.attributes() {
+        headers.insert(
+            format!("ce-{name}").as_str(),
+            percent_encode(&value).as_str(),
+        );
     }
-    if let Some(t) = &event.time {
-        put("ce-time", t);
-    }
-    put("ce-dataschema", &event.dataschema);
-    put("ce-espmenvironment", &event.espmenvironment);
-    put("ce-espmaccount", &event.espmaccount);
-    put("content-type", CONTENT_TYPE);
+    headers.insert("content-type", CONTENT_TYPE);
     if jetstream {
         // The standard name, so readers of this HeaderMap find it with NATS_MESSAGE_ID too.
-        headers.insert(NATS_MESSAGE_ID, header_value(&event.id).as_str());
+        headers.insert(NATS_MESSAGE_ID, percent_encode(&event.id).as_str());
     }
     NatsRequest {
         subject: render_subject(subject, event),
@@ -103,13 +93,9 @@ fn is_bad_subject_char(c: char) -> bool {
     c.is_whitespace() || c.is_control() || c == '*' || c == '>'
 }
 
-/// Header values travel in a line-based protocol: CR, LF and other control characters would
-/// break the frame (async-nats does not check), so they become spaces.
-fn header_value(v: &str) -> String {
-    v.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
-}
+/// A header value as the CloudEvents NATS binding (3.1.3.2) requires (shared with the webhook
+/// sink's binary mode).
+pub use espm_events::percent_encode_header as percent_encode;
 
 #[cfg(test)]
 mod tests {
@@ -130,6 +116,23 @@ mod tests {
             espmaccount: "acme".into(),
             data: serde_json::json!({"propertyId": 5000006, "name": "Main St *HQ*"}),
         }
+    }
+
+    /// A strict decoder, as a receiver following the binding would decode.
+    fn percent_decode(s: &str) -> String {
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            } else {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+        String::from_utf8(out).unwrap()
     }
 
     fn h<'a>(r: &'a NatsRequest, name: &str) -> Option<&'a str> {
@@ -153,6 +156,7 @@ mod tests {
         );
         assert_eq!(h(&r, "ce-espmenvironment"), Some("sim"));
         assert_eq!(h(&r, "ce-espmaccount"), Some("acme"));
+        assert_eq!(h(&r, "ce-datacontenttype"), Some("application/json"));
         assert_eq!(h(&r, "content-type"), Some(CONTENT_TYPE));
         assert_eq!(
             r.headers.get(NATS_MESSAGE_ID).map(|v| v.as_str()),
@@ -176,12 +180,24 @@ mod tests {
     }
 
     #[test]
-    fn header_values_lose_line_breaks() {
+    fn header_values_are_percent_encoded_per_the_binding() {
+        // The binding's own example.
+        assert_eq!(
+            percent_encode("Euro \u{20AC} \u{1F600}"),
+            "Euro%20%E2%82%AC%20%F0%9F%98%80"
+        );
+        assert_eq!(percent_encode("100% \"x\""), "100%25%20%22x%22");
+        assert_eq!(percent_encode("a\r\nb\u{7f}"), "a%0D%0Ab%7F");
         let t = Template::parse("x").unwrap();
         let mut e = ev();
         e.subject = Some("a\r\nb".into());
+        e.espmaccount = "Caf\u{e9} Nord".into();
         let r = build_request(&t, &e, true);
-        assert_eq!(h(&r, "ce-subject"), Some("a  b"));
+        assert_eq!(h(&r, "ce-subject"), Some("a%0D%0Ab"));
+        assert_eq!(h(&r, "ce-espmaccount"), Some("Caf%C3%A9%20Nord"));
+        // Unreserved values pass unchanged.
+        assert_eq!(h(&r, "ce-source"), Some("urn:espm:sim:acme"));
+        assert_eq!(h(&r, "ce-time"), Some("2024-01-02T03:04:05Z"));
     }
 
     #[test]
@@ -263,14 +279,16 @@ mod tests {
         }
 
         #[test]
-        fn header_values_never_contain_line_breaks(e in any_event()) {
+        fn header_values_are_printable_ascii_and_decode_back(e in any_event()) {
             let t = Template::parse("x").unwrap();
             let r = build_request(&t, &e, true);
             for (_, values) in r.headers.iter() {
                 for v in values {
-                    prop_assert!(!v.as_str().contains(['\r', '\n']));
+                    prop_assert!(v.as_str().chars().all(|c| matches!(c, '!'..='~')));
                 }
             }
+            prop_assert_eq!(percent_decode(h(&r, "ce-id").unwrap()), e.id.clone());
+            prop_assert_eq!(percent_decode(h(&r, "ce-espmaccount").unwrap()), e.espmaccount.clone());
         }
     }
 }

@@ -95,6 +95,9 @@ async fn headers_payload_and_subject_read_back_with_pull_consumer() {
     let mut e2 = event("ev-2", "gov.energystar.pm.connection.accepted");
     e2.subject = None;
     e2.time = None;
+    // A configured account name is free text: on the wire it is percent-encoded (NATS binding).
+    e2.espmaccount = "Acme Énergie \"Nord\"".into();
+    e2.source = format!("urn:espm:sim:{}", e2.espmaccount);
     let out = sink
         .deliver(&[env(1, e1.clone()), env(2, e2.clone())])
         .await;
@@ -155,6 +158,14 @@ async fn headers_payload_and_subject_read_back_with_pull_consumer() {
     let h2 = m2.headers.as_ref().expect("headers");
     assert!(h2.get("ce-subject").is_none());
     assert!(h2.get("ce-time").is_none());
+    assert_eq!(
+        h2.get("ce-espmaccount").map(|v| v.as_str()),
+        Some("Acme%20%C3%89nergie%20%22Nord%22")
+    );
+    assert_eq!(
+        h2.get("ce-source").map(|v| v.as_str()),
+        Some("urn:espm:sim:Acme%20%C3%89nergie%20%22Nord%22")
+    );
     let back: CloudEvent = serde_json::from_slice(&m2.payload).unwrap();
     assert_eq!(back, e2);
 

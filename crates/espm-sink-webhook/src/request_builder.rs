@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use espm_events::CloudEvent;
+use espm_config::WebhookMode;
+use espm_events::{percent_encode_header, CloudEvent};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, USER_AGENT};
 
 use crate::signing::Signer;
@@ -54,7 +55,7 @@ pub fn extra_headers(configured: &BTreeMap<String, String>) -> Result<HeaderMap,
     for (name, value) in configured {
         let header = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| HeaderError::InvalidName(name.clone()))?;
-        if RESERVED.contains(&header.as_str()) {
+        if RESERVED.contains(&header.as_str()) || header.as_str().starts_with("ce-") {
             return Err(HeaderError::Reserved(name.clone()));
         }
         let mut v =
@@ -68,13 +69,18 @@ pub fn extra_headers(configured: &BTreeMap<String, String>) -> Result<HeaderMap,
 /// One ready-to-send request: body bytes plus every header.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WebhookRequest {
-    /// Structured-mode CloudEvent JSON.
+    /// Structured mode: the CloudEvent JSON; binary mode: its `data`.
     pub body: Vec<u8>,
     /// `content-type`, `user-agent`, `webhook-*` and the configured extra headers.
     pub headers: HeaderMap,
 }
 
 /// Build the request for `event`, signed at `timestamp` (unix seconds).
+///
+/// Structured mode sends the whole event as `application/cloudevents+json`. Binary mode (the
+/// CloudEvents HTTP binding, 3.1) sends `data` as the body with `content-type` set to
+/// `datacontenttype`, and every other attribute as a `ce-` header, percent-encoded. The
+/// signature covers the body either way.
 ///
 /// Extra headers are added first and the bridge's own on top, so the bridge's always win
 /// (extra headers are also validated against that in [`extra_headers`]).
@@ -83,10 +89,32 @@ pub fn build(
     signer: &Signer,
     extra: &HeaderMap,
     timestamp: i64,
+    mode: WebhookMode,
 ) -> WebhookRequest {
-    let body = event.to_json_bytes();
     let mut headers = extra.clone();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(CLOUDEVENTS_JSON));
+    let body = match mode {
+        WebhookMode::Structured => {
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(CLOUDEVENTS_JSON));
+            event.to_json_bytes()
+        }
+        WebhookMode::Binary => {
+            for (name, value) in event.attributes() {
+                if name == "datacontenttype" {
+                    continue;
+                }
+                if let (Ok(n), Ok(v)) = (
+                    HeaderName::from_bytes(format!("ce-{name}").as_bytes()),
+                    HeaderValue::from_str(&percent_encode_header(&value)),
+                ) {
+                    headers.insert(n, v);
+                }
+            }
+            let ct = HeaderValue::from_str(&event.datacontenttype)
+                .unwrap_or_else(|_| HeaderValue::from_static("application/json"));
+            headers.insert(CONTENT_TYPE, ct);
+            serde_json::to_vec(&event.data).unwrap_or_default()
+        }
+    };
     headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
     // Event ids are produced by us (UUIDs / ASCII); an id that is not a valid header value
     // still gets a deterministic, valid id so the message can be signed and deduplicated.
@@ -143,7 +171,7 @@ mod tests {
         )]))
         .unwrap();
         let ev = event();
-        let req = build(&ev, &signer, &extra, 1_700_000_000);
+        let req = build(&ev, &signer, &extra, 1_700_000_000, WebhookMode::Structured);
         let back: CloudEvent = serde_json::from_slice(&req.body).unwrap();
         assert_eq!(back, ev);
         let h = &req.headers;
@@ -154,6 +182,35 @@ mod tests {
         assert_eq!(h["webhook-timestamp"], "1700000000");
         assert_eq!(h["authorization"], "Bearer t0k3n");
         assert!(h["authorization"].is_sensitive());
+        let want = signer.signature_header(&ev.id, 1_700_000_000, &req.body);
+        assert_eq!(h["webhook-signature"], want.as_str());
+    }
+
+    #[test]
+    fn binary_mode_sends_data_with_ce_headers() {
+        let signer = Signer::from_secrets(&["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]).unwrap();
+        let mut ev = event();
+        ev.espmaccount = "Acme Énergie".into();
+        let req = build(
+            &ev,
+            &signer,
+            &HeaderMap::new(),
+            1_700_000_000,
+            WebhookMode::Binary,
+        );
+        let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+        assert_eq!(body, ev.data);
+        let h = &req.headers;
+        assert_eq!(h["content-type"], "application/json");
+        assert!(h.get("ce-datacontenttype").is_none());
+        assert_eq!(h["ce-specversion"], "1.0");
+        assert_eq!(h["ce-id"], ev.id.as_str());
+        assert_eq!(h["ce-type"], ev.ty.as_str());
+        assert_eq!(h["ce-source"], ev.source.as_str());
+        assert_eq!(h["ce-subject"], "property/5000006");
+        assert_eq!(h["ce-time"], "2024-01-02T03:04:05Z");
+        assert_eq!(h["ce-espmaccount"], "Acme%20%C3%89nergie");
+        assert_eq!(h["webhook-id"], ev.id.as_str());
         let want = signer.signature_header(&ev.id, 1_700_000_000, &req.body);
         assert_eq!(h["webhook-signature"], want.as_str());
     }

@@ -26,7 +26,13 @@ pub enum SecretFormatError {
     /// The decoded key is empty.
     #[error("secret decodes to an empty key")]
     Empty,
+    /// The decoded key is shorter than the specification's minimum.
+    #[error("secret decodes to {0} bytes; Standard Webhooks requires at least 24 (generate one with 24 to 64 random bytes)")]
+    TooShort(usize),
 }
+
+/// The shortest key the Standard Webhooks specification allows, in decoded bytes.
+pub const MIN_KEY_BYTES: usize = 24;
 
 /// One HMAC key. `Debug` prints `***`: the key must never reach a log.
 #[derive(Clone, PartialEq, Eq)]
@@ -44,6 +50,9 @@ impl SigningKey {
             .map_err(|_| SecretFormatError::InvalidBase64)?;
         if key.is_empty() {
             return Err(SecretFormatError::Empty);
+        }
+        if key.len() < MIN_KEY_BYTES {
+            return Err(SecretFormatError::TooShort(key.len()));
         }
         Ok(Self(key))
     }
@@ -153,6 +162,11 @@ mod tests {
             ),
             ("whsec_not*base64!!", SecretFormatError::InvalidBase64),
             ("whsec_", SecretFormatError::Empty),
+            // base64("only-23-bytes-of-secret"): one byte short of the specification's minimum.
+            (
+                "whsec_b25seS0yMy1ieXRlcy1vZi1zZWNyZXQ=",
+                SecretFormatError::TooShort(23),
+            ),
         ] {
             let err = SigningKey::parse(bad).unwrap_err();
             assert_eq!(err, want);
@@ -161,6 +175,8 @@ mod tests {
         }
         let (pos, _) = Signer::from_secrets(&[SPEC_SECRET, "oops"]).unwrap_err();
         assert_eq!(pos, 1);
+        // Exactly 24 bytes (the specification's own example key) is accepted.
+        assert!(SigningKey::parse(SPEC_SECRET).is_ok());
     }
 
     #[test]

@@ -5,9 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use backoff::backoff::Backoff;
-use espm_config::{RetryPolicy, SecretSource, WebhookSinkConfig};
-use espm_sink::{CloudEvent, Envelope, Outcome, Sink, SinkError};
+use espm_config::{SecretSource, WebhookMode, WebhookRetry, WebhookSinkConfig};
+use espm_sink::{CloudEvent, DeliveryMode, Envelope, Outcome, Sink, SinkError};
 use futures::StreamExt;
 use http::HeaderMap;
 use tokio::sync::Notify;
@@ -60,7 +59,9 @@ impl TypeFilter {
     }
 }
 
-/// POSTs each event to one endpoint, signed per Standard Webhooks, retrying per its policy.
+/// POSTs each event to one endpoint, signed per Standard Webhooks. One attempt per event per
+/// `deliver`: retries follow the configured schedule through the driver's per-event retry queue
+/// ([`DeliveryMode::PerEvent`]), so a failing event never holds back the others.
 #[derive(Debug)]
 pub struct WebhookSink {
     name: String,
@@ -69,7 +70,9 @@ pub struct WebhookSink {
     headers: HeaderMap,
     service: WebhookService,
     max_in_flight: usize,
-    retry: RetryPolicy,
+    retry: WebhookRetry,
+    disable_after: Option<Duration>,
+    mode: WebhookMode,
     /// Cancelled by `close`: pending retry waits end at once and nothing new is sent.
     closing: CancellationToken,
     /// Running `deliver` calls, so that `close` can wait for them.
@@ -184,12 +187,6 @@ impl WebhookSink {
         if cfg.max_in_flight == 0 {
             return Err(config_error(name, "`max_in_flight` must be at least 1"));
         }
-        if cfg.retry.max_attempts == 0 {
-            return Err(config_error(
-                name,
-                "`retry.max_attempts` must be at least 1",
-            ));
-        }
         if cfg.timeout.is_zero() {
             return Err(config_error(name, "`timeout` must be greater than zero"));
         }
@@ -213,25 +210,13 @@ impl WebhookSink {
             service,
             max_in_flight: cfg.max_in_flight,
             retry: cfg.retry.clone(),
+            disable_after: (!cfg.disable_after.is_zero()).then_some(cfg.disable_after),
+            mode: cfg.mode,
             closing: CancellationToken::new(),
             active: Arc::new(AtomicUsize::new(0)),
             idle: Arc::new(Notify::new()),
             gone: AtomicBool::new(false),
         })
-    }
-
-    fn backoff(&self) -> backoff::ExponentialBackoff {
-        let max_interval = self.retry.max_interval.max(self.retry.initial_interval);
-        backoff::ExponentialBackoff {
-            current_interval: self.retry.initial_interval,
-            initial_interval: self.retry.initial_interval,
-            randomization_factor: 0.5,
-            multiplier: 2.0,
-            max_interval,
-            // Age limits are ours (from the outbox enqueue time), not the backoff's.
-            max_elapsed_time: None,
-            ..backoff::ExponentialBackoff::default()
-        }
     }
 
     fn record_failure(&self, label: String) {
@@ -243,115 +228,103 @@ impl WebhookSink {
         .increment(1);
     }
 
-    /// Deliver one event, retrying in place. `stop` is cancelled when the batch must stop (410,
-    /// a hand-back to the driver, or `close`); the event then gets `Retry` unless it already
-    /// reached a final outcome.
+    /// Make one attempt at one event. A failure gets [`Outcome::Retry`] with the delay the
+    /// schedule (or a longer `Retry-After`) asks for: the driver queues the event in the journal
+    /// and delivers the others meanwhile. The schedule spent, or the event older than `max_age`
+    /// (now or by its next attempt), it gets [`Outcome::DeadLetter`]. `stop` is cancelled by a
+    /// 410 or by `close`; events not yet sent then get `Retry` with no attempt made.
     async fn deliver_one(&self, envelope: &Envelope, stop: &CancellationToken) -> Outcome {
         let policy = &self.retry;
-        let mut attempts = envelope.attempts;
-        let mut backoff = self.backoff();
-        let mut last = String::from("attempt budget spent in earlier batches");
-        loop {
-            if stop.is_cancelled() {
-                return Outcome::Retry {
-                    reason: if self.closing.is_cancelled() {
-                        "not sent: sink is closing".into()
-                    } else {
-                        "not sent: delivery of this batch was stopped".into()
-                    },
-                    retry_after: None,
-                    attempts: attempts - envelope.attempts,
-                };
-            }
-            if attempts >= policy.max_attempts {
-                return Outcome::DeadLetter {
-                    reason: format!("gave up after {attempts} attempts; last: {last}"),
-                    attempts: attempts - envelope.attempts,
-                };
-            }
-            let age = age_of(envelope);
-            if age >= policy.max_age {
-                return Outcome::DeadLetter {
-                    reason: format!(
-                        "older than max_age ({}) after {attempts} attempts; last: {last}",
-                        humanize(policy.max_age)
-                    ),
-                    attempts: attempts - envelope.attempts,
-                };
-            }
-
-            let request =
-                request_builder::build(&envelope.event, &self.signer, &self.headers, unix_now());
-            attempts += 1;
-            let attempt = self.service.send(request).await;
-            let (kind, retry_after) = match attempt {
-                Attempt::Success { .. } => {
-                    self.gone.store(false, Ordering::Relaxed);
-                    return Outcome::Delivered;
-                }
-                Attempt::Gone => {
-                    self.gone.store(true, Ordering::Relaxed);
-                    self.record_failure("http_410".into());
-                    stop.cancel();
-                    tracing::warn!(sink = %self.name, seq = envelope.seq, "endpoint answered 410 Gone; disabling");
-                    return Outcome::Disabled {
-                        reason: "endpoint answered HTTP 410 Gone".into(),
-                    };
-                }
-                Attempt::Failed {
-                    ref kind,
-                    retry_after,
-                    ..
-                } => (kind.clone(), retry_after),
+        let before = envelope.attempts;
+        if stop.is_cancelled() {
+            return Outcome::Retry {
+                reason: if self.closing.is_cancelled() {
+                    "not sent: sink is closing".into()
+                } else {
+                    "not sent: the endpoint was disabled".into()
+                },
+                retry_after: None,
+                attempts: 0,
             };
-            self.record_failure(kind.label());
-            last = attempt.to_string();
-            tracing::warn!(
-                sink = %self.name,
-                seq = envelope.seq,
-                event_id = %envelope.event.id,
-                attempt = attempts,
-                error = %last,
-                "webhook delivery attempt failed"
-            );
-            if attempts >= policy.max_attempts {
-                // Final even if the batch is being stopped: no point keeping it for another try.
-                return Outcome::DeadLetter {
-                    reason: format!("gave up after {attempts} attempts; last: {last}"),
-                    attempts: attempts - envelope.attempts,
-                };
-            }
+        }
+        if before as usize > policy.schedule.len() {
+            return Outcome::DeadLetter {
+                reason: format!("gave up after {before} attempts (retry schedule spent)"),
+                attempts: 0,
+            };
+        }
+        if age_of(envelope) >= policy.max_age {
+            return Outcome::DeadLetter {
+                reason: format!(
+                    "older than max_age ({}) after {before} attempts",
+                    humanize(policy.max_age)
+                ),
+                attempts: 0,
+            };
+        }
 
-            let mut delay = backoff
-                .next_backoff()
-                .unwrap_or(policy.max_interval)
-                .min(policy.max_interval);
-            if let Some(asked) = retry_after {
-                if asked > policy.max_interval {
-                    // Waiting longer than the policy's cap would hold up this sink's whole
-                    // batch: hand the event back to the driver, which waits between batches.
-                    stop.cancel();
-                    return Outcome::Retry {
-                        reason: format!("{last} (Retry-After {})", humanize(asked)),
-                        retry_after: Some(asked),
-                        attempts: attempts - envelope.attempts,
-                    };
-                }
-                delay = delay.max(asked);
+        let request = request_builder::build(
+            &envelope.event,
+            &self.signer,
+            &self.headers,
+            unix_now(),
+            self.mode,
+        );
+        let attempt = self.service.send(request).await;
+        let made = before + 1;
+        let (kind, retry_after) = match attempt {
+            Attempt::Success { .. } => {
+                self.gone.store(false, Ordering::Relaxed);
+                return Outcome::Delivered;
             }
-            if age_of(envelope) + delay >= policy.max_age {
-                return Outcome::DeadLetter {
-                    reason: format!(
-                        "would exceed max_age ({}) before the next attempt, after {attempts} attempts; last: {last}",
-                        humanize(policy.max_age)
-                    ),
-                    attempts: attempts - envelope.attempts,
+            Attempt::Gone => {
+                self.gone.store(true, Ordering::Relaxed);
+                self.record_failure("http_410".into());
+                stop.cancel();
+                tracing::warn!(sink = %self.name, seq = envelope.seq, "endpoint answered 410 Gone; disabling");
+                return Outcome::Disabled {
+                    reason: "endpoint answered HTTP 410 Gone".into(),
                 };
             }
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = stop.cancelled() => {}
-            }
+            Attempt::Failed {
+                ref kind,
+                retry_after,
+                ..
+            } => (kind.clone(), retry_after),
+        };
+        self.record_failure(kind.label());
+        let last = attempt.to_string();
+        tracing::warn!(
+            sink = %self.name,
+            seq = envelope.seq,
+            event_id = %envelope.event.id,
+            attempt = made,
+            error = %last,
+            "webhook delivery attempt failed"
+        );
+        let Some(scheduled) = policy.schedule.get(before as usize).copied() else {
+            return Outcome::DeadLetter {
+                reason: format!("gave up after {made} attempts; last: {last}"),
+                attempts: 1,
+            };
+        };
+        let delay = retry_after.map_or(scheduled, |asked| scheduled.max(asked));
+        if age_of(envelope) + delay >= policy.max_age {
+            return Outcome::DeadLetter {
+                reason: format!(
+                    "would exceed max_age ({}) before the next attempt, after {made} attempts; last: {last}",
+                    humanize(policy.max_age)
+                ),
+                attempts: 1,
+            };
+        }
+        Outcome::Retry {
+            reason: match retry_after {
+                Some(asked) => format!("{last} (Retry-After {})", humanize(asked)),
+                None => last,
+            },
+            retry_after: Some(delay),
+            attempts: 1,
         }
     }
 }
@@ -374,9 +347,14 @@ impl Sink for WebhookSink {
         self.filter.matches(&event.ty)
     }
 
-    /// Sends up to `max_in_flight` events at once (1 = strictly one after the other, in batch
-    /// order), each retried in place. Once an event is disabled (410) or handed back to the
-    /// driver, events not yet finished get `Retry`, so nothing after them is sent out of order.
+    fn delivery_mode(&self) -> DeliveryMode {
+        DeliveryMode::PerEvent {
+            disable_after: self.disable_after,
+        }
+    }
+
+    /// Sends up to `max_in_flight` events at once (1 = one after the other, in batch order), one
+    /// attempt each. Once the endpoint answers 410, events not yet sent get `Retry` unsent.
     async fn deliver(&self, batch: &[Envelope]) -> Vec<Outcome> {
         self.active.fetch_add(1, Ordering::AcqRel);
         let _guard = ActiveGuard {

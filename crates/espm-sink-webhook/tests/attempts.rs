@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Router;
-use espm_config::{RetryPolicy, WebhookSinkConfig};
+use espm_config::{WebhookMode, WebhookRetry, WebhookSinkConfig};
 use espm_journal::Journal;
 use espm_sink::{run_sink, CloudEvent, DriverConfig, SinkState};
 use espm_sink_webhook::WebhookSink;
@@ -79,19 +79,20 @@ async fn dead_letters_count_only_attempts_that_were_made() {
         secret_file: Some(secret.path().to_path_buf()),
         secret_env: None,
         types: Vec::new(),
-        // Several in flight: the first hand-back stops the others before they are sent.
+        // Several in flight.
         max_in_flight: 4,
         timeout: Duration::from_secs(10),
         headers: BTreeMap::new(),
         header_files: BTreeMap::new(),
         header_envs: BTreeMap::new(),
-        retry: RetryPolicy {
-            max_attempts: MAX_ATTEMPTS,
+        // Shorter than Retry-After: every 429 waits out the endpoint's delay in the journal.
+        retry: WebhookRetry {
+            schedule: vec![Duration::from_millis(1); MAX_ATTEMPTS as usize - 1],
             max_age: Duration::from_secs(3600),
-            initial_interval: Duration::from_millis(1),
-            // Shorter than Retry-After: every 429 is handed back to the driver.
-            max_interval: Duration::from_millis(10),
+            ..WebhookRetry::default()
         },
+        disable_after: Duration::ZERO,
+        mode: WebhookMode::Structured,
     };
     let sink = Arc::new(WebhookSink::new(&cfg).unwrap());
     let shutdown = CancellationToken::new();

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
-use espm_config::{RetryPolicy, WebhookSinkConfig};
+use espm_config::{WebhookMode, WebhookRetry, WebhookSinkConfig};
 use espm_sink::{CloudEvent, Envelope, Outcome, Sink};
 use espm_sink_webhook::WebhookSink;
 use metrics::{Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, SharedString, Unit};
@@ -102,12 +102,13 @@ fn every_failed_attempt_is_counted_by_reason() {
                 headers: BTreeMap::new(),
                 header_files: BTreeMap::new(),
                 header_envs: BTreeMap::new(),
-                retry: RetryPolicy {
-                    max_attempts: 10,
+                retry: WebhookRetry {
+                    schedule: vec![Duration::from_millis(1); 9],
                     max_age: Duration::from_secs(3600),
-                    initial_interval: Duration::from_millis(1),
-                    max_interval: Duration::from_millis(5),
+                    ..WebhookRetry::default()
                 },
+                disable_after: Duration::ZERO,
+                mode: WebhookMode::Structured,
             };
             let sink = WebhookSink::new(&cfg).unwrap();
             let event = CloudEvent {
@@ -123,13 +124,19 @@ fn every_failed_attempt_is_counted_by_reason() {
                 espmaccount: "acme".into(),
                 data: serde_json::json!({}),
             };
-            sink.deliver(&[Envelope {
-                seq: 1,
-                event,
-                enqueued_at: SystemTime::now(),
-                attempts: 0,
-            }])
-            .await
+            // One attempt per `deliver`, as the driver's retry queue calls it.
+            let mut out = Vec::new();
+            for attempts in 0..4 {
+                out = sink
+                    .deliver(&[Envelope {
+                        seq: 1,
+                        event: event.clone(),
+                        enqueued_at: SystemTime::now(),
+                        attempts,
+                    }])
+                    .await;
+            }
+            out
         })
     });
     assert_eq!(out, vec![Outcome::Delivered]);

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
 use axum::Router;
-use espm_config::{RetryPolicy, WebhookSinkConfig};
+use espm_config::{WebhookMode, WebhookRetry, WebhookSinkConfig};
 use espm_sink::{CloudEvent, Envelope, Outcome, Sink, SinkError};
 use espm_sink_webhook::WebhookSink;
 use tokio::sync::{Barrier, Semaphore};
@@ -55,7 +55,6 @@ impl Reply {
 struct Received {
     headers: HeaderMap,
     body: Bytes,
-    at: Instant,
 }
 
 struct ReceiverState {
@@ -87,11 +86,11 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
-    state.received.lock().unwrap().push(Received {
-        headers,
-        body,
-        at: Instant::now(),
-    });
+    state
+        .received
+        .lock()
+        .unwrap()
+        .push(Received { headers, body });
     let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     let _guard = InFlight(&state.in_flight);
     state.max_in_flight.fetch_max(now, Ordering::SeqCst);
@@ -189,12 +188,13 @@ fn config(name: &str, url: &str, secrets: &tempfile::NamedTempFile) -> WebhookSi
         headers: BTreeMap::new(),
         header_files: BTreeMap::new(),
         header_envs: BTreeMap::new(),
-        retry: RetryPolicy {
-            max_attempts: 5,
+        retry: WebhookRetry {
+            schedule: vec![Duration::from_millis(1); 4],
             max_age: Duration::from_secs(3600),
-            initial_interval: Duration::from_millis(1),
-            max_interval: Duration::from_millis(10),
+            ..WebhookRetry::default()
         },
+        disable_after: Duration::ZERO,
+        mode: WebhookMode::Structured,
     }
 }
 
@@ -352,8 +352,16 @@ async fn bad_configuration_is_rejected_without_leaking_secrets() {
     assert!(!dbg.contains("MfKQ9r8G"), "{dbg}");
 }
 
+/// `envelope(seq)` after `attempts` earlier attempts, as the driver's retry queue hands it back.
+fn retried(seq: i64, attempts: u32) -> Envelope {
+    Envelope {
+        attempts,
+        ..envelope(seq)
+    }
+}
+
 #[tokio::test]
-async fn server_errors_are_retried_with_the_same_webhook_id() {
+async fn one_attempt_per_delivery_and_retries_keep_the_webhook_id() {
     let rx = Receiver::start(
         vec![Reply::status(500), Reply::status(503)],
         Reply::status(200),
@@ -361,7 +369,27 @@ async fn server_errors_are_retried_with_the_same_webhook_id() {
     .await;
     let f = secret_file(&[SECRET_A]);
     let sink = WebhookSink::new(&config("retry", &rx.url, &f)).unwrap();
-    assert_eq!(sink.deliver(&[envelope(7)]).await, vec![Outcome::Delivered]);
+    for (attempts, code) in [(0, "500"), (1, "503")] {
+        match &sink.deliver(&[retried(7, attempts)]).await[0] {
+            Outcome::Retry {
+                reason,
+                retry_after,
+                attempts: 1,
+            } => {
+                assert!(reason.contains(code), "{reason}");
+                assert_eq!(
+                    *retry_after,
+                    Some(Duration::from_millis(1)),
+                    "the schedule's delay"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        sink.deliver(&[retried(7, 2)]).await,
+        vec![Outcome::Delivered]
+    );
     let got = rx.received();
     assert_eq!(got.len(), 3);
     for r in &got {
@@ -372,25 +400,44 @@ async fn server_errors_are_retried_with_the_same_webhook_id() {
 }
 
 #[tokio::test]
-async fn retry_after_is_honoured() {
+async fn the_schedule_sets_each_delay_and_a_longer_retry_after_wins() {
     let rx = Receiver::start(
-        vec![Reply::status(429).header("retry-after", "1")],
+        vec![
+            Reply::status(503),
+            Reply::status(429).header("retry-after", "120"),
+            Reply::status(429).header("retry-after", "1"),
+        ],
         Reply::status(200),
     )
     .await;
     let f = secret_file(&[SECRET_A]);
     let mut cfg = config("ra", &rx.url, &f);
-    cfg.retry.max_interval = Duration::from_secs(2);
+    cfg.retry.schedule = vec![
+        Duration::from_secs(5),
+        Duration::from_secs(300),
+        Duration::from_secs(1800),
+    ];
     let sink = WebhookSink::new(&cfg).unwrap();
-    assert_eq!(sink.deliver(&[envelope(1)]).await, vec![Outcome::Delivered]);
-    let got = rx.received();
-    assert_eq!(got.len(), 2);
-    let gap = got[1].at - got[0].at;
-    assert!(gap >= Duration::from_secs(1), "retried after {gap:?}");
+    let delay = |o: &Outcome| match o {
+        Outcome::Retry { retry_after, .. } => retry_after.unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        delay(&sink.deliver(&[retried(1, 0)]).await[0]),
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        delay(&sink.deliver(&[retried(1, 0)]).await[0]),
+        Duration::from_secs(120)
+    );
+    assert_eq!(
+        delay(&sink.deliver(&[retried(1, 1)]).await[0]),
+        Duration::from_secs(300)
+    );
 }
 
 #[tokio::test]
-async fn retry_after_beyond_the_cap_is_handed_back_to_the_driver() {
+async fn a_failing_event_does_not_stop_the_batch() {
     let rx = Receiver::start(
         vec![Reply::status(503).header("retry-after", "120")],
         Reply::status(200),
@@ -411,12 +458,8 @@ async fn retry_after_beyond_the_cap_is_handed_back_to_the_driver() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(
-        matches!(out[1], Outcome::Retry { attempts: 0, .. }),
-        "an event never sent counts no attempt: {:?}",
-        out[1]
-    );
-    assert_eq!(rx.received().len(), 1, "nothing after a hand-back is sent");
+    assert_eq!(out[1], Outcome::Delivered);
+    assert_eq!(rx.ids(), vec!["evt-1", "evt-2"]);
 }
 
 #[tokio::test]
@@ -427,38 +470,49 @@ async fn gone_disables_and_stops_the_batch() {
     assert!(sink.health().await.is_ok());
     let out = sink.deliver(&[envelope(1), envelope(2), envelope(3)]).await;
     assert!(matches!(out[0], Outcome::Disabled { .. }), "{out:?}");
-    assert!(matches!(out[1], Outcome::Retry { .. }), "{out:?}");
-    assert!(matches!(out[2], Outcome::Retry { .. }), "{out:?}");
+    assert!(
+        matches!(out[1], Outcome::Retry { attempts: 0, .. }),
+        "{out:?}"
+    );
+    assert!(
+        matches!(out[2], Outcome::Retry { attempts: 0, .. }),
+        "{out:?}"
+    );
     assert_eq!(rx.received().len(), 1);
     assert!(sink.health().await.is_err());
 }
 
 #[tokio::test]
-async fn permanent_failure_is_dead_lettered_after_max_attempts() {
+async fn an_event_is_dead_lettered_when_the_schedule_is_spent() {
     let rx = Receiver::start(vec![Reply::status(400)], Reply::status(500)).await;
     let f = secret_file(&[SECRET_A]);
     let mut cfg = config("dead", &rx.url, &f);
-    cfg.retry.max_attempts = 3;
+    cfg.retry.schedule = vec![Duration::from_millis(1); 2];
     let sink = WebhookSink::new(&cfg).unwrap();
-    let out = sink.deliver(&[envelope(1)]).await;
-    match &out[0] {
-        Outcome::DeadLetter { reason, .. } => {
+    for attempts in 0..2 {
+        assert!(
+            matches!(
+                sink.deliver(&[retried(1, attempts)]).await[0],
+                Outcome::Retry { attempts: 1, .. }
+            ),
+            "a 4xx is retried per the schedule too"
+        );
+    }
+    match &sink.deliver(&[retried(1, 2)]).await[0] {
+        Outcome::DeadLetter { reason, attempts } => {
+            assert_eq!(*attempts, 1);
             assert!(reason.contains("3 attempts"), "{reason}");
             assert!(reason.contains("500"), "{reason}");
         }
         other => panic!("{other:?}"),
     }
-    assert_eq!(rx.received().len(), 3, "a 4xx is retried per policy too");
-
-    // Attempts made in earlier batches count.
-    let before = rx.received().len();
-    let mut env = envelope(2);
-    env.attempts = 2;
+    assert_eq!(rx.received().len(), 3);
+    // An event whose attempts are already spent is not sent again.
     assert!(matches!(
-        sink.deliver(&[env]).await[0],
-        Outcome::DeadLetter { .. }
+        sink.deliver(&[retried(2, 3)]).await[0],
+        Outcome::DeadLetter { attempts: 0, .. }
     ));
-    assert_eq!(rx.received().len() - before, 1);
+    assert_eq!(rx.received().len(), 3);
 }
 
 #[tokio::test]
@@ -478,29 +532,29 @@ async fn events_older_than_max_age_are_dead_lettered_unsent() {
 }
 
 #[tokio::test]
-async fn slow_endpoint_times_out_is_retried_then_dead_lettered() {
+async fn slow_endpoint_times_out_then_dead_letters() {
     let rx = Receiver::start(vec![], Reply::status(200).delay(Duration::from_secs(30))).await;
     let f = secret_file(&[SECRET_A]);
     let mut cfg = config("slow", &rx.url, &f);
     cfg.timeout = Duration::from_millis(200);
-    cfg.retry.max_attempts = 2;
+    cfg.retry.schedule = Vec::new();
     let sink = WebhookSink::new(&cfg).unwrap();
     let out = sink.deliver(&[envelope(1)]).await;
     match &out[0] {
         Outcome::DeadLetter { reason, .. } => assert!(reason.contains("timeout"), "{reason}"),
         other => panic!("{other:?}"),
     }
-    assert_eq!(rx.ids(), vec!["evt-1", "evt-1"]);
+    assert_eq!(rx.ids(), vec!["evt-1"]);
 }
 
 #[tokio::test]
-async fn unreachable_endpoint_is_retried_then_dead_lettered() {
+async fn unreachable_endpoint_dead_letters_when_no_retry_is_left() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     drop(listener);
     let f = secret_file(&[SECRET_A]);
     let mut cfg = config("down", &url, &f);
-    cfg.retry.max_attempts = 2;
+    cfg.retry.schedule = Vec::new();
     let sink = WebhookSink::new(&cfg).unwrap();
     match &sink.deliver(&[envelope(1)]).await[0] {
         Outcome::DeadLetter { reason, .. } => assert!(reason.contains("connection"), "{reason}"),
@@ -531,7 +585,7 @@ async fn type_filter_selects_events() {
 }
 
 #[tokio::test]
-async fn one_in_flight_keeps_order() {
+async fn one_in_flight_sends_in_batch_order() {
     let rx = Receiver::start(
         vec![Reply::status(500).delay(Duration::from_millis(20))],
         Reply::status(200).delay(Duration::from_millis(20)),
@@ -541,11 +595,12 @@ async fn one_in_flight_keeps_order() {
     let sink = WebhookSink::new(&config("ordered", &rx.url, &f)).unwrap();
     let batch: Vec<Envelope> = (1..=5).map(envelope).collect();
     let out = sink.deliver(&batch).await;
-    assert_eq!(out, vec![Outcome::Delivered; 5]);
-    assert_eq!(
-        rx.ids(),
-        vec!["evt-1", "evt-1", "evt-2", "evt-3", "evt-4", "evt-5"]
+    assert!(
+        matches!(out[0], Outcome::Retry { attempts: 1, .. }),
+        "{out:?}"
     );
+    assert_eq!(out[1..], vec![Outcome::Delivered; 4]);
+    assert_eq!(rx.ids(), vec!["evt-1", "evt-2", "evt-3", "evt-4", "evt-5"]);
     assert_eq!(rx.state.max_in_flight.load(Ordering::SeqCst), 1);
 }
 
@@ -589,27 +644,19 @@ async fn a_slow_endpoint_does_not_block_another_sink() {
 }
 
 #[tokio::test]
-async fn close_ends_retry_waits() {
-    let rx = Receiver::start(vec![], Reply::status(500)).await;
+async fn nothing_is_sent_after_close() {
+    let rx = Receiver::start(vec![], Reply::status(200)).await;
     let f = secret_file(&[SECRET_A]);
-    let mut cfg = config("closing", &rx.url, &f);
-    cfg.retry.initial_interval = Duration::from_secs(3600);
-    cfg.retry.max_interval = Duration::from_secs(3600);
-    cfg.retry.max_age = Duration::from_secs(72 * 3600);
-    let sink = Arc::new(WebhookSink::new(&cfg).unwrap());
-    let s = sink.clone();
-    let task = tokio::spawn(async move { s.deliver(&[envelope(1), envelope(2)]).await });
-    while rx.received().is_empty() {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let sink = WebhookSink::new(&config("closing", &rx.url, &f)).unwrap();
     sink.close(Duration::from_secs(10)).await;
-    let out = task.await.unwrap();
-    assert!(
-        matches!(&out[0], Outcome::Retry { reason, .. } if reason.contains("closing")),
-        "{out:?}"
-    );
-    assert!(matches!(out[1], Outcome::Retry { .. }), "{out:?}");
-    assert_eq!(rx.received().len(), 1);
+    let out = sink.deliver(&[envelope(1), envelope(2)]).await;
+    for o in &out {
+        assert!(
+            matches!(o, Outcome::Retry { reason, attempts: 0, .. } if reason.contains("closing")),
+            "{out:?}"
+        );
+    }
+    assert!(rx.received().is_empty());
 }
 
 #[tokio::test]
@@ -636,5 +683,31 @@ async fn credential_headers_come_from_files_and_environment_variables() {
     assert!(
         WebhookSink::new(&cfg).is_err(),
         "a missing header secret is a configuration error"
+    );
+}
+
+#[tokio::test]
+async fn binary_mode_posts_data_with_ce_headers() {
+    let rx = Receiver::start(vec![], Reply::status(204)).await;
+    let f = secret_file(&[SECRET_A]);
+    let mut cfg = config("binary", &rx.url, &f);
+    cfg.mode = WebhookMode::Binary;
+    let sink = WebhookSink::new(&cfg).unwrap();
+    let env = envelope(3);
+    assert_eq!(
+        sink.deliver(std::slice::from_ref(&env)).await,
+        vec![Outcome::Delivered]
+    );
+    let got = &rx.received()[0];
+    let body: serde_json::Value = serde_json::from_slice(&got.body).unwrap();
+    assert_eq!(body, env.event.data);
+    assert_eq!(got.headers["content-type"], "application/json");
+    assert_eq!(got.headers["ce-id"], "evt-3");
+    assert_eq!(got.headers["ce-specversion"], "1.0");
+    assert_eq!(got.headers["ce-type"], "gov.energystar.pm.share.revoked");
+    assert_eq!(got.headers["ce-source"], "urn:espm:test:acme");
+    assert!(
+        verify(SECRET_A, got),
+        "the signature covers the binary body"
     );
 }

@@ -15,7 +15,7 @@ use espm_journal::{Journal, JournalError, NewDeadLetter, OutboxRow};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Envelope, Outcome, Sink};
+use crate::{DeliveryMode, Envelope, Outcome, Sink};
 
 /// After this many consecutive [`Outcome::Retry`] batches the driver calls [`Sink::start`] again
 /// (reconnect, re-verify topics) before the next attempt.
@@ -54,12 +54,12 @@ impl Default for DriverConfig {
 /// Live state of one sink's driver, shared with `/readyz`.
 #[derive(Debug, Default)]
 pub struct SinkState {
-    connected: AtomicBool,
+    pub(crate) connected: AtomicBool,
     disabled: AtomicBool,
-    cursor: AtomicI64,
+    pub(crate) cursor: AtomicI64,
     last_error: RwLock<Option<String>>,
     disabled_reason: RwLock<Option<String>>,
-    last_delivery: RwLock<Option<SystemTime>>,
+    pub(crate) last_delivery: RwLock<Option<SystemTime>>,
 }
 
 impl SinkState {
@@ -109,12 +109,12 @@ impl SinkState {
         write(&self.disabled_reason, None);
     }
 
-    fn fail(&self, error: String) {
+    pub(crate) fn fail(&self, error: String) {
         self.connected.store(false, Ordering::Relaxed);
         write(&self.last_error, Some(error));
     }
 
-    fn disable(&self, reason: String) {
+    pub(crate) fn disable(&self, reason: String) {
         self.disabled.store(true, Ordering::Relaxed);
         self.connected.store(false, Ordering::Relaxed);
         write(&self.last_error, Some(reason.clone()));
@@ -127,12 +127,12 @@ fn read<T: Clone>(l: &RwLock<T>) -> T {
     l.read().unwrap_or_else(|p| p.into_inner()).clone()
 }
 
-fn write<T>(l: &RwLock<T>, v: T) {
+pub(crate) fn write<T>(l: &RwLock<T>, v: T) {
     *l.write().unwrap_or_else(|p| p.into_inner()) = v;
 }
 
 /// Run a journal call on the blocking pool.
-async fn blocking<T, F>(journal: &Journal, f: F) -> Result<T, String>
+pub(crate) async fn blocking<T, F>(journal: &Journal, f: F) -> Result<T, String>
 where
     T: Send + 'static,
     F: FnOnce(&Journal) -> Result<T, JournalError> + Send + 'static,
@@ -141,14 +141,14 @@ where
 }
 
 /// Sleep, unless shutdown comes first. Returns true on shutdown.
-async fn sleep_or_shutdown(d: Duration, shutdown: &CancellationToken) -> bool {
+pub(crate) async fn sleep_or_shutdown(d: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => false,
         _ = shutdown.cancelled() => true,
     }
 }
 
-fn new_backoff(cfg: &DriverConfig) -> ExponentialBackoff {
+pub(crate) fn new_backoff(cfg: &DriverConfig) -> ExponentialBackoff {
     ExponentialBackoffBuilder::new()
         .with_initial_interval(cfg.retry_initial)
         .with_max_interval(cfg.retry_max.max(cfg.retry_initial))
@@ -158,31 +158,31 @@ fn new_backoff(cfg: &DriverConfig) -> ExponentialBackoff {
         .build()
 }
 
-struct Metrics {
-    sink: String,
-    last_gauges: Option<Instant>,
+pub(crate) struct Metrics {
+    pub(crate) sink: String,
+    pub(crate) last_gauges: Option<Instant>,
 }
 
 impl Metrics {
     /// A batch the driver stopped (per batch; failed attempts per event are the sinks'
     /// `espm_bridge_sink_attempt_failures_total`).
-    fn failure(&self, reason: &'static str, n: u64) {
+    pub(crate) fn failure(&self, reason: &'static str, n: u64) {
         metrics::counter!("espm_bridge_sink_stalls_total", "sink" => self.sink.clone(), "reason" => reason)
             .increment(n);
     }
 
     /// Events given up on (per event): an outcome, like `published`.
-    fn dead_lettered(&self, n: u64) {
+    pub(crate) fn dead_lettered(&self, n: u64) {
         metrics::counter!("espm_bridge_sink_dead_lettered_total", "sink" => self.sink.clone())
             .increment(n);
     }
 
-    fn published(&self, n: u64) {
+    pub(crate) fn published(&self, n: u64) {
         metrics::counter!("espm_bridge_sink_published_total", "sink" => self.sink.clone())
             .increment(n);
     }
 
-    fn latency(&self, enqueued_at: SystemTime, now: SystemTime) {
+    pub(crate) fn latency(&self, enqueued_at: SystemTime, now: SystemTime) {
         let secs = now
             .duration_since(enqueued_at)
             .unwrap_or(Duration::ZERO)
@@ -191,14 +191,14 @@ impl Metrics {
             .record(secs);
     }
 
-    fn empty(&mut self) {
+    pub(crate) fn empty(&mut self) {
         metrics::gauge!("espm_bridge_outbox_depth", "sink" => self.sink.clone()).set(0.0);
         metrics::gauge!("espm_bridge_outbox_oldest_age_seconds", "sink" => self.sink.clone())
             .set(0.0);
     }
 
     /// Refresh depth, age and DLQ gauges from the journal (throttled unless `force`).
-    async fn refresh(&mut self, journal: &Journal, force: bool) {
+    pub(crate) async fn refresh(&mut self, journal: &Journal, force: bool) {
         if !force
             && self
                 .last_gauges
@@ -243,6 +243,9 @@ enum Stop {
 
 /// Deliver the outbox to one sink until shutdown or until the sink disables itself.
 ///
+/// This describes [`DeliveryMode::InOrder`]; a sink in [`DeliveryMode::PerEvent`] is driven by
+/// its retry queue instead (see that variant).
+///
 /// Reads batches after the sink's journal cursor, hands the events the sink accepts to
 /// [`Sink::deliver`] and moves the cursor over the contiguous prefix of delivered or
 /// dead-lettered events (dead letters are stored in the same transaction). At the first
@@ -265,6 +268,10 @@ pub async fn run_sink(
     shutdown: CancellationToken,
     state: Arc<SinkState>,
 ) {
+    if let DeliveryMode::PerEvent { disable_after } = sink.delivery_mode() {
+        return crate::retry_queue::run(journal, sink, cfg, wake, shutdown, state, disable_after)
+            .await;
+    }
     let name = sink.name().to_string();
     let batch_size = cfg.batch_size.max(1);
     let mut backoff = new_backoff(&cfg);

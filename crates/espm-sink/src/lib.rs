@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 mod console;
 mod driver;
 mod file;
+mod retry_queue;
 
 pub use console::ConsoleSink;
 pub use driver::{run_sink, DriverConfig, SinkState};
@@ -58,6 +59,24 @@ pub enum Outcome {
     Disabled {
         /// Why, for logs and `/readyz`.
         reason: String,
+    },
+}
+
+/// How the driver handles an event the sink could not deliver.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeliveryMode {
+    /// Strict order (Kafka, NATS, ...): at [`Outcome::Retry`] the driver backs off and tries the
+    /// same events again; nothing behind a failing event is delivered before it.
+    #[default]
+    InOrder,
+    /// Each event on its own schedule (webhooks): an event that gets [`Outcome::Retry`] moves to
+    /// the sink's retry queue in the journal, due after the outcome's `retry_after`, and the
+    /// events behind it are delivered meanwhile. Order is therefore not kept across a retry. An
+    /// [`Outcome::Disabled`] endpoint is disabled in the journal until an operator re-enables it
+    /// (the driver keeps running and notices).
+    PerEvent {
+        /// Disable the endpoint once every attempt has failed for this long (`None`: never).
+        disable_after: Option<Duration>,
     },
 }
 
@@ -123,6 +142,11 @@ pub trait Sink: Send + Sync + 'static {
     /// want are acknowledged without being sent.
     fn accepts(&self, _event: &CloudEvent) -> bool {
         true
+    }
+
+    /// How the driver treats failed events; [`DeliveryMode::InOrder`] unless the sink opts in.
+    fn delivery_mode(&self) -> DeliveryMode {
+        DeliveryMode::InOrder
     }
 
     /// Connect, and create or verify topics and streams when configured. Called once before the

@@ -38,21 +38,49 @@ pub fn origin() -> Origin {
     Origin::new("sim", "acme")
 }
 
+/// The data schemas as registry resources, so that envelope schemas resolve `data`'s `$ref`.
+fn data_resources() -> Vec<(String, jsonschema::Resource)> {
+    data_schemas()
+        .into_values()
+        .map(|s| {
+            let id = s["$id"].as_str().unwrap().to_string();
+            (id, jsonschema::Resource::from_contents(s).unwrap())
+        })
+        .collect()
+}
+
+fn compile(what: &str, schema: &Value) -> jsonschema::Validator {
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .with_resources(data_resources().into_iter())
+        .build(schema)
+        .unwrap_or_else(|e| panic!("schema of {what} does not compile: {e}"))
+}
+
 fn validators() -> &'static BTreeMap<String, jsonschema::Validator> {
     static V: OnceLock<BTreeMap<String, jsonschema::Validator>> = OnceLock::new();
     V.get_or_init(|| {
         event_schemas()
             .into_iter()
-            .map(|(ty, schema)| {
-                let v = jsonschema::options()
-                    .with_draft(jsonschema::Draft::Draft202012)
-                    .should_validate_formats(true)
-                    .build(&schema)
-                    .unwrap_or_else(|e| panic!("schema of {ty} does not compile: {e}"));
-                (ty, v)
-            })
+            .map(|(ty, schema)| (ty.clone(), compile(&ty, &schema)))
             .collect()
     })
+}
+
+fn data_validators() -> &'static BTreeMap<String, jsonschema::Validator> {
+    static V: OnceLock<BTreeMap<String, jsonschema::Validator>> = OnceLock::new();
+    V.get_or_init(|| {
+        data_schemas()
+            .into_iter()
+            .map(|(ty, schema)| (ty.clone(), compile(&ty, &schema)))
+            .collect()
+    })
+}
+
+/// Whether a `data` value validates against the data schema of `ty` (what `dataschema` names).
+pub fn is_valid_data(ty: &str, data: &Value) -> bool {
+    data_validators()[ty].is_valid(data)
 }
 
 /// Validate an event against the schema of its own type; panics with every error.

@@ -1,0 +1,116 @@
+//! The `partitionkey` extension attribute (CloudEvents partitioning extension): the PM customer
+//! account an event is about, so that one customer's events share a Kafka partition (the Kafka
+//! key defaults to it) and stay in order.
+//!
+//! It is derived from the event type and `data`, never stored, so it cannot disagree with them
+//! and events journalled before it existed get it too. Which field names the customer depends on
+//! the type, because PM's `accountId` does not always mean the customer:
+//!
+//! - `SHAREUPDATE`: `accountId` is the editor's account (PM's notes; in PM's example it differs
+//!   from `notificationCreatedByAccountId`, the customer who revised the access), so the
+//!   customer is `notificationCreatedByAccountId`.
+//! - `TRANSFERPROPERTY`: `accountId` and `username` are the new owner's; the customer whose
+//!   property left is the one who transferred it, `notificationCreatedByAccountId`.
+//! - every other notification, and every pending request (`accountId` of a share is the
+//!   property data administrator's account): `accountId`.
+//!
+//! An event without such an account (`bridge.body_quarantined`, a notification without the
+//! field) has no `partitionkey`.
+
+use serde_json::Value;
+
+use crate::types::*;
+
+/// The `data` fields that name the customer account of an event type, in order of preference.
+pub fn partition_key_fields(event_type: &str) -> &'static [&'static str] {
+    match event_type {
+        SHARE_UPDATED | PROPERTY_TRANSFERRED => &["notificationCreatedByAccountId"],
+        SHARE_REVOKED | CONNECTION_TERMINATED | NOTIFICATION_RECEIVED => {
+            &["accountId", "notificationCreatedByAccountId"]
+        }
+        CONNECTION_REQUESTED
+        | PROPERTY_SHARE_REQUESTED
+        | METER_SHARE_REQUESTED
+        | CONNECTION_RESOLVED
+        | PROPERTY_SHARE_RESOLVED
+        | METER_SHARE_RESOLVED => &["accountId"],
+        _ => &[],
+    }
+}
+
+/// What the `partitionkey` of an event type is, in words (for the schemas and the docs).
+pub fn partition_key_doc(event_type: &str) -> &'static str {
+    match event_type {
+        SHARE_UPDATED => {
+            "The customer who revised the access: data.notificationCreatedByAccountId (data.accountId is the editor's account)."
+        }
+        PROPERTY_TRANSFERRED => {
+            "The customer who transferred the property away: data.notificationCreatedByAccountId (data.accountId is the new owner's)."
+        }
+        SHARE_REVOKED | CONNECTION_TERMINATED | NOTIFICATION_RECEIVED => {
+            "The customer account: data.accountId, else data.notificationCreatedByAccountId."
+        }
+        CONNECTION_REQUESTED | CONNECTION_RESOLVED => {
+            "The customer asking to connect: data.accountId."
+        }
+        PROPERTY_SHARE_REQUESTED
+        | METER_SHARE_REQUESTED
+        | PROPERTY_SHARE_RESOLVED
+        | METER_SHARE_RESOLVED => "The property data administrator's account: data.accountId.",
+        _ => "None: the event is about no customer account.",
+    }
+}
+
+/// The `partitionkey` of an event: the customer's PM account id in decimal, or `None`.
+pub fn partition_key(event_type: &str, data: &Value) -> Option<String> {
+    partition_key_fields(event_type)
+        .iter()
+        .find_map(|field| match data.get(field)? {
+            Value::Number(n) => Some(n.to_string()),
+            Value::String(s) => {
+                let s = s.trim();
+                (!s.is_empty() && !s.chars().any(char::is_control)).then(|| s.to_string())
+            }
+            _ => None,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn customer_per_type() {
+        let n = json!({"accountId": 8833843022i64, "notificationCreatedByAccountId": " 98866 "});
+        assert_eq!(partition_key(SHARE_UPDATED, &n).as_deref(), Some("98866"));
+        assert_eq!(
+            partition_key(PROPERTY_TRANSFERRED, &n).as_deref(),
+            Some("98866")
+        );
+        assert_eq!(
+            partition_key(SHARE_REVOKED, &n).as_deref(),
+            Some("8833843022")
+        );
+        let no_account = json!({"notificationCreatedByAccountId": "68032"});
+        assert_eq!(
+            partition_key(CONNECTION_TERMINATED, &no_account).as_deref(),
+            Some("68032")
+        );
+        assert_eq!(partition_key(SHARE_UPDATED, &json!({"accountId": 1})), None);
+        assert_eq!(
+            partition_key(BODY_QUARANTINED, &json!({"accountId": 1})),
+            None
+        );
+        assert_eq!(
+            partition_key(
+                SHARE_UPDATED,
+                &json!({"notificationCreatedByAccountId": "  "})
+            ),
+            None
+        );
+        for ty in EVENT_TYPES {
+            assert!(!partition_key_doc(ty).is_empty());
+        }
+    }
+}

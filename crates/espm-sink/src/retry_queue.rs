@@ -1,0 +1,347 @@
+//! The driver of a sink in [`DeliveryMode::PerEvent`](crate::DeliveryMode::PerEvent): a failing
+//! event never holds back the others.
+//!
+//! Each round delivers the due rows of the sink's retry queue and the next events after its
+//! cursor, together. Every new event is settled in the round that read it: delivered,
+//! dead-lettered, or moved into the retry queue with its attempt count and next attempt time, in
+//! the same journal transaction as the cursor move. So the cursor always moves on, the schedule
+//! survives restarts, and a crash re-delivers rather than loses (at least once). Order is not kept
+//! across a retry: an event retried after 5 minutes arrives after the events enqueued behind it.
+//!
+//! Endpoint health lives in the journal too: an [`Outcome::Disabled`] (410 Gone), or every attempt
+//! failing for `disable_after`, disables the endpoint; the driver keeps running, polls the flag,
+//! and resumes once `espm-bridge webhook enable NAME` clears it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use backoff::backoff::Backoff;
+use espm_journal::{Journal, NewDeadLetter, NewRetry, OutboxRow, RetryRow, Settlement};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::driver::{blocking, new_backoff, sleep_or_shutdown, write, Metrics};
+use crate::{DriverConfig, Envelope, Outcome, Sink, SinkState};
+
+/// The longest delay one outcome may ask for; a larger one is treated as this.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// How often a disabled endpoint's flag is re-read from the journal.
+const DISABLED_POLL: Duration = Duration::from_secs(1);
+
+fn humanize(d: Duration) -> String {
+    humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+}
+
+/// One event of a round: a due retry or a new outbox row.
+struct Item {
+    row: OutboxRow,
+    attempts: u32,
+    from_queue: bool,
+}
+
+/// Drive `sink` until shutdown (see the module documentation).
+pub(crate) async fn run(
+    journal: Journal,
+    sink: Arc<dyn Sink>,
+    cfg: DriverConfig,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+    state: Arc<SinkState>,
+    disable_after: Option<Duration>,
+) {
+    let name = sink.name().to_string();
+    let batch_size = cfg.batch_size.max(1);
+    let mut backoff = new_backoff(&cfg);
+    let mut metrics = Metrics {
+        sink: name.clone(),
+        last_gauges: None,
+    };
+
+    macro_rules! journal_failed {
+        ($e:expr, $what:literal) => {{
+            let e = $e;
+            tracing::error!(sink = %name, error = %e, $what);
+            state.fail(e);
+            metrics.failure("journal", 1);
+            let delay = backoff.next_backoff().unwrap_or(cfg.retry_max);
+            if sleep_or_shutdown(delay, &shutdown).await {
+                return;
+            }
+            continue;
+        }};
+    }
+
+    let mut cursor = loop {
+        let n = name.clone();
+        match blocking(&journal, move |j| j.cursor(&n)).await {
+            Ok(c) => break c,
+            Err(e) => journal_failed!(e, "cannot read sink cursor"),
+        }
+    };
+    state.cursor.store(cursor, Ordering::Relaxed);
+    metrics.refresh(&journal, true).await;
+    let mut started = false;
+
+    while !shutdown.is_cancelled() {
+        // Endpoint health: a disabled endpoint waits for an operator, without a restart.
+        let n = name.clone();
+        let health = match blocking(&journal, move |j| j.sink_health(&n)).await {
+            Ok(h) => h,
+            Err(e) => journal_failed!(e, "cannot read endpoint health"),
+        };
+        if let Some(reason) = health.disabled_reason.clone() {
+            if !state.is_disabled() {
+                tracing::error!(sink = %name, %reason, "endpoint disabled; events stay queued until `espm-bridge webhook enable {name}`");
+                metrics.failure("disabled", 1);
+                state.disable(reason);
+            }
+            if sleep_or_shutdown(
+                DISABLED_POLL.min(cfg.idle_poll.max(Duration::from_millis(50))),
+                &shutdown,
+            )
+            .await
+            {
+                return;
+            }
+            continue;
+        }
+        if state.is_disabled() {
+            tracing::info!(sink = %name, "endpoint re-enabled; resuming delivery");
+            state.clear_disabled();
+            started = false;
+        }
+
+        if !started {
+            match sink.start().await {
+                Ok(()) => {
+                    started = true;
+                    state.connected.store(true, Ordering::Relaxed);
+                    tracing::info!(sink = %name, kind = sink.kind(), cursor, "sink started (per-event retries)");
+                }
+                Err(e) => {
+                    tracing::warn!(sink = %name, error = %e, "sink start failed");
+                    state.fail(e.to_string());
+                    metrics.failure("unavailable", 1);
+                    let delay = backoff.next_backoff().unwrap_or(cfg.retry_max);
+                    if sleep_or_shutdown(delay, &shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        }
+
+        let now = SystemTime::now();
+        let n = name.clone();
+        let read = blocking(&journal, move |j| {
+            let due = j.due_retries(&n, now, batch_size)?;
+            let fresh = if due.len() < batch_size {
+                j.read_outbox(&n, cursor, batch_size - due.len())?
+            } else {
+                Vec::new()
+            };
+            Ok((due, fresh))
+        })
+        .await;
+        let (due, fresh): (Vec<RetryRow>, Vec<OutboxRow>) = match read {
+            Ok(r) => r,
+            Err(e) => journal_failed!(e, "cannot read outbox"),
+        };
+
+        if due.is_empty() && fresh.is_empty() {
+            metrics.empty();
+            let n = name.clone();
+            let next = blocking(&journal, move |j| j.next_retry_at(&n))
+                .await
+                .ok()
+                .flatten();
+            let mut wait = cfg.idle_poll;
+            if let Some(at) = next {
+                wait = wait.min(
+                    at.duration_since(SystemTime::now())
+                        .unwrap_or(Duration::ZERO),
+                );
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            continue;
+        }
+
+        let mut settlement = Settlement {
+            cursor: fresh.last().map_or(cursor, |r| r.seq),
+            ..Settlement::default()
+        };
+        let mut items = Vec::new();
+        for r in due {
+            if sink.accepts(&r.row.event) {
+                items.push(Item {
+                    row: r.row,
+                    attempts: r.attempts,
+                    from_queue: true,
+                });
+            } else {
+                // The filter changed since it was queued: the sink no longer wants it.
+                settlement.settled_retries.push(r.row.seq);
+            }
+        }
+        items.extend(
+            fresh
+                .into_iter()
+                .filter(|r| sink.accepts(&r.event))
+                .map(|row| Item {
+                    row,
+                    attempts: 0,
+                    from_queue: false,
+                }),
+        );
+        let envelopes: Vec<Envelope> = items
+            .iter()
+            .map(|i| Envelope {
+                seq: i.row.seq,
+                event: i.row.event.clone(),
+                enqueued_at: i.row.enqueued_at,
+                attempts: i.attempts,
+            })
+            .collect();
+        let mut outcomes = if envelopes.is_empty() {
+            Vec::new()
+        } else {
+            sink.deliver(&envelopes).await
+        };
+        if outcomes.len() != envelopes.len() {
+            tracing::error!(sink = %name, expected = envelopes.len(), got = outcomes.len(),
+                "sink returned a wrong number of outcomes; retrying the rest");
+            outcomes.resize(
+                envelopes.len(),
+                Outcome::Retry {
+                    reason: "sink returned no outcome".into(),
+                    retry_after: None,
+                    attempts: 0,
+                },
+            );
+        }
+
+        let now = SystemTime::now();
+        let mut delivered: Vec<SystemTime> = Vec::new();
+        let mut failed_attempts = false;
+        let mut last_failure = None;
+        for (item, outcome) in items.into_iter().zip(outcomes) {
+            let seq = item.row.seq;
+            match outcome {
+                Outcome::Delivered => {
+                    tracing::debug!(sink = %name, seq, event_id = %item.row.event.id, "delivered");
+                    delivered.push(item.row.enqueued_at);
+                    if item.from_queue {
+                        settlement.settled_retries.push(seq);
+                    }
+                }
+                Outcome::DeadLetter { reason, attempts } => {
+                    tracing::warn!(sink = %name, seq, event_id = %item.row.event.id, %reason, "dead-lettering event");
+                    failed_attempts |= attempts > 0;
+                    if item.from_queue {
+                        settlement.settled_retries.push(seq);
+                    }
+                    settlement.dead_letters.push(NewDeadLetter {
+                        row: item.row,
+                        reason,
+                        attempts: item.attempts + attempts,
+                    });
+                }
+                Outcome::Retry {
+                    reason,
+                    retry_after,
+                    attempts,
+                } => {
+                    failed_attempts |= attempts > 0;
+                    // Not sent at all (closing, or the batch was stopped): due again at once;
+                    // otherwise the sink's delay (its schedule, or the endpoint's Retry-After).
+                    let delay = match (attempts, retry_after) {
+                        (0, _) => Duration::ZERO,
+                        (_, Some(d)) => d.min(MAX_RETRY_DELAY),
+                        (_, None) => cfg.retry_initial,
+                    };
+                    if attempts > 0 {
+                        tracing::info!(sink = %name, seq, event_id = %item.row.event.id, %reason,
+                            retry_in = %humanize(delay), "delivery failed; scheduled a retry");
+                    }
+                    last_failure = Some(reason.clone());
+                    settlement.retries.push(NewRetry {
+                        row: item.row,
+                        attempts: item.attempts + attempts,
+                        next_attempt_at: now + delay,
+                        last_error: reason,
+                    });
+                }
+                Outcome::Disabled { reason } => {
+                    failed_attempts = true;
+                    settlement.retries.push(NewRetry {
+                        row: item.row,
+                        attempts: item.attempts + 1,
+                        next_attempt_at: now,
+                        last_error: reason.clone(),
+                    });
+                    settlement.disable = Some(reason);
+                }
+            }
+        }
+        settlement.succeeded = if !delivered.is_empty() {
+            Some(true)
+        } else if failed_attempts {
+            Some(false)
+        } else {
+            None
+        };
+        if settlement.disable.is_none() && settlement.succeeded == Some(false) {
+            if let (Some(limit), Some(since)) = (disable_after, health.failing_since) {
+                let failing_for = now.duration_since(since).unwrap_or(Duration::ZERO);
+                if failing_for >= limit {
+                    settlement.disable = Some(format!(
+                        "every attempt failed for {} (limit `disable_after` = {}); last: {}",
+                        humanize(failing_for),
+                        humanize(limit),
+                        last_failure.as_deref().unwrap_or("unknown")
+                    ));
+                }
+            }
+        }
+
+        let dead_n = settlement.dead_letters.len() as u64;
+        let disable = settlement.disable.clone();
+        let new_cursor = settlement.cursor;
+        let n = name.clone();
+        if let Err(e) = blocking(&journal, move |j| j.settle_batch(&n, &settlement)).await {
+            // Nothing moved: the round is delivered again later (at least once).
+            journal_failed!(e, "cannot store the round's outcomes");
+        }
+        backoff.reset();
+        cursor = cursor.max(new_cursor);
+        state.cursor.store(cursor, Ordering::Relaxed);
+        if !delivered.is_empty() {
+            metrics.published(delivered.len() as u64);
+            for at in &delivered {
+                metrics.latency(*at, now);
+            }
+            write(&state.last_delivery, Some(now));
+            state.connected.store(true, Ordering::Relaxed);
+        } else if let Some(reason) = last_failure {
+            state.fail(reason);
+        }
+        if dead_n > 0 {
+            metrics.dead_lettered(dead_n);
+        }
+        let n = name.clone();
+        if let Ok(queued) = blocking(&journal, move |j| j.retry_count(&n)).await {
+            metrics::gauge!("espm_bridge_sink_retry_queue", "sink" => name.clone())
+                .set(queued as f64);
+        }
+        metrics.refresh(&journal, dead_n > 0).await;
+        if let Some(reason) = disable {
+            tracing::error!(sink = %name, %reason, "disabling endpoint");
+        }
+    }
+}
