@@ -24,6 +24,18 @@ fn config(dir: &std::path::Path, base_url: &str, sink: &str) -> std::path::PathB
     path
 }
 
+/// Start `run` and wait until it says it is running.
+async fn start_running(cfg: &std::path::Path, logs: &std::path::Path, what: &str) -> Bridge {
+    let bridge = Bridge::start(bridge_bin(), cfg, logs, &[(PASSWORD_ENV, "acme-pw")], None);
+    let running = eventually(Duration::from_secs(30), || {
+        let log = bridge.log();
+        async move { log.contains("espm-bridge running").then_some(()) }
+    })
+    .await;
+    assert!(running.is_some(), "{what}: {}", bridge.log());
+    bridge
+}
+
 fn cli(args: &[&str]) -> std::process::Output {
     Command::new(bridge_bin())
         .args(args)
@@ -39,19 +51,7 @@ async fn a_second_bridge_on_one_journal_exits_at_once_naming_the_holder() {
     std::fs::create_dir_all(&logs).unwrap();
     let sim = start_sim("acme", "acme-pw", 11).await;
     let cfg = config(dir.path(), &sim.base_url(), "out");
-    let mut first = Bridge::start(
-        bridge_bin(),
-        &cfg,
-        &logs,
-        &[(PASSWORD_ENV, "acme-pw")],
-        None,
-    );
-    let running = eventually(Duration::from_secs(30), || {
-        let log = first.log();
-        async move { log.contains("espm-bridge running").then_some(()) }
-    })
-    .await;
-    assert!(running.is_some(), "first bridge: {}", first.log());
+    let mut first = start_running(&cfg, &logs, "first bridge").await;
 
     let mut second = Bridge::start(
         bridge_bin(),
@@ -81,33 +81,9 @@ async fn a_second_bridge_on_one_journal_exits_at_once_naming_the_holder() {
     );
 
     // The lock goes with its holder, even one killed with SIGKILL.
-    let mut third = Bridge::start(
-        bridge_bin(),
-        &cfg,
-        &logs,
-        &[(PASSWORD_ENV, "acme-pw")],
-        None,
-    );
-    let running = eventually(Duration::from_secs(30), || {
-        let log = third.log();
-        async move { log.contains("espm-bridge running").then_some(()) }
-    })
-    .await;
-    assert!(running.is_some(), "third bridge: {}", third.log());
+    let mut third = start_running(&cfg, &logs, "third bridge").await;
     third.kill9();
-    let mut fourth = Bridge::start(
-        bridge_bin(),
-        &cfg,
-        &logs,
-        &[(PASSWORD_ENV, "acme-pw")],
-        None,
-    );
-    let running = eventually(Duration::from_secs(30), || {
-        let log = fourth.log();
-        async move { log.contains("espm-bridge running").then_some(()) }
-    })
-    .await;
-    assert!(running.is_some(), "after a SIGKILL: {}", fourth.log());
+    let mut fourth = start_running(&cfg, &logs, "after a SIGKILL").await;
     fourth.terminate(Duration::from_secs(30));
     sim.shutdown().await;
 }
