@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use espm_journal::{Journal, RawId};
-use espm_model::NotificationList;
 use espm_sim::{Delivery, FaultConfig, Ledger};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -131,9 +130,23 @@ async fn crash_run(mode: &str) {
     for round in 0..KILLS {
         let started = Utc::now();
         let mut bridge = Bridge::start(bridge_bin(), &config_path, &logs, &env, None);
-        if round % 2 == 1 {
+        if round % 4 == 1 {
+            // A large body: kill the moment the journal holds it uncommitted (a timing-free way
+            // to land in that window, however fast the machine).
+            let burst = rng.gen_range(3000..=6000);
+            ctl.notifications(burst, &TYPES).await;
+            let journal = dir.path().join("journal.db");
+            let caught = tokio::task::spawn_blocking(move || {
+                wait_until_uncommitted(&journal, Duration::from_secs(60))
+            })
+            .await
+            .unwrap();
+            if !caught {
+                eprintln!("{mode} round {round}: never saw the burst journalled uncommitted");
+            }
+        } else if round % 2 == 1 {
             // A large body: kill in the moments after PM handed it out, while it is being
-            // journalled or committed.
+            // received, journalled or committed.
             let before = ctl.ledger_summary().await.handed_out;
             let burst = rng.gen_range(3000..=6000);
             ctl.notifications(burst, &TYPES).await;
@@ -357,7 +370,39 @@ impl Verdict {
     }
 }
 
-/// Every notification id in a complete notification list the journal holds (read-only).
+/// Watch the journal (read-only, as a second process would) until it holds a notification list
+/// that is journalled but not yet committed, or `timeout` passes. True when seen.
+fn wait_until_uncommitted(journal: &Path, timeout: Duration) -> bool {
+    let scope = espm_journal::Scope {
+        environment: "sim".into(),
+        account: "crashy".into(),
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    let mut j = None;
+    while std::time::Instant::now() < deadline {
+        if j.is_none() {
+            j = Journal::open_read_only(journal).ok();
+        }
+        if let Some(j) = &j {
+            // Only a notification list counts: an interrupted pending-list page is set aside,
+            // not recovered.
+            let ids = j.unprocessed_raw_ids(&scope).unwrap_or_default();
+            if ids.into_iter().any(|id| {
+                j.stored_body(id)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|b| b.endpoint.starts_with("notification/list"))
+            }) {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    false
+}
+
+/// Every notification id in a notification list the journal holds, complete or cut off
+/// (read-only).
 fn journalled_notifications(journal: &Path) -> BTreeSet<i64> {
     let j = Journal::open_read_only(journal)
         .unwrap_or_else(|e| panic!("cannot open {}: {e}", journal.display()));
@@ -365,13 +410,19 @@ fn journalled_notifications(journal: &Path) -> BTreeSet<i64> {
     // Raw ids are a rowid sequence; nothing is compacted within the test (one day of retention).
     let (mut id, mut misses) = (1, 0);
     while misses < 100 {
-        match j.raw_body(RawId(id)).unwrap() {
-            Some(body) => {
+        match j.raw_info(RawId(id)).unwrap() {
+            Some(info) if info.endpoint.starts_with("notification/list") => {
                 misses = 0;
-                if let Ok(list) = espm_model::parse::<NotificationList>(&body) {
-                    ids.extend(list.notifications.iter().map(|n| n.notification_id));
+                // Every complete notification counts, also in a body a kill cut off while it
+                // was being journalled: the journal has those bytes, so they must be delivered.
+                let stream = espm_model::NotificationStream::new(j.raw_reader(RawId(id)));
+                for item in stream.flatten() {
+                    if let espm_model::ListItem::Notification(n) = item {
+                        ids.insert(n.notification_id);
+                    }
                 }
             }
+            Some(_) => misses = 0,
             None => misses += 1,
         }
         id += 1;

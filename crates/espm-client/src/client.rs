@@ -37,6 +37,40 @@ pub struct RawBody {
     pub url: String,
 }
 
+/// A 2xx PM response whose body is read as it arrives (see [`PmClient::notifications_stream`]).
+pub struct BodyStream {
+    /// HTTP status (2xx).
+    pub status: u16,
+    /// `Content-Type`, if sent.
+    pub content_type: Option<String>,
+    /// The URL that answered.
+    pub url: String,
+    resp: reqwest::Response,
+}
+
+impl std::fmt::Debug for BodyStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BodyStream")
+            .field("status", &self.status)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BodyStream {
+    /// The next part of the body, `None` at its end. An error means the transfer broke off:
+    /// what was handed out before it is all there is.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, ClientError> {
+        self.resp
+            .chunk()
+            .await
+            .map_err(|e| transport_error(&self.url, &e, None))
+    }
+}
+
+/// How much of an error page is read for its message.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+
 /// Which pending list / answer endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PendingKind {
@@ -214,6 +248,21 @@ impl PmClient {
     pub async fn notifications_raw(&self, clear: bool) -> Result<RawBody, ClientError> {
         let url = self.url(&format!("/notification/list?clear={clear}"))?;
         self.execute(Call {
+            endpoint: "notification/list",
+            method: Method::GET,
+            url,
+            body: None,
+            idempotent: true,
+        })
+        .await
+    }
+
+    /// `GET /notification/list?clear=...` with the body read as it arrives, for bodies of any
+    /// size: retried like [`PmClient::notifications_raw`] until PM answers 2xx, never after.
+    /// For `clear=true`, every byte [`BodyStream::chunk`] hands out is the only copy.
+    pub async fn notifications_stream(&self, clear: bool) -> Result<BodyStream, ClientError> {
+        let url = self.url(&format!("/notification/list?clear={clear}"))?;
+        self.execute_stream(Call {
             endpoint: "notification/list",
             method: Method::GET,
             url,
@@ -605,9 +654,75 @@ impl PmClient {
         .await
     }
 
-    /// One HTTP attempt: a 2xx body is returned raw; everything else becomes a [`ClientError`].
-    async fn attempt(&self, call: &Call) -> Result<RawBody, ClientError> {
+    /// [`PmClient::execute`] for a body read as it arrives: retries happen until PM answers
+    /// 2xx; from then on the caller reads the body, and nothing is retried (for `clear=true`,
+    /// PM has already handed the notifications out).
+    async fn execute_stream(&self, call: Call) -> Result<BodyStream, ClientError> {
+        let policy = self.inner.retry;
+        let mut backoff = policy.backoff();
+        let started = Instant::now();
+        let mut retries = 0u32;
+        loop {
+            let err = match self.attempt_stream(&call).await {
+                Ok(s) => return Ok(s),
+                Err(e) => e,
+            };
+            if !err.is_retryable() || retries >= policy.max_retries {
+                return Err(err);
+            }
+            let Some(computed) = backoff.next_backoff() else {
+                return Err(err);
+            };
+            let mut wait = computed.min(policy.max_interval);
+            if let Some(ra) = err.retry_after() {
+                wait = wait.max(ra);
+            }
+            if started.elapsed().saturating_add(wait) > policy.max_elapsed {
+                return Err(err);
+            }
+            retries += 1;
+            let reason = err.retry_reason();
+            metrics::counter!("espm_bridge_pm_retries_total", "endpoint" => call.endpoint, "reason" => reason).increment(1);
+            tracing::warn!(error = %err, retry = retries, ?wait, reason, "PM call failed; retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    async fn attempt_stream(&self, call: &Call) -> Result<BodyStream, ClientError> {
         let url_s = call.url.to_string();
+        let resp = self
+            .request(call)
+            .send()
+            .await
+            .map_err(|e| transport_error(&url_s, &e, None))?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            let content_type = resp
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            return Ok(BodyStream {
+                status,
+                content_type,
+                url: url_s,
+                resp,
+            });
+        }
+        let retry_after = parse_retry_after(resp.headers(), SystemTime::now());
+        let mut resp = resp;
+        // An error page: only its start matters for the message.
+        let mut buf = BytesMut::new();
+        while buf.len() < ERROR_BODY_LIMIT {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        Err(classify_failure(status, &buf, url_s, retry_after))
+    }
+
+    fn request(&self, call: &Call) -> reqwest::RequestBuilder {
         let mut req = self
             .inner
             .http
@@ -619,7 +734,14 @@ impl PmClient {
                 .header(CONTENT_TYPE, "application/xml")
                 .body(body.clone());
         }
-        let mut resp = req
+        req
+    }
+
+    /// One HTTP attempt: a 2xx body is returned raw; everything else becomes a [`ClientError`].
+    async fn attempt(&self, call: &Call) -> Result<RawBody, ClientError> {
+        let url_s = call.url.to_string();
+        let mut resp = self
+            .request(call)
             .send()
             .await
             .map_err(|e| transport_error(&url_s, &e, None))?;

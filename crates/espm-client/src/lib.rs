@@ -30,7 +30,9 @@ mod client;
 mod config;
 mod error;
 
-pub use client::{CustomFieldTarget, CustomerLink, PendingKind, PmClient, RawBody, MAX_PAGES};
+pub use client::{
+    BodyStream, CustomFieldTarget, CustomerLink, PendingKind, PmClient, RawBody, MAX_PAGES,
+};
 pub use config::{
     ClientConfig, Password, RetryPolicy, DEFAULT_USER_AGENT, LIVE_BASE_URL, TEST_BASE_URL,
 };

@@ -35,6 +35,13 @@ impl Journal {
                 .j()?
                 .execute([cutoff])
                 .j()? as u64;
+            tx.prepare_cached(
+                "DELETE FROM raw_chunks WHERE raw_id IN (SELECT id FROM raw_bodies \
+                 WHERE state = 'parsed' AND received_at < ?1)",
+            )
+            .j()?
+            .execute([cutoff])
+            .j()?;
             let raw_bodies = tx
                 .prepare_cached(
                     "DELETE FROM raw_bodies WHERE state = 'parsed' AND received_at < ?1",

@@ -22,6 +22,7 @@
 //! sink driver reading a batch does not wait for a poller's commit (WAL allows concurrent readers).
 
 mod answers;
+mod chunks;
 mod compaction;
 mod dead_letters;
 mod error;
@@ -46,6 +47,7 @@ pub use error::{JournalError, UnwritableKind};
 pub use espm_events::CloudEvent;
 pub use schema::SCHEMA_VERSION;
 
+pub use chunks::{RawInfo, RawReader, CHUNK};
 pub use compaction::CompactStats;
 pub use dead_letters::{DeadLetter, NewDeadLetter};
 pub use history::{DeliveryStatus, EventHistory, HistoryEntry, SinkDelivery};
@@ -54,7 +56,7 @@ pub use notifications::{CommitStats, NotificationEntry};
 pub use outbox::{OutboxDepth, OutboxRow, SinkCursor};
 pub use raw::{body_digest, QuarantineOutcome, QuarantinedBody, StoredBody, UnprocessedBody};
 pub use retries::{NewRetry, RetryRow, Settlement, SinkHealth};
-pub use spool::{Spool, SpoolEntry};
+pub use spool::{Spool, SpoolEntry, SpoolWriter};
 
 use dead_letters::store_dead_letter;
 use error::SqlResultExt;

@@ -169,7 +169,7 @@ impl Journal {
         let conn = self.reader();
         let mut st = conn
             .prepare_cached(
-                "SELECT id, endpoint, http_status, body FROM raw_bodies \
+                "SELECT id, endpoint, http_status FROM raw_bodies \
                  WHERE environment = ?1 AND account = ?2 AND state = 'received' ORDER BY id",
             )
             .j()?;
@@ -179,13 +179,17 @@ impl Journal {
                     id: RawId(r.get(0)?),
                     endpoint: r.get(1)?,
                     http_status: r.get(2)?,
-                    body: r.get(3)?,
+                    body: Vec::new(),
                 })
             })
             .j()?;
         let mut out = Vec::new();
         for row in rows {
             out.push(row.j()?);
+        }
+        drop(st);
+        for b in &mut out {
+            b.body = crate::chunks::whole_body(&conn, b.id)?.unwrap_or_default();
         }
         Ok(out)
     }
@@ -212,32 +216,23 @@ impl Journal {
         let now = now_ms();
         self.write(|tx| {
             let row = tx
-                .prepare_cached(
-                    "SELECT environment, account, endpoint, body FROM raw_bodies WHERE id = ?1",
-                )
+                .prepare_cached("SELECT environment, account FROM raw_bodies WHERE id = ?1")
                 .j()?
                 .query_row([raw.0], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, Vec<u8>>(3)?,
-                    ))
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
                 })
                 .optional()
                 .j()?;
-            let Some((environment, account, _endpoint, body)) = row else {
+            let Some((environment, account)) = row else {
                 return Err(JournalError::NotFound {
                     what: "raw body",
                     id: raw.0,
                 });
             };
-            let digest = body_digest(&body);
+            // Streamed: a quarantined body may be larger than memory.
+            let digest = crate::chunks::stored_digest(tx, raw)?;
             if let Some(first) = bump_duplicate(tx, &environment, &account, &digest, raw)? {
-                tx.prepare_cached("DELETE FROM raw_bodies WHERE id = ?1")
-                    .j()?
-                    .execute([raw.0])
-                    .j()?;
+                crate::chunks::delete_raw(tx, raw)?;
                 return Ok(first);
             }
             tx.prepare_cached(
@@ -338,7 +333,7 @@ impl Journal {
         let conn = self.reader();
         let body = conn
             .prepare_cached(
-                "SELECT id, environment, account, endpoint, http_status, body, state, parent_id \
+                "SELECT id, environment, account, endpoint, http_status, state, parent_id \
              FROM raw_bodies WHERE id = ?1",
             )
             .j()?
@@ -348,14 +343,18 @@ impl Journal {
                     scope: Scope::new(r.get::<_, String>(1)?, r.get::<_, String>(2)?),
                     endpoint: r.get(3)?,
                     http_status: r.get(4)?,
-                    body: r.get(5)?,
-                    state: r.get(6)?,
-                    fragment_of: r.get::<_, Option<i64>>(7)?.map(RawId),
+                    body: Vec::new(),
+                    state: r.get(5)?,
+                    fragment_of: r.get::<_, Option<i64>>(6)?.map(RawId),
                 })
             })
             .optional()
-            .j();
-        body
+            .j()?;
+        let Some(mut body) = body else {
+            return Ok(None);
+        };
+        body.body = crate::chunks::whole_body(&conn, id)?.unwrap_or_default();
+        Ok(Some(body))
     }
 
     /// Every quarantined body, oldest first (without the bytes).
@@ -363,7 +362,7 @@ impl Journal {
         let conn = self.reader();
         let mut st = conn
             .prepare_cached(
-                "SELECT id, environment, account, endpoint, http_status, received_at, length(body), \
+                "SELECT id, environment, account, endpoint, http_status, received_at, COALESCE(len, length(body)), \
                  COALESCE(error, ''), COALESCE(sha256, ''), seen_count, parent_id \
                  FROM raw_bodies WHERE state = 'quarantined' ORDER BY id",
             )
@@ -389,13 +388,6 @@ impl Journal {
 
     /// The bytes of a raw body, if it exists (and was not compacted).
     pub fn raw_body(&self, id: RawId) -> Result<Option<Vec<u8>>, JournalError> {
-        let conn = self.reader();
-        let body = conn
-            .prepare_cached("SELECT body FROM raw_bodies WHERE id = ?1")
-            .j()?
-            .query_row([id.0], |r| r.get(0))
-            .optional()
-            .j()?;
-        Ok(body)
+        crate::chunks::whole_body(&self.reader(), id)
     }
 }

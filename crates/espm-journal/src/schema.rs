@@ -9,7 +9,23 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Every migration step, in order: step `i` brings the file from version `i` to `i + 1`. Append
 /// new steps at the end (one self-contained step per change); never edit a released one.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+
+/// Version 4: a body of any size is journalled as it arrives, in chunks, so no process holds
+/// a whole PM body in memory. `chunked` bodies keep their bytes in `raw_chunks` (the `body`
+/// column is empty); `complete = 0` marks one still arriving, or cut off by a crash or a
+/// dropped connection (its bytes are real: what parses in them is committed).
+const V4: &str = r#"
+CREATE TABLE raw_chunks (
+    raw_id INTEGER NOT NULL,
+    seq    INTEGER NOT NULL,
+    data   BLOB    NOT NULL,
+    PRIMARY KEY (raw_id, seq)
+);
+ALTER TABLE raw_bodies ADD COLUMN chunked INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE raw_bodies ADD COLUMN complete INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE raw_bodies ADD COLUMN len INTEGER;
+"#;
 
 /// Version 3: per-event retries and endpoint health of sinks that retry each event on its own
 /// schedule (webhooks). A retry row carries its event, so outbox compaction never loses it.

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{JournalError, Scope, UnwritableKind};
+use crate::{JournalError, RawId, Scope, UnwritableKind};
 
 /// Spool directories, tried in order: next to the journal first, then the configured fallback.
 #[derive(Debug, Clone)]
@@ -44,7 +44,13 @@ struct Header {
     endpoint: String,
     http_status: u16,
     received_at_ms: i64,
-    len: u64,
+    /// Absent in a body streamed into the spool: its length is the file's, since only a
+    /// complete file is renamed into place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    len: Option<u64>,
+    /// A partial copy of this body in the journal, deleted when this one is ingested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    supersedes: Option<i64>,
 }
 
 const SUFFIX: &str = "spool";
@@ -83,7 +89,8 @@ impl Spool {
             endpoint: endpoint.to_string(),
             http_status,
             received_at_ms,
-            len: body.len() as u64,
+            len: Some(body.len() as u64),
+            supersedes: None,
         };
         let mut line = serde_json::to_vec(&header)
             .map_err(|e| JournalError::Corrupt(format!("spool header: {e}")))?;
@@ -109,6 +116,49 @@ impl Spool {
         })))
     }
 
+    /// Start spooling a body that arrives in parts (a drain the journal stopped taking midway);
+    /// `supersedes` is the partial copy already in the journal. Nothing counts as spooled until
+    /// [`SpoolWriter::finish`].
+    pub fn begin(
+        &self,
+        scope: &Scope,
+        endpoint: &str,
+        http_status: u16,
+        supersedes: Option<RawId>,
+    ) -> Result<SpoolWriter, JournalError> {
+        let received_at_ms = crate::now_ms();
+        let header = Header {
+            v: 2,
+            environment: scope.environment.clone(),
+            account: scope.account.clone(),
+            endpoint: endpoint.to_string(),
+            http_status,
+            received_at_ms,
+            len: None,
+            supersedes: supersedes.map(|r| r.0),
+        };
+        let mut line = serde_json::to_vec(&header)
+            .map_err(|e| JournalError::Corrupt(format!("spool header: {e}")))?;
+        line.push(b'\n');
+        let name = format!(
+            "{received_at_ms:013}-{}-{:06}.{SUFFIX}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut w = SpoolWriter {
+            dirs: self.dirs.clone(),
+            next_dir: 0,
+            name,
+            header: line,
+            file: None,
+            holding: None,
+            written: 0,
+            dir: PathBuf::new(),
+        };
+        w.open_next().map_err(JournalError::from_io)?;
+        Ok(w)
+    }
+
     /// Spooled bodies (of `scope`, or all), oldest first. Unreadable files are logged and
     /// skipped, never deleted.
     pub fn pending(&self, scope: Option<&Scope>) -> Vec<SpoolEntry> {
@@ -122,14 +172,19 @@ impl Spool {
             names.sort();
             for path in names {
                 match read_header(&path) {
-                    Ok((h, _)) => {
+                    Ok((h, offset)) => {
+                        let len = h.len.unwrap_or_else(|| {
+                            fs::metadata(&path)
+                                .map(|m| m.len().saturating_sub(offset))
+                                .unwrap_or(0)
+                        });
                         let s = Scope::new(h.environment, h.account);
                         if scope.is_none_or(|want| *want == s) {
                             out.push(SpoolEntry {
                                 path,
                                 scope: s,
                                 endpoint: h.endpoint,
-                                len: h.len,
+                                len,
                             });
                         }
                     }
@@ -153,19 +208,21 @@ impl Spool {
     ) -> Result<usize, JournalError> {
         let mut n = 0;
         for entry in self.pending(scope) {
-            let (h, body) = read_file(&entry.path).map_err(JournalError::from_io)?;
-            journal.record_raw_at(
+            // Streamed from the file into journal chunks: a spooled body may exceed memory.
+            let (h, mut body) = open_body(&entry.path).map_err(JournalError::from_io)?;
+            journal.record_raw_from(
                 &entry.scope,
                 &h.endpoint,
                 h.http_status,
-                &body,
+                &mut body,
                 h.received_at_ms,
+                h.supersedes.map(RawId),
             )?;
             fs::remove_file(&entry.path).map_err(JournalError::from_io)?;
             if let Some(dir) = entry.path.parent() {
                 let _ = File::open(dir).and_then(|d| d.sync_all());
             }
-            tracing::warn!(path = %entry.path.display(), account = %entry.scope.account, bytes = body.len(), "ingested a spooled PM body into the journal");
+            tracing::warn!(path = %entry.path.display(), account = %entry.scope.account, bytes = entry.len, "ingested a spooled PM body into the journal");
             n += 1;
         }
         Ok(n)
@@ -203,19 +260,167 @@ fn read_header(path: &Path) -> std::io::Result<(Header, u64)> {
     Err(std::io::Error::other("spool file has no header line"))
 }
 
-fn read_file(path: &Path) -> std::io::Result<(Header, Vec<u8>)> {
+/// The header and a reader positioned at the body, its length checked against the header's.
+fn open_body(path: &Path) -> std::io::Result<(Header, std::io::BufReader<File>)> {
+    use std::io::{Seek, SeekFrom};
     let (h, offset) = read_header(path)?;
-    let all = fs::read(path)?;
-    let body = all.get(offset as usize..).unwrap_or_default().to_vec();
-    if body.len() as u64 != h.len {
+    let mut f = File::open(path)?;
+    let body_len = f.metadata()?.len().saturating_sub(offset);
+    if let Some(len) = h.len.filter(|l| *l != body_len) {
         return Err(std::io::Error::other(format!(
-            "spool file {} holds {} bytes, its header says {}",
+            "spool file {} holds {body_len} bytes, its header says {len}",
             path.display(),
-            body.len(),
-            h.len
         )));
     }
-    Ok((h, body))
+    f.seek(SeekFrom::Start(offset))?;
+    Ok((h, std::io::BufReader::with_capacity(64 * 1024, f)))
+}
+
+/// A body being spooled as it arrives (see [`Spool::begin`]). When a directory stops taking
+/// writes midway, what it took is copied to the next one and writing goes on there.
+pub struct SpoolWriter {
+    dirs: Vec<PathBuf>,
+    next_dir: usize,
+    name: String,
+    header: Vec<u8>,
+    file: Option<File>,
+    /// The temporary file that holds what was written so far.
+    holding: Option<PathBuf>,
+    /// Bytes of it that count (header included): a write that failed midway left more.
+    written: u64,
+    dir: PathBuf,
+}
+
+impl SpoolWriter {
+    fn tmp(&self) -> PathBuf {
+        self.dir.join(format!("{}.tmp", self.name))
+    }
+
+    /// Open the next directory's temporary file, carrying over what [`Self::holding`] holds.
+    fn open_next(&mut self) -> std::io::Result<()> {
+        let mut last = None;
+        self.file = None;
+        while self.next_dir < self.dirs.len() {
+            self.dir = self.dirs[self.next_dir].clone();
+            self.next_dir += 1;
+            let tmp = self.tmp();
+            let opened = (|| {
+                fs::create_dir_all(&self.dir)?;
+                let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+                match &self.holding {
+                    Some(old) => {
+                        let copied =
+                            std::io::copy(&mut File::open(old)?.take(self.written), &mut f)?;
+                        if copied != self.written {
+                            return Err(std::io::Error::other("spooled part shorter than written"));
+                        }
+                    }
+                    None => {
+                        f.write_all(&self.header)?;
+                        self.written = self.header.len() as u64;
+                    }
+                }
+                Ok::<File, std::io::Error>(f)
+            })();
+            match opened {
+                Ok(f) => {
+                    self.file = Some(f);
+                    if let Some(old) = self.holding.replace(tmp) {
+                        let _ = fs::remove_file(old);
+                    }
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::error!(dir = %self.dir.display(), error = %e, "cannot spool a drained PM body here");
+                    let _ = fs::remove_file(&tmp);
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no spool directory configured")))
+    }
+
+    /// Append bytes; moves to the next directory when this one fails. An error means no
+    /// directory takes it ([`SpoolWriter::take_bytes`] gets back what was written).
+    pub fn write(&mut self, data: &[u8]) -> Result<(), JournalError> {
+        loop {
+            let Some(f) = self.file.as_mut() else {
+                return Err(JournalError::from_io(std::io::Error::other(
+                    "no spool directory takes the body",
+                )));
+            };
+            match f.write_all(data) {
+                Ok(()) => {
+                    self.written += data.len() as u64;
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::error!(dir = %self.dir.display(), error = %e, "spool directory stopped taking the body: moving to the next");
+                    self.open_next().map_err(JournalError::from_io)?;
+                }
+            }
+        }
+    }
+
+    /// Make the body durable: fsync, rename into place, fsync the directory. `Ok` means it is
+    /// on disk and will be ingested; an error means no directory takes it
+    /// ([`SpoolWriter::take_bytes`] gets back what was written).
+    pub fn finish(&mut self) -> Result<PathBuf, JournalError> {
+        loop {
+            let Some(f) = self.file.take() else {
+                return Err(JournalError::from_io(std::io::Error::other(
+                    "no spool directory takes the body",
+                )));
+            };
+            let done = (|| {
+                f.set_len(self.written)?;
+                f.sync_all()?;
+                drop(f);
+                let path = self.dir.join(&self.name);
+                fs::rename(self.tmp(), &path)?;
+                File::open(&self.dir)?.sync_all()?;
+                Ok::<PathBuf, std::io::Error>(path)
+            })();
+            match done {
+                Ok(p) => {
+                    self.holding = None;
+                    return Ok(p);
+                }
+                Err(e) => {
+                    tracing::error!(dir = %self.dir.display(), error = %e, "cannot make a spooled body durable here: moving to the next");
+                    self.open_next().map_err(JournalError::from_io)?;
+                }
+            }
+        }
+    }
+
+    /// The body bytes written so far, read back, and the temporary file removed: the last
+    /// resort when no directory takes the body.
+    pub fn take_bytes(mut self) -> Result<Vec<u8>, JournalError> {
+        self.file = None;
+        let Some(path) = self.holding.take() else {
+            return Ok(Vec::new());
+        };
+        let mut all = Vec::new();
+        File::open(&path)
+            .and_then(|f| f.take(self.written).read_to_end(&mut all))
+            .map_err(JournalError::from_io)?;
+        let _ = fs::remove_file(&path);
+        let body = match all.iter().position(|b| *b == b'\n') {
+            Some(i) => all[i + 1..].to_vec(),
+            None => Vec::new(),
+        };
+        Ok(body)
+    }
+}
+
+impl Drop for SpoolWriter {
+    fn drop(&mut self) {
+        // Unfinished: nothing was promised, leave no half file to be ingested.
+        if let Some(path) = self.holding.take() {
+            let _ = fs::remove_file(path);
+        }
+    }
 }
 
 /// Free bytes for unprivileged writers on the filesystem holding `path` (or its nearest

@@ -25,6 +25,7 @@ mod pending;
 mod request;
 mod response;
 mod salvage;
+mod stream;
 mod time;
 
 pub use customer::{CustomFieldValues, Customer};
@@ -41,4 +42,5 @@ pub use response::{
     PmErrorDetail, Response, ResponseErrors, ResponseStatus, ResponseWarnings, Warning,
 };
 pub use salvage::{parse_notifications_salvaging, BadFragment, SalvagedList};
+pub use stream::{ListItem, NotAList, NotificationStream, MAX_BAD_PART};
 pub use time::{parse_pm_datetime, TimeError};

@@ -162,7 +162,7 @@ fn pos(reader: &quick_xml::Reader<&[u8]>) -> usize {
 
 /// Parse one `<notification>` element inside a copy of the original root start tag, so that
 /// namespace declarations on the root still apply.
-fn parse_fragment(
+pub(crate) fn parse_fragment(
     root_open: &[u8],
     root_name: &[u8],
     fragment: &[u8],

@@ -4,10 +4,13 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use espm_client::RawBody;
+use bytes::{Bytes, BytesMut};
+use espm_client::{BodyStream, ClientError};
 use espm_events::{event_time, notification_event, quarantine_event, BodyQuarantinedData, Origin};
-use espm_journal::{Journal, NotificationEntry, QuarantineOutcome, RawId, Scope, StoredBody};
-use espm_model::{parse_notifications_salvaging, Notification};
+use espm_journal::{
+    Journal, JournalError, NotificationEntry, QuarantineOutcome, RawId, Scope, SpoolWriter,
+};
+use espm_model::{ListItem, Notification, NotificationStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::{DrainMode, PollError, Poller, PollerStatus};
@@ -19,6 +22,17 @@ const FRAGMENT: &str = "#notification";
 
 /// Notifications committed per journal transaction.
 const COMMIT_PART: usize = 2000;
+
+/// A body is journalled in parts of about this size as it arrives: memory holds one part.
+const PART_BYTES: usize = 1024 * 1024;
+
+/// A body journalled as it arrived.
+struct Received {
+    id: RawId,
+    len: u64,
+    /// The transfer broke off after these bytes (PM already handed them out).
+    cut: Option<ClientError>,
+}
 
 /// A body takes about this many times its size in the journal while it is committed (the row,
 /// the WAL copy, the parsed notifications and their events).
@@ -39,6 +53,17 @@ pub struct DrainOutcome {
     pub recovered: usize,
     /// Spooled bodies moved into the journal.
     pub unspooled: usize,
+}
+
+impl DrainOutcome {
+    fn add(&mut self, o: &DrainOutcome) {
+        self.received += o.received;
+        self.new_notifications += o.new_notifications;
+        self.new_events += o.new_events;
+        self.quarantined += o.quarantined;
+        self.recovered += o.recovered;
+        self.unspooled += o.unspooled;
+    }
 }
 
 /// What one parse-and-commit of a journalled body found.
@@ -132,7 +157,7 @@ impl Poller {
         Ok(res?)
     }
 
-    /// One GET, journalled and committed.
+    /// One GET, journalled as it arrives and committed from the journal as a stream.
     async fn fetch_and_commit(
         &self,
         clear: bool,
@@ -145,54 +170,293 @@ impl Poller {
             "notification/list?clear=false"
         };
         let account = self.account().to_string();
-        let _holding = clear.then(|| HoldingBody::new(&self.status));
-        let raw = match self.client.notifications_raw(clear).await {
-            Ok(raw) => raw,
+        let holding = clear.then(|| HoldingBody::new(&self.status));
+        let mut stream = match self.client.notifications_stream(clear).await {
+            Ok(s) => s,
             Err(e) => {
-                // A body cut off mid-transfer after PM committed the read: keep what arrived.
-                if let Some(partial) = e.partial_body() {
-                    if !partial.is_empty() {
-                        // Its complete notifications are real: salvage them, quarantine the tail.
-                        let bytes = partial.to_vec();
-                        let id = self
-                            .keep_body(endpoint, 200, bytes.clone(), clear, shutdown)
-                            .await?;
-                        self.committer()
-                            .process(endpoint, id, &bytes, clear, out)
-                            .await?;
-                    }
-                }
-                let outcome = match e.status() {
-                    Some(s) if (400..500).contains(&s) => "http_4xx",
-                    Some(_) => "http_5xx",
-                    None => "transport",
-                };
-                metrics::counter!("espm_bridge_polls_total", "account" => account, "endpoint" => ENDPOINT, "outcome" => outcome).increment(1);
+                self.count_failed_poll(&e);
                 return Err(e.into());
             }
         };
-        let RawBody { status, bytes, .. } = raw;
-        let len = bytes.len() as u64;
+        let received = self.receive(endpoint, &mut stream, clear, shutdown).await?;
+        drop(holding);
         if clear {
-            self.status.last_clear_len.store(len, Ordering::Relaxed);
+            self.status
+                .last_clear_len
+                .store(received.len, Ordering::Relaxed);
         } else {
-            self.status.last_peek_len(len);
+            self.status.last_peek_len(received.len);
         }
-        let raw_id = self
-            .keep_body(endpoint, status, bytes.to_vec(), clear, shutdown)
-            .await?;
-        drop(_holding);
         metrics::gauge!("espm_bridge_last_poll_timestamp_seconds", "account" => account.clone())
             .set(chrono::Utc::now().timestamp() as f64);
+        // A body cut off mid-transfer after PM committed the read: its complete notifications
+        // are real and committed, the tail quarantined.
         let processed = self
             .committer()
-            .process(endpoint, raw_id, &bytes, clear, out)
+            .process_journalled(received.id, endpoint.to_string(), clear, out)
             .await;
         if processed.is_err() {
             // Journalled but not committed: stranded until the next drain's catch-up.
             self.status.stranded.fetch_add(1, Ordering::Relaxed);
         }
-        processed
+        let processed = processed?;
+        if let Some(e) = received.cut {
+            self.count_failed_poll(&e);
+            return Err(e.into());
+        }
+        Ok(processed)
+    }
+
+    fn count_failed_poll(&self, e: &ClientError) {
+        let outcome = match e.status() {
+            Some(s) if (400..500).contains(&s) => "http_4xx",
+            Some(_) => "http_5xx",
+            None => "transport",
+        };
+        metrics::counter!("espm_bridge_polls_total", "account" => self.account().to_string(), "endpoint" => ENDPOINT, "outcome" => outcome).increment(1);
+    }
+
+    /// Journal a body as it arrives, in parts of [`PART_BYTES`], each on disk before the next is
+    /// read. When the journal stops taking a `clear=true` body midway, the body (what the journal
+    /// took, then the rest as it arrives) goes to the spool; if the spool fails too, it is held in
+    /// memory as the last resort ([`Poller::keep_body`]).
+    async fn receive(
+        &self,
+        endpoint: &str,
+        stream: &mut BodyStream,
+        clear: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<Received, PollError> {
+        let status = stream.status;
+        let mut raw: Option<RawId> = None;
+        let mut seq = 0i64;
+        let mut len = 0u64;
+        let mut part = BytesMut::new();
+        let mut cut = None;
+        let mut failed: Option<JournalError> = None;
+        loop {
+            let next = stream.chunk().await;
+            let end = match next {
+                Ok(Some(c)) => {
+                    len += c.len() as u64;
+                    part.extend_from_slice(&c);
+                    false
+                }
+                Ok(None) => true,
+                Err(e) => {
+                    cut = Some(e);
+                    true
+                }
+            };
+            if part.len() >= PART_BYTES || (end && (raw.is_none() || !part.is_empty())) {
+                let data = part.split().freeze();
+                let scope = self.cfg.scope.clone();
+                let ep = endpoint.to_string();
+                let d = data.clone();
+                let res = match raw {
+                    None => {
+                        self.journal
+                            .call(move |j| j.begin_raw(&scope, &ep, status, &d))
+                            .await
+                    }
+                    Some(id) => {
+                        let s = seq;
+                        self.journal
+                            .call(move |j| j.append_raw(id, s, &d).map(|()| id))
+                            .await
+                    }
+                };
+                match res {
+                    Ok(id) => {
+                        raw = Some(id);
+                        seq += 1;
+                    }
+                    Err(e) => {
+                        // Not stored: `data` goes to the spool.
+                        failed = Some(e);
+                        return self
+                            .spool_rest(
+                                endpoint, status, raw, data, stream, clear, shutdown, failed,
+                            )
+                            .await;
+                    }
+                }
+            }
+            if end {
+                break;
+            }
+        }
+        let Some(id) = raw else {
+            return Err(PollError::Journal(failed.unwrap_or(JournalError::Corrupt(
+                "a received body was never journalled".into(),
+            ))));
+        };
+        if cut.is_none() {
+            self.journal.call(move |j| j.finish_raw(id)).await?;
+        }
+        Ok(Received { id, len, cut })
+    }
+
+    /// The journal refused part of a body: a peek returns the error; a `clear=true` body (the
+    /// only copy) goes to the spool whole: the parts the journal took, `data`, then the rest.
+    #[allow(clippy::too_many_arguments)]
+    async fn spool_rest(
+        &self,
+        endpoint: &str,
+        status: u16,
+        partial: Option<RawId>,
+        data: Bytes,
+        stream: &mut BodyStream,
+        clear: bool,
+        shutdown: &CancellationToken,
+        failed: Option<JournalError>,
+    ) -> Result<Received, PollError> {
+        let journal_err =
+            failed.unwrap_or_else(|| JournalError::Corrupt("journal refused a body".into()));
+        if !clear {
+            return Err(journal_err.into());
+        }
+        tracing::error!(account = %self.account(), error = %journal_err,
+            "CANNOT JOURNAL a drained PM body (the only copy): spooling it");
+        let spool = self.cfg.spool.clone();
+        let scope = self.cfg.scope.clone();
+        let ep = endpoint.to_string();
+        let journal = self.journal.clone();
+        let first = data.clone();
+        // What the journal took, copied to the spool file first (read back chunk by chunk).
+        let begun = tokio::task::spawn_blocking(move || {
+            let mut w = spool.begin(&scope, &ep, status, partial)?;
+            if let Some(id) = partial {
+                let mut r = journal.raw_reader(id);
+                loop {
+                    let chunk = std::io::BufRead::fill_buf(&mut r).map_err(|e| {
+                        JournalError::Corrupt(format!("reading back a partial body: {e}"))
+                    })?;
+                    if chunk.is_empty() {
+                        break;
+                    }
+                    let n = chunk.len();
+                    w.write(chunk)?;
+                    std::io::BufRead::consume(&mut r, n);
+                }
+            }
+            w.write(&first)?;
+            Ok::<_, JournalError>(w)
+        })
+        .await
+        .map_err(|e| JournalError::Task(e.to_string()))
+        .and_then(|r| r);
+        // The last resort when no spool directory takes it: memory (and stderr on shutdown).
+        let whole_from_journal = |extra: &[u8]| {
+            let journal = self.journal.clone();
+            let mut tail = extra.to_vec();
+            async move {
+                let mut all = match partial {
+                    Some(id) => journal
+                        .call(move |j| j.raw_body(id))
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                all.append(&mut tail);
+                all
+            }
+        };
+        let (mut writer, mut held) = match begun {
+            Ok(w) => (Some(w), None),
+            Err(e) => {
+                tracing::error!(account = %self.account(), error = %e, "CANNOT SPOOL a drained PM body either: holding it in memory");
+                (None, Some(whole_from_journal(&data).await))
+            }
+        };
+        loop {
+            match stream.chunk().await {
+                Ok(Some(c)) => {
+                    if let Some(mut w) = writer.take() {
+                        match w.write(&c) {
+                            Ok(()) => writer = Some(w),
+                            Err(e) => {
+                                tracing::error!(account = %self.account(), error = %e, "spool stopped taking the body: holding it in memory");
+                                held = Some(self.unspool(w, partial, &data).await);
+                            }
+                        }
+                    }
+                    if let Some(h) = held.as_mut() {
+                        h.extend_from_slice(&c);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(account = %self.account(), error = %e, "the drained body broke off while being spooled: keeping what arrived");
+                    break;
+                }
+            }
+        }
+        if let Some(mut w) = writer {
+            let (finished, w) = tokio::task::spawn_blocking(move || (w.finish(), w))
+                .await
+                .map_err(|e| JournalError::Task(e.to_string()))?;
+            match finished {
+                Ok(path) => {
+                    self.status.spooled.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!("espm_bridge_bodies_spooled_total", "account" => self.account().to_string()).increment(1);
+                    tracing::error!(account = %self.account(), path = %path.display(), "drained PM body spooled; it is journalled as soon as the journal takes writes");
+                    return Err(PollError::Spooled {
+                        journal: journal_err,
+                        path: path.display().to_string(),
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(account = %self.account(), error = %e, "CANNOT SPOOL a drained PM body either: holding it in memory");
+                    held = Some(self.unspool(w, partial, &data).await);
+                }
+            }
+        }
+        let bytes = held.unwrap_or_default();
+        let id = self
+            .keep_body(endpoint, status, bytes, clear, shutdown)
+            .await?;
+        if let Some(old) = partial {
+            // The whole copy is journalled: the partial one would only add duplicates.
+            if let Err(e) = self.journal.call(move |j| j.discard_partial_raw(old)).await {
+                tracing::warn!(account = %self.account(), error = %e, raw_id = %old, "could not discard a partial copy of a journalled body: its notifications may be delivered twice");
+            }
+        }
+        let len = self
+            .journal
+            .call(move |j| j.raw_info(id))
+            .await?
+            .map_or(0, |i| i.len);
+        Ok(Received { id, len, cut: None })
+    }
+
+    /// Everything a failed spool writer holds, read back: the whole body so far. If the file
+    /// cannot be read, the journal's partial copy and `data` are what is left.
+    async fn unspool(&self, w: SpoolWriter, partial: Option<RawId>, data: &[u8]) -> Vec<u8> {
+        let taken = tokio::task::spawn_blocking(move || w.take_bytes())
+            .await
+            .map_err(|e| JournalError::Task(e.to_string()))
+            .and_then(|r| r);
+        match taken {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(account = %self.account(), error = %e, "cannot read back the spooled part: keeping what the journal took");
+                let mut all = match partial {
+                    Some(id) => self
+                        .journal
+                        .call(move |j| j.raw_body(id))
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                all.extend_from_slice(data);
+                all
+            }
+        }
     }
 
     /// Finish what a failure or a crash interrupted: notification bodies that were journalled
@@ -209,12 +473,16 @@ impl Poller {
         self.status.stranded.store(ids.len(), Ordering::Relaxed);
         let mut recovered = 0;
         for id in ids {
-            let body = self.journal.call(move |j| j.stored_body(id)).await?;
-            let Some(body) = body else { continue };
-            if body.endpoint.starts_with("notification/list") {
+            // Where it came from only: the bytes are read as a stream.
+            let info = self.journal.call(move |j| j.raw_info(id)).await?;
+            let Some(info) = info else { continue };
+            if info.endpoint.starts_with("notification/list") {
                 let mut out = DrainOutcome::default();
-                let p = self.committer().process_stored(&body, &mut out).await?;
-                tracing::warn!(account = %self.account(), raw_id = %body.id, notifications = p.notifications, "recovered a journalled body left unprocessed by a crash or a failed commit");
+                let p = self
+                    .committer()
+                    .process_stored(info.id, &info.endpoint, &mut out)
+                    .await?;
+                tracing::warn!(account = %self.account(), raw_id = %info.id, complete = info.complete, notifications = p.notifications, "recovered a journalled body left unprocessed by a crash or a failed commit");
                 metrics::counter!("espm_bridge_bodies_recovered_total", "account" => self.account().to_string()).increment(1);
                 recovered += 1;
             } else {
@@ -395,6 +663,7 @@ fn base64_encode(bytes: &[u8]) -> String {
 
 /// Parses journalled notification bodies and commits them: the poller's path, recovery's, and
 /// `journal reprocess`'s.
+#[derive(Clone)]
 struct Committer {
     journal: Journal,
     scope: Scope,
@@ -406,11 +675,21 @@ struct Committer {
 impl Committer {
     async fn process_stored(
         &self,
-        body: &StoredBody,
+        id: RawId,
+        endpoint: &str,
         out: &mut DrainOutcome,
     ) -> Result<Processed, PollError> {
-        let clear = body.endpoint.contains("clear=true");
-        if body.endpoint.ends_with(FRAGMENT) {
+        let clear = endpoint.contains("clear=true");
+        if endpoint.ends_with(FRAGMENT) {
+            // A fragment is one element: small enough to read whole.
+            let body = self.journal.call(move |j| j.stored_body(id)).await?;
+            let Some(body) = body else {
+                return Err(JournalError::NotFound {
+                    what: "raw body",
+                    id: id.0,
+                }
+                .into());
+            };
             // One `<notification>` cut out of a list: read it as a list of one; if it still does
             // not parse, it goes back to quarantine as it is.
             let mut wrapped = b"<notificationList>".to_vec();
@@ -418,10 +697,20 @@ impl Committer {
             wrapped.extend_from_slice(b"</notificationList>");
             return match espm_model::parse::<espm_model::NotificationList>(&wrapped) {
                 Ok(list) => {
-                    self.commit_parts(body.id, &list.notifications, true, out)
+                    let c = self.clone();
+                    let id = body.id;
+                    let n = list.notifications.len();
+                    let delta = self
+                        .journal
+                        .call(move |j| {
+                            let mut d = DrainOutcome::default();
+                            c.commit_part(j, id, &list.notifications, true, &mut d)?;
+                            Ok(d)
+                        })
                         .await?;
+                    out.add(&delta);
                     Ok(Processed {
-                        notifications: list.notifications.len(),
+                        notifications: n,
                         bad: 0,
                     })
                 }
@@ -435,150 +724,165 @@ impl Committer {
                 }
             };
         }
-        self.process(&body.endpoint, body.id, &body.body, clear, out)
+        self.process_journalled(id, endpoint.to_string(), clear, out)
             .await
     }
 
-    /// Parse a journalled notification body and commit it: good notifications in parts of
-    /// [`COMMIT_PART`] (sinks start on a huge drain before all of it is stored), each bad part
-    /// quarantined with its bytes and event. The raw body is marked processed only with the last
-    /// part; a crash before that leaves it to [`Poller::recover`], and every step is idempotent.
-    async fn process(
+    /// Parse a journalled notification body as a stream and commit it: good notifications in
+    /// parts of [`COMMIT_PART`] (sinks start on a huge drain before all of it is stored), each bad
+    /// part quarantined with its bytes and event as it comes. Memory holds one part, never the
+    /// body. The raw body is marked processed only with the last part; a crash before that
+    /// leaves it to [`Poller::recover`], and every step is idempotent.
+    async fn process_journalled(
         &self,
-        endpoint: &str,
         raw_id: RawId,
-        bytes: &[u8],
+        endpoint: String,
         clear: bool,
         out: &mut DrainOutcome,
     ) -> Result<Processed, PollError> {
-        let account = self.scope.account.clone();
-        let salvaged = match parse_notifications_salvaging(bytes) {
-            Ok(s) => s,
-            Err(e) => {
-                metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => ENDPOINT, "outcome" => "parse_error").increment(1);
-                tracing::error!(account = %account, raw_id = %raw_id, error = %e, "PM notification body does not parse: quarantined");
-                self.quarantine(endpoint, raw_id, &e.to_string()).await?;
-                out.quarantined += 1;
-                self.set_parse_failing(true);
-                return Ok(Processed {
-                    notifications: 0,
-                    bad: 1,
-                });
-            }
-        };
-        let whole_is_bad = salvaged.bad.iter().any(|b| b.range == (0..bytes.len()));
-        let mut bad = 0;
-        if !salvaged.is_clean() {
-            metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => ENDPOINT, "outcome" => "parse_error").increment(1);
-        } else {
-            metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => ENDPOINT, "outcome" => "ok").increment(1);
-        }
-        // Bad parts first: the body is marked parsed only after all of them are safe.
-        for fragment in salvaged.bad.iter().filter(|b| b.range != (0..bytes.len())) {
-            let part = bytes[fragment.range.clone()].to_vec();
-            let error = fragment.error.clone();
-            let ep = format!("{}{FRAGMENT}", endpoint.trim_end_matches(FRAGMENT));
-            let origin = self.origin.clone();
-            let outcome = self
-                .journal
-                .call(move |j| {
-                    j.quarantine_fragment(raw_id, &ep, &part, &error, |id, digest| {
-                        quarantine_event(
-                            &origin,
-                            &BodyQuarantinedData {
-                                endpoint: ep.clone(),
-                                raw_id: id.0,
-                                sha256: digest.to_string(),
-                                fragment_of: Some(raw_id.0),
-                                error: error.clone(),
-                                received_at: event_time(chrono::Utc::now()),
-                            },
-                        )
-                    })
-                })
-                .await?;
-            tracing::error!(account = %account, raw_id = %raw_id, error = %fragment.error, outcome = ?outcome, "one part of a PM notification body does not parse: quarantined, the rest goes on");
-            self.counted_quarantine(outcome);
-            out.quarantined += 1;
-            bad += 1;
-        }
-        let n = salvaged.notifications.len();
-        let (new, duplicates) = self
-            .commit_parts(raw_id, &salvaged.notifications, !whole_is_bad, out)
+        let c = self.clone();
+        let (p, delta) = self
+            .journal
+            .call(move |j| c.process_blocking(j, raw_id, &endpoint, clear))
             .await?;
-        if whole_is_bad {
-            let error = salvaged
-                .bad
-                .iter()
-                .find(|b| b.range == (0..bytes.len()))
-                .map(|b| b.error.clone())
-                .unwrap_or_default();
-            tracing::error!(account = %account, raw_id = %raw_id, error = %error, "PM notification body does not parse as a whole: quarantined (its readable notifications went on)");
-            self.quarantine(endpoint, raw_id, &error).await?;
-            out.quarantined += 1;
-            bad += 1;
+        out.add(&delta);
+        Ok(p)
+    }
+
+    fn process_blocking(
+        &self,
+        j: &Journal,
+        raw_id: RawId,
+        endpoint: &str,
+        clear: bool,
+    ) -> Result<(Processed, DrainOutcome), JournalError> {
+        let account = self.scope.account.clone();
+        let mut out = DrainOutcome::default();
+        let mut stream = NotificationStream::new(j.raw_reader(raw_id));
+        let mut part: Vec<Notification> = Vec::with_capacity(COMMIT_PART);
+        let (mut n, mut bad, mut first) = (0usize, 0usize, true);
+        loop {
+            let item = stream.next_item();
+            // A journal read that failed is not a parse error: the body stays unprocessed.
+            if let Some(e) = stream.get_ref().failed() {
+                return Err(JournalError::Corrupt(format!(
+                    "reading journalled body {raw_id}: {e}"
+                )));
+            }
+            match item {
+                Err(not_a_list) => {
+                    if !first {
+                        // Only the start can say this; never drop what follows silently.
+                        return Err(JournalError::Corrupt(format!(
+                            "journalled body {raw_id}: {not_a_list} after its start"
+                        )));
+                    }
+                    let error = not_a_list.to_string();
+                    metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => ENDPOINT, "outcome" => "parse_error").increment(1);
+                    tracing::error!(account = %account, raw_id = %raw_id, error = %error, "PM notification body does not parse: quarantined");
+                    self.quarantine_blocking(j, endpoint, raw_id, &error)?;
+                    out.quarantined += 1;
+                    self.set_parse_failing(true);
+                    return Ok((
+                        Processed {
+                            notifications: 0,
+                            bad: 1,
+                        },
+                        out,
+                    ));
+                }
+                Ok(None) => break,
+                Ok(Some(ListItem::Notification(x))) => {
+                    n += 1;
+                    part.push(x);
+                    if part.len() == COMMIT_PART {
+                        self.commit_part(j, raw_id, &part, false, &mut out)?;
+                        part.clear();
+                    }
+                }
+                Ok(Some(ListItem::Bad { bytes, error, cut })) => {
+                    let error = if cut {
+                        format!("{error} (only its first {} bytes are kept here; raw body {raw_id} has all of them)", bytes.len())
+                    } else {
+                        error
+                    };
+                    let ep = format!("{}{FRAGMENT}", endpoint.trim_end_matches(FRAGMENT));
+                    let origin = self.origin.clone();
+                    let outcome =
+                        j.quarantine_fragment(raw_id, &ep, &bytes, &error, |id, digest| {
+                            quarantine_event(
+                                &origin,
+                                &BodyQuarantinedData {
+                                    endpoint: ep.clone(),
+                                    raw_id: id.0,
+                                    sha256: digest.to_string(),
+                                    fragment_of: Some(raw_id.0),
+                                    error: error.clone(),
+                                    received_at: event_time(chrono::Utc::now()),
+                                },
+                            )
+                        })?;
+                    tracing::error!(account = %account, raw_id = %raw_id, error = %error, outcome = ?outcome, "one part of a PM notification body does not parse: quarantined, the rest goes on");
+                    self.counted_quarantine(outcome);
+                    out.quarantined += 1;
+                    bad += 1;
+                }
+            }
+            first = false;
         }
+        // The last part marks the body processed.
+        self.commit_part(j, raw_id, &part, true, &mut out)?;
+        let outcome = if bad > 0 { "parse_error" } else { "ok" };
+        metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => ENDPOINT, "outcome" => outcome).increment(1);
         self.set_parse_failing(bad > 0);
         if clear {
             metrics::counter!("espm_bridge_notifications_drained_total", "account" => account.clone()).increment(n as u64);
         }
         if n > 0 || bad > 0 {
-            tracing::info!(account = %account, clear, received = n, new, duplicates, quarantined = bad, "drained notifications");
+            tracing::info!(account = %account, clear, received = n, new = out.new_notifications, quarantined = bad, "drained notifications");
         }
-        Ok(Processed {
-            notifications: n,
-            bad,
-        })
+        Ok((
+            Processed {
+                notifications: n,
+                bad,
+            },
+            out,
+        ))
     }
 
-    async fn commit_parts(
+    /// Commit one part of a body's notifications with their events; `last` marks the body
+    /// processed.
+    fn commit_part(
         &self,
+        j: &Journal,
         raw_id: RawId,
-        notifications: &[Notification],
-        mark_parsed: bool,
+        part: &[Notification],
+        last: bool,
         out: &mut DrainOutcome,
-    ) -> Result<(usize, usize), PollError> {
-        let account = self.scope.account.clone();
-        let parts: Vec<&[Notification]> = if notifications.is_empty() {
-            vec![&[]]
-        } else {
-            notifications.chunks(COMMIT_PART).collect()
-        };
-        let last_index = parts.len() - 1;
-        let (mut new, mut duplicates) = (0, 0);
-        for (i, part) in parts.into_iter().enumerate() {
-            let mut entries = Vec::with_capacity(part.len());
-            let mut events = Vec::with_capacity(part.len());
-            for notification in part {
-                let event = notification_event(&self.origin, notification);
-                let _span = tracing::debug_span!("notification", notification_id = notification.notification_id, event_id = %event.id).entered();
-                tracing::debug!(code = %notification.notification_type_code, "normalized");
-                entries.push(NotificationEntry {
-                    notification_id: notification.notification_id,
-                    type_code: notification.notification_type_code.clone(),
-                    json: serde_json::to_value(notification).unwrap_or(serde_json::Value::Null),
-                });
-                events.push(event);
-            }
-            let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
-            let scope = self.scope.clone();
-            let last = i == last_index && mark_parsed;
-            let stats = self
-                .journal
-                .call(move |j| j.commit_notifications_part(&scope, raw_id, &entries, &events, last))
-                .await?;
-            if stats.new_events > 0 {
-                self.wake_sinks();
-            }
-            for ty in types {
-                metrics::counter!("espm_bridge_events_emitted_total", "account" => account.clone(), "type" => ty).increment(1);
-            }
-            out.new_notifications += stats.new_notifications;
-            out.new_events += stats.new_events;
-            new += stats.new_notifications;
-            duplicates += stats.duplicate_notifications;
+    ) -> Result<(), JournalError> {
+        let mut entries = Vec::with_capacity(part.len());
+        let mut events = Vec::with_capacity(part.len());
+        for notification in part {
+            let event = notification_event(&self.origin, notification);
+            let _span = tracing::debug_span!("notification", notification_id = notification.notification_id, event_id = %event.id).entered();
+            tracing::debug!(code = %notification.notification_type_code, "normalized");
+            entries.push(NotificationEntry {
+                notification_id: notification.notification_id,
+                type_code: notification.notification_type_code.clone(),
+                json: serde_json::to_value(notification).unwrap_or(serde_json::Value::Null),
+            });
+            events.push(event);
         }
-        Ok((new, duplicates))
+        let stats = j.commit_notifications_part(&self.scope, raw_id, &entries, &events, last)?;
+        if stats.new_events > 0 {
+            self.wake_sinks();
+        }
+        for e in &events {
+            metrics::counter!("espm_bridge_events_emitted_total", "account" => self.scope.account.clone(), "type" => e.ty.clone()).increment(1);
+        }
+        out.new_notifications += stats.new_notifications;
+        out.new_events += stats.new_events;
+        Ok(())
     }
 
     async fn quarantine(
@@ -587,27 +891,36 @@ impl Committer {
         raw_id: RawId,
         error: &str,
     ) -> Result<(), PollError> {
-        let origin = self.origin.clone();
+        let c = self.clone();
         let endpoint = endpoint.to_string();
-        let err = error.to_string();
-        let outcome = self
-            .journal
-            .call(move |j| {
-                j.quarantine(raw_id, &err, |id, digest| {
-                    quarantine_event(
-                        &origin,
-                        &BodyQuarantinedData {
-                            endpoint: endpoint.clone(),
-                            raw_id: id.0,
-                            sha256: digest.to_string(),
-                            fragment_of: None,
-                            error: err.clone(),
-                            received_at: event_time(chrono::Utc::now()),
-                        },
-                    )
-                })
-            })
+        let error = error.to_string();
+        self.journal
+            .call(move |j| c.quarantine_blocking(j, &endpoint, raw_id, &error))
             .await?;
+        Ok(())
+    }
+
+    fn quarantine_blocking(
+        &self,
+        j: &Journal,
+        endpoint: &str,
+        raw_id: RawId,
+        error: &str,
+    ) -> Result<(), JournalError> {
+        let origin = self.origin.clone();
+        let outcome = j.quarantine(raw_id, error, |id, digest| {
+            quarantine_event(
+                &origin,
+                &BodyQuarantinedData {
+                    endpoint: endpoint.to_string(),
+                    raw_id: id.0,
+                    sha256: digest.to_string(),
+                    fragment_of: None,
+                    error: error.to_string(),
+                    received_at: event_time(chrono::Utc::now()),
+                },
+            )
+        })?;
         self.counted_quarantine(outcome);
         Ok(())
     }
@@ -663,7 +976,9 @@ pub async fn reprocess(journal: &Journal, raw: RawId) -> Result<Reprocessed, Pol
         status: None,
     };
     let mut out = DrainOutcome::default();
-    let p = committer.process_stored(&body, &mut out).await?;
+    let p = committer
+        .process_stored(body.id, &body.endpoint, &mut out)
+        .await?;
     Ok(Reprocessed {
         notifications: p.notifications,
         new_events: out.new_events,

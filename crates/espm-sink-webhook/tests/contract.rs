@@ -174,3 +174,24 @@ async fn structured_mode_requests_verify_and_parse_with_the_reference_libraries(
         assert_same_event(p, ev);
     }
 }
+
+#[tokio::test]
+async fn binary_mode_requests_verify_and_parse_with_the_reference_libraries() {
+    let (url, got) = receiver().await;
+    let (cfg, _secrets) = config(&url, "mode = \"binary\"\n");
+    let evs = events();
+    deliver_all(&cfg, &evs).await;
+    let captured = got.lock().unwrap().clone();
+    assert_eq!(captured.len(), evs.len());
+    for (headers, _) in &captured {
+        assert!(
+            headers.contains_key("ce-id") && headers.contains_key("webhook-signature"),
+            "binary mode sends ce- attributes and a signature: {headers:?}"
+        );
+    }
+    let parsed = python_check(&captured);
+    for (p, ev) in parsed.iter().zip(&evs) {
+        assert_eq!(p["mode"], "binary");
+        assert_same_event(p, ev);
+    }
+}
