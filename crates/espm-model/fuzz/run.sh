@@ -10,8 +10,10 @@ declare -A seeds=(
   [parse_notifications]="$fx/notifications $fx/lenient $fx/bad"
   [parse_pending]="$fx/pending $fx/lenient $fx/bad"
   [normalize_document]="$fx/notifications $fx/pending $fx/lenient $fx/bad $fx/responses"
+  [salvage_notifications]="$fx/notifications $fx/lenient $fx/bad"
+  [stream_notifications]="$fx/notifications $fx/lenient $fx/bad"
 )
-for t in parse_notifications parse_pending normalize_document; do
+for t in parse_notifications parse_pending normalize_document salvage_notifications stream_notifications; do
   mkdir -p "corpus/$t"
   # shellcheck disable=SC2086 # the seed list is meant to split
   cargo fuzz run "$t" "corpus/$t" ${seeds[$t]} -- -max_total_time="$secs"
