@@ -14,6 +14,7 @@ mod server;
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    limit_malloc_arenas();
     let cli = cli::Cli::parse();
     let _logging = logging::init(cli.log_format);
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -62,3 +63,21 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         1
     }
 }
+
+/// glibc gives threads that allocate their own arenas (up to 8 per core) and keeps what they
+/// freed there, so the journal's blocking threads grew the process with the burst size
+/// (espm-load, 1M notifications: 76.5 MiB peak RSS, 56.9 MiB with two arenas). An operator's
+/// `MALLOC_ARENA_MAX` wins.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only sets an allocator parameter; called first thing in main, before
+        // any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
