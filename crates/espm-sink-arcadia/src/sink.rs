@@ -90,7 +90,7 @@ impl ArcadiaSink {
 
     fn record_failure(&self, label: String) {
         metrics::counter!(
-            "espm_bridge_sink_failures_total",
+            "espm_bridge_sink_attempt_failures_total",
             "sink" => self.name.clone(),
             "reason" => label
         )
