@@ -2,6 +2,7 @@
 //! `espm-bridge` binary (a child process) to one sink at a time, and report events/s, end-to-end
 //! latency percentiles and the bridge's peak RSS. A measuring tool, never a test.
 
+mod baseline;
 mod receivers;
 mod report;
 mod run;
@@ -81,6 +82,12 @@ struct Args {
     /// Notifications per `POST /sim/notifications` request.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     chunk: u64,
+
+    /// After the kafka run, two baselines on the same broker, side by side: a bare idempotent
+    /// producer sending records of the same size, and a naive bridge (clear=true, parse,
+    /// produce; no journal). Prints the bridge's ratio to each.
+    #[arg(long)]
+    baselines: bool,
 
     /// Keep every run's directory (bridge config, JSON log, journal, file sink output), not only
     /// those of incomplete runs.
@@ -229,6 +236,17 @@ async fn real_main(args: Args) -> anyhow::Result<bool> {
             _ => None,
         };
         let outcome = run::run(&settings, kind, brokers.as_deref()).await;
+        if let (true, Some(b), Ok(r)) = (args.baselines, brokers.as_deref(), &outcome) {
+            if kind == SinkKind::Kafka {
+                match kafka_baselines(b, &settings, r.events_per_s).await {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => {
+                        all_ok = false;
+                        println!("baselines kafka FAILED: {e:#}");
+                    }
+                }
+            }
+        }
         drop(broker);
         match outcome {
             Ok(r) => {
@@ -247,6 +265,24 @@ async fn real_main(args: Args) -> anyhow::Result<bool> {
         print!("{}", report::markdown(&results));
     }
     Ok(all_ok)
+}
+
+/// The naive bridge, then the bare producer with the naive bridge's mean record size.
+async fn kafka_baselines(
+    brokers: &str,
+    settings: &run::Settings,
+    bridge_per_s: f64,
+) -> anyhow::Result<String> {
+    eprintln!("espm-load: kafka baselines on the same broker");
+    let (naive, size) =
+        baseline::naive_bridge(brokers, settings.notifications, settings.chunk).await?;
+    let raw = baseline::raw_producer(brokers, settings.notifications, size).await?;
+    Ok(format!(
+        "baselines kafka: bridge={bridge_per_s:.0}/s naive_bridge={naive:.0}/s \
+         raw_producer={raw:.0}/s (records of {size} bytes) bridge/naive={:.2} bridge/raw={:.2}",
+        bridge_per_s / naive.max(1e-9),
+        bridge_per_s / raw.max(1e-9)
+    ))
 }
 
 /// Start tansu off the async threads (the harness sleeps while it waits for the port) and turn

@@ -17,14 +17,15 @@ use crate::receivers::{self, now_us, Recorder};
 use crate::report::{percentile, RunResult};
 use crate::SinkKind;
 
-const PM_USER: &str = "load";
-const PM_PASSWORD: &str = "load-password";
+pub(crate) const PM_USER: &str = "load";
+pub(crate) const PM_PASSWORD: &str = "load-password";
 const PASSWORD_ENV: &str = "ESPM_LOAD_PM_PASSWORD";
 const WHSEC_ENV: &str = "ESPM_LOAD_WHSEC";
 /// A throw-away signing secret for the loopback receiver (not a credential of anything).
 const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const KAFKA_PARTITIONS: i32 = 3;
-const NOTIFICATION_TYPES: [&str; 4] = ["UNSHARE", "SHAREUPDATE", "DISCONNECT", "TRANSFERPROPERTY"];
+pub(crate) const NOTIFICATION_TYPES: [&str; 4] =
+    ["UNSHARE", "SHAREUPDATE", "DISCONNECT", "TRANSFERPROPERTY"];
 
 /// What every run shares.
 pub struct Settings {
@@ -63,7 +64,7 @@ enum Prepared {
     },
 }
 
-fn unique_suffix() -> String {
+pub(crate) fn unique_suffix() -> String {
     format!(
         "{}-{}",
         std::process::id(),
@@ -134,7 +135,7 @@ async fn prepare(
     })
 }
 
-async fn create_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
+pub(crate) async fn create_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()
