@@ -603,6 +603,28 @@ impl PmClient {
     /// with jittered exponential backoff, a larger `Retry-After` wins; other errors return at once.
     /// A failure after part of the body arrived is never retried (see [`ClientError::partial_body`]).
     async fn execute(&self, call: Call) -> Result<RawBody, ClientError> {
+        self.with_retries(&call, |c| self.attempt(c)).await
+    }
+
+    /// [`PmClient::execute`] for a body read as it arrives: retries happen until PM answers
+    /// 2xx; from then on the caller reads the body, and nothing is retried (for `clear=true`,
+    /// PM has already handed the notifications out).
+    async fn execute_stream(&self, call: Call) -> Result<BodyStream, ClientError> {
+        self.with_retries(&call, |c| self.attempt_stream(c)).await
+    }
+
+    /// Run `attempt` under the retry policy: retryable errors are retried with backoff (a longer
+    /// Retry-After wins) within the budget; a non-idempotent call only when PM certainly did not
+    /// act on it.
+    async fn with_retries<'a, T, F, Fut>(
+        &self,
+        call: &'a Call,
+        attempt: F,
+    ) -> Result<T, ClientError>
+    where
+        F: Fn(&'a Call) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
         let span = tracing::debug_span!("pm_call", endpoint = call.endpoint, method = %call.method);
         async {
             let policy = self.inner.retry;
@@ -610,8 +632,8 @@ impl PmClient {
             let started = Instant::now();
             let mut retries = 0u32;
             loop {
-                let err = match self.attempt(&call).await {
-                    Ok(raw) => return Ok(raw),
+                let err = match attempt(call).await {
+                    Ok(ok) => return Ok(ok),
                     Err(e) => e,
                 };
                 let allowed = if call.idempotent {
@@ -652,40 +674,6 @@ impl PmClient {
         }
         .instrument(span)
         .await
-    }
-
-    /// [`PmClient::execute`] for a body read as it arrives: retries happen until PM answers
-    /// 2xx; from then on the caller reads the body, and nothing is retried (for `clear=true`,
-    /// PM has already handed the notifications out).
-    async fn execute_stream(&self, call: Call) -> Result<BodyStream, ClientError> {
-        let policy = self.inner.retry;
-        let mut backoff = policy.backoff();
-        let started = Instant::now();
-        let mut retries = 0u32;
-        loop {
-            let err = match self.attempt_stream(&call).await {
-                Ok(s) => return Ok(s),
-                Err(e) => e,
-            };
-            if !err.is_retryable() || retries >= policy.max_retries {
-                return Err(err);
-            }
-            let Some(computed) = backoff.next_backoff() else {
-                return Err(err);
-            };
-            let mut wait = computed.min(policy.max_interval);
-            if let Some(ra) = err.retry_after() {
-                wait = wait.max(ra);
-            }
-            if started.elapsed().saturating_add(wait) > policy.max_elapsed {
-                return Err(err);
-            }
-            retries += 1;
-            let reason = err.retry_reason();
-            metrics::counter!("espm_bridge_pm_retries_total", "endpoint" => call.endpoint, "reason" => reason).increment(1);
-            tracing::warn!(error = %err, retry = retries, ?wait, reason, "PM call failed; retrying");
-            tokio::time::sleep(wait).await;
-        }
     }
 
     async fn attempt_stream(&self, call: &Call) -> Result<BodyStream, ClientError> {

@@ -8,13 +8,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use espm_events::{notification_event, Origin};
 use espm_model::NotificationList;
-use espm_sim::{SimConfig, SimServer};
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::json;
 
-use crate::run::{create_topic, unique_suffix, NOTIFICATION_TYPES, PM_PASSWORD, PM_USER};
+use crate::run::{
+    create_topic, start_sim, unique_suffix, NOTIFICATION_TYPES, PM_PASSWORD, PM_USER,
+};
 
 /// Delivery reports awaited at most this far behind the sends (pipelined, bounded).
 const IN_FLIGHT: usize = 50_000;
@@ -66,17 +67,7 @@ pub async fn naive_bridge(
     notifications: usize,
     chunk: usize,
 ) -> anyhow::Result<(f64, usize)> {
-    let sim = SimServer::start(
-        SimConfig {
-            username: PM_USER.into(),
-            password: PM_PASSWORD.into(),
-            seed: 7,
-            scenario: false,
-        },
-        "127.0.0.1:0".parse().context("listen address")?,
-    )
-    .await
-    .context("cannot start the simulator")?;
+    let sim = start_sim().await?;
     let topic = format!("espm-load-naive-{}", unique_suffix());
     create_topic(brokers, &topic).await?;
     let producer = producer(brokers)?;

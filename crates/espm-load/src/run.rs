@@ -64,6 +64,21 @@ enum Prepared {
     },
 }
 
+/// The in-process PM simulator every leg drains: empty world, no faults.
+pub(crate) async fn start_sim() -> anyhow::Result<SimServer> {
+    SimServer::start(
+        SimConfig {
+            username: PM_USER.into(),
+            password: PM_PASSWORD.into(),
+            seed: 7,
+            scenario: false,
+        },
+        "127.0.0.1:0".parse().context("listen address")?,
+    )
+    .await
+    .context("cannot start the simulator")
+}
+
 pub(crate) fn unique_suffix() -> String {
     format!(
         "{}-{}",
@@ -341,17 +356,7 @@ pub async fn run(
         .prefix(&format!("espm-load-{}-", kind.as_str()))
         .tempdir()
         .context("cannot create a temporary directory")?;
-    let sim = SimServer::start(
-        SimConfig {
-            username: PM_USER.into(),
-            password: PM_PASSWORD.into(),
-            seed: 7,
-            scenario: false,
-        },
-        "127.0.0.1:0".parse().context("listen address")?,
-    )
-    .await
-    .context("cannot start the simulator")?;
+    let sim = start_sim().await?;
     let rec = Recorder::default();
     let (prepared, sink_toml) = prepare(settings, kind, kafka_brokers, dir.path(), &rec).await?;
 

@@ -346,29 +346,11 @@ impl Poller {
         .await
         .map_err(|e| JournalError::Task(e.to_string()))
         .and_then(|r| r);
-        // The last resort when no spool directory takes it: memory (and stderr on shutdown).
-        let whole_from_journal = |extra: &[u8]| {
-            let journal = self.journal.clone();
-            let mut tail = extra.to_vec();
-            async move {
-                let mut all = match partial {
-                    Some(id) => journal
-                        .call(move |j| j.raw_body(id))
-                        .await
-                        .ok()
-                        .flatten()
-                        .unwrap_or_default(),
-                    None => Vec::new(),
-                };
-                all.append(&mut tail);
-                all
-            }
-        };
         let (mut writer, mut held) = match begun {
             Ok(w) => (Some(w), None),
             Err(e) => {
                 tracing::error!(account = %self.account(), error = %e, "CANNOT SPOOL a drained PM body either: holding it in memory");
-                (None, Some(whole_from_journal(&data).await))
+                (None, Some(self.partial_plus(partial, &data).await))
             }
         };
         loop {
@@ -443,20 +425,26 @@ impl Poller {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(account = %self.account(), error = %e, "cannot read back the spooled part: keeping what the journal took");
-                let mut all = match partial {
-                    Some(id) => self
-                        .journal
-                        .call(move |j| j.raw_body(id))
-                        .await
-                        .ok()
-                        .flatten()
-                        .unwrap_or_default(),
-                    None => Vec::new(),
-                };
-                all.extend_from_slice(data);
-                all
+                self.partial_plus(partial, data).await
             }
         }
+    }
+
+    /// The last resort when no spool directory takes a body (memory, and stderr on shutdown):
+    /// what the journal took of it, then `data`.
+    async fn partial_plus(&self, partial: Option<RawId>, data: &[u8]) -> Vec<u8> {
+        let mut all = match partial {
+            Some(id) => self
+                .journal
+                .call(move |j| j.raw_body(id))
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        all.extend_from_slice(data);
+        all
     }
 
     /// Finish what a failure or a crash interrupted: notification bodies that were journalled
