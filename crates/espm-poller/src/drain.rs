@@ -243,6 +243,11 @@ impl Poller {
                     false
                 }
                 Ok(None) => true,
+                Err(e) if len == 0 => {
+                    // Nothing arrived: nothing to keep, and no empty body to quarantine.
+                    self.count_failed_poll(&e);
+                    return Err(e.into());
+                }
                 Err(e) => {
                     cut = Some(e);
                     true
