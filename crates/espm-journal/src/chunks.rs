@@ -40,21 +40,7 @@ impl Journal {
     ) -> Result<RawId, JournalError> {
         let now = now_ms();
         self.write(|tx| {
-            tx.prepare_cached(
-                "INSERT INTO raw_bodies(environment, account, endpoint, http_status, body, \
-                 received_at, chunked, complete, len) VALUES (?1, ?2, ?3, ?4, x'', ?5, 1, 0, ?6)",
-            )
-            .j()?
-            .execute(params![
-                scope.environment,
-                scope.account,
-                endpoint,
-                http_status,
-                now,
-                first.len() as i64
-            ])
-            .j()?;
-            let id = RawId(tx.last_insert_rowid());
+            let id = insert_chunked(tx, scope, endpoint, http_status, now, first.len())?;
             insert_chunk(tx, id, 0, first)?;
             Ok(id)
         })
@@ -119,20 +105,7 @@ impl Journal {
             if let Some(old) = supersedes {
                 delete_raw(tx, old)?;
             }
-            tx.prepare_cached(
-                "INSERT INTO raw_bodies(environment, account, endpoint, http_status, body, \
-                 received_at, chunked, complete, len) VALUES (?1, ?2, ?3, ?4, x'', ?5, 1, 0, 0)",
-            )
-            .j()?
-            .execute(params![
-                scope.environment,
-                scope.account,
-                endpoint,
-                http_status,
-                received_at_ms
-            ])
-            .j()?;
-            let id = RawId(tx.last_insert_rowid());
+            let id = insert_chunked(tx, scope, endpoint, http_status, received_at_ms, 0)?;
             let mut chunk = vec![0u8; CHUNK];
             let (mut seq, mut len) = (0i64, 0i64);
             loop {
@@ -211,6 +184,32 @@ fn read_full(input: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// A new chunked raw body row, not complete yet, holding `len` bytes so far.
+fn insert_chunked(
+    tx: &Transaction<'_>,
+    scope: &Scope,
+    endpoint: &str,
+    http_status: u16,
+    received_at_ms: i64,
+    len: usize,
+) -> Result<RawId, JournalError> {
+    tx.prepare_cached(
+        "INSERT INTO raw_bodies(environment, account, endpoint, http_status, body, \
+         received_at, chunked, complete, len) VALUES (?1, ?2, ?3, ?4, x'', ?5, 1, 0, ?6)",
+    )
+    .j()?
+    .execute(params![
+        scope.environment,
+        scope.account,
+        endpoint,
+        http_status,
+        received_at_ms,
+        len as i64
+    ])
+    .j()?;
+    Ok(RawId(tx.last_insert_rowid()))
 }
 
 fn insert_chunk(

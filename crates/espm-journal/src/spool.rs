@@ -81,39 +81,9 @@ impl Spool {
         http_status: u16,
         body: &[u8],
     ) -> Result<PathBuf, JournalError> {
-        let received_at_ms = crate::now_ms();
-        let header = Header {
-            v: 1,
-            environment: scope.environment.clone(),
-            account: scope.account.clone(),
-            endpoint: endpoint.to_string(),
-            http_status,
-            received_at_ms,
-            len: Some(body.len() as u64),
-            supersedes: None,
-        };
-        let mut line = serde_json::to_vec(&header)
-            .map_err(|e| JournalError::Corrupt(format!("spool header: {e}")))?;
-        line.push(b'\n');
-        let name = format!(
-            "{received_at_ms:013}-{}-{:06}.{SUFFIX}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let mut last = None;
-        for dir in &self.dirs {
-            match write_durably(dir, &name, &line, body) {
-                Ok(p) => return Ok(p),
-                Err(e) => {
-                    tracing::error!(dir = %dir.display(), error = %e, "cannot spool a drained PM body here");
-                    let _ = fs::remove_file(dir.join(format!("{name}.tmp")));
-                    last = Some(e);
-                }
-            }
-        }
-        Err(JournalError::from_io(last.unwrap_or_else(|| {
-            std::io::Error::other("no spool directory configured")
-        })))
+        let mut w = self.start(scope, endpoint, http_status, Some(body.len() as u64), None)?;
+        w.write(body)?;
+        w.finish()
     }
 
     /// Start spooling a body that arrives in parts (a drain the journal stopped taking midway);
@@ -126,15 +96,26 @@ impl Spool {
         http_status: u16,
         supersedes: Option<RawId>,
     ) -> Result<SpoolWriter, JournalError> {
+        self.start(scope, endpoint, http_status, None, supersedes)
+    }
+
+    fn start(
+        &self,
+        scope: &Scope,
+        endpoint: &str,
+        http_status: u16,
+        len: Option<u64>,
+        supersedes: Option<RawId>,
+    ) -> Result<SpoolWriter, JournalError> {
         let received_at_ms = crate::now_ms();
         let header = Header {
-            v: 2,
+            v: if len.is_some() { 1 } else { 2 },
             environment: scope.environment.clone(),
             account: scope.account.clone(),
             endpoint: endpoint.to_string(),
             http_status,
             received_at_ms,
-            len: None,
+            len,
             supersedes: supersedes.map(|r| r.0),
         };
         let mut line = serde_json::to_vec(&header)
@@ -227,20 +208,6 @@ impl Spool {
         }
         Ok(n)
     }
-}
-
-fn write_durably(dir: &Path, name: &str, header: &[u8], body: &[u8]) -> std::io::Result<PathBuf> {
-    fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-    f.write_all(header)?;
-    f.write_all(body)?;
-    f.sync_all()?;
-    drop(f);
-    let path = dir.join(name);
-    fs::rename(&tmp, &path)?;
-    File::open(dir)?.sync_all()?;
-    Ok(path)
 }
 
 fn read_header(path: &Path) -> std::io::Result<(Header, u64)> {

@@ -11,11 +11,8 @@ use espm_model::NotificationList;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use serde_json::json;
 
-use crate::run::{
-    create_topic, start_sim, unique_suffix, NOTIFICATION_TYPES, PM_PASSWORD, PM_USER,
-};
+use crate::run::{create_topic, post_burst, start_sim, unique_suffix, PM_PASSWORD, PM_USER};
 
 /// Delivery reports awaited at most this far behind the sends (pipelined, bounded).
 const IN_FLIGHT: usize = 50_000;
@@ -77,17 +74,7 @@ pub async fn naive_bridge(
         account: "load".into(),
     };
     let started = Instant::now();
-    let mut posted = 0;
-    while posted < notifications {
-        let count = chunk.min(notifications - posted);
-        http.post(format!("{}/notifications", sim.control_url()))
-            .json(&json!({ "count": count, "types": NOTIFICATION_TYPES }))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .context("POST /sim/notifications failed")?;
-        posted += count;
-    }
+    post_burst(&http, &sim, notifications, chunk).await?;
     let mut inflight = FuturesUnordered::new();
     let (mut done, mut bytes) = (0usize, 0usize);
     while done < notifications {

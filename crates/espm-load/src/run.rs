@@ -79,6 +79,28 @@ pub(crate) async fn start_sim() -> anyhow::Result<SimServer> {
     .context("cannot start the simulator")
 }
 
+/// Create `n` notifications in the simulator, `chunk` per `POST /sim/notifications`.
+pub(crate) async fn post_burst(
+    http: &reqwest::Client,
+    sim: &SimServer,
+    n: usize,
+    chunk: usize,
+) -> anyhow::Result<()> {
+    let url = format!("{}/notifications", sim.control_url());
+    let mut posted = 0usize;
+    while posted < n {
+        let count = chunk.min(n - posted);
+        http.post(&url)
+            .json(&json!({ "count": count, "types": NOTIFICATION_TYPES }))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .context("POST /sim/notifications failed")?;
+        posted += count;
+    }
+    Ok(())
+}
+
 pub(crate) fn unique_suffix() -> String {
     format!(
         "{}-{}",
@@ -480,19 +502,8 @@ async fn measure(
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let n = settings.notifications;
-    let url = format!("{}/notifications", sim.control_url());
     let first_post_us = now_us();
-    let mut posted = 0usize;
-    while posted < n {
-        let count = settings.chunk.min(n - posted);
-        http.post(&url)
-            .json(&json!({ "count": count, "types": NOTIFICATION_TYPES }))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .context("POST /sim/notifications failed")?;
-        posted += count;
-    }
+    post_burst(http, sim, n, settings.chunk).await?;
 
     let mut last_report = Instant::now();
     let note = loop {

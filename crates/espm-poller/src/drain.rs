@@ -386,15 +386,7 @@ impl Poller {
                 .await
                 .map_err(|e| JournalError::Task(e.to_string()))?;
             match finished {
-                Ok(path) => {
-                    self.status.spooled.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("espm_bridge_bodies_spooled_total", "account" => self.account().to_string()).increment(1);
-                    tracing::error!(account = %self.account(), path = %path.display(), "drained PM body spooled; it is journalled as soon as the journal takes writes");
-                    return Err(PollError::Spooled {
-                        journal: journal_err,
-                        path: path.display().to_string(),
-                    });
-                }
+                Ok(path) => return Err(self.spooled(journal_err, &path)),
                 Err(e) => {
                     tracing::error!(account = %self.account(), error = %e, "CANNOT SPOOL a drained PM body either: holding it in memory");
                     held = Some(self.unspool(w, partial, &data).await);
@@ -432,6 +424,18 @@ impl Poller {
                 tracing::error!(account = %self.account(), error = %e, "cannot read back the spooled part: keeping what the journal took");
                 self.partial_plus(partial, data).await
             }
+        }
+    }
+
+    /// A drained body is safe in the spool: count it, say so, and stop the drain with
+    /// [`PollError::Spooled`] until the journal takes it.
+    fn spooled(&self, journal: JournalError, path: &std::path::Path) -> PollError {
+        self.status.spooled.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("espm_bridge_bodies_spooled_total", "account" => self.account().to_string()).increment(1);
+        tracing::error!(account = %self.account(), path = %path.display(), "drained PM body spooled; it is journalled as soon as the journal takes writes");
+        PollError::Spooled {
+            journal,
+            path: path.display().to_string(),
         }
     }
 
@@ -541,15 +545,7 @@ impl Poller {
                 .map_err(|e| espm_journal::JournalError::Task(e.to_string()))
                 .and_then(|r| r);
             match spooled {
-                Ok(path) => {
-                    self.status.spooled.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("espm_bridge_bodies_spooled_total", "account" => self.account().to_string()).increment(1);
-                    tracing::error!(account = %self.account(), path = %path.display(), "drained PM body spooled; it is journalled as soon as the journal takes writes");
-                    return Err(PollError::Spooled {
-                        journal: journal_err,
-                        path: path.display().to_string(),
-                    });
-                }
+                Ok(path) => return Err(self.spooled(journal_err, &path)),
                 Err(e) => {
                     tracing::error!(account = %self.account(), error = %e, "CANNOT SPOOL a drained PM body either: holding it in memory and retrying");
                 }
