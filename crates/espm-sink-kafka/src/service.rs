@@ -307,8 +307,13 @@ impl KafkaService {
         failed
     }
 
-    /// Enqueue every record, then await every acknowledgement. One outcome per input, in order.
-    pub(crate) async fn send_all(&self, reqs: &[Result<KafkaRequest, BuildError>]) -> Vec<Outcome> {
+    /// Enqueue every record in order and return a future of their outcomes (one per input, in
+    /// order). The acknowledgements arrive on librdkafka's own thread whether or not the future
+    /// is polled, so several batches can be in flight.
+    pub(crate) async fn submit(
+        self: &Arc<Self>,
+        reqs: &[Result<KafkaRequest, BuildError>],
+    ) -> impl std::future::Future<Output = Vec<Outcome>> + Send + 'static {
         self.recover(false).await;
         let topics = self
             .ensure_topics(
@@ -365,21 +370,24 @@ impl KafkaService {
                 }
             }
         }
-        for (j, fut) in pending {
-            outcomes[j] = Some(await_delivery(fut, &mut stale).await);
-        }
 
-        let outcomes: Vec<Outcome> = outcomes
-            .into_iter()
-            .map(|o| o.unwrap_or_else(|| retry("no delivery report".into())))
-            .collect();
-        if outcomes.iter().any(|o| matches!(o, Outcome::Retry { .. })) {
-            // The broker may have restarted empty: re-create topics on the next batch.
-            self.forget_topics();
-            drop(producer);
-            self.recover(stale).await;
+        let this = self.clone();
+        async move {
+            for (j, fut) in pending {
+                outcomes[j] = Some(await_delivery(fut, &mut stale).await);
+            }
+            let outcomes: Vec<Outcome> = outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or_else(|| retry("no delivery report".into())))
+                .collect();
+            if outcomes.iter().any(|o| matches!(o, Outcome::Retry { .. })) {
+                // The broker may have restarted empty: re-create topics on the next batch.
+                this.forget_topics();
+                drop(producer);
+                this.recover(stale).await;
+            }
+            outcomes
         }
-        outcomes
     }
 
     /// Wait for queued records to be acknowledged, at most `grace`.

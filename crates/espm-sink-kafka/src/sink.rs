@@ -1,11 +1,12 @@
 //! [`KafkaSink`]: the [`Sink`] implementation.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use espm_config::KafkaSinkConfig;
 use espm_events::Template;
-use espm_sink::{CloudEvent, Envelope, Outcome, Sink, SinkError};
+use espm_sink::{Acks, CloudEvent, Envelope, Outcome, Sink, SinkError};
 use rdkafka::config::ClientConfig;
 
 use crate::request_builder::RequestBuilder;
@@ -18,13 +19,16 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
 /// Default `message.timeout.ms`: a delivery failure reaches the driver as `Retry` after this long
 /// (librdkafka's own default is five minutes). Overridable through `properties`.
 const DEFAULT_MESSAGE_TIMEOUT_MS: &str = "30000";
+/// Batches in flight: librdkafka batches and pipelines records across them, so the broker is
+/// kept busy while the driver settles the oldest batch in the journal.
+const PIPELINE_DEPTH: usize = 8;
 
 /// Publishes events to Kafka with an idempotent producer (`acks=all`), using the CloudEvents
 /// Kafka binding (binary or structured mode).
 pub struct KafkaSink {
     name: String,
     builder: RequestBuilder,
-    service: KafkaService,
+    service: Arc<KafkaService>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -100,6 +104,7 @@ impl KafkaSink {
             },
         )
         .map_err(|e| config_err(redact(&e)))?;
+        let service = Arc::new(service);
         Ok(KafkaSink {
             name: cfg.name.clone(),
             builder,
@@ -150,20 +155,33 @@ impl Sink for KafkaSink {
     }
 
     async fn deliver(&self, batch: &[Envelope]) -> Vec<Outcome> {
+        self.submit(batch.to_vec()).await.await
+    }
+
+    fn pipeline_depth(&self) -> usize {
+        PIPELINE_DEPTH
+    }
+
+    async fn submit(&self, batch: Vec<Envelope>) -> Acks {
         let reqs: Vec<_> = batch.iter().map(|e| self.builder.build(&e.event)).collect();
-        let outcomes = self.service.send_all(&reqs).await;
-        for (env, o) in batch.iter().zip(&outcomes) {
-            if let Some(label) = reason_label(o) {
-                metrics::counter!(
-                    "espm_bridge_sink_attempt_failures_total",
-                    "sink" => self.name.clone(),
-                    "reason" => label
-                )
-                .increment(1);
-                tracing::debug!(sink = %self.name, seq = env.seq, outcome = ?o, "kafka delivery not acknowledged");
+        let acks = self.service.submit(&reqs).await;
+        drop(reqs);
+        let sink = self.name.clone();
+        Box::pin(async move {
+            let outcomes = acks.await;
+            for (env, o) in batch.iter().zip(&outcomes) {
+                if let Some(label) = reason_label(o) {
+                    metrics::counter!(
+                        "espm_bridge_sink_attempt_failures_total",
+                        "sink" => sink.clone(),
+                        "reason" => label
+                    )
+                    .increment(1);
+                    tracing::debug!(sink = %sink, seq = env.seq, outcome = ?o, "kafka delivery not acknowledged");
+                }
             }
-        }
-        outcomes
+            outcomes
+        })
     }
 
     async fn health(&self) -> Result<(), SinkError> {

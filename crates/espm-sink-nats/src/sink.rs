@@ -1,20 +1,24 @@
 //! [`NatsSink`]: the [`Sink`] implementation.
 
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::ServerAddr;
 use espm_config::{NatsSinkConfig, Secret, SecretSource};
 use espm_events::{CloudEvent, Template};
-use espm_sink::{Envelope, Outcome, Sink, SinkError};
-use futures::stream::{FuturesOrdered, StreamExt};
+use espm_sink::{Acks, Envelope, Outcome, Sink, SinkError};
+use tokio::sync::Semaphore;
 
 use crate::request_builder::build_request;
 use crate::service::{self, Auth, ConnectSettings, Connection, StreamSettings};
 
 /// Subjects of a stream created by `create_stream` when `stream_subjects` is empty.
 pub const DEFAULT_STREAM_SUBJECTS: &str = "espm.>";
+
+/// JetStream batches in flight: the next batch is published while the oldest one's PubAcks are
+/// awaited and settled in the journal.
+const PIPELINE_DEPTH: usize = 8;
 
 /// Publishes events to NATS: JetStream with PubAcks and `Nats-Msg-Id` de-duplication by
 /// default, or core NATS publish + flush.
@@ -27,6 +31,8 @@ pub struct NatsSink {
     subject: Template,
     jetstream: bool,
     max_in_flight: usize,
+    /// One permit per unacknowledged JetStream publish, across every batch in flight.
+    in_flight: Arc<Semaphore>,
     settings: ConnectSettings,
     stream: Option<StreamSettings>,
     conn: Mutex<Option<Connection>>,
@@ -146,6 +152,7 @@ impl NatsSink {
             subject,
             jetstream: cfg.jetstream,
             max_in_flight: cfg.max_in_flight,
+            in_flight: Arc::new(Semaphore::new(cfg.max_in_flight)),
             settings: ConnectSettings {
                 sink: cfg.name.clone(),
                 servers,
@@ -188,27 +195,37 @@ impl NatsSink {
             .ok_or_else(|| self.unavailable("not connected".into()))
     }
 
-    async fn deliver_js(&self, conn: &Connection, batch: &[Envelope]) -> Vec<Outcome> {
-        let mut out = Vec::with_capacity(batch.len());
-        let mut pending = FuturesOrdered::new();
+    /// Publish every event in order, holding one `in_flight` permit per unacknowledged
+    /// publish, and collect the PubAcks on a task of their own (so permits come back while the
+    /// driver waits for an older batch).
+    async fn submit_js(&self, conn: &Connection, batch: &[Envelope]) -> Acks {
+        let mut sent = Vec::with_capacity(batch.len());
         for env in batch {
-            // Sliding window: at most max_in_flight PubAcks outstanding; outcomes stay in order.
-            if pending.len() >= self.max_in_flight {
-                if let Some(o) = pending.next().await {
-                    out.push(o);
-                }
-            }
+            // The semaphore is never closed; without a permit the publish is simply unbounded.
+            let permit = self.in_flight.clone().acquire_owned().await.ok();
             let req = build_request(&self.subject, &env.event, true);
             let p = match too_large(conn, &req) {
                 Some(dead) => service::PendingAck::Failed(dead),
                 None => service::publish_js(&conn.js, req).await,
             };
-            pending.push_back(p.outcome());
+            sent.push((p, permit));
         }
-        while let Some(o) = pending.next().await {
-            out.push(o);
-        }
-        out
+        let n = sent.len();
+        let task = tokio::spawn(async move {
+            let mut out = Vec::with_capacity(sent.len());
+            for (p, permit) in sent {
+                out.push(p.outcome().await);
+                drop(permit);
+            }
+            out
+        });
+        Box::pin(async move {
+            task.await.unwrap_or_else(|e| {
+                (0..n)
+                    .map(|_| service::retry(format!("PubAck task failed: {e}")))
+                    .collect()
+            })
+        })
     }
 
     async fn deliver_core(&self, conn: &Connection, batch: &[Envelope]) -> Vec<Outcome> {
@@ -304,21 +321,36 @@ impl Sink for NatsSink {
     }
 
     async fn deliver(&self, batch: &[Envelope]) -> Vec<Outcome> {
+        self.submit(batch.to_vec()).await.await
+    }
+
+    /// JetStream publishes are pipelined across batches (bounded by `max_in_flight`); core NATS
+    /// has no acknowledgement to wait for, only a flush per batch.
+    fn pipeline_depth(&self) -> usize {
+        if self.jetstream {
+            PIPELINE_DEPTH
+        } else {
+            1
+        }
+    }
+
+    async fn submit(&self, batch: Vec<Envelope>) -> Acks {
+        let ready = |o: Vec<Outcome>| -> Acks { Box::pin(std::future::ready(o)) };
         if batch.is_empty() {
-            return Vec::new();
+            return ready(Vec::new());
         }
         let conn = match self.connection().await {
             Ok(c) => c,
-            Err(e) => return retry_all(batch, &e.to_string()),
+            Err(e) => return ready(retry_all(&batch, &e.to_string())),
         };
         // Publishing while disconnected only queues messages client-side until their acks time out.
         if !conn.is_connected() {
-            return retry_all(batch, "not connected to NATS");
+            return ready(retry_all(&batch, "not connected to NATS"));
         }
         if self.jetstream {
-            self.deliver_js(&conn, batch).await
+            self.submit_js(&conn, &batch).await
         } else {
-            self.deliver_core(&conn, batch).await
+            ready(self.deliver_core(&conn, &batch).await)
         }
     }
 

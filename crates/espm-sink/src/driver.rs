@@ -4,9 +4,10 @@
 //! delivered or dead-lettered, together with those dead letters in one journal transaction, so a
 //! crash at any point re-delivers rather than loses.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use backoff::backoff::Backoff;
@@ -15,7 +16,7 @@ use espm_journal::{Journal, JournalError, NewDeadLetter, OutboxRow};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::{DeliveryMode, Envelope, Outcome, Sink};
+use crate::{Acks, DeliveryMode, Envelope, Outcome, Sink};
 
 /// After this many consecutive [`Outcome::Retry`] batches the driver calls [`Sink::start`] again
 /// (reconnect, re-verify topics) before the next attempt.
@@ -23,6 +24,9 @@ const RESTART_AFTER_RETRIES: u32 = 3;
 
 /// The longest `Retry-After` the driver honours; a larger value is treated as this.
 const MAX_HONOURED_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// At most this many deliveries are settled in one journal transaction.
+const GROUP_MAX: usize = 20_000;
 
 /// Gauges that need a COUNT over the outbox are refreshed at most this often while busy.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
@@ -257,9 +261,14 @@ enum Stop {
 /// permit is kept if the driver is busy); with one `Notify` shared by several drivers use
 /// `notify_waiters()`, and `idle_poll` bounds the delay of a missed wake-up.
 ///
-/// On `shutdown` it takes no new batch; a batch in flight is finished unless the caller drops
-/// this future (bound it with a grace timeout), in which case its events are delivered again
-/// after restart. The caller calls [`Sink::close`] afterwards.
+/// A sink with a [`Sink::pipeline_depth`] above 1 has that many batches in flight: the next
+/// ones are [`Sink::submit`]ted while the oldest one's acknowledgements are awaited, so the
+/// broker never waits for the journal. Settling stays in order; after a failure the batches
+/// sent behind the failed event are read again from the cursor (sent twice, never skipped).
+///
+/// On `shutdown` it takes no new batch; the batches in flight are finished unless the caller
+/// drops this future (bound it with a grace timeout), in which case their events are delivered
+/// again after restart. The caller calls [`Sink::close`] afterwards.
 pub async fn run_sink(
     journal: Journal,
     sink: Arc<dyn Sink>,
@@ -302,14 +311,22 @@ pub async fn run_sink(
     let mut attempts: HashMap<i64, u32> = HashMap::new();
     let mut started = false;
     let mut retry_streak = 0u32;
+    let depth = sink.pipeline_depth().max(1);
+    // Batches handed to the sink, oldest first, and the last outbox position read.
+    let mut window: VecDeque<InFlight> = VecDeque::with_capacity(depth);
+    let mut read_pos = cursor;
 
-    while !shutdown.is_cancelled() {
+    loop {
+        // At shutdown, take no new batch but settle what is already in flight.
+        if shutdown.is_cancelled() && window.is_empty() {
+            return;
+        }
         if !started {
             match sink.start().await {
                 Ok(()) => {
                     started = true;
                     state.connected.store(true, Ordering::Relaxed);
-                    tracing::info!(sink = %name, kind = sink.kind(), cursor, "sink started");
+                    tracing::info!(sink = %name, kind = sink.kind(), cursor, depth, "sink started");
                 }
                 Err(e) => {
                     tracing::warn!(sink = %name, error = %e, "sink start failed");
@@ -324,23 +341,38 @@ pub async fn run_sink(
             }
         }
 
-        let n = name.clone();
-        let rows: Vec<OutboxRow> =
-            match blocking(&journal, move |j| j.read_outbox(&n, cursor, batch_size)).await {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::error!(sink = %name, error = %e, "cannot read outbox");
-                    state.fail(e);
-                    metrics.failure("journal", 1);
-                    let delay = backoff.next_backoff().unwrap_or(cfg.retry_max);
-                    if sleep_or_shutdown(delay, &shutdown).await {
-                        return;
+        // Keep up to `depth` batches in flight.
+        let mut read_error = None;
+        while window.len() < depth && !shutdown.is_cancelled() {
+            let n = name.clone();
+            let rows: Vec<OutboxRow> =
+                match blocking(&journal, move |j| j.read_outbox(&n, read_pos, batch_size)).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        read_error = Some(e);
+                        break;
                     }
-                    continue;
-                }
-            };
+                };
+            let Some(last) = rows.last() else { break };
+            read_pos = last.seq;
+            let full = rows.len() == batch_size;
+            window.push_back(submit(sink.as_ref(), rows, &attempts, depth).await);
+            if !full {
+                break; // the outbox has nothing more right now
+            }
+        }
 
-        if rows.is_empty() {
+        let Some(batch) = window.pop_front() else {
+            if let Some(e) = read_error {
+                tracing::error!(sink = %name, error = %e, "cannot read outbox");
+                state.fail(e);
+                metrics.failure("journal", 1);
+                let delay = backoff.next_backoff().unwrap_or(cfg.retry_max);
+                if sleep_or_shutdown(delay, &shutdown).await {
+                    return;
+                }
+                continue;
+            }
             metrics.empty();
             tokio::select! {
                 _ = wake.notified() => {}
@@ -348,113 +380,44 @@ pub async fn run_sink(
                 _ = shutdown.cancelled() => return,
             }
             continue;
-        }
-
-        let accepted: Vec<bool> = rows.iter().map(|r| sink.accepts(&r.event)).collect();
-        let envelopes: Vec<Envelope> = rows
-            .iter()
-            .zip(&accepted)
-            .filter(|(_, a)| **a)
-            .map(|(r, _)| Envelope {
-                seq: r.seq,
-                event: r.event.clone(),
-                enqueued_at: r.enqueued_at,
-                attempts: attempts.get(&r.seq).copied().unwrap_or(0),
-            })
-            .collect();
-        let mut outcomes = if envelopes.is_empty() {
-            Vec::new()
-        } else {
-            sink.deliver(&envelopes).await
         };
-        if outcomes.len() != envelopes.len() {
-            tracing::error!(
-                sink = %name,
-                expected = envelopes.len(),
-                got = outcomes.len(),
-                "sink returned a wrong number of outcomes; retrying the rest"
-            );
-            outcomes.resize(
-                envelopes.len(),
-                Outcome::Retry {
-                    reason: "sink returned no outcome".into(),
-                    retry_after: None,
-                    attempts: 0,
-                },
-            );
-        }
-
-        // Every attempt the sink made counts, whatever the batch's fate: an event handed back
-        // unsent counts nothing, one retried in place counts each try.
-        let made: Vec<u32> = outcomes
-            .iter()
-            .map(|o| match o {
-                Outcome::Retry { attempts, .. } | Outcome::DeadLetter { attempts, .. } => *attempts,
-                Outcome::Delivered | Outcome::Disabled { .. } => 0,
-            })
-            .collect();
-
-        // Walk in order; the cursor may only cover a contiguous settled prefix.
-        let now = SystemTime::now();
-        let mut new_cursor = cursor;
-        let mut dead: Vec<NewDeadLetter> = Vec::new();
-        let mut delivered: Vec<SystemTime> = Vec::new();
-        let mut stop: Option<Stop> = None;
-        let mut outcome_iter = outcomes.into_iter();
-        for (row, ok) in rows.iter().zip(&accepted) {
-            if !*ok {
-                new_cursor = row.seq;
-                continue;
-            }
-            let Some(outcome) = outcome_iter.next() else {
-                break; // unreachable: outcomes were resized to match
+        let mut walk = Walk {
+            new_cursor: cursor,
+            dead: Vec::new(),
+            delivered: Vec::new(),
+        };
+        let outcomes = batch.acks.await;
+        let mut stop = walk.batch(&name, &batch.rows, &batch.accepted, outcomes, &mut attempts);
+        // Group commit: batches already acknowledged behind this one settle in the same
+        // journal transaction (one fsync).
+        while stop.is_none() && walk.delivered.len() < GROUP_MAX {
+            let Some(next) = window.front_mut() else {
+                break;
             };
-            match outcome {
-                Outcome::Delivered => {
-                    tracing::debug!(sink = %name, seq = row.seq, event_id = %row.event.id, "delivered");
-                    new_cursor = row.seq;
-                    delivered.push(row.enqueued_at);
-                }
-                Outcome::DeadLetter {
-                    reason,
-                    attempts: n,
-                } => {
-                    tracing::warn!(sink = %name, seq = row.seq, event_id = %row.event.id, %reason, "dead-lettering event");
-                    dead.push(NewDeadLetter {
-                        row: row.clone(),
-                        reason,
-                        attempts: attempts.get(&row.seq).copied().unwrap_or(0) + n,
-                    });
-                    new_cursor = row.seq;
-                }
-                Outcome::Retry {
-                    reason,
-                    retry_after,
-                    ..
-                } => {
-                    stop = Some(Stop::Retry {
-                        reason,
-                        retry_after,
-                    });
-                    break;
-                }
-                Outcome::Disabled { reason } => {
-                    stop = Some(Stop::Disabled { reason });
-                    break;
-                }
-            }
+            let Poll::Ready(outcomes) = futures::poll!(next.acks.as_mut()) else {
+                break;
+            };
+            let Some(next) = window.pop_front() else {
+                break;
+            };
+            stop = walk.batch(&name, &next.rows, &next.accepted, outcomes, &mut attempts);
         }
-        // Events the cursor does not pass keep their count for the next batch.
-        for (row, n) in rows
-            .iter()
-            .zip(&accepted)
-            .filter(|(_, ok)| **ok)
-            .map(|(r, _)| r)
-            .zip(&made)
-        {
-            if row.seq > new_cursor && *n > 0 {
-                *attempts.entry(row.seq).or_insert(0) += n;
+        let Walk {
+            new_cursor,
+            dead,
+            delivered,
+        } = walk;
+        let now = SystemTime::now();
+
+        if stop.is_some() {
+            // Batches sent after the failed one are read again from the cursor; their attempts
+            // still count.
+            for later in window.drain(..) {
+                let outcomes = later.acks.await;
+                let made = attempts_made(&outcomes);
+                count_attempts(&mut attempts, &later.rows, &later.accepted, &made, new_cursor);
             }
+            read_pos = new_cursor;
         }
 
         if new_cursor != cursor || !dead.is_empty() {
@@ -478,10 +441,15 @@ pub async fn run_sink(
                     metrics.refresh(&journal, dead_n > 0).await;
                 }
                 Err(e) => {
-                    // Nothing moved: the whole batch is delivered again later (at least once).
+                    // Nothing moved: everything after the cursor is delivered again later (at
+                    // least once).
                     tracing::error!(sink = %name, error = %e, "cannot store sink cursor");
                     state.fail(e);
                     metrics.failure("journal", 1);
+                    for later in window.drain(..) {
+                        drop(later.acks.await);
+                    }
+                    read_pos = cursor;
                     let delay = backoff.next_backoff().unwrap_or(cfg.retry_max);
                     if sleep_or_shutdown(delay, &shutdown).await {
                         return;
@@ -523,6 +491,164 @@ pub async fn run_sink(
                     return;
                 }
             }
+        }
+    }
+}
+
+/// A batch handed to the sink whose acknowledgements are outstanding.
+struct InFlight {
+    rows: Vec<OutboxRow>,
+    /// Per row: whether the sink wanted it (only those were sent).
+    accepted: Vec<bool>,
+    acks: Acks,
+}
+
+/// What one settle stores: the cursor over the contiguous settled prefix, dead letters, and the
+/// enqueue times of what was delivered (for the latency histogram).
+struct Walk {
+    new_cursor: i64,
+    dead: Vec<NewDeadLetter>,
+    delivered: Vec<SystemTime>,
+}
+
+impl Walk {
+    /// Walk one batch's outcomes in order. Returns why it stopped before the end, if it did;
+    /// events the cursor does not pass keep their attempt count for the next batch.
+    fn batch(
+        &mut self,
+        sink: &str,
+        rows: &[OutboxRow],
+        accepted: &[bool],
+        mut outcomes: Vec<Outcome>,
+        attempts: &mut HashMap<i64, u32>,
+    ) -> Option<Stop> {
+        let envelopes = accepted.iter().filter(|a| **a).count();
+        if outcomes.len() != envelopes {
+            tracing::error!(
+                sink,
+                expected = envelopes,
+                got = outcomes.len(),
+                "sink returned a wrong number of outcomes; retrying the rest"
+            );
+            outcomes.resize(
+                envelopes,
+                Outcome::Retry {
+                    reason: "sink returned no outcome".into(),
+                    retry_after: None,
+                    attempts: 0,
+                },
+            );
+        }
+        let made = attempts_made(&outcomes);
+        let mut stop = None;
+        let mut outcome_iter = outcomes.into_iter();
+        for (row, ok) in rows.iter().zip(accepted) {
+            if !*ok {
+                self.new_cursor = row.seq;
+                continue;
+            }
+            let Some(outcome) = outcome_iter.next() else {
+                break; // unreachable: outcomes were resized to match
+            };
+            match outcome {
+                Outcome::Delivered => {
+                    tracing::debug!(sink, seq = row.seq, event_id = %row.event.id, "delivered");
+                    self.new_cursor = row.seq;
+                    self.delivered.push(row.enqueued_at);
+                }
+                Outcome::DeadLetter {
+                    reason,
+                    attempts: n,
+                } => {
+                    tracing::warn!(sink, seq = row.seq, event_id = %row.event.id, %reason, "dead-lettering event");
+                    self.dead.push(NewDeadLetter {
+                        row: row.clone(),
+                        reason,
+                        attempts: attempts.get(&row.seq).copied().unwrap_or(0) + n,
+                    });
+                    self.new_cursor = row.seq;
+                }
+                Outcome::Retry {
+                    reason,
+                    retry_after,
+                    ..
+                } => {
+                    stop = Some(Stop::Retry {
+                        reason,
+                        retry_after,
+                    });
+                    break;
+                }
+                Outcome::Disabled { reason } => {
+                    stop = Some(Stop::Disabled { reason });
+                    break;
+                }
+            }
+        }
+        count_attempts(attempts, rows, accepted, &made, self.new_cursor);
+        stop
+    }
+}
+
+/// Hand the rows the sink wants to it: [`Sink::deliver`] when one batch at a time,
+/// [`Sink::submit`] when pipelined.
+async fn submit(
+    sink: &dyn Sink,
+    rows: Vec<OutboxRow>,
+    attempts: &HashMap<i64, u32>,
+    depth: usize,
+) -> InFlight {
+    let accepted: Vec<bool> = rows.iter().map(|r| sink.accepts(&r.event)).collect();
+    let envelopes: Vec<Envelope> = rows
+        .iter()
+        .zip(&accepted)
+        .filter(|(_, a)| **a)
+        .map(|(r, _)| Envelope {
+            seq: r.seq,
+            event: r.event.clone(),
+            enqueued_at: r.enqueued_at,
+            attempts: attempts.get(&r.seq).copied().unwrap_or(0),
+        })
+        .collect();
+    let acks: Acks = if envelopes.is_empty() {
+        Box::pin(std::future::ready(Vec::new()))
+    } else if depth == 1 {
+        let outcomes = sink.deliver(&envelopes).await;
+        Box::pin(std::future::ready(outcomes))
+    } else {
+        sink.submit(envelopes).await
+    };
+    InFlight {
+        rows,
+        accepted,
+        acks,
+    }
+}
+
+/// Every attempt the sink made counts, whatever the batch's fate: an event handed back unsent
+/// counts nothing, one retried in place counts each try.
+fn attempts_made(outcomes: &[Outcome]) -> Vec<u32> {
+    outcomes
+        .iter()
+        .map(|o| match o {
+            Outcome::Retry { attempts, .. } | Outcome::DeadLetter { attempts, .. } => *attempts,
+            Outcome::Delivered | Outcome::Disabled { .. } => 0,
+        })
+        .collect()
+}
+
+/// Events the cursor does not pass keep their attempt count for the next batch.
+fn count_attempts(
+    attempts: &mut HashMap<i64, u32>,
+    rows: &[OutboxRow],
+    accepted: &[bool],
+    made: &[u32],
+    cursor: i64,
+) {
+    let sent = rows.iter().zip(accepted).filter(|(_, ok)| **ok).map(|(r, _)| r);
+    for (row, n) in sent.zip(made) {
+        if row.seq > cursor && *n > 0 {
+            *attempts.entry(row.seq).or_insert(0) += n;
         }
     }
 }

@@ -5,6 +5,8 @@
 //! [`Sink::deliver`], and moves the cursor only past events the sink reported as
 //! [`Outcome::Delivered`] (or dead-lettered). A sink therefore never acknowledges anything itself.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::{Duration, SystemTime};
 
 mod console;
@@ -29,6 +31,9 @@ pub struct Envelope {
     /// Delivery attempts already made by this sink for this event before this batch (0 first time).
     pub attempts: u32,
 }
+
+/// The outcomes of a [`Sink::submit`]ted batch, one per envelope in order, once known.
+pub type Acks = Pin<Box<dyn Future<Output = Vec<Outcome>> + Send + 'static>>;
 
 /// What happened to one event of a batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -158,6 +163,23 @@ pub trait Sink: Send + Sync + 'static {
     /// Send a batch, pipelined up to the sink's in-flight limit, and wait for every
     /// acknowledgement. Returns exactly one outcome per envelope, in the same order.
     async fn deliver(&self, batch: &[Envelope]) -> Vec<Outcome>;
+
+    /// How many batches the driver may have in flight at once ([`Sink::submit`]ted, not yet
+    /// acknowledged). 1, the default, means one batch at a time through [`Sink::deliver`].
+    fn pipeline_depth(&self) -> usize {
+        1
+    }
+
+    /// Hand a batch to the broker in order and return its acknowledgements without waiting for
+    /// them, so that the next batch goes out while this one's acks are on their way. When this
+    /// returns, every record of the batch is ordered before those of any later call. The
+    /// returned future yields exactly one outcome per envelope, in order, and must make
+    /// progress without being polled (the driver awaits the oldest batch first). The default
+    /// delivers the batch and returns its finished outcomes.
+    async fn submit(&self, batch: Vec<Envelope>) -> Acks {
+        let outcomes = self.deliver(&batch).await;
+        Box::pin(std::future::ready(outcomes))
+    }
 
     /// Whether the sink is connected and able to deliver, for `/readyz`.
     async fn health(&self) -> Result<(), SinkError> {

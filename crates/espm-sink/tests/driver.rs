@@ -8,7 +8,7 @@ use std::time::Duration;
 use espm_config::FileSinkConfig;
 use espm_journal::Journal;
 use espm_sink::{
-    run_sink, CloudEvent, ConsoleSink, DriverConfig, Envelope, FileSink, Outcome, Sink, SinkState,
+    run_sink, Acks, CloudEvent, ConsoleSink, DriverConfig, Envelope, FileSink, Outcome, Sink, SinkState,
 };
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
@@ -54,6 +54,8 @@ struct ScriptSink {
     gate: Option<Arc<Semaphore>>,
     /// When true, events whose id starts with "skip" are not accepted.
     filter: bool,
+    /// Batches in flight (`Sink::pipeline_depth`); above 1 the acks arrive a little later.
+    depth: usize,
 }
 
 impl ScriptSink {
@@ -93,6 +95,18 @@ impl Sink for ScriptSink {
     async fn start(&self) -> Result<(), espm_sink::SinkError> {
         self.starts.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+    fn pipeline_depth(&self) -> usize {
+        self.depth.max(1)
+    }
+    async fn submit(&self, batch: Vec<Envelope>) -> Acks {
+        let outcomes = self.deliver(&batch).await;
+        // The acks come later, as a broker's would; some batches are acknowledged together.
+        let delay = Duration::from_millis(1 + batch[0].seq as u64 % 3);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            outcomes
+        })
     }
     async fn deliver(&self, batch: &[Envelope]) -> Vec<Outcome> {
         if let Some(gate) = &self.gate {
@@ -233,6 +247,53 @@ async fn retries_dead_letters_and_redelivers_without_loss() {
     assert_eq!(r.state.last_error().as_deref(), Some("503"));
     assert!(!r.state.is_disabled());
     assert!(sink.starts.load(Ordering::SeqCst) >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_batches_never_skip_a_failed_event_and_count_every_send() {
+    let (_d, j) = journal();
+    let ids: Vec<String> = (1..=60).map(|i| format!("e{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    j.enqueue(&evs(&refs)).unwrap();
+    let sink = Arc::new(ScriptSink {
+        depth: 4,
+        ..ScriptSink::new("p").rule(|e| match (e.event.id.as_str(), e.attempts) {
+            ("e17", 0 | 1) => retry("503"),
+            ("e30", _) => Outcome::DeadLetter {
+                reason: "too large".into(),
+                attempts: 1,
+            },
+            ("e44", 0) => retry("timeout"),
+            _ => Outcome::Delivered,
+        })
+    });
+    let r = spawn(&j, sink.clone(), fast_cfg(5));
+    wait_for("cursor at 60", || r.state.cursor() == 60).await;
+    r.shutdown.cancel();
+    r.handle.await.unwrap();
+
+    assert_eq!(j.cursor("p").unwrap(), 60);
+    let delivered = sink.delivered_ids();
+    for id in ids.iter().filter(|i| *i != "e30") {
+        assert!(delivered.contains(id), "{id} never delivered");
+    }
+    // Batches behind a failure were in flight, and are sent again from the cursor.
+    assert!(delivered.iter().filter(|d| *d == "e18").count() >= 2);
+    // Each failing event saw its true attempt count.
+    let seen = sink.seen.lock().unwrap().clone();
+    let attempts_of = |id: &str| -> Vec<u32> {
+        seen.iter()
+            .filter(|(i, _)| i == id)
+            .map(|(_, a)| *a)
+            .collect()
+    };
+    assert_eq!(attempts_of("e17"), vec![0, 1, 2]);
+    assert_eq!(attempts_of("e44"), vec![0, 1]);
+    // The dead letter counts every send of it, including those of batches behind a failure.
+    let dl = j.dlq_list(Some("p")).unwrap();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].event_id, "e30");
+    assert_eq!(dl[0].attempts as usize, attempts_of("e30").len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
