@@ -31,6 +31,10 @@ use clap::{Parser, ValueEnum};
 ///   p50, p99    end-to-end latency: receive wall-clock time minus the notification's
 ///               `createdAt` in the simulator's ledger (so it includes PM queueing, polling,
 ///               journalling, normalizing, the outbox and the broker round trip)
+///   bridge_p50, bridge_p99
+///               the bridge's own latency: receive time minus the time the simulator handed
+///               the notification out in a `clear=true` response (PM queueing excluded; it is
+///               reported as pm_queue_p50/p99)
 ///   peak_rss    the bridge's VmHWM from /proc just before SIGTERM
 ///
 /// The process exits non-zero if any notification in the simulator's ledger did not arrive
@@ -44,6 +48,7 @@ use clap::{Parser, ValueEnum};
 ///   target/release/espm-load --markdown
 ///   target/release/espm-load --sink webhook --notifications 20000
 ///   target/release/espm-load --sink kafka --kafka-brokers 127.0.0.1:9092 --timeout 20m
+///   target/release/espm-load --sink nats --rate 1000 --duration 60s
 #[derive(Debug, Parser)]
 #[command(name = "espm-load", version, verbatim_doc_comment)]
 struct Args {
@@ -83,11 +88,30 @@ struct Args {
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     chunk: u64,
 
-    /// After the kafka run, two baselines on the same broker, side by side: a bare idempotent
-    /// producer sending records of the same size, and a naive bridge (clear=true, parse,
-    /// produce; no journal). Prints the bridge's ratio to each.
+    /// After each kafka, nats or webhook run, two baselines on the same destination, side by
+    /// side: a naive bridge (clear=true, parse, publish; no journal) and a bare client sending
+    /// records of the same size (an idempotent rdkafka producer; async-nats JetStream publish
+    /// with PubAcks pipelined, 256 outstanding; reqwest POSTs, 64 concurrent). Prints the
+    /// bridge's ratio to each.
     #[arg(long)]
     baselines: bool,
+
+    /// Sustained load instead of a burst: create notifications continuously at this many per
+    /// second for --duration (then --notifications is rate × duration). The report's
+    /// bridge_p50/bridge_p99 are the bridge's own latency (PM response handed out → received
+    /// from the sink), apart from PM queueing (pm_queue_*, decided by the poll interval).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    rate: Option<u64>,
+
+    /// How long --rate creates notifications, e.g. `60s`.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+
+    /// Peak RSS behind a stopped sink (webhook only): the receiver answers 503 until every
+    /// event of the burst is journalled, then 204, and the run waits for all of them. Use a
+    /// --timeout that covers the sink's retry back-off.
+    #[arg(long)]
+    backlog: bool,
 
     /// Keep every run's directory (bridge config, JSON log, journal, file sink output), not only
     /// those of incomplete runs.
@@ -201,13 +225,25 @@ async fn real_main(args: Args) -> anyhow::Result<bool> {
     }
     let settings = run::Settings {
         bridge_bin,
-        notifications: usize::try_from(args.notifications).context("--notifications")?,
+        notifications: match args.rate {
+            Some(per_s) => usize::try_from(
+                (per_s as f64 * args.duration.as_secs_f64()).ceil().max(1.0) as u64,
+            )
+            .context("--rate × --duration")?,
+            None => usize::try_from(args.notifications).context("--notifications")?,
+        },
+        rate: args.rate,
+        backlog: args.backlog,
         chunk: usize::try_from(args.chunk).context("--chunk")?,
         timeout: args.timeout,
         nats_url: args.nats_url.clone(),
         bridge_log_level: args.bridge_log_level.clone(),
         keep: args.keep,
     };
+
+    if args.backlog && args.sink != SinkChoice::Webhook {
+        bail!("--backlog needs --sink webhook (its receiver is the sink that can be stopped)");
+    }
 
     let mut results = Vec::new();
     let mut all_ok = true;
@@ -236,14 +272,13 @@ async fn real_main(args: Args) -> anyhow::Result<bool> {
             _ => None,
         };
         let outcome = run::run(&settings, kind, brokers.as_deref()).await;
-        if let (true, Some(b), Ok(r)) = (args.baselines, brokers.as_deref(), &outcome) {
-            if kind == SinkKind::Kafka {
-                match kafka_baselines(b, &settings, r.events_per_s).await {
-                    Ok(line) => println!("{line}"),
-                    Err(e) => {
-                        all_ok = false;
-                        println!("baselines kafka FAILED: {e:#}");
-                    }
+        let dest = baseline::Destination::of(kind, brokers.as_deref(), &settings.nats_url);
+        if let (true, Some(dest), Ok(r)) = (args.baselines, dest, &outcome) {
+            match baselines(kind, &dest, &settings, r.events_per_s).await {
+                Ok(line) => println!("{line}"),
+                Err(e) => {
+                    all_ok = false;
+                    println!("baselines {} FAILED: {e:#}", kind.as_str());
                 }
             }
         }
@@ -267,19 +302,22 @@ async fn real_main(args: Args) -> anyhow::Result<bool> {
     Ok(all_ok)
 }
 
-/// The naive bridge, then the bare producer with the naive bridge's mean record size.
-async fn kafka_baselines(
-    brokers: &str,
+/// The naive bridge, then the bare client with the naive bridge's mean record size, on the
+/// destination of `kind`'s run.
+async fn baselines(
+    kind: SinkKind,
+    dest: &baseline::Destination,
     settings: &run::Settings,
     bridge_per_s: f64,
 ) -> anyhow::Result<String> {
-    eprintln!("espm-load: kafka baselines on the same broker");
+    let kind = kind.as_str();
+    eprintln!("espm-load: {kind} baselines on the same destination");
     let (naive, size) =
-        baseline::naive_bridge(brokers, settings.notifications, settings.chunk).await?;
-    let raw = baseline::raw_producer(brokers, settings.notifications, size).await?;
+        baseline::naive_bridge(dest, settings.notifications, settings.chunk).await?;
+    let raw = baseline::raw_client(dest, settings.notifications, size).await?;
     Ok(format!(
-        "baselines kafka: bridge={bridge_per_s:.0}/s naive_bridge={naive:.0}/s \
-         raw_producer={raw:.0}/s (records of {size} bytes) bridge/naive={:.2} bridge/raw={:.2}",
+        "baselines {kind}: bridge={bridge_per_s:.0}/s naive_bridge={naive:.0}/s \
+         raw_client={raw:.0}/s (records of {size} bytes) bridge/naive={:.2} bridge/raw={:.2}",
         bridge_per_s / naive.max(1e-9),
         bridge_per_s / raw.max(1e-9)
     ))

@@ -4,6 +4,7 @@ use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -191,16 +192,22 @@ pub async fn consume_nats(
     anyhow::bail!("the JetStream consumer ended")
 }
 
-/// An in-process webhook receiver answering 204 to every POST on `/hook`.
+/// An in-process webhook receiver answering 204 to every POST on `/hook`, or 503 (recording
+/// nothing) while `up` is false.
 pub async fn webhook_receiver(
     rec: Recorder,
+    up: Arc<AtomicBool>,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let app = axum::Router::new().route(
         "/hook",
         axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
             let rec = rec.clone();
+            let up = up.clone();
             async move {
                 let at = now_us();
+                if !up.load(Ordering::Relaxed) {
+                    return StatusCode::SERVICE_UNAVAILABLE;
+                }
                 // A request without the Standard Webhooks headers is not the bridge's.
                 if !headers.contains_key("webhook-signature") {
                     return StatusCode::BAD_REQUEST;

@@ -25,6 +25,12 @@ pub struct RunResult {
     pub p99_ms: f64,
     /// Maximum end-to-end latency, milliseconds.
     pub max_ms: f64,
+    /// The bridge's own latency: PM's response handed out (the ledger's `handedOutAt`) to the
+    /// consumer's receipt, median and 99th percentile, milliseconds. PM queueing (created to
+    /// handed out, which the poll interval decides) is not in it.
+    pub bridge_ms: (f64, f64),
+    /// PM queueing: created to handed out, median and 99th percentile, milliseconds.
+    pub queue_ms: (f64, f64),
     /// The bridge's VmHWM just before SIGTERM, KiB.
     pub peak_rss_kib: Option<u64>,
     /// First POST to last receive.
@@ -62,6 +68,11 @@ pub fn line(r: &RunResult) -> String {
     );
     let _ = write!(
         s,
+        " bridge_p50={:.0}ms bridge_p99={:.0}ms pm_queue_p50={:.0}ms pm_queue_p99={:.0}ms",
+        r.bridge_ms.0, r.bridge_ms.1, r.queue_ms.0, r.queue_ms.1
+    );
+    let _ = write!(
+        s,
         " max={:.0}ms elapsed={:.1}s duplicates={}",
         r.max_ms,
         r.elapsed.as_secs_f64(),
@@ -82,8 +93,8 @@ pub fn line(r: &RunResult) -> String {
 /// The results as a Markdown table.
 pub fn markdown(results: &[RunResult]) -> String {
     let mut s = String::from(
-        "| sink | events | events/s | p50 latency | p99 latency | bridge peak RSS |\n\
-         |---|---:|---:|---:|---:|---:|\n",
+        "| sink | events | events/s | p50 latency | p99 latency | bridge p50 | bridge p99 | bridge peak RSS |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in results {
         let events = if r.complete() {
@@ -93,12 +104,14 @@ pub fn markdown(results: &[RunResult]) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0} | {:.0} ms | {:.0} ms | {} |",
+            "| {} | {} | {:.0} | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {} |",
             r.sink.as_str(),
             events,
             r.events_per_s,
             r.p50_ms,
             r.p99_ms,
+            r.bridge_ms.0,
+            r.bridge_ms.1,
             rss(r).replace("MiB", " MiB")
         );
     }
@@ -139,6 +152,8 @@ mod tests {
             p50_ms: 10.2,
             p99_ms: 99.6,
             max_ms: 120.0,
+            bridge_ms: (4.0, 20.5),
+            queue_ms: (6.0, 79.0),
             peak_rss_kib: Some(2048),
             elapsed: Duration::from_secs(1),
             note: None,
@@ -149,10 +164,11 @@ mod tests {
             l.starts_with("sink=kafka events=10 events/s=1234 p50=10ms p99=100ms peak_rss=2.0MiB"),
             "{l}"
         );
+        assert!(l.contains(" bridge_p50=4ms bridge_p99=20ms pm_queue_p50=6ms"), "{l}");
         assert!(!l.contains("INCOMPLETE"));
         let t = markdown(&[r]);
         assert!(
-            t.contains("| kafka | 10 | 1234 | 10 ms | 100 ms | 2.0 MiB |"),
+            t.contains("| kafka | 10 | 1234 | 10 ms | 100 ms | 4 ms | 20 ms | 2.0 MiB |"),
             "{t}"
         );
     }

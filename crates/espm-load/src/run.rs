@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -43,6 +45,10 @@ pub struct Settings {
     pub bridge_log_level: String,
     /// Keep every run's directory.
     pub keep: bool,
+    /// `--rate`: create `notifications` at this many per second instead of all at once.
+    pub rate: Option<u64>,
+    /// `--backlog`: the sink is down until every event is journalled, then comes back.
+    pub backlog: bool,
 }
 
 /// Sink-specific state between set-up, consuming and clean-up.
@@ -61,6 +67,8 @@ enum Prepared {
     },
     Webhook {
         server: JoinHandle<()>,
+        /// The receiver answers 503 while this is false.
+        up: Arc<AtomicBool>,
     },
 }
 
@@ -90,6 +98,55 @@ pub(crate) async fn post_burst(
     let mut posted = 0usize;
     while posted < n {
         let count = chunk.min(n - posted);
+        http.post(&url)
+            .json(&json!({ "count": count, "types": NOTIFICATION_TYPES }))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .context("POST /sim/notifications failed")?;
+        posted += count;
+    }
+    Ok(())
+}
+
+/// The sum of every series of a counter or gauge on the bridge's `/metrics` (0 when absent or
+/// unreachable).
+async fn metric_sum(http: &reqwest::Client, port: u16, name: &str) -> f64 {
+    let Ok(resp) = http.get(format!("http://127.0.0.1:{port}/metrics")).send().await else {
+        return 0.0;
+    };
+    let Ok(text) = resp.text().await else {
+        return 0.0;
+    };
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Create `n` notifications at `per_s` per second, spread over 20 ms ticks (a late tick catches
+/// up, so the mean rate holds).
+pub(crate) async fn post_at_rate(
+    http: &reqwest::Client,
+    sim: &SimServer,
+    n: usize,
+    per_s: u64,
+) -> anyhow::Result<()> {
+    let url = format!("{}/notifications", sim.control_url());
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut posted = 0usize;
+    while posted < n {
+        tick.tick().await;
+        let due = (started.elapsed().as_secs_f64() * per_s as f64) as usize;
+        let count = due.min(n) - posted.min(due.min(n));
+        if count == 0 {
+            continue;
+        }
         http.post(&url)
             .json(&json!({ "count": count, "types": NOTIFICATION_TYPES }))
             .send()
@@ -161,13 +218,14 @@ async fn prepare(
             (Prepared::Nats { js, stream, prefix }, toml)
         }
         SinkKind::Webhook => {
-            let (addr, server) = receivers::webhook_receiver(rec.clone()).await?;
+            let up = Arc::new(AtomicBool::new(!settings.backlog));
+            let (addr, server) = receivers::webhook_receiver(rec.clone(), up.clone()).await?;
             let toml = format!(
                 "[[sinks]]\ntype = \"webhook\"\nname = \"load-webhook\"\n\
                  url = \"http://{addr}/hook\"\nsecret_env = \"{WHSEC_ENV}\"\n\
                  max_in_flight = 64\ntimeout = \"30s\"\n"
             );
-            (Prepared::Webhook { server }, toml)
+            (Prepared::Webhook { server, up }, toml)
         }
     })
 }
@@ -223,7 +281,7 @@ async fn cleanup(prepared: Prepared) {
                 eprintln!("espm-load: could not delete stream {stream}: {e}");
             }
         }
-        Prepared::Webhook { server } => server.abort(),
+        Prepared::Webhook { server, .. } => server.abort(),
         // The topic lives on a throw-away broker (or is left for inspection on a real one).
         Prepared::Kafka { .. } | Prepared::File { .. } => {}
     }
@@ -366,6 +424,7 @@ struct LedgerDoc {
 struct LedgerRow {
     id: i64,
     created_at: String,
+    handed_out_at: Option<String>,
 }
 
 /// One complete run for `kind`.
@@ -443,21 +502,33 @@ pub async fn run(
 
     let (first_us, duplicates, last_us) = rec.snapshot();
     let mut latencies = Vec::with_capacity(ledger.notifications.len());
+    let (mut bridge, mut queue) = (Vec::new(), Vec::new());
     let mut received = 0usize;
     let mut bad_dates = 0usize;
+    let micros = |t: &str| chrono::DateTime::parse_from_rfc3339(t).map(|d| d.timestamp_micros());
     for row in &ledger.notifications {
         let Some(at) = first_us.get(&row.id) else {
             continue;
         };
         received += 1;
-        match chrono::DateTime::parse_from_rfc3339(&row.created_at) {
-            Ok(created) => latencies.push((at - created.timestamp_micros()) as f64 / 1000.0),
-            Err(_) => bad_dates += 1,
+        let created = match micros(&row.created_at) {
+            Ok(c) => c,
+            Err(_) => {
+                bad_dates += 1;
+                continue;
+            }
+        };
+        latencies.push((at - created) as f64 / 1000.0);
+        if let Some(Ok(out)) = row.handed_out_at.as_deref().map(micros) {
+            bridge.push((at - out) as f64 / 1000.0);
+            queue.push((out - created) as f64 / 1000.0);
         }
     }
     if bad_dates > 0 {
         eprintln!("espm-load: {bad_dates} ledger createdAt values did not parse as RFC 3339");
     }
+    bridge.sort_by(f64::total_cmp);
+    queue.sort_by(f64::total_cmp);
     latencies.sort_by(f64::total_cmp);
     let elapsed_us = (last_us - first_post_us).max(1);
     let result = RunResult {
@@ -469,6 +540,8 @@ pub async fn run(
         p50_ms: percentile(&latencies, 0.50),
         p99_ms: percentile(&latencies, 0.99),
         max_ms: latencies.last().copied().unwrap_or(0.0),
+        bridge_ms: (percentile(&bridge, 0.50), percentile(&bridge, 0.99)),
+        queue_ms: (percentile(&queue, 0.50), percentile(&queue, 0.99)),
         peak_rss_kib,
         elapsed: Duration::from_micros(u64::try_from(elapsed_us).unwrap_or(0)),
         note,
@@ -503,7 +576,24 @@ async fn measure(
 
     let n = settings.notifications;
     let first_post_us = now_us();
-    post_burst(http, sim, n, settings.chunk).await?;
+    match settings.rate {
+        None => post_burst(http, sim, n, settings.chunk).await?,
+        Some(per_s) => post_at_rate(http, sim, n, per_s).await?,
+    }
+    if let (true, Prepared::Webhook { up, .. }) = (settings.backlog, prepared) {
+        // The sink stays down until the whole burst is in the outbox, and a while longer, so
+        // the peak RSS covers a full backlog and its retries.
+        loop {
+            let emitted = metric_sum(http, port, "espm_bridge_events_emitted_total").await;
+            if emitted >= n as f64 || Instant::now() >= deadline || bridge.exited().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        eprintln!("espm-load: {n} events journalled behind a stopped sink; bringing it back in 10s");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        up.store(true, Ordering::Relaxed);
+    }
 
     let mut last_report = Instant::now();
     let note = loop {

@@ -2,7 +2,7 @@
 //! then parse per notification and commit.
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use espm_client::{BodyStream, ClientError};
@@ -178,8 +178,10 @@ impl Poller {
                 return Err(e.into());
             }
         };
+        let t0 = Instant::now();
         let received = self.receive(endpoint, &mut stream, clear, shutdown).await?;
         drop(holding);
+        tracing::debug!(account = %account, raw_id = %received.id, bytes = received.len, ms = t0.elapsed().as_millis() as u64, "body journalled");
         if clear {
             self.status
                 .last_clear_len
@@ -750,8 +752,12 @@ impl Committer {
         let mut stream = NotificationStream::new(j.raw_reader(raw_id));
         let mut part: Vec<Notification> = Vec::with_capacity(COMMIT_PART);
         let (mut n, mut bad, mut first) = (0usize, 0usize, true);
+        // Where the time goes, for the log line at the end.
+        let (mut parse, mut commit) = (Duration::ZERO, Duration::ZERO);
         loop {
+            let t = Instant::now();
             let item = stream.next_item();
+            parse += t.elapsed();
             // A journal read that failed is not a parse error: the body stays unprocessed.
             if let Some(e) = stream.get_ref().failed() {
                 return Err(JournalError::Corrupt(format!(
@@ -785,7 +791,9 @@ impl Committer {
                     n += 1;
                     part.push(x);
                     if part.len() == COMMIT_PART {
+                        let t = Instant::now();
                         self.commit_part(j, raw_id, &part, false, &mut out)?;
+                        commit += t.elapsed();
                         part.clear();
                     }
                 }
@@ -820,7 +828,9 @@ impl Committer {
             first = false;
         }
         // The last part marks the body processed.
+        let t = Instant::now();
         self.commit_part(j, raw_id, &part, true, &mut out)?;
+        commit += t.elapsed();
         let outcome = if bad > 0 { "parse_error" } else { "ok" };
         metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => ENDPOINT, "outcome" => outcome).increment(1);
         self.set_parse_failing(bad > 0);
@@ -828,7 +838,11 @@ impl Committer {
             metrics::counter!("espm_bridge_notifications_drained_total", "account" => account.clone()).increment(n as u64);
         }
         if n > 0 || bad > 0 {
-            tracing::info!(account = %account, clear, received = n, new = out.new_notifications, quarantined = bad, "drained notifications");
+            tracing::info!(
+                account = %account, clear, received = n, new = out.new_notifications, quarantined = bad,
+                parse_ms = parse.as_millis() as u64, commit_ms = commit.as_millis() as u64,
+                "drained notifications"
+            );
         }
         Ok((
             Processed {
