@@ -148,10 +148,10 @@ impl Journal {
 
             let mut st = tx
                 .prepare_cached(
-                    "SELECT l.event_id, l.event_type, l.seq FROM notification_events n \
-                     JOIN event_log l ON l.event_id = n.event_id \
+                    "SELECT n.event_id, COALESCE(n.event_type, l.event_type), COALESCE(n.seq, l.seq) \
+                     FROM notification_events n LEFT JOIN event_log l ON n.seq IS NULL AND l.event_id = n.event_id \
                      WHERE n.environment = ?1 AND n.account = ?2 AND n.notification_id = ?3 \
-                     ORDER BY l.seq",
+                     AND COALESCE(n.seq, l.seq) IS NOT NULL ORDER BY 3",
                 )
                 .j()?;
             let evs: Vec<(String, String, i64)> = st
@@ -162,54 +162,7 @@ impl Journal {
                 .collect::<Result<_, _>>()
                 .j()?;
             for (event_id, event_type, seq) in evs {
-                let mut dead: HashMap<(String, i64), (String, u32)> = HashMap::new();
-                let mut st = tx
-                    .prepare_cached(
-                        "SELECT sink, seq, reason, attempts FROM dead_letters WHERE event_id = ?1",
-                    )
-                    .j()?;
-                let rows = st
-                    .query_map([&event_id], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, i64>(3)?,
-                        ))
-                    })
-                    .j()?;
-                for row in rows {
-                    let (sink, dseq, reason, attempts) = row.j()?;
-                    dead.insert(
-                        (sink, dseq),
-                        (reason, u32::try_from(attempts).unwrap_or(u32::MAX)),
-                    );
-                }
-                let mut retrying: HashMap<(String, i64), (u32, i64, String)> = HashMap::new();
-                let mut st = tx
-                    .prepare_cached(
-                        "SELECT r.sink, r.seq, r.attempts, r.next_attempt_at, r.last_error \
-                         FROM sink_retries r JOIN outbox o ON o.seq = r.seq WHERE o.event_id = ?1",
-                    )
-                    .j()?;
-                let rows = st
-                    .query_map([&event_id], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, i64>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, i64>(3)?,
-                            r.get::<_, String>(4)?,
-                        ))
-                    })
-                    .j()?;
-                for row in rows {
-                    let (sink, rseq, attempts, next, err) = row.j()?;
-                    retrying.insert(
-                        (sink, rseq),
-                        (u32::try_from(attempts).unwrap_or(u32::MAX), next, err),
-                    );
-                }
+                // The original append, then every dead-letter replay of it.
                 let mut occurrences = vec![(seq, None::<String>)];
                 let mut st = tx
                     .prepare_cached(
@@ -222,6 +175,51 @@ impl Journal {
                     .j()?;
                 for row in rows {
                     occurrences.push(row.j()?);
+                }
+                let mut dead: HashMap<(String, i64), (String, u32)> = HashMap::new();
+                let mut retrying: HashMap<(String, i64), (u32, i64, String)> = HashMap::new();
+                let mut dead_st = tx
+                    .prepare_cached(
+                        "SELECT reason, attempts FROM dead_letters WHERE sink = ?1 AND seq = ?2",
+                    )
+                    .j()?;
+                let mut retry_st = tx
+                    .prepare_cached(
+                        "SELECT attempts, next_attempt_at, last_error FROM sink_retries \
+                         WHERE sink = ?1 AND seq = ?2",
+                    )
+                    .j()?;
+                for (oseq, _) in &occurrences {
+                    for (sink, _) in &sinks {
+                        let d = dead_st
+                            .query_row(params![sink, oseq], |r| {
+                                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                            })
+                            .optional()
+                            .j()?;
+                        if let Some((reason, attempts)) = d {
+                            dead.insert(
+                                (sink.clone(), *oseq),
+                                (reason, u32::try_from(attempts).unwrap_or(u32::MAX)),
+                            );
+                        }
+                        let r = retry_st
+                            .query_row(params![sink, oseq], |r| {
+                                Ok((
+                                    r.get::<_, i64>(0)?,
+                                    r.get::<_, i64>(1)?,
+                                    r.get::<_, String>(2)?,
+                                ))
+                            })
+                            .optional()
+                            .j()?;
+                        if let Some((attempts, next, err)) = r {
+                            retrying.insert(
+                                (sink.clone(), *oseq),
+                                (u32::try_from(attempts).unwrap_or(u32::MAX), next, err),
+                            );
+                        }
+                    }
                 }
                 for (oseq, target) in occurrences {
                     let deliveries = sinks

@@ -60,7 +60,7 @@ pub use spool::{Spool, SpoolEntry, SpoolWriter};
 
 use dead_letters::store_dead_letter;
 use error::SqlResultExt;
-use outbox::{append_events, event_json, parse_event, store_cursor};
+use outbox::{append_events, event_json, insert_outbox, parse_event, store_cursor};
 use raw::mark_parsed;
 
 /// How long a writer waits for a lock held by another connection before reporting
@@ -185,7 +185,8 @@ fn configure(conn: &Connection, read_only: bool) -> Result<(), JournalError> {
     // FULL: a commit returns only after the WAL is fsynced.
     conn.pragma_update(None, "synchronous", "FULL").j()?;
     if !read_only {
-        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB).j()?;
+        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
+            .j()?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
             .j()?;
     }

@@ -115,24 +115,54 @@ impl Journal {
                     ])
                     .j()?;
                 }
+                let mut linked = tx
+                    .prepare_cached(
+                        "SELECT 1 FROM notification_events WHERE environment = ?1 AND account = ?2 \
+                         AND notification_id = ?3 AND event_id = ?4",
+                    )
+                    .j()?;
+                let mut logged = tx
+                    .prepare_cached("SELECT 1 FROM event_log WHERE event_id = ?1")
+                    .j()?;
                 let mut ev_link = tx
                     .prepare_cached(
-                        "INSERT OR IGNORE INTO notification_events(environment, account, notification_id, event_id) \
-                         VALUES (?1, ?2, ?3, ?4)",
+                        "INSERT INTO notification_events(environment, account, notification_id, \
+                         event_id, event_type, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )
                     .j()?;
                 // A set, not a scan: one drain can hold tens of thousands of notifications.
                 let ids: std::collections::HashSet<i64> =
                     items.iter().map(|i| i.notification_id).collect();
+                let mut unlinked = Vec::new();
                 for ev in events {
-                    if let Some(nid) = linked_notification(ev, items, &ids) {
-                        ev_link
-                            .execute(params![scope.environment, scope.account, nid, ev.id])
-                            .j()?;
+                    let Some(nid) = linked_notification(ev, items, &ids) else {
+                        unlinked.push(ev.clone());
+                        continue;
+                    };
+                    let key = params![scope.environment, scope.account, nid, ev.id];
+                    if linked.exists(key).j()? {
+                        continue; // appended by an earlier commit
                     }
+                    // Linked before version 5 without its link? Then event_log has it.
+                    let seq = if logged.exists([&ev.id]).j()? {
+                        None
+                    } else {
+                        stats.new_events += 1;
+                        Some(insert_outbox(tx, ev, now)?)
+                    };
+                    ev_link
+                        .execute(params![
+                            scope.environment,
+                            scope.account,
+                            nid,
+                            ev.id,
+                            ev.ty,
+                            seq
+                        ])
+                        .j()?;
                 }
+                stats.new_events += append_events(tx, &unlinked, now)?;
             }
-            stats.new_events = append_events(tx, events, now)?;
             if last {
                 mark_parsed(tx, &[raw])?;
             }

@@ -40,19 +40,16 @@ pub(crate) fn parse_event(seq: i64, json: &str) -> Result<CloudEvent, JournalErr
     serde_json::from_str(json).map_err(|e| JournalError::Corrupt(format!("outbox seq {seq}: {e}")))
 }
 
-/// Append events to the outbox inside `tx`, skipping ids ever enqueued before. Returns how many
-/// were appended.
+/// Append events to the outbox inside `tx`, skipping ids ever enqueued before (`event_log`).
+/// Returns how many were appended. Events of a notification go through
+/// [`Journal::commit_notifications`] instead, which appends them once per notification link.
 pub(crate) fn append_events(
     tx: &Transaction<'_>,
     events: &[CloudEvent],
     now: i64,
 ) -> Result<usize, JournalError> {
-    let mut ins_outbox = tx
-        .prepare_cached(
-            "INSERT INTO outbox(event_id, event_type, target_sink, event_json, enqueued_at) \
-             SELECT ?1, ?2, NULL, ?3, ?4 \
-             WHERE NOT EXISTS (SELECT 1 FROM event_log WHERE event_id = ?1)",
-        )
+    let mut logged = tx
+        .prepare_cached("SELECT 1 FROM event_log WHERE event_id = ?1")
         .j()?;
     let mut ins_log = tx
         .prepare_cached(
@@ -61,14 +58,31 @@ pub(crate) fn append_events(
         .j()?;
     let mut appended = 0;
     for ev in events {
-        let json = event_json(ev)?;
-        if ins_outbox.execute(params![ev.id, ev.ty, json, now]).j()? == 1 {
-            let seq = tx.last_insert_rowid();
-            ins_log.execute(params![ev.id, ev.ty, seq, now]).j()?;
-            appended += 1;
+        if logged.exists([&ev.id]).j()? {
+            continue;
         }
+        let seq = insert_outbox(tx, ev, now)?;
+        ins_log.execute(params![ev.id, ev.ty, seq, now]).j()?;
+        appended += 1;
     }
     Ok(appended)
+}
+
+/// Insert one untargeted outbox row; returns its sequence number.
+pub(crate) fn insert_outbox(
+    tx: &Transaction<'_>,
+    ev: &CloudEvent,
+    now: i64,
+) -> Result<i64, JournalError> {
+    let json = event_json(ev)?;
+    tx.prepare_cached(
+        "INSERT INTO outbox(event_id, event_type, target_sink, event_json, enqueued_at) \
+         VALUES (?1, ?2, NULL, ?3, ?4)",
+    )
+    .j()?
+    .execute(params![ev.id, ev.ty, json, now])
+    .j()?;
+    Ok(tx.last_insert_rowid())
 }
 
 pub(crate) fn register_sink(conn: &Connection, sink: &str, now: i64) -> Result<(), JournalError> {

@@ -9,7 +9,19 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Every migration step, in order: step `i` brings the file from version `i` to `i + 1`. Append
 /// new steps at the end (one self-contained step per change); never edit a released one.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+
+/// Version 5: a notification's events are appended once by their link to the notification
+/// (`notification_events`, keyed by notification id: new rows land at the end of the tree)
+/// instead of by event id. Event ids are UUIDs, so a unique index on them takes writes all over
+/// its pages: for a large burst, several KiB of WAL per event. `event_log` now keeps only the
+/// ids of events without a notification (few); history finds a notification's events through
+/// the link's `seq`, or `event_log` for events linked before this version.
+const V5: &str = r#"
+DROP INDEX outbox_event_once;
+ALTER TABLE notification_events ADD COLUMN event_type TEXT;
+ALTER TABLE notification_events ADD COLUMN seq INTEGER;
+"#;
 
 /// Version 4: a body of any size is journalled as it arrives, in chunks, so no process holds
 /// a whole PM body in memory. `chunked` bodies keep their bytes in `raw_chunks` (the `body`
@@ -191,4 +203,101 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), JournalError> {
         tx.commit().j()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Journal, NotificationEntry, Scope};
+    use espm_events::CloudEvent;
+
+    fn event(id: &str, notification_id: i64) -> CloudEvent {
+        CloudEvent {
+            specversion: "1.0".into(),
+            id: id.into(),
+            source: "espm://sim/acme".into(),
+            ty: "gov.energystar.pm.share.revoked".into(),
+            subject: None,
+            time: None,
+            datacontenttype: "application/json".into(),
+            dataschema: "https://example.invalid/s.json".into(),
+            espmenvironment: "sim".into(),
+            espmaccount: "acme".into(),
+            data: serde_json::json!({ "notificationId": notification_id }),
+        }
+    }
+
+    /// A journal written by a version-4 build (event appended by event id, linked without a
+    /// seq) still appends that event once after the upgrade, and its history still finds it.
+    #[test]
+    fn events_appended_before_v5_are_not_appended_again_and_keep_their_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            for (i, step) in MIGRATIONS[..4].iter().enumerate() {
+                conn.execute_batch(step).unwrap();
+                conn.pragma_update(None, "user_version", i as i64 + 1)
+                    .unwrap();
+            }
+            let json = serde_json::to_string(&event("ev-old", 7)).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(&format!(
+                "INSERT INTO notifications VALUES ('sim', 'acme', 7, 'UNSHARE', '{{}}', 1, 1);
+                 INSERT INTO outbox(event_id, event_type, target_sink, event_json, enqueued_at)
+                   VALUES ('ev-old', 'gov.energystar.pm.share.revoked', NULL, '{json}', 1);
+                 INSERT INTO event_log VALUES ('ev-old', 'gov.energystar.pm.share.revoked', 1, 1);
+                 INSERT INTO notification_events VALUES ('sim', 'acme', 7, 'ev-old');"
+            ))
+            .unwrap();
+            tx.commit().unwrap();
+        }
+
+        let j = Journal::open(&path).unwrap();
+        let scope = Scope::new("sim", "acme");
+        let entry = |id: i64| NotificationEntry {
+            notification_id: id,
+            type_code: "UNSHARE".into(),
+            json: serde_json::json!({}),
+        };
+        let raw = j
+            .record_raw(&scope, "notification/list", 200, b"<x/>")
+            .unwrap();
+        let stats = j
+            .commit_notifications(
+                &scope,
+                raw,
+                &[entry(7), entry(8)],
+                &[event("ev-old", 7), event("ev-new", 8)],
+            )
+            .unwrap();
+        assert_eq!(
+            stats.new_events, 1,
+            "only the event of notification 8 is new"
+        );
+        assert_eq!(j.head_seq().unwrap(), 2);
+        // Committing the same part again (a crash before the body was marked parsed) adds nothing.
+        let again = j
+            .commit_notifications(&scope, raw, &[entry(8)], &[event("ev-new", 8)])
+            .unwrap();
+        assert_eq!(again.new_events, 0);
+        assert_eq!(j.head_seq().unwrap(), 2);
+
+        let old = j.notification_history(Some(&scope), 7).unwrap();
+        assert_eq!(old[0].events.len(), 1);
+        assert_eq!(
+            (old[0].events[0].event_id.as_str(), old[0].events[0].seq),
+            ("ev-old", 1)
+        );
+        let new = j.notification_history(Some(&scope), 8).unwrap();
+        assert_eq!(new[0].events.len(), 1);
+        assert_eq!(
+            (new[0].events[0].event_id.as_str(), new[0].events[0].seq),
+            ("ev-new", 2)
+        );
+        assert_eq!(
+            new[0].events[0].event_type,
+            "gov.energystar.pm.share.revoked"
+        );
+    }
 }

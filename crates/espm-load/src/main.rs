@@ -226,10 +226,10 @@ async fn real_main(args: Args) -> anyhow::Result<bool> {
     let settings = run::Settings {
         bridge_bin,
         notifications: match args.rate {
-            Some(per_s) => usize::try_from(
-                (per_s as f64 * args.duration.as_secs_f64()).ceil().max(1.0) as u64,
-            )
-            .context("--rate × --duration")?,
+            Some(per_s) => {
+                usize::try_from((per_s as f64 * args.duration.as_secs_f64()).ceil().max(1.0) as u64)
+                    .context("--rate × --duration")?
+            }
             None => usize::try_from(args.notifications).context("--notifications")?,
         },
         rate: args.rate,

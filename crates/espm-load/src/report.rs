@@ -164,7 +164,10 @@ mod tests {
             l.starts_with("sink=kafka events=10 events/s=1234 p50=10ms p99=100ms peak_rss=2.0MiB"),
             "{l}"
         );
-        assert!(l.contains(" bridge_p50=4ms bridge_p99=20ms pm_queue_p50=6ms"), "{l}");
+        assert!(
+            l.contains(" bridge_p50=4ms bridge_p99=20ms pm_queue_p50=6ms"),
+            "{l}"
+        );
         assert!(!l.contains("INCOMPLETE"));
         let t = markdown(&[r]);
         assert!(

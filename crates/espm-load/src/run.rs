@@ -112,7 +112,11 @@ pub(crate) async fn post_burst(
 /// The sum of every series of a counter or gauge on the bridge's `/metrics` (0 when absent or
 /// unreachable).
 async fn metric_sum(http: &reqwest::Client, port: u16, name: &str) -> f64 {
-    let Ok(resp) = http.get(format!("http://127.0.0.1:{port}/metrics")).send().await else {
+    let Ok(resp) = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+    else {
         return 0.0;
     };
     let Ok(text) = resp.text().await else {
@@ -590,7 +594,9 @@ async fn measure(
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        eprintln!("espm-load: {n} events journalled behind a stopped sink; bringing it back in 10s");
+        eprintln!(
+            "espm-load: {n} events journalled behind a stopped sink; bringing it back in 10s"
+        );
         tokio::time::sleep(Duration::from_secs(10)).await;
         up.store(true, Ordering::Relaxed);
     }

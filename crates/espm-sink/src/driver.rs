@@ -415,7 +415,13 @@ pub async fn run_sink(
             for later in window.drain(..) {
                 let outcomes = later.acks.await;
                 let made = attempts_made(&outcomes);
-                count_attempts(&mut attempts, &later.rows, &later.accepted, &made, new_cursor);
+                count_attempts(
+                    &mut attempts,
+                    &later.rows,
+                    &later.accepted,
+                    &made,
+                    new_cursor,
+                );
             }
             read_pos = new_cursor;
         }
@@ -645,7 +651,11 @@ fn count_attempts(
     made: &[u32],
     cursor: i64,
 ) {
-    let sent = rows.iter().zip(accepted).filter(|(_, ok)| **ok).map(|(r, _)| r);
+    let sent = rows
+        .iter()
+        .zip(accepted)
+        .filter(|(_, ok)| **ok)
+        .map(|(r, _)| r);
     for (row, n) in sent.zip(made) {
         if row.seq > cursor && *n > 0 {
             *attempts.entry(row.seq).or_insert(0) += n;

@@ -8,7 +8,8 @@ use std::time::Duration;
 use espm_config::FileSinkConfig;
 use espm_journal::Journal;
 use espm_sink::{
-    run_sink, Acks, CloudEvent, ConsoleSink, DriverConfig, Envelope, FileSink, Outcome, Sink, SinkState,
+    run_sink, Acks, CloudEvent, ConsoleSink, DriverConfig, Envelope, FileSink, Outcome, Sink,
+    SinkState,
 };
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
