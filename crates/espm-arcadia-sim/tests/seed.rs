@@ -59,7 +59,12 @@ async fn seed_examples_give_the_seed_answers() {
     // Only the first two are verbatim from the page (see the module docs).
     let exact: Vec<bool> = examples
         .iter()
-        .map(|e| e["source"]["verified"].as_str().unwrap().starts_with("exact"))
+        .map(|e| {
+            e["source"]["verified"]
+                .as_str()
+                .unwrap()
+                .starts_with("exact")
+        })
         .collect();
     assert_eq!(exact, [true, true, false]);
     for ex in &examples {
@@ -101,7 +106,11 @@ async fn seed_examples_give_the_seed_answers() {
         assert_eq!(a["properties"]["buildingArea"]["dataValue"], "2000");
         assert_eq!(a["properties"]["customerClass"]["dataValue"], "1");
         assert_eq!(a["type"], "POTENTIAL");
-        assert_eq!(a["tariffs"].as_array().map(Vec::len), Some(1), "replays replace");
+        assert_eq!(
+            a["tariffs"].as_array().map(Vec::len),
+            Some(1),
+            "replays replace"
+        );
         assert_eq!(a["tariffs"][0]["masterTariffId"], 522);
         assert_eq!(a["tariffs"][0]["customerLikelihood"], 100);
         assert_eq!(a["address"]["zip"], "94105");
