@@ -313,3 +313,198 @@ async fn arcadia_mirrors_property_shares() {
     arcadia.shutdown().await;
     pm.shutdown().await;
 }
+
+/// `espm-bridge arcadia set-property`: the seed's call by hand, by either id, with the tariff's
+/// accuracy and dates; a refusal exits non-zero with Arcadia's message; the key never shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_property_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let arcadia =
+        ArcadiaSimServer::start(ArcadiaSimConfig::default(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+    let app_key = ArcadiaSimConfig::default().app_key;
+    let created = arcadia.state().with_store(|s| {
+        s.upsert(
+            Account {
+                provider_account_id: Some("espm-5".into()),
+                account_name: Some("Five".into()),
+                ..Account::default()
+            },
+            "8a1f1a7e-0000-4000-8000-000000000005".into(),
+        )
+        .unwrap()
+    });
+    let account_id = created.account_id.unwrap();
+    let config_path = dir.path().join("bridge.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "{}{}{}",
+            journal_toml(dir.path()),
+            account_toml("arc", "http://127.0.0.1:9/ws", "arc", PASSWORD_ENV, "clear"),
+            arcadia_sink_toml("arcadia", &arcadia.base_url()),
+        ),
+    )
+    .unwrap();
+    let set = |args: &[&str]| {
+        let out = std::process::Command::new(bridge_bin())
+            .args(["arcadia", "set-property", "--config"])
+            .arg(&config_path)
+            .args(args)
+            .env(APP_KEY_ENV, &app_key)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            !stdout.contains(&app_key) && !stderr.contains(&app_key),
+            "the app key was printed"
+        );
+        (out.status.success(), stdout, stderr)
+    };
+
+    let (ok, stdout, stderr) = set(&[
+        "--pid",
+        "espm-5",
+        "masterTariffId",
+        "522",
+        "--accuracy",
+        "100",
+        "--from",
+        "2026-01-01",
+        "--to",
+        "2026-12-31",
+    ]);
+    assert!(ok, "{stderr}");
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        answer,
+        json!({"keyName": "masterTariffId", "dataType": null, "dataValue": "522",
+               "accuracy": 100, "fromDateTime": "2026-01-01", "toDateTime": "2026-12-31"})
+    );
+    let (ok, stdout, stderr) = set(&["--account-id", &account_id, "buildingArea", "2000"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout).unwrap(),
+        json!({"keyName": "buildingArea", "dataType": null, "dataValue": "2000"})
+    );
+    let a = by_pid(&arcadia.state().accounts())["espm-5"].clone();
+    assert_eq!(a.property("buildingArea"), Some("2000"));
+    assert_eq!(a.tariffs.len(), 1);
+    assert_eq!(a.tariffs[0].master_tariff_id, 522);
+    assert_eq!(a.tariffs[0].effective_date.as_deref(), Some("2026-01-01"));
+    assert_eq!(a.tariffs[0].end_date.as_deref(), Some("2026-12-31"));
+
+    let (ok, _, stderr) = set(&["--pid", "espm-404", "status", "INACTIVE"]);
+    assert!(!ok);
+    assert!(stderr.contains("ObjectNotFound"), "{stderr}");
+    let (ok, _, stderr) = set(&["--pid", "espm-5", "status", "SLEEPING"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("InvalidArgument") && stderr.contains("status"),
+        "{stderr}"
+    );
+    arcadia.shutdown().await;
+}
+
+/// `espm-bridge arcadia-sim`: Arcadia's paths under /rest/v1 behind HTTP Basic, the control API
+/// under /sim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arcadia_sim_command_serves_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let log = std::fs::File::create(dir.path().join("arcadia-sim.log")).unwrap();
+    let mut child = std::process::Command::new(bridge_bin())
+        .args(["arcadia-sim", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--app-id", "cli-id", "--app-key", "cli-key"])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let up = eventually(Duration::from_secs(30), || {
+        let req = http
+            .get(format!("{base}/rest/v1/accounts"))
+            .basic_auth("cli-id", Some("cli-key"));
+        async move { req.send().await.ok().filter(|r| r.status() == 200) }
+    })
+    .await;
+    let log_text = || std::fs::read_to_string(dir.path().join("arcadia-sim.log")).unwrap();
+    assert!(up.is_some(), "arcadia-sim did not come up: {}", log_text());
+    let wrong = http
+        .get(format!("{base}/rest/v1/accounts"))
+        .basic_auth("cli-id", Some("nope"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let put = http
+        .put(format!("{base}/rest/v1/accounts"))
+        .basic_auth("cli-id", Some("cli-key"))
+        .json(&json!({"providerAccountId": "espm-1", "accountName": "One"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let listed: Vec<Account> = http
+        .get(format!("{base}/sim/accounts"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(!log_text().contains("cli-key"), "the app key was logged");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// `espm-bridge demo --arcadia`: the demo's provider accepts the scenario's pending property
+/// shares and the Arcadia simulator ends up holding their accounts.
+#[test]
+fn demo_with_arcadia_mirrors_accepted_shares() {
+    let out = std::process::Command::new(bridge_bin())
+        .args([
+            "demo",
+            "--arcadia",
+            "--duration",
+            "25s",
+            "--activity-every",
+            "0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let accepted = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| {
+            e["type"] == "gov.energystar.pm.property_share.resolved"
+                && e["data"]["resolution"] == "accepted"
+        })
+        .count();
+    assert!(accepted > 0, "the demo accepted no property share\n{err}");
+    // "Arcadia simulator: N accounts mirrored (M ACTIVE)", printed before it stops.
+    let line = err
+        .lines()
+        .find(|l| l.contains("accounts mirrored"))
+        .unwrap_or_else(|| panic!("no Arcadia summary:\n{err}"));
+    let numbers: Vec<usize> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let [mirrored, active] = numbers[..] else {
+        panic!("{line}")
+    };
+    assert!(active >= 1, "{line}\n{err}");
+    assert!(
+        mirrored <= accepted,
+        "{line}: more accounts than accepted shares"
+    );
+}

@@ -178,8 +178,14 @@ pub async fn provider_desk(cfg: BridgeConfig, password: Secret, stop: Cancellati
             let Ok(pending) = journal.pending_snapshot(&scope, list) else {
                 continue;
             };
-            for item in pending.values() {
-                let Some(id) = item.get(id_field).and_then(|v| v.as_i64()) else {
+            for stored in pending.into_values() {
+                // The snapshot keeps `{data, tracked}` per request: answer only what PM still
+                // lists (not resolved, not missed by the last walk).
+                let item = espm_events::TrackedRequest::from_stored(stored);
+                if !item.is_pending() || item.missed_walks > 0 {
+                    continue;
+                }
+                let Some(id) = item.data.get(id_field).and_then(|v| v.as_i64()) else {
                     continue;
                 };
                 // Recorded first: the poller may see the request gone right after PM's answer.

@@ -661,6 +661,15 @@ async fn demo(
     stop.cancel();
     sim.shutdown().await;
     if let Some(a) = arcadia_sim {
+        let accounts = a.state().accounts();
+        let active = accounts
+            .iter()
+            .filter(|x| x.status.as_deref() == Some(espm_arcadia::status::ACTIVE))
+            .count();
+        eprintln!(
+            "Arcadia simulator: {} accounts mirrored ({active} ACTIVE)",
+            accounts.len()
+        );
         a.shutdown().await;
     }
     res.map(|report| report.exit_code())

@@ -5,8 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use espm_arcadia::{status, Account, AccountRef, Address, SetProperty};
-use espm_events::data::{NotificationData, PropertyShareResolvedData};
+use espm_arcadia::{status, Account, AccountRef, Address, PropertyData, SetProperty};
+use espm_events::data::{
+    AddressData, NotificationData, PropertyInfoData, PropertyShareResolvedData,
+};
 use espm_events::{CloudEvent, Resolution};
 
 /// Square feet per square metre.
@@ -26,6 +28,16 @@ pub enum Call {
         /// The field and value.
         property: SetProperty,
     },
+    /// Set Account Property on an account that may never have been mirrored: a 404 is done.
+    SetIfMirrored {
+        /// The account.
+        account: AccountRef,
+        /// The field and value.
+        property: SetProperty,
+    },
+    /// Upsert an account only if it is already mirrored (`GET` first; a 404 is done): a refresh
+    /// never creates an account.
+    Refresh(Box<Account>),
     /// `status` = `INACTIVE` on one account; a 404 means it was never mirrored, which is done.
     Inactivate {
         /// The account.
@@ -129,15 +141,75 @@ impl Mapping {
                 Ok(_) => Plan::Skip("connection.terminated names no account".into()),
                 Err(e) => Plan::Skip(e),
             },
-            espm_events::SHARE_UPDATED => {
-                // PM's SHAREUPDATE notification carries only ids and a text, no property details.
-                Plan::Skip("share.updated carries no property details to refresh".into())
-            }
-            espm_events::PROPERTY_TRANSFERRED => Plan::Skip(
-                "property.transferred: access removal arrives as its own share.revoked".into(),
-            ),
+            espm_events::SHARE_UPDATED => self.share_updated(event),
+            espm_events::PROPERTY_TRANSFERRED => match notification(event) {
+                // `accountId` and `username` are the new owner's. The account follows its
+                // property, so that the new owner's disconnect finds it and the former owner's
+                // does not. Removal of our access arrives as its own share.revoked (INACTIVE).
+                Ok(NotificationData {
+                    property_id: Some(pid),
+                    account_id: Some(owner),
+                    username,
+                    ..
+                }) => {
+                    let account = AccountRef::Provider(self.provider_account_id(pid));
+                    let mut calls = vec![Call::SetIfMirrored {
+                        account: account.clone(),
+                        property: SetProperty::new("customerOrgId", owner.to_string()),
+                    }];
+                    if let Some(name) = username.filter(|u| !u.trim().is_empty()) {
+                        calls.push(Call::SetIfMirrored {
+                            account,
+                            property: SetProperty::new("customerOrgName", name),
+                        });
+                    }
+                    Plan::Calls(calls)
+                }
+                Ok(_) => Plan::Skip("property.transferred names no property or new owner".into()),
+                Err(e) => Plan::Skip(e),
+            },
             other => Plan::Skip(format!("{other}: nothing to mirror")),
         }
+    }
+
+    /// PM's SHAREUPDATE notification carries only ids and a text: skipped. An event that does
+    /// carry the property's details (`propertyInfo`) refreshes the mirrored account's name,
+    /// address and area; not its customer (`accountId` of a share update is the editor's).
+    fn share_updated(&self, event: &CloudEvent) -> Plan {
+        let n = match notification(event) {
+            Ok(n) => n,
+            Err(e) => return Plan::Skip(e),
+        };
+        let Some(pid) = n.property_id else {
+            return Plan::Skip("share.updated names no property".into());
+        };
+        if n.meter_id.is_some() {
+            return Plan::Skip("share.updated of a meter: no account change".into());
+        }
+        let Some(info) = event.data.get("propertyInfo").filter(|v| !v.is_null()) else {
+            return Plan::Skip("share.updated carries no property details to refresh".into());
+        };
+        let info = match serde_json::from_value::<PropertyInfoData>(info.clone()) {
+            Ok(i) => i,
+            Err(e) => return Plan::Skip(format!("unreadable share.updated propertyInfo: {e}")),
+        };
+        let mut account = Account {
+            provider_account_id: Some(self.provider_account_id(pid)),
+            account_name: info.name.clone(),
+            address: info.address.as_ref().map(address),
+            ..Account::default()
+        };
+        if let Some(area) = building_area(&info) {
+            account.properties.insert(
+                "buildingArea".into(),
+                PropertyData {
+                    key_name: "buildingArea".into(),
+                    data_value: Some(area),
+                    ..PropertyData::default()
+                },
+            );
+        }
+        Plan::Calls(vec![Call::Refresh(Box::new(account))])
     }
 
     fn share_resolved(&self, d: &PropertyShareResolvedData) -> Plan {
@@ -154,15 +226,7 @@ impl Mapping {
         let r = &d.request;
         let pid = self.provider_account_id(r.property_id);
         let info = &r.property_info;
-        let address = info.address.as_ref().map(|a| Address {
-            address_string: None,
-            address1: a.address1.clone(),
-            address2: a.address2.clone(),
-            city: a.city.clone(),
-            state: a.state.clone().or_else(|| a.other_state.clone()),
-            zip: a.postal_code.clone(),
-            country: a.country.clone(),
-        });
+        let address = info.address.as_ref().map(address);
         let account = Account {
             provider_account_id: Some(pid.clone()),
             account_name: info.name.clone(),
@@ -177,11 +241,7 @@ impl Mapping {
         };
         let target = AccountRef::Provider(pid);
         let mut calls = vec![Call::Upsert(Box::new(account))];
-        if let Some(area) = info
-            .gross_floor_area
-            .as_ref()
-            .and_then(|g| square_feet(g.value?, g.units.as_deref()))
-        {
+        if let Some(area) = building_area(info) {
             calls.push(Call::Set {
                 account: target.clone(),
                 property: SetProperty::new("buildingArea", area),
@@ -210,6 +270,26 @@ impl Mapping {
         }
         Plan::Calls(calls)
     }
+}
+
+/// PM's address, itemised as Arcadia's.
+fn address(a: &AddressData) -> Address {
+    Address {
+        address_string: None,
+        address1: a.address1.clone(),
+        address2: a.address2.clone(),
+        city: a.city.clone(),
+        state: a.state.clone().or_else(|| a.other_state.clone()),
+        zip: a.postal_code.clone(),
+        country: a.country.clone(),
+    }
+}
+
+/// `buildingArea`: the gross floor area in square feet, when PM gave a usable one.
+fn building_area(info: &PropertyInfoData) -> Option<String> {
+    info.gross_floor_area
+        .as_ref()
+        .and_then(|g| square_feet(g.value?, g.units.as_deref()))
 }
 
 fn notification(event: &CloudEvent) -> Result<NotificationData, String> {
@@ -384,6 +464,61 @@ mod tests {
             m.plan(&event(espm_events::SHARE_REVOKED, json!("garbage"))),
             Plan::Skip(_)
         ));
+    }
+
+    #[test]
+    fn transfers_move_the_account_and_share_updates_refresh_only_with_details() {
+        let m = mapping();
+        let n = |ty: &str, extra: serde_json::Value| {
+            let mut d =
+                json!({"notificationTypeCode": "X", "notificationId": 5, "description": "d"});
+            d.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            event(ty, d)
+        };
+        let pid = || AccountRef::Provider("espm-77".into());
+        assert_eq!(
+            m.plan(&n(
+                espm_events::PROPERTY_TRANSFERRED,
+                json!({"propertyId": 77, "accountId": 99, "username": "new"})
+            )),
+            Plan::Calls(vec![
+                Call::SetIfMirrored {
+                    account: pid(),
+                    property: SetProperty::new("customerOrgId", "99"),
+                },
+                Call::SetIfMirrored {
+                    account: pid(),
+                    property: SetProperty::new("customerOrgName", "new"),
+                },
+            ])
+        );
+        assert!(matches!(
+            m.plan(&n(
+                espm_events::SHARE_UPDATED,
+                json!({"propertyId": 77, "accountId": 5})
+            )),
+            Plan::Skip(_)
+        ));
+        let Plan::Calls(calls) = m.plan(&n(
+            espm_events::SHARE_UPDATED,
+            json!({"propertyId": 77, "accountId": 5, "propertyInfo": {"name": "N",
+                   "grossFloorArea": {"units": "Square Meters", "value": 100.0}}}),
+        )) else {
+            panic!("expected a refresh");
+        };
+        let [Call::Refresh(a)] = &calls[..] else {
+            panic!("{calls:?}")
+        };
+        assert_eq!(a.provider_account_id.as_deref(), Some("espm-77"));
+        assert_eq!(a.account_name.as_deref(), Some("N"));
+        assert_eq!(a.property("buildingArea"), Some("1076"));
+        // Not the editor as the customer, and no status change.
+        assert_eq!(
+            (a.customer_org_id.as_ref(), a.status.as_ref()),
+            (None, None)
+        );
     }
 
     #[test]

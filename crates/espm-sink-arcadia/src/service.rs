@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use espm_arcadia::{status, AccountQuery, AccountRef, ArcadiaClient, ArcadiaError, SetProperty};
+use espm_arcadia::{
+    status, Account, AccountQuery, AccountRef, ArcadiaClient, ArcadiaError, SetProperty,
+};
 
 use crate::request_builder::{Call, Mapping};
 
@@ -78,11 +80,43 @@ impl ArcadiaService {
                 .await
                 .map(drop)
                 .map_err(|e| classify(&format!("set {} on {account}", property.key_name), e)),
+            Call::SetIfMirrored { account, property } => {
+                match self.client.set_property(account, property).await {
+                    Ok(_) => Ok(()),
+                    // Never mirrored: nothing to change.
+                    Err(e) if e.status() == Some(404) => Ok(()),
+                    Err(e) => Err(classify(
+                        &format!("set {} on {account}", property.key_name),
+                        e,
+                    )),
+                }
+            }
+            Call::Refresh(account) => self.refresh(account).await,
             Call::Inactivate { account } => self.inactivate(account).await,
             Call::InactivateCustomer { customer_org_id } => {
                 self.inactivate_customer(customer_org_id, mapping).await
             }
         }
+    }
+
+    async fn refresh(&self, account: &Account) -> Result<(), CallError> {
+        let Some(pid) = account.provider_account_id.clone() else {
+            return Err(CallError::Permanent(
+                "refresh without a providerAccountId".into(),
+            ));
+        };
+        let what = format!("refresh {pid}");
+        match self.client.get_account(&AccountRef::Provider(pid)).await {
+            Ok(_) => {}
+            // Never mirrored: a refresh does not create it.
+            Err(e) if e.status() == Some(404) => return Ok(()),
+            Err(e) => return Err(classify(&what, e)),
+        }
+        self.client
+            .upsert_account(account)
+            .await
+            .map(drop)
+            .map_err(|e| classify(&what, e))
     }
 
     async fn inactivate(&self, account: &AccountRef) -> Result<(), CallError> {

@@ -229,8 +229,14 @@ async fn throttling_is_waited_out_and_long_waits_go_back_to_the_driver() {
             ..FaultConfig::default()
         })
         .unwrap();
+    let started = std::time::Instant::now();
     let out = sink.deliver(&[accepted(1, 8, 12, json!({}))]).await;
     assert_eq!(out, vec![Outcome::Delivered]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "two 429s with Retry-After 1 s were not waited out: {:?}",
+        started.elapsed()
+    );
     assert_eq!(
         account(&sim, "espm-8").unwrap().property("customerClass"),
         Some("2")
@@ -286,4 +292,149 @@ fn only_mirrored_types_are_accepted() {
     assert!(sink.accepts(&e(espm_events::CONNECTION_TERMINATED)));
     assert!(!sink.accepts(&e(espm_events::METER_SHARE_RESOLVED)));
     assert!(!sink.accepts(&e(espm_events::CONNECTION_REQUESTED)));
+}
+
+fn status_of(sim: &ArcadiaSimServer, pid: &str) -> Option<String> {
+    account(sim, pid).and_then(|a| a.status)
+}
+
+#[tokio::test]
+async fn a_transfer_moves_the_account_to_the_new_owner() {
+    let sim = sim().await;
+    let sink = sink(&sim);
+    let transferred = |seq, property: i64, to: i64, from: i64| {
+        notification(
+            seq,
+            espm_events::PROPERTY_TRANSFERRED,
+            "TRANSFERPROPERTY",
+            json!({"propertyId": property, "accountId": to, "username": format!("owner{to}"),
+                   "notificationCreatedByAccountId": from.to_string()}),
+        )
+    };
+    let out = sink
+        .deliver(&[
+            accepted(1, 1, 12, json!({})),
+            accepted(2, 2, 12, json!({})),
+            // Kept shared under its new owner 99.
+            transferred(3, 1, 99, 12),
+            // Transferred, then the new owner takes our access away: INACTIVE.
+            transferred(4, 2, 99, 12),
+            notification(
+                5,
+                espm_events::SHARE_REVOKED,
+                "UNSHARE",
+                json!({"propertyId": 2, "accountId": 99}),
+            ),
+            // Never mirrored: nothing to move, nothing created.
+            transferred(6, 3, 99, 12),
+        ])
+        .await;
+    assert!(out.iter().all(|o| *o == Outcome::Delivered), "{out:?}");
+    let a = account(&sim, "espm-1").unwrap();
+    assert_eq!(a.customer_org_id.as_deref(), Some("99"));
+    assert_eq!(a.customer_org_name.as_deref(), Some("owner99"));
+    assert_eq!(status_of(&sim, "espm-2").as_deref(), Some("INACTIVE"));
+    assert!(account(&sim, "espm-3").is_none());
+
+    // The former owner disconnects: the property is no longer theirs.
+    let disconnect = |seq, customer: i64| {
+        notification(
+            seq,
+            espm_events::CONNECTION_TERMINATED,
+            "DISCONNECT",
+            json!({ "accountId": customer }),
+        )
+    };
+    assert_eq!(
+        sink.deliver(&[disconnect(7, 12)]).await,
+        [Outcome::Delivered]
+    );
+    assert_eq!(status_of(&sim, "espm-1").as_deref(), Some("ACTIVE"));
+    // The new owner disconnects: it is.
+    assert_eq!(
+        sink.deliver(&[disconnect(8, 99)]).await,
+        [Outcome::Delivered]
+    );
+    assert_eq!(status_of(&sim, "espm-1").as_deref(), Some("INACTIVE"));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn share_updates_refresh_mirrored_accounts_only_when_they_carry_details() {
+    let sim = sim().await;
+    let sink = sink(&sim);
+    assert_eq!(
+        sink.deliver(&[accepted(1, 1, 12, json!({"Master Tariff Id": "522"}))])
+            .await,
+        [Outcome::Delivered]
+    );
+    let before = sim.state().accounts();
+    // PM's SHAREUPDATE: ids and a text only. Logged and skipped.
+    let bare = notification(
+        2,
+        espm_events::SHARE_UPDATED,
+        "SHAREUPDATE",
+        json!({"propertyId": 1, "accountId": 55}),
+    );
+    let (requests, _) = sim.state().stats();
+    assert_eq!(sink.deliver(&[bare]).await, [Outcome::Delivered]);
+    assert_eq!(
+        sim.state().stats().0,
+        requests,
+        "a bare share.updated called Arcadia"
+    );
+    assert_eq!(sim.state().accounts(), before);
+
+    // With property details: the mirrored account is refreshed (not its customer: `accountId`
+    // of a share update is the editor's).
+    let detailed = |seq, property: i64| {
+        notification(
+            seq,
+            espm_events::SHARE_UPDATED,
+            "SHAREUPDATE",
+            json!({"propertyId": property, "accountId": 55,
+                   "propertyInfo": {"name": "Renamed",
+                       "address": {"address1": "2 Oak St", "city": "Reston", "state": "VA",
+                                   "postalCode": "20190", "country": "US"},
+                       "grossFloorArea": {"units": "Square Feet", "value": 1234.4}}}),
+        )
+    };
+    assert_eq!(
+        sink.deliver(&[detailed(3, 1), detailed(4, 2)]).await,
+        [Outcome::Delivered, Outcome::Delivered]
+    );
+    let a = account(&sim, "espm-1").unwrap();
+    assert_eq!(a.account_name.as_deref(), Some("Renamed"));
+    assert_eq!(a.address.as_ref().unwrap().zip.as_deref(), Some("20190"));
+    assert_eq!(a.property("buildingArea"), Some("1234"));
+    assert_eq!(a.customer_org_id.as_deref(), Some("12"));
+    assert_eq!(a.status.as_deref(), Some("ACTIVE"));
+    assert_eq!(a.tariffs.len(), 1, "the tariff is kept");
+    // A refresh never creates an account.
+    assert!(account(&sim, "espm-2").is_none());
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn timeouts_are_retried() {
+    let sim = sim().await;
+    let mut cfg = config(&sim);
+    cfg.timeout = Duration::from_millis(300);
+    let sink = sink_with(&cfg, &ArcadiaSimConfig::default().app_key);
+    sim.state()
+        .set_faults(FaultConfig {
+            latency_ms: 2_000,
+            ..FaultConfig::default()
+        })
+        .unwrap();
+    let state = sim.state().clone();
+    let calm = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        state.set_faults(FaultConfig::default()).unwrap();
+    });
+    let out = sink.deliver(&[accepted(1, 4, 12, json!({}))]).await;
+    calm.await.unwrap();
+    assert_eq!(out, [Outcome::Delivered]);
+    assert_eq!(status_of(&sim, "espm-4").as_deref(), Some("ACTIVE"));
+    sim.shutdown().await;
 }
