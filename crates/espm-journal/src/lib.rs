@@ -70,7 +70,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Page cache of the writer connection, KiB. SQLite's 2 MiB default spills a part's pages to
 /// the WAL mid-transaction and re-reads index pages from disk: the event-id indexes are keyed
 /// by random UUIDs, so a burst touches pages all over them.
-const WRITER_CACHE_KIB: i64 = 12 * 1024;
+const WRITER_CACHE_KIB: i64 = 8 * 1024;
 
 /// How often the background checkpointer copies the WAL back into the database file. Commits
 /// then never pay for a checkpoint themselves.

@@ -121,9 +121,6 @@ impl Journal {
                          AND notification_id = ?3 AND event_id = ?4",
                     )
                     .j()?;
-                let mut logged = tx
-                    .prepare_cached("SELECT 1 FROM event_log WHERE event_id = ?1")
-                    .j()?;
                 let mut ev_link = tx
                     .prepare_cached(
                         "INSERT INTO notification_events(environment, account, notification_id, \
@@ -140,16 +137,13 @@ impl Journal {
                         continue;
                     };
                     let key = params![scope.environment, scope.account, nid, ev.id];
+                    // Appended by an earlier commit (before version 5 too: the link was always
+                    // written with the event).
                     if linked.exists(key).j()? {
-                        continue; // appended by an earlier commit
+                        continue;
                     }
-                    // Linked before version 5 without its link? Then event_log has it.
-                    let seq = if logged.exists([&ev.id]).j()? {
-                        None
-                    } else {
-                        stats.new_events += 1;
-                        Some(insert_outbox(tx, ev, now)?)
-                    };
+                    stats.new_events += 1;
+                    let seq = insert_outbox(tx, ev, now)?;
                     ev_link
                         .execute(params![
                             scope.environment,

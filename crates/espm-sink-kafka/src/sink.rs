@@ -21,7 +21,7 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
 const DEFAULT_MESSAGE_TIMEOUT_MS: &str = "30000";
 /// Batches in flight: librdkafka batches and pipelines records across them, so the broker is
 /// kept busy while the driver settles the oldest batch in the journal.
-const PIPELINE_DEPTH: usize = 8;
+const PIPELINE_DEPTH: usize = 4;
 
 /// Publishes events to Kafka with an idempotent producer (`acks=all`), using the CloudEvents
 /// Kafka binding (binary or structured mode).

@@ -18,7 +18,7 @@ pub const DEFAULT_STREAM_SUBJECTS: &str = "espm.>";
 
 /// JetStream batches in flight: the next batch is published while the oldest one's PubAcks are
 /// awaited and settled in the journal.
-const PIPELINE_DEPTH: usize = 8;
+const PIPELINE_DEPTH: usize = 4;
 
 /// Publishes events to NATS: JetStream with PubAcks and `Nats-Msg-Id` de-duplication by
 /// default, or core NATS publish + flush.
