@@ -8,7 +8,7 @@ use async_nats::ServerAddr;
 use espm_config::{NatsSinkConfig, Secret, SecretSource};
 use espm_events::{CloudEvent, Template};
 use espm_sink::{Acks, Envelope, Outcome, Sink, SinkError};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::request_builder::build_request;
 use crate::service::{self, Auth, ConnectSettings, Connection, StreamSettings};
@@ -196,10 +196,23 @@ impl NatsSink {
     }
 
     /// Publish every event in order, holding one `in_flight` permit per unacknowledged
-    /// publish, and collect the PubAcks on a task of their own (so permits come back while the
-    /// driver waits for an older batch).
+    /// publish. The PubAcks are collected by a task of their own that runs while publishing
+    /// goes on, so permits come back as acks arrive (also while the driver waits for an older
+    /// batch).
     async fn submit_js(&self, conn: &Connection, batch: &[Envelope]) -> Acks {
-        let mut sent = Vec::with_capacity(batch.len());
+        let n = batch.len();
+        let (sent, mut acks) = tokio::sync::mpsc::unbounded_channel::<(
+            service::PendingAck,
+            Option<OwnedSemaphorePermit>,
+        )>();
+        let task = tokio::spawn(async move {
+            let mut out = Vec::with_capacity(n);
+            while let Some((p, permit)) = acks.recv().await {
+                out.push(p.outcome().await);
+                drop(permit);
+            }
+            out
+        });
         for env in batch {
             // The semaphore is never closed; without a permit the publish is simply unbounded.
             let permit = self.in_flight.clone().acquire_owned().await.ok();
@@ -208,23 +221,17 @@ impl NatsSink {
                 Some(dead) => service::PendingAck::Failed(dead),
                 None => service::publish_js(&conn.js, req).await,
             };
-            sent.push((p, permit));
+            // The task only stops after `sent` is dropped below.
+            let _ = sent.send((p, permit));
         }
-        let n = sent.len();
-        let task = tokio::spawn(async move {
-            let mut out = Vec::with_capacity(sent.len());
-            for (p, permit) in sent {
-                out.push(p.outcome().await);
-                drop(permit);
+        drop(sent);
+        Box::pin(async move {
+            let mut out = task.await.unwrap_or_default();
+            // A task that died mid-way leaves its remaining events to be retried.
+            while out.len() < n {
+                out.push(service::retry("PubAck task failed".to_string()));
             }
             out
-        });
-        Box::pin(async move {
-            task.await.unwrap_or_else(|e| {
-                (0..n)
-                    .map(|_| service::retry(format!("PubAck task failed: {e}")))
-                    .collect()
-            })
         })
     }
 

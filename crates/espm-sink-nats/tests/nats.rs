@@ -217,14 +217,38 @@ async fn pipelining_keeps_one_outcome_per_event_in_order() {
     let batch: Vec<Envelope> = (0..25)
         .map(|i| env(i, event(&format!("p-{i}"), "t")))
         .collect();
-    let out = sink.deliver(&batch).await;
+    // More events than permits: the acks must come back while publishing goes on (a bound,
+    // not a performance figure: a deadlock fails here instead of hanging).
+    let limit = std::time::Duration::from_secs(30);
+    let out = tokio::time::timeout(limit, sink.deliver(&batch))
+        .await
+        .expect("deliver with more events than max_in_flight never finished");
     assert_eq!(out, vec![Outcome::Delivered; 25]);
     assert_eq!(message_count(&js, &stream).await, 25);
-    // The stream holds them in publish order.
+    // Three batches in flight before any of their acks is awaited, as the driver pipelines.
+    assert!(sink.pipeline_depth() > 1);
+    let mut acks = Vec::new();
+    for b in 0..3 {
+        let batch: Vec<Envelope> = (0..10)
+            .map(|i| env(100 + b * 10 + i, event(&format!("q-{b}-{i}"), "t")))
+            .collect();
+        let submitted = tokio::time::timeout(limit, sink.submit(batch))
+            .await
+            .expect("submit never returned");
+        acks.push(submitted);
+    }
+    for a in acks {
+        let out = tokio::time::timeout(limit, a)
+            .await
+            .expect("acks never came");
+        assert_eq!(out, vec![Outcome::Delivered; 10]);
+    }
+    assert_eq!(message_count(&js, &stream).await, 55);
+    // The stream holds them in publish order, across batches too.
     let s = js.get_stream(&stream).await.unwrap();
-    for (i, seq) in [(0u64, 1u64), (24, 25)] {
+    for (subject, seq) in [("p-0", 1u64), ("p-24", 25), ("q-0-0", 26), ("q-2-9", 55)] {
         let m = s.get_raw_message(seq).await.unwrap();
-        assert_eq!(m.subject.as_str(), format!("{prefix}.p-{i}"));
+        assert_eq!(m.subject.as_str(), format!("{prefix}.{subject}"));
     }
     delete_stream(&js, &stream).await;
 }
