@@ -162,6 +162,9 @@ impl Poller {
             metrics::counter!("espm_bridge_polls_total", "account" => self.account().to_string(), "endpoint" => ENDPOINT, "outcome" => "journal_unwritable").increment(1);
             tracing::error!(account = %self.account(), error = %e, "journal cannot take a drained body: NOT draining PM notifications until it can");
         }
+        // /readyz says so while it lasts: small writes may still fit, PM is not drained.
+        self.status
+            .set_no_room(res.as_ref().err().map(ToString::to_string));
         Ok(res?)
     }
 

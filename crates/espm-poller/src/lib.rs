@@ -100,6 +100,9 @@ pub struct PollerStatus {
     unsaved: AtomicBool,
     last_clear_len: AtomicU64,
     last_peek_len: AtomicU64,
+    /// Why the last `clear=true` was not sent (the journal's volume is below its floor or the
+    /// journal refuses writes); cleared when the journal has room again.
+    no_room: Mutex<Option<String>>,
 }
 
 impl PollerStatus {
@@ -132,6 +135,11 @@ impl PollerStatus {
     /// Why this account is not ready, if it is not: a stranded or spooled body waits, or its
     /// bodies keep failing to parse.
     pub fn not_ready_reason(&self) -> Option<String> {
+        if let Some(why) = self.no_room.lock().ok().and_then(|g| g.clone()) {
+            return Some(format!(
+                "not draining PM: the journal cannot take a body ({why})"
+            ));
+        }
         if self.unsaved() {
             return Some("a drained PM body could not be journalled nor spooled".into());
         }
@@ -151,6 +159,12 @@ impl PollerStatus {
             return Some("notification bodies keep failing to parse (quarantined)".into());
         }
         None
+    }
+
+    pub(crate) fn set_no_room(&self, why: Option<String>) {
+        if let Ok(mut g) = self.no_room.lock() {
+            *g = why;
+        }
     }
 
     /// When the last poll (drain) succeeded, if ever.
