@@ -611,3 +611,46 @@ async fn a_failed_customer_lookup_flags_the_event_and_never_holds_it_back() {
     assert_eq!(after["customer"]["organization"], "ACME Corporation");
     assert!(after.get("enrichment").is_none());
 }
+
+/// An entry older than the TTL is looked up again when an event needs it; a PM that answers
+/// slowly costs a walk at most the lookup budget, and its events go out flagged.
+#[tokio::test]
+async fn expired_entries_are_refreshed_on_demand_and_slow_lookups_cost_at_most_the_budget() {
+    let e = env().await;
+    let j = Journal::open(&e.journal_path).unwrap();
+    let cid = connected_customer(&e, "acme_facilities", "ACME Corporation").await;
+    let share = |name: &str| json!({"accountId": cid, "name": name, "accessLevel": "Read"});
+    let p = e
+        .poller(&j, DrainMode::Clear)
+        .with_customer_lookup(espm_poller::CustomerLookup {
+            ttl: Duration::from_millis(1),
+            budget: Duration::from_millis(300),
+        });
+    e.post("/shares/property", share("One")).await;
+    p.pending_once().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    e.post("/shares/property", share("Two")).await;
+    p.pending_once().await.unwrap();
+    assert_eq!(e.ctl.customer_lookups(cid).await, 2, "expired: asked again");
+    let shares = events_of(&j, "gov.energystar.pm.property_share.requested");
+    assert_eq!(shares.len(), 2);
+    assert!(shares
+        .iter()
+        .all(|d| d["customer"]["organization"] == "ACME Corporation"));
+
+    // PM takes 10 s to answer a customer lookup; the walk does not wait for it.
+    e.faults(json!({"latency_ms": 10_000, "paths": ["/customer/"]}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    e.post("/shares/property", share("Three")).await;
+    let started = std::time::Instant::now();
+    let out = p.pending_once().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(out.requested["property_share"], 1);
+    assert!(took < Duration::from_secs(3), "the walk waited {took:?}");
+    let three = events_of(&j, "gov.energystar.pm.property_share.requested")
+        .into_iter()
+        .find(|d| d["propertyInfo"]["name"] == "Three")
+        .unwrap();
+    assert_eq!(three["enrichment"], "unavailable", "{three}");
+}
