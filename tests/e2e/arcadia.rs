@@ -181,6 +181,19 @@ async fn arcadia_mirrors_property_shares() {
     assert_eq!(mirrored.account_name.as_deref(), Some("Main Street Office"));
     assert_eq!(mirrored.customer_org_id, Some(cid.to_string()));
     assert_eq!(
+        mirrored.customer_org_name.as_deref(),
+        Some("ACME"),
+        "the customer's organisation, not its username"
+    );
+    // Shared while the customer was not connected yet: PM does not tell who they are, so the
+    // requests went out flagged; once connected, the resolutions carry the organisation.
+    for e in of_type("gov.energystar.pm.property_share.requested") {
+        assert_eq!(e["data"]["enrichment"], "unavailable", "{e}");
+    }
+    for e in of_type("gov.energystar.pm.property_share.resolved") {
+        assert_eq!(e["data"]["customer"]["organization"], "ACME", "{e}");
+    }
+    assert_eq!(
         mirrored.property("buildingArea"),
         Some("10764"),
         "1000 m² in ft²"
@@ -225,6 +238,19 @@ async fn arcadia_mirrors_property_shares() {
     .await
     .unwrap_or_else(|| panic!("second not mirrored:\n{}", bridge.log()));
     assert_eq!(active.property("buildingArea"), Some("30000"));
+    assert_eq!(active.customer_org_name.as_deref(), Some("ACME"));
+    let oak = of_type("gov.energystar.pm.property_share.requested")
+        .into_iter()
+        .find(|e| e["data"]["propertyId"] == second)
+        .expect("requested");
+    assert_eq!(oak["data"]["customer"]["organization"], "ACME", "{oak}");
+    // One refused lookup (not connected yet), then one answer, cached for everything after.
+    let lookups = pm
+        .state()
+        .calls()
+        .get(&format!("GET /customer/{cid}"))
+        .copied();
+    assert_eq!(lookups, Some(2), "{:?}", pm.state().calls());
 
     // From here on, Arcadia throttles half of all calls.
     arcadia

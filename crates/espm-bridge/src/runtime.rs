@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use espm_client::{ClientConfig, Password, PmClient};
 use espm_config::{AccountConfig, BridgeConfig, DrainMode, Secret, SinkConfig};
 use espm_journal::{Journal, JournalLock, Scope, SinkCursor, Spool};
-use espm_poller::{Poller, PollerConfig, PollerStatus};
+use espm_poller::{CustomerLookup, Poller, PollerConfig, PollerStatus};
 use espm_sink::Sink;
 use espm_sink::{run_sink, DriverConfig, SinkState};
 use tokio::sync::Notify;
@@ -162,7 +162,11 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
             min_free: cfg.journal.min_free.bytes(),
             spool: spool.clone(),
         };
-        let poller = Poller::new(client, journal.clone(), pcfg, wakes.clone());
+        let poller = Poller::new(client, journal.clone(), pcfg, wakes.clone())
+            .with_customer_lookup(CustomerLookup {
+                ttl: acct.customer_cache_ttl,
+                budget: acct.customer_lookup_timeout,
+            });
         // A poll is "recent" for /status if it happened within a few intervals (errors back off).
         poller_status.push(AccountEntry {
             name: acct.name.clone(),

@@ -75,6 +75,10 @@ fn describe() {
         "Events appended to the outbox, by type"
     );
     describe_counter!(
+        "espm_bridge_customer_lookups_total",
+        "Customers looked up for share events, by outcome: cached, fetched (from PM), failed (events flagged)"
+    );
+    describe_counter!(
         "espm_bridge_sink_published_total",
         "Events acknowledged by a sink"
     );

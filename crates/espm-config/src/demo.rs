@@ -4,8 +4,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::{
-    AccountConfig, BridgeConfig, ConsoleSinkConfig, DrainMode, Environment, JournalConfig,
-    MetricsConfig, SinkConfig,
+    default_customer_cache_ttl, default_customer_lookup_timeout, AccountConfig, BridgeConfig,
+    ConsoleSinkConfig, DrainMode, Environment, JournalConfig, MetricsConfig, SinkConfig,
 };
 
 /// Simulator username used by [`BridgeConfig::demo`] and `config/demo.toml`.
@@ -40,6 +40,8 @@ impl BridgeConfig {
                 poll_interval: Duration::from_secs(5),
                 pending_interval: Duration::from_secs(30),
                 request_timeout: Duration::from_secs(10),
+                customer_cache_ttl: default_customer_cache_ttl(),
+                customer_lookup_timeout: default_customer_lookup_timeout(),
             }],
             sinks: vec![SinkConfig::Console(ConsoleSinkConfig {
                 name: "console".to_string(),

@@ -218,6 +218,18 @@ pub struct AccountConfig {
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     #[schemars(with = "DurationString")]
     pub request_timeout: Duration,
+    /// Property and meter share events carry their customer's username and organisation from
+    /// PM's `GET /customer/{id}`; answers are kept in the journal this long, then looked up again
+    /// when an event next needs them.
+    #[serde(default = "default_customer_cache_ttl", with = "humantime_serde")]
+    #[schemars(with = "DurationString")]
+    pub customer_cache_ttl: Duration,
+    /// The longest one pending-list walk waits for its customer lookups, all together. Events
+    /// whose lookup failed or did not finish by then are emitted at once without `customer`,
+    /// flagged `enrichment: "unavailable"`.
+    #[serde(default = "default_customer_lookup_timeout", with = "humantime_serde")]
+    #[schemars(with = "DurationString")]
+    pub customer_lookup_timeout: Duration,
 }
 
 fn default_drain_mode() -> DrainMode {
@@ -231,6 +243,12 @@ fn default_pending_interval() -> Duration {
 }
 fn default_request_timeout() -> Duration {
     Duration::from_secs(30)
+}
+pub(crate) fn default_customer_cache_ttl() -> Duration {
+    Duration::from_secs(86_400)
+}
+pub(crate) fn default_customer_lookup_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// One destination for events, selected by `type`.

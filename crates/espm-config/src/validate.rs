@@ -281,6 +281,11 @@ fn check_account(v: &mut Problems, p: &str, a: &AccountConfig) {
     v.duration(format!("{p}.poll_interval"), a.poll_interval);
     v.duration(format!("{p}.pending_interval"), a.pending_interval);
     v.duration(format!("{p}.request_timeout"), a.request_timeout);
+    v.duration(format!("{p}.customer_cache_ttl"), a.customer_cache_ttl);
+    v.duration(
+        format!("{p}.customer_lookup_timeout"),
+        a.customer_lookup_timeout,
+    );
 }
 
 fn check_kafka(v: &mut Problems, p: &str, k: &KafkaSinkConfig) {

@@ -406,6 +406,16 @@ fn rule_durations_non_zero() {
         "accounts[0].poll_interval",
         "greater than zero",
     );
+    for key in ["customer_cache_ttl", "customer_lookup_timeout"] {
+        assert_problem(
+            &BASE.replace(
+                "username = \"u\"",
+                &format!("username = \"u\"\n{key} = \"0s\""),
+            ),
+            &format!("accounts[0].{key}"),
+            "greater than zero",
+        );
+    }
     assert_problem(
         &BASE.replace(
             "path = \"/tmp/j.db\"",

@@ -221,6 +221,36 @@ pub struct MeterInfoData {
     pub inactive_date: Option<String>,
 }
 
+/// Who a customer is in PM: the username (which PM's lists and notifications do not always
+/// carry) and the organisation.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerData {
+    /// PM username.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Organisation name, when the customer gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
+}
+
+/// Why an event lacks enrichment it would normally carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Enrichment {
+    /// The lookup failed or did not finish in time; the event went out without it.
+    Unavailable,
+}
+
+impl Enrichment {
+    /// `unavailable`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enrichment::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// `data` of `connection.requested`: a customer asks to connect.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -238,6 +268,11 @@ pub struct ConnectionRequestedData {
     /// Who sent the request, and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_audit: Option<AuditData>,
+    /// The requesting customer's username and organisation, as on share events. Taken from this
+    /// request itself (`username`, `accountInfo.organization`): PM answers `GET /customer/{id}`
+    /// only for connected customers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<CustomerData>,
 }
 
 /// `data` of `property_share.requested`: a customer shares a property.
@@ -261,6 +296,15 @@ pub struct PropertyShareRequestedData {
     /// Who actually sent the share (differs from `accountId` for share-forward), and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share_audit: Option<AuditData>,
+    /// The customer of `accountId` as PM's `GET /customer/{id}` knows them: username and
+    /// organisation. Looked up when the event is emitted, cached in the journal for
+    /// `accounts[].customer_cache_ttl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<CustomerData>,
+    /// Set when `customer` is missing because its lookup failed (PM refused or did not answer in
+    /// time): the event was emitted without it rather than delayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrichment: Option<Enrichment>,
 }
 
 /// `data` of `meter_share.requested`: a customer shares a meter.
@@ -289,6 +333,15 @@ pub struct MeterShareRequestedData {
     /// Who sent the share, and when.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub share_audit: Option<AuditData>,
+    /// The customer of `accountId` as PM's `GET /customer/{id}` knows them: username and
+    /// organisation. Looked up when the event is emitted, cached in the journal for
+    /// `accounts[].customer_cache_ttl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<CustomerData>,
+    /// Set when `customer` is missing because its lookup failed (PM refused or did not answer in
+    /// time): the event was emitted without it rather than delayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrichment: Option<Enrichment>,
 }
 
 /// How a pending request left the pending list, as far as the bridge can tell.

@@ -7,6 +7,8 @@
 //! - [`diff_pending`]: a complete pending list against the stored snapshot -> `...requested` and
 //!   `...resolved` events plus the new snapshot (a request is resolved only after
 //!   [`RESOLVE_AFTER_MISSED_WALKS`] complete walks missed it).
+//! - [`customer_to_enrich`] / [`enrich_customer`]: share events carry their customer's username
+//!   and organisation, looked up by the caller; a failed lookup flags the event instead.
 //! - [`quarantine_event`]: the bridge's error event for a PM body that failed to parse.
 //! - [`normalize_document`]: a whole `notificationList` or `pendingList` body -> events.
 //! - [`event_schemas`] / [`asyncapi_yaml`]: the published contract, generated from the types in
@@ -30,6 +32,7 @@
 
 mod cloudevent;
 pub mod data;
+mod enrich;
 mod normalize;
 mod partition;
 mod schema;
@@ -38,7 +41,8 @@ mod types;
 
 pub use cloudevent::CloudEvent;
 pub use cloudevent::{percent_encode_header, ATTRIBUTE_NAMES};
-pub use data::{BodyQuarantinedData, Resolution};
+pub use data::{BodyQuarantinedData, CustomerData, Enrichment, Resolution};
+pub use enrich::{customer_to_enrich, enrich_customer, LOOKED_UP_TYPES};
 pub use normalize::{
     connection_requested_data, diff_pending, event_time, meter_share_requested_data,
     normalize_document, normalize_pm_time, notification_data, notification_event, pending_key,

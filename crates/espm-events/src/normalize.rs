@@ -367,14 +367,26 @@ fn custom_fields(c: &Option<CustomFieldList>) -> BTreeMap<String, String> {
     c.as_ref().map(CustomFieldList::to_map).unwrap_or_default()
 }
 
-/// The `data` of a connection request.
+/// The `data` of a connection request. Its `customer` comes from the request itself: PM lets a
+/// provider read a customer only once connected.
 pub fn connection_requested_data(a: &PendingAccount) -> ConnectionRequestedData {
-    ConnectionRequestedData {
+    let mut data = ConnectionRequestedData {
         account_id: a.account_id,
         username: a.username.clone(),
         custom_fields: custom_fields(&a.custom_field_list),
         account_info: a.account_info.as_ref().map(account_info_data),
         connection_audit: a.connection_audit.as_ref().map(audit_data),
+        customer: None,
+    };
+    data.customer = Some(connection_customer(&data));
+    data
+}
+
+/// A connection request's customer: its own username and organisation.
+fn connection_customer(d: &ConnectionRequestedData) -> CustomerData {
+    CustomerData {
+        username: non_empty(&d.username),
+        organization: d.account_info.as_ref().and_then(|i| i.organization.clone()),
     }
 }
 
@@ -388,6 +400,8 @@ pub fn property_share_requested_data(p: &PendingProperty) -> PropertyShareReques
         custom_fields: custom_fields(&p.custom_field_list),
         property_info: property_info_data(&p.property_info),
         share_audit: p.share_audit.as_ref().map(audit_data),
+        customer: None,
+        enrichment: None,
     }
 }
 
@@ -403,6 +417,8 @@ pub fn meter_share_requested_data(m: &PendingMeter) -> MeterShareRequestedData {
         property_info: property_info_data(&m.property_info),
         meter_info: m.meter_info.as_ref().map(meter_info_data),
         share_audit: m.share_audit.as_ref().map(audit_data),
+        customer: None,
+        enrichment: None,
     }
 }
 
@@ -505,10 +521,16 @@ pub fn pending_resolved_event(
             snapshot,
             resolution,
             &observed,
-            |request, resolution, observed_at| ConnectionResolvedData {
-                request,
-                resolution,
-                observed_at,
+            |mut request: ConnectionRequestedData, resolution, observed_at| {
+                // A snapshot stored before connection events carried `customer`.
+                if request.customer.is_none() {
+                    request.customer = Some(connection_customer(&request));
+                }
+                ConnectionResolvedData {
+                    request,
+                    resolution,
+                    observed_at,
+                }
             },
         ),
         PendingKind::PropertyShare => resolved_data(

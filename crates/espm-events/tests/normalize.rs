@@ -171,6 +171,86 @@ fn pending_documents_give_requested_events() {
     assert_eq!(page2[0].time, None);
 }
 
+/// Share events validate with their customer looked up and without it (flagged); connection
+/// events carry their own customer, also when resolved from a snapshot stored before they did.
+/// The schemas describe both fields: a wrong shape is refused.
+#[test]
+fn events_match_their_schemas_with_and_without_the_customer() {
+    let ex = common::examples();
+    let customer = CustomerData {
+        username: Some("vaschools".into()),
+        organization: Some("Virginia Public Schools".into()),
+    };
+    for ty in LOOKED_UP_TYPES {
+        let mut ev = ex[*ty].clone();
+        assert_eq!(
+            ev.data["customer"]["organization"],
+            "Virginia Public Schools"
+        );
+        assert_eq!(customer_to_enrich(&ev), None, "already enriched");
+        ev.data.as_object_mut().unwrap().remove("customer");
+        let account = ev.data["accountId"].as_i64();
+        assert_eq!(customer_to_enrich(&ev), account, "{ty}");
+        assert_valid(&ev);
+
+        let mut flagged = ev.clone();
+        enrich_customer(&mut flagged, None);
+        assert_eq!(flagged.data["enrichment"], "unavailable");
+        assert!(flagged.data.get("customer").is_none());
+        assert_eq!(flagged.id, ev.id, "same event, same id");
+        assert_valid(&flagged);
+
+        let mut enriched = flagged.clone();
+        enrich_customer(&mut enriched, Some(&customer));
+        assert!(enriched.data.get("enrichment").is_none());
+        assert_eq!(
+            enriched.data["customer"],
+            json!({"username": "vaschools", "organization": "Virginia Public Schools"})
+        );
+        assert_valid(&enriched);
+
+        let json_of = |data: Value| {
+            let mut v: Value = serde_json::from_slice(&ev.to_json_bytes()).unwrap();
+            v["data"] = data;
+            v
+        };
+        let mut bad = ev.data.clone();
+        bad["customer"] = json!({"organization": 5});
+        assert!(
+            !common::is_valid(ty, &json_of(bad)),
+            "{ty}: organization must be a string"
+        );
+        let mut bad = ev.data.clone();
+        bad["enrichment"] = json!("maybe");
+        assert!(!common::is_valid(ty, &json_of(bad)), "{ty}: unknown flag");
+    }
+
+    let connection = &ex[CONNECTION_REQUESTED];
+    assert_eq!(
+        connection.data["customer"],
+        json!({"username": "JaneDoeAcmeCorp", "organization": "ACME Corp"})
+    );
+    assert_eq!(customer_to_enrich(connection), None, "no lookup");
+    assert_eq!(
+        ex[CONNECTION_RESOLVED].data["customer"],
+        connection.data["customer"]
+    );
+    // A snapshot stored by an earlier version, without `customer`.
+    let mut old = connection.data.clone();
+    old.as_object_mut().unwrap().remove("customer");
+    let resolved = pending_resolved_event(
+        &origin(),
+        PendingKind::Connection,
+        "connection/68023/-",
+        1,
+        &old,
+        Resolution::Accepted,
+        observed(),
+    );
+    assert_eq!(resolved.data["customer"], connection.data["customer"]);
+    assert_valid(&resolved);
+}
+
 #[test]
 fn bad_documents_give_clear_errors() {
     let html = normalize_document(&origin(), &fixture("bad/maintenance.html")).unwrap_err();

@@ -24,6 +24,7 @@
 mod answers;
 mod chunks;
 mod compaction;
+mod customers;
 mod dead_letters;
 mod error;
 mod history;
@@ -49,6 +50,7 @@ pub use schema::SCHEMA_VERSION;
 
 pub use chunks::{RawInfo, RawReader, CHUNK};
 pub use compaction::CompactStats;
+pub use customers::CachedCustomer;
 pub use dead_letters::{DeadLetter, NewDeadLetter};
 pub use history::{DeliveryStatus, EventHistory, HistoryEntry, SinkDelivery};
 pub use lock::{lock_path, JournalLock};

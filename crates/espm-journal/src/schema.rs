@@ -9,7 +9,22 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Every migration step, in order: step `i` brings the file from version `i` to `i + 1`. Append
 /// new steps at the end (one self-contained step per change); never edit a released one.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+
+/// Version 6: the customer cache. Who a PM customer is (username, organisation) as
+/// `GET /customer/{id}` last answered, per provider account (what PM lets an account read
+/// differs), so events can carry it without a PM call each; `fetched_at` drives the TTL.
+const V6: &str = r#"
+CREATE TABLE customers (
+    environment  TEXT    NOT NULL,
+    account      TEXT    NOT NULL,
+    customer_id  INTEGER NOT NULL,
+    username     TEXT,
+    organization TEXT,
+    fetched_at   INTEGER NOT NULL,
+    PRIMARY KEY (environment, account, customer_id)
+) WITHOUT ROWID;
+"#;
 
 /// Version 5: a notification's events are appended once by their link to the notification
 /// (`notification_events`, keyed by notification id: new rows land at the end of the tree)
@@ -299,5 +314,37 @@ mod tests {
             new[0].events[0].event_type,
             "gov.energystar.pm.share.revoked"
         );
+    }
+
+    /// A version-5 journal gains the customer cache, empty, and keeps what it had.
+    #[test]
+    fn a_v5_journal_gains_the_customer_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for (i, step) in MIGRATIONS[..5].iter().enumerate() {
+                conn.execute_batch(step).unwrap();
+                conn.pragma_update(None, "user_version", i as i64 + 1)
+                    .unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO answers VALUES ('sim', 'acme', 'connection', 7, 'accepted', 1);",
+            )
+            .unwrap();
+        }
+        let j = Journal::open(&path).unwrap();
+        let scope = Scope::new("sim", "acme");
+        assert_eq!(
+            j.answer_for(&scope, "connection", 7).unwrap().as_deref(),
+            Some("accepted")
+        );
+        assert!(j.cached_customers(&scope, &[7]).unwrap().is_empty());
+        let version: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(SCHEMA_VERSION, 6);
     }
 }

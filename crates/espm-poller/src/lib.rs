@@ -19,6 +19,7 @@
 //! re-reads nothing from PM but still has them. Duplicates are possible (peek-then-clear sees a
 //! notification twice), never loss; event ids are deterministic.
 
+mod customers;
 mod drain;
 mod pending;
 
@@ -32,6 +33,7 @@ use espm_journal::{Journal, JournalError, Scope, Spool};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+pub use customers::CustomerLookup;
 pub use drain::{reprocess, DrainOutcome};
 pub use pending::PendingOutcome;
 
@@ -205,6 +207,7 @@ pub struct Poller {
     origin: Origin,
     wake: Vec<Arc<Notify>>,
     status: Arc<PollerStatus>,
+    customers: CustomerLookup,
 }
 
 impl std::fmt::Debug for Poller {
@@ -235,7 +238,15 @@ impl Poller {
             origin,
             wake,
             status: Arc::new(PollerStatus::default()),
+            customers: CustomerLookup::default(),
         }
+    }
+
+    /// How pending-walk events get their customer's username and organisation (default: cached
+    /// for a day, lookups of one walk given 5 s).
+    pub fn with_customer_lookup(mut self, customers: CustomerLookup) -> Self {
+        self.customers = customers;
+        self
     }
 
     /// Shared health, for `/readyz`.

@@ -117,7 +117,7 @@ impl Poller {
         let scope = self.cfg.scope.clone();
         let origin = self.origin.clone();
         let list = kind.as_str();
-        let (requested, resolved, unconfirmed, types) = self
+        let diff = self
             .journal
             .call(move |j| {
                 let previous: BTreeMap<String, TrackedRequest> = j
@@ -142,29 +142,28 @@ impl Poller {
                     },
                     chrono::Utc::now(),
                 );
-                if let Some(e) = lookup_err.into_inner() {
-                    return Err(e);
+                match lookup_err.into_inner() {
+                    Some(e) => Err(e),
+                    None => Ok(diff),
                 }
-                let events: Vec<_> = diff
-                    .requested
-                    .iter()
-                    .chain(diff.resolved.iter())
-                    .cloned()
-                    .collect();
-                let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
-                let stored: BTreeMap<String, serde_json::Value> = diff
-                    .snapshot
-                    .iter()
-                    .map(|(k, t)| (k.clone(), t.to_stored()))
-                    .collect();
-                j.commit_pending(&scope, list, &raw_ids, &stored, &events)?;
-                Ok((
-                    diff.requested.len(),
-                    diff.resolved.len(),
-                    diff.unconfirmed,
-                    types,
-                ))
             })
+            .await?;
+        let (requested, resolved, unconfirmed) =
+            (diff.requested.len(), diff.resolved.len(), diff.unconfirmed);
+        let mut events: Vec<_> = diff.requested.into_iter().chain(diff.resolved).collect();
+        // Bounded by the lookup budget; a failed lookup flags its events, never holds them.
+        self.enrich_customers(&mut events).await;
+        let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
+        let stored: BTreeMap<String, serde_json::Value> = diff
+            .snapshot
+            .iter()
+            .map(|(k, t)| (k.clone(), t.to_stored()))
+            .collect();
+        // Only this account's poller writes this list's snapshot, so the snapshot read above is
+        // still the one this commit replaces.
+        let scope = self.cfg.scope.clone();
+        self.journal
+            .call(move |j| j.commit_pending(&scope, list, &raw_ids, &stored, &events))
             .await?;
         if unconfirmed > 0 {
             // Missed by this walk only: a page may have shifted under it. The next walk decides.

@@ -451,3 +451,206 @@ async fn a_pending_list_whose_links_loop_is_skipped_not_walked_forever() {
     assert!(err.to_string().contains("repeats"), "{err}");
     assert!(outbox(&j).is_empty(), "an incomplete list emits nothing");
 }
+
+/// A customer with an organisation, connected through the bridge's client.
+async fn connected_customer(e: &Env, username: &str, organization: &str) -> i64 {
+    let c = e
+        .post(
+            "/customers",
+            json!({"username": username, "organization": organization}),
+        )
+        .await;
+    let id = c["accountId"].as_i64().unwrap();
+    e.post("/connections", json!({ "accountId": id })).await;
+    e.client()
+        .answer(
+            espm_client::PendingKind::Connection,
+            id,
+            espm_model::Action::Accept,
+            None,
+        )
+        .await
+        .unwrap();
+    id
+}
+
+fn events_of(j: &Journal, ty: &str) -> Vec<Value> {
+    outbox(j)
+        .into_iter()
+        .filter(|r| r.event.ty == ty)
+        .map(|r| r.event.data)
+        .collect()
+}
+
+/// Share events (requested and resolved) carry the customer's username and organisation from
+/// `GET /customer/{id}`, looked up once and then served from the journal's cache: further
+/// events, another poller on the same journal and the resolution call PM no more.
+#[tokio::test]
+async fn share_events_carry_the_customer_looked_up_once_within_the_ttl() {
+    let e = env().await;
+    let j = Journal::open(&e.journal_path).unwrap();
+    let cid = connected_customer(&e, "acme_facilities", "ACME Corporation").await;
+    let share = |name: &str| json!({"accountId": cid, "name": name, "accessLevel": "Read"});
+    let first = e.post("/shares/property", share("Harbor Office")).await["propertyId"]
+        .as_i64()
+        .unwrap();
+    e.post("/shares/property", share("Main Street")).await;
+    e.post(
+        "/shares/meter",
+        json!({"accountId": cid, "propertyId": first, "accessLevel": "Read"}),
+    )
+    .await;
+    let p = e.poller(&j, DrainMode::Clear);
+    p.pending_once().await.unwrap();
+    let expected = json!({"username": "acme_facilities", "organization": "ACME Corporation"});
+    let shares = events_of(&j, "gov.energystar.pm.property_share.requested");
+    assert_eq!(shares.len(), 2);
+    let meters = events_of(&j, "gov.energystar.pm.meter_share.requested");
+    assert_eq!(meters.len(), 1);
+    for d in shares.iter().chain(&meters) {
+        assert_eq!(d["customer"], expected, "{d}");
+        assert!(d.get("enrichment").is_none(), "{d}");
+    }
+    assert_eq!(
+        e.ctl.customer_lookups(cid).await,
+        1,
+        "one lookup per customer"
+    );
+
+    // Later events, and a poller started on the same journal, use the cache.
+    e.post("/shares/property", share("Harbor Warehouse")).await;
+    let again = e.poller(&Journal::open(&e.journal_path).unwrap(), DrainMode::Clear);
+    assert_eq!(
+        again.pending_once().await.unwrap().requested["property_share"],
+        1
+    );
+    e.client()
+        .answer(
+            espm_client::PendingKind::PropertyShare,
+            first,
+            espm_model::Action::Accept,
+            None,
+        )
+        .await
+        .unwrap();
+    p.pending_once().await.unwrap();
+    p.pending_once().await.unwrap();
+    let resolved = events_of(&j, "gov.energystar.pm.property_share.resolved");
+    assert_eq!(resolved.len(), 1);
+    assert_eq!(resolved[0]["customer"], expected);
+    let all = events_of(&j, "gov.energystar.pm.property_share.requested");
+    assert_eq!(all.len(), 3);
+    assert!(all.iter().all(|d| d["customer"] == expected));
+    assert_eq!(
+        e.ctl.customer_lookups(cid).await,
+        1,
+        "cached within the TTL"
+    );
+}
+
+/// A lookup PM refuses (a customer not connected yet) or fails (500) never holds an event back
+/// or drops it: it is emitted at once, without `customer`, flagged `enrichment: "unavailable"`.
+/// A failure is not cached: the next event looks the customer up again.
+#[tokio::test]
+async fn a_failed_customer_lookup_flags_the_event_and_never_holds_it_back() {
+    let e = env().await;
+    let j = Journal::open(&e.journal_path).unwrap();
+    // Not connected: PM answers 403 to GET /customer/{id}.
+    let stranger = e
+        .post("/customers", json!({"organization": "Stranger Inc"}))
+        .await["accountId"]
+        .as_i64()
+        .unwrap();
+    e.post(
+        "/shares/property",
+        json!({"accountId": stranger, "name": "Forwarded", "accessLevel": "Read"}),
+    )
+    .await;
+    let p = e.poller(&j, DrainMode::Clear);
+    p.pending_once().await.unwrap();
+    let shares = events_of(&j, "gov.energystar.pm.property_share.requested");
+    assert_eq!(shares.len(), 1);
+    assert_eq!(shares[0]["enrichment"], "unavailable", "{}", shares[0]);
+    assert!(shares[0].get("customer").is_none());
+    // The connection request PM sent along carries its own customer.
+    let conns = events_of(&j, "gov.energystar.pm.connection.requested");
+    assert_eq!(conns.len(), 1);
+    assert_eq!(conns[0]["customer"]["organization"], "Stranger Inc");
+
+    // PM fails (500) on every customer lookup.
+    let cid = connected_customer(&e, "acme_facilities", "ACME Corporation").await;
+    e.faults(json!({"http500": 1.0, "paths": ["/customer/"]}))
+        .await;
+    e.post(
+        "/shares/property",
+        json!({"accountId": cid, "name": "During the outage", "accessLevel": "Read"}),
+    )
+    .await;
+    let out = p.pending_once().await.unwrap();
+    assert_eq!(out.requested["property_share"], 1, "emitted, not held back");
+    let during = events_of(&j, "gov.energystar.pm.property_share.requested");
+    let during = during
+        .iter()
+        .find(|d| d["propertyInfo"]["name"] == "During the outage")
+        .unwrap();
+    assert_eq!(during["enrichment"], "unavailable");
+    assert!(e.ctl.customer_lookups(cid).await >= 1);
+
+    e.faults(json!({})).await;
+    e.post(
+        "/shares/property",
+        json!({"accountId": cid, "name": "After the outage", "accessLevel": "Read"}),
+    )
+    .await;
+    p.pending_once().await.unwrap();
+    let after = events_of(&j, "gov.energystar.pm.property_share.requested");
+    let after = after
+        .iter()
+        .find(|d| d["propertyInfo"]["name"] == "After the outage")
+        .unwrap();
+    assert_eq!(after["customer"]["organization"], "ACME Corporation");
+    assert!(after.get("enrichment").is_none());
+}
+
+/// An entry older than the TTL is looked up again when an event needs it; a PM that answers
+/// slowly costs a walk at most the lookup budget, and its events go out flagged.
+#[tokio::test]
+async fn expired_entries_are_refreshed_on_demand_and_slow_lookups_cost_at_most_the_budget() {
+    let e = env().await;
+    let j = Journal::open(&e.journal_path).unwrap();
+    let cid = connected_customer(&e, "acme_facilities", "ACME Corporation").await;
+    let share = |name: &str| json!({"accountId": cid, "name": name, "accessLevel": "Read"});
+    let p = e
+        .poller(&j, DrainMode::Clear)
+        .with_customer_lookup(espm_poller::CustomerLookup {
+            ttl: Duration::from_millis(1),
+            budget: Duration::from_millis(300),
+        });
+    e.post("/shares/property", share("One")).await;
+    p.pending_once().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    e.post("/shares/property", share("Two")).await;
+    p.pending_once().await.unwrap();
+    assert_eq!(e.ctl.customer_lookups(cid).await, 2, "expired: asked again");
+    let shares = events_of(&j, "gov.energystar.pm.property_share.requested");
+    assert_eq!(shares.len(), 2);
+    assert!(shares
+        .iter()
+        .all(|d| d["customer"]["organization"] == "ACME Corporation"));
+
+    // PM takes 10 s to answer a customer lookup; the walk does not wait for it.
+    e.faults(json!({"latency_ms": 10_000, "paths": ["/customer/"]}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    e.post("/shares/property", share("Three")).await;
+    let started = std::time::Instant::now();
+    let out = p.pending_once().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(out.requested["property_share"], 1);
+    assert!(took < Duration::from_secs(3), "the walk waited {took:?}");
+    let three = events_of(&j, "gov.energystar.pm.property_share.requested")
+        .into_iter()
+        .find(|d| d["propertyInfo"]["name"] == "Three")
+        .unwrap();
+    assert_eq!(three["enrichment"], "unavailable", "{three}");
+}

@@ -38,6 +38,7 @@ pub fn router(state: SimState) -> Router {
         .route("/notifications", post(bulk))
         .route("/ledger", get(ledger))
         .route("/faults", get(get_faults).put(put_faults))
+        .route("/calls", get(calls))
         .route(
             "/pending/triggers",
             get(get_pending_triggers).post(arm_pending_trigger),
@@ -479,6 +480,10 @@ async fn put_faults(State(state): State<SimState>, bytes: Bytes) -> Response {
         Ok(()) => Json(state.faults()).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
+}
+
+async fn calls(State(state): State<SimState>) -> Response {
+    Json(state.calls()).into_response()
 }
 
 async fn get_pending_triggers(State(state): State<SimState>) -> Response {

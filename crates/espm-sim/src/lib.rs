@@ -22,6 +22,7 @@ pub mod pm_api;
 pub mod scenario;
 pub mod world;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -74,6 +75,8 @@ pub(crate) struct Shared {
     pub(crate) faults: Mutex<faults::Faults>,
     /// Bumped on reset, so a response still in flight cannot settle a read of the new ledger.
     pub(crate) generation: AtomicU64,
+    /// Authorised `/ws` requests received, by method and path (`GET /customer/42`).
+    pub(crate) calls: Mutex<BTreeMap<String, u64>>,
 }
 
 /// The simulator's shared state (cheap to clone).
@@ -105,6 +108,7 @@ impl SimState {
                 world: Mutex::new(world),
                 faults: Mutex::new(faults),
                 generation: AtomicU64::new(0),
+                calls: Mutex::new(BTreeMap::new()),
             }),
         }
     }
@@ -129,7 +133,23 @@ impl SimState {
         self.inner.faults.lock().set(config)
     }
 
-    /// Back to the initial world (same seed, same scenario), an empty ledger and no faults.
+    /// How many authorised `/ws` requests were received (faulted ones included), by method and
+    /// path relative to `/ws`, e.g. `GET /customer/42`; query strings are not part of the key.
+    pub fn calls(&self) -> BTreeMap<String, u64> {
+        self.inner.calls.lock().clone()
+    }
+
+    pub(crate) fn count_call(&self, method: &str, path: &str) {
+        *self
+            .inner
+            .calls
+            .lock()
+            .entry(format!("{method} {path}"))
+            .or_default() += 1;
+    }
+
+    /// Back to the initial world (same seed, same scenario), an empty ledger, no faults and no
+    /// counted calls.
     pub fn reset(&self) {
         let world = fresh_world(&self.inner.cfg);
         let mut guard = self.inner.world.lock();
@@ -137,6 +157,7 @@ impl SimState {
         *guard = world;
         drop(guard);
         *self.inner.faults.lock() = faults::Faults::new(self.inner.cfg.seed);
+        self.inner.calls.lock().clear();
     }
 }
 

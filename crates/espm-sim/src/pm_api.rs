@@ -191,6 +191,7 @@ async fn guard(State(state): State<SimState>, mut req: Request, next: Next) -> R
     }
     let path = req.uri().path().to_string();
     let path = path.strip_prefix("/ws").unwrap_or(&path).to_string();
+    state.count_call(req.method().as_str(), &path);
     let decision = state.inner.faults.lock().decide(&path);
     if decision.latency_ms > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(decision.latency_ms)).await;

@@ -492,3 +492,53 @@ async fn reset_and_seed_reproduce_the_scenario() {
     let s = a.ok("GET", "/ledger?summary=true", json!(null)).await;
     assert_eq!(s["reads"], 1);
 }
+
+/// `GET /customer/{id}` answers the username and the organisation (what events are enriched
+/// with), and `/sim/calls` counts every authorised `/ws` request, faulted ones too, until a reset.
+#[tokio::test]
+async fn customer_lookups_answer_username_and_organisation_and_are_counted() {
+    let sim = Sim::start(false).await;
+    let a = sim
+        .ok(
+            "POST",
+            "/customers",
+            json!({"username": "acme_facilities", "organization": "ACME Corporation"}),
+        )
+        .await["accountId"]
+        .as_i64()
+        .unwrap();
+    sim.ok("POST", "/connections", json!({ "accountId": a }))
+        .await;
+    assert_eq!(
+        sim.accept(&format!("/connect/account/{a}")).await.status,
+        200
+    );
+
+    let r = sim.get(&format!("/customer/{a}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let c: espm_model::Customer = parse(r.body.as_bytes()).unwrap();
+    assert_eq!(c.username.as_deref(), Some("acme_facilities"));
+    assert_eq!(
+        c.account_info.and_then(|i| i.organization).as_deref(),
+        Some("ACME Corporation")
+    );
+
+    sim.set_faults(json!({"script": ["http500"], "paths": ["/customer/"]}))
+        .await;
+    assert_eq!(sim.get(&format!("/customer/{a}")).await.status, 500);
+    // Without credentials: refused before it counts.
+    let anonymous = sim
+        .http
+        .get(format!("{}/customer/{a}", sim.server.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(sim.ctl.customer_lookups(a).await, 2);
+    let calls = sim.ctl.calls().await;
+    assert_eq!(calls.get(&format!("POST /connect/account/{a}")), Some(&1));
+    assert_eq!(sim.ctl.customer_lookups(a + 1).await, 0);
+
+    sim.ok("POST", "/reset", json!({})).await;
+    assert!(sim.ctl.calls().await.is_empty());
+}

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 
 use espm_arcadia::{status, Account, AccountRef, Address, PropertyData, SetProperty};
 use espm_events::data::{
-    AddressData, NotificationData, PropertyInfoData, PropertyShareResolvedData,
+    AddressData, NotificationData, PropertyInfoData, PropertyShareRequestedData,
+    PropertyShareResolvedData,
 };
 use espm_events::{CloudEvent, Resolution};
 
@@ -231,9 +232,7 @@ impl Mapping {
             provider_account_id: Some(pid.clone()),
             account_name: info.name.clone(),
             customer_org_id: Some(r.account_id.to_string()),
-            // The share names the customer by username; PM sends the organisation only with
-            // connection requests, which this event does not carry.
-            customer_org_name: Some(r.username.clone()),
+            customer_org_name: Some(customer_org_name(r)),
             account_type: Some("CUSTOMER".into()),
             status: Some(status::ACTIVE.into()),
             address,
@@ -270,6 +269,19 @@ impl Mapping {
         }
         Plan::Calls(calls)
     }
+}
+
+/// Arcadia's `customerOrgName`: the customer's organisation, as the poller looked it up. Fallback:
+/// the share's username, when the event carries no organisation (its customer lookup failed and
+/// it is flagged `enrichment: "unavailable"`, it predates enrichment, or the customer gave none),
+/// so the account still names its customer.
+fn customer_org_name(r: &PropertyShareRequestedData) -> String {
+    r.customer
+        .as_ref()
+        .and_then(|c| c.organization.as_deref())
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map_or_else(|| r.username.clone(), str::to_string)
 }
 
 /// PM's address, itemised as Arcadia's.
@@ -393,6 +405,31 @@ mod tests {
                 ("masterTariffId", "522", Some("100".into())),
             ]
         );
+    }
+
+    /// `customerOrgName` is the customer's organisation; only an event without one (its lookup
+    /// failed, or the customer gave none) falls back to the username.
+    #[test]
+    fn the_customer_org_name_is_the_organisation_else_the_username() {
+        let org_name = |e: &CloudEvent| {
+            let Plan::Calls(calls) = mapping().plan(e) else {
+                panic!("expected calls");
+            };
+            let Call::Upsert(a) = &calls[0] else {
+                panic!("{calls:?}")
+            };
+            a.customer_org_name.clone()
+        };
+        let mut e = resolved("accepted", "Square Feet");
+        e.data["customer"] = json!({"username": "jdoe", "organization": "ACME Corporation"});
+        assert_eq!(org_name(&e).as_deref(), Some("ACME Corporation"));
+        e.data["customer"] = json!({"username": "jdoe"});
+        assert_eq!(org_name(&e).as_deref(), Some("jdoe"), "no organisation");
+        e.data["customer"] = json!({"username": "jdoe", "organization": "  "});
+        assert_eq!(org_name(&e).as_deref(), Some("jdoe"), "a blank one is none");
+        let mut flagged = resolved("accepted", "Square Feet");
+        flagged.data["enrichment"] = json!("unavailable");
+        assert_eq!(org_name(&flagged).as_deref(), Some("jdoe"), "lookup failed");
     }
 
     #[test]

@@ -235,7 +235,22 @@ impl SimControl {
         self.set_faults(&FaultConfig::default()).await;
     }
 
-    /// `POST /reset`: back to the seeded start (world, ledger, faults).
+    /// `GET /calls`: every authorised `/ws` request so far (faulted ones too), by method and
+    /// path, e.g. `GET /customer/42`.
+    pub async fn calls(&self) -> BTreeMap<String, u64> {
+        self.get("/calls").await
+    }
+
+    /// How many times `GET /customer/{id}` was requested.
+    pub async fn customer_lookups(&self, id: i64) -> u64 {
+        self.calls()
+            .await
+            .get(&format!("GET /customer/{id}"))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// `POST /reset`: back to the seeded start (world, ledger, faults, counted calls).
     pub async fn reset(&self) {
         let _: Value = self.call(Method::POST, "/reset", None::<&Value>).await;
     }

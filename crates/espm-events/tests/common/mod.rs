@@ -107,6 +107,17 @@ pub fn is_valid(ty: &str, json: &Value) -> bool {
     validators()[ty].is_valid(json)
 }
 
+/// Share events as the poller emits them when `GET /customer/{id}` answered.
+fn enrich_example(ev: &mut CloudEvent) {
+    if customer_to_enrich(ev).is_some() {
+        let customer = CustomerData {
+            username: ev.data["username"].as_str().map(str::to_string),
+            organization: Some("Virginia Public Schools".into()),
+        };
+        enrich_customer(ev, Some(&customer));
+    }
+}
+
 /// One example event per type, built from the fixtures (plus synthetic ones where PM has none).
 pub fn examples() -> BTreeMap<String, CloudEvent> {
     let o = Origin::new("live", "acme-energy");
@@ -145,7 +156,8 @@ pub fn examples() -> BTreeMap<String, CloudEvent> {
             |_, _| Resolution::Unknown,
             observed,
         );
-        let req = d.requested[0].clone();
+        let mut req = d.requested[0].clone();
+        enrich_example(&mut req);
         out.insert(req.ty.clone(), req);
         // Resolved once a second complete walk misses it too.
         let missed = diff_pending(
@@ -164,7 +176,8 @@ pub fn examples() -> BTreeMap<String, CloudEvent> {
             |_, _| Resolution::Accepted,
             observed,
         );
-        let res = gone.resolved[0].clone();
+        let mut res = gone.resolved[0].clone();
+        enrich_example(&mut res);
         out.insert(res.ty.clone(), res);
     }
     let q = quarantine_event(

@@ -1,0 +1,111 @@
+//! Customer enrichment: events about a customer carry their PM username and organisation.
+//!
+//! PM's pending share lists name the customer by account id and username only; the organisation
+//! (and, in notifications, often the username) is only in `GET /customer/{id}`. The caller looks
+//! the customer up (through its cache) and hands the answer to [`enrich_customer`]; a lookup that
+//! failed still emits the event, flagged `enrichment: "unavailable"`. These functions only edit
+//! `data`: the event's id and everything else stay as they were.
+
+use serde_json::Value;
+
+use crate::data::{CustomerData, Enrichment};
+use crate::types::*;
+use crate::CloudEvent;
+
+/// The event types whose `customer` is looked up (the customer of their `accountId`).
+/// Connection events carry their own customer (see [`crate::connection_requested_data`]).
+pub const LOOKED_UP_TYPES: &[&str] = &[
+    PROPERTY_SHARE_REQUESTED,
+    PROPERTY_SHARE_RESOLVED,
+    METER_SHARE_REQUESTED,
+    METER_SHARE_RESOLVED,
+];
+
+/// The PM account whose username and organisation `event` should carry and does not yet: the
+/// `accountId` of a property or meter share event without `customer`. `None` for every other
+/// event.
+pub fn customer_to_enrich(event: &CloudEvent) -> Option<i64> {
+    if !LOOKED_UP_TYPES.contains(&event.ty.as_str()) {
+        return None;
+    }
+    let data = event.data.as_object()?;
+    if data.get("customer").is_some_and(|c| !c.is_null()) {
+        return None;
+    }
+    data.get("accountId").and_then(Value::as_i64)
+}
+
+/// Add the looked-up customer to an event's `data`: `Some` sets `customer`, `None` (the lookup
+/// failed or was not attempted in time) sets `enrichment: "unavailable"` instead. An event whose
+/// `data` is not an object is left alone.
+pub fn enrich_customer(event: &mut CloudEvent, customer: Option<&CustomerData>) {
+    let Some(data) = event.data.as_object_mut() else {
+        return;
+    };
+    match customer.and_then(|c| serde_json::to_value(c).ok()) {
+        Some(c) => {
+            data.insert("customer".into(), c);
+            data.remove("enrichment");
+        }
+        None => {
+            data.remove("customer");
+            data.insert(
+                "enrichment".into(),
+                Value::from(Enrichment::Unavailable.as_str()),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn event(ty: &str, data: Value) -> CloudEvent {
+        serde_json::from_value(json!({
+            "specversion": "1.0", "id": "e1", "source": "s", "type": ty,
+            "datacontenttype": "application/json", "dataschema": "",
+            "espmenvironment": "sim", "espmaccount": "a", "data": data
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_share_events_without_a_customer_are_looked_up() {
+        let share = event(PROPERTY_SHARE_REQUESTED, json!({"accountId": 7}));
+        assert_eq!(customer_to_enrich(&share), Some(7));
+        let meter = event(METER_SHARE_RESOLVED, json!({"accountId": 8}));
+        assert_eq!(customer_to_enrich(&meter), Some(8));
+        let done = event(
+            PROPERTY_SHARE_RESOLVED,
+            json!({"accountId": 7, "customer": {"username": "u"}}),
+        );
+        assert_eq!(customer_to_enrich(&done), None);
+        let connection = event(CONNECTION_REQUESTED, json!({"accountId": 7}));
+        assert_eq!(customer_to_enrich(&connection), None);
+        let revoked = event(SHARE_REVOKED, json!({"accountId": 7}));
+        assert_eq!(customer_to_enrich(&revoked), None);
+        let garbage = event(PROPERTY_SHARE_REQUESTED, json!("x"));
+        assert_eq!(customer_to_enrich(&garbage), None);
+    }
+
+    #[test]
+    fn enrichment_sets_the_customer_or_the_flag_and_nothing_else() {
+        let mut e = event(PROPERTY_SHARE_REQUESTED, json!({"accountId": 7}));
+        let before = e.clone();
+        enrich_customer(&mut e, None);
+        assert_eq!(e.data, json!({"accountId": 7, "enrichment": "unavailable"}));
+        let c = CustomerData {
+            username: Some("acme".into()),
+            organization: Some("ACME Corporation".into()),
+        };
+        enrich_customer(&mut e, Some(&c));
+        assert_eq!(
+            e.data,
+            json!({"accountId": 7,
+                   "customer": {"username": "acme", "organization": "ACME Corporation"}})
+        );
+        assert_eq!((e.id.as_str(), &e.ty), (before.id.as_str(), &before.ty));
+    }
+}
