@@ -69,18 +69,10 @@ use raw::mark_parsed;
 /// [`UnwritableKind::Locked`].
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Page cache of the writer connection, KiB. SQLite's 2 MiB default spills a part's pages to
-/// the WAL mid-transaction and re-reads index pages from disk: the event-id indexes are keyed
-/// by random UUIDs, so a burst touches pages all over them.
-const WRITER_CACHE_KIB: i64 = 8 * 1024;
-
-/// How often the background checkpointer copies the WAL back into the database file. Commits
-/// then never pay for a checkpoint themselves.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
-
-/// The writer's own automatic checkpoint, a safety net should the background one fall behind
-/// (pages of 4 KiB: 64 MiB of WAL).
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 16 * 1024;
+/// Page cache of the writer connection, KiB: a part of 2,000 notifications with its events
+/// fits, so SQLite does not spill pages to the WAL mid-transaction (its default is 2 MiB). A
+/// background checkpointer was tried too: after schema v5 it made no measurable difference.
+const WRITER_CACHE_KIB: i64 = 4 * 1024;
 
 /// The namespace of a PM provider account: its environment and configured name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -116,8 +108,6 @@ struct Inner {
     read_only: bool,
     writer: Mutex<Connection>,
     reader: Mutex<Connection>,
-    /// Dropping it (with the last handle) stops the background checkpointer.
-    _checkpointer: Option<std::sync::mpsc::Sender<()>>,
 }
 
 /// Handle to the journal. Clone it freely; all clones share two SQLite connections.
@@ -189,55 +179,8 @@ fn configure(conn: &Connection, read_only: bool) -> Result<(), JournalError> {
     if !read_only {
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)
             .j()?;
-        conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
-            .j()?;
     }
     Ok(())
-}
-
-/// Checkpoint the WAL every [`CHECKPOINT_EVERY`] on a connection and thread of its own, until
-/// the returned sender is dropped. PASSIVE never waits for readers or the writer.
-fn start_checkpointer(path: &Path) -> Option<std::sync::mpsc::Sender<()>> {
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .and_then(|c| c.busy_timeout(BUSY_TIMEOUT).map(|()| c));
-    let conn = match conn {
-        Ok(c) => c,
-        Err(e) => {
-            // The writer's own automatic checkpoint still runs.
-            tracing::warn!(error = %e, "journal: no background checkpointer");
-            return None;
-        }
-    };
-    let (stop, stopped) = std::sync::mpsc::channel::<()>();
-    let spawned = std::thread::Builder::new()
-        .name("journal-checkpoint".into())
-        .spawn(move || {
-            let mut failing = false;
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                stopped.recv_timeout(CHECKPOINT_EVERY)
-            {
-                let res = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-                match (res, failing) {
-                    (Ok(()), _) => failing = false,
-                    (Err(e), false) => {
-                        // A full disk, say: the WAL keeps everything meanwhile.
-                        tracing::warn!(error = %e, "journal checkpoint failed");
-                        failing = true;
-                    }
-                    (Err(_), true) => {}
-                }
-            }
-        });
-    match spawned {
-        Ok(_) => Some(stop),
-        Err(e) => {
-            tracing::warn!(error = %e, "journal: cannot start the checkpointer thread");
-            None
-        }
-    }
 }
 
 impl Journal {
@@ -268,7 +211,6 @@ impl Journal {
                 read_only: false,
                 writer: Mutex::new(writer),
                 reader: Mutex::new(reader),
-                _checkpointer: start_checkpointer(path),
             }),
         })
     }
@@ -319,7 +261,6 @@ impl Journal {
                 read_only: true,
                 writer: Mutex::new(writer),
                 reader: Mutex::new(reader),
-                _checkpointer: None,
             }),
         })
     }
