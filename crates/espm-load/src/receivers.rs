@@ -123,7 +123,7 @@ pub async fn consume_kafka(
         .set("bootstrap.servers", &brokers)
         .set("group.id", format!("{topic}-reader"))
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "50")
+        .set("fetch.wait.max.ms", "10")
         .create()
         .context("cannot create the Kafka consumer")?;
     // Explicit assignment: no group rebalance delay in the latency figures.
