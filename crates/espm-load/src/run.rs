@@ -87,6 +87,17 @@ pub(crate) async fn start_sim() -> anyhow::Result<SimServer> {
     .context("cannot start the simulator")
 }
 
+/// One `POST /sim/notifications` of `count` notifications of every type.
+async fn create(http: &reqwest::Client, url: &str, count: usize) -> anyhow::Result<()> {
+    http.post(url)
+        .json(&json!({ "count": count, "types": NOTIFICATION_TYPES }))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .context("POST /sim/notifications failed")?;
+    Ok(())
+}
+
 /// Create `n` notifications in the simulator, `chunk` per `POST /sim/notifications`.
 pub(crate) async fn post_burst(
     http: &reqwest::Client,
@@ -98,12 +109,7 @@ pub(crate) async fn post_burst(
     let mut posted = 0usize;
     while posted < n {
         let count = chunk.min(n - posted);
-        http.post(&url)
-            .json(&json!({ "count": count, "types": NOTIFICATION_TYPES }))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .context("POST /sim/notifications failed")?;
+        create(http, &url, count).await?;
         posted += count;
     }
     Ok(())
@@ -151,12 +157,7 @@ pub(crate) async fn post_at_rate(
         if count == 0 {
             continue;
         }
-        http.post(&url)
-            .json(&json!({ "count": count, "types": NOTIFICATION_TYPES }))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .context("POST /sim/notifications failed")?;
+        create(http, &url, count).await?;
         posted += count;
     }
     Ok(())
