@@ -246,30 +246,25 @@ impl PmClient {
     /// notifications PM already marked read: they are lost. This is inherent to PM; peek with
     /// `clear = false`, journal, then clear (the bridge's peek-then-clear mode) to avoid it.
     pub async fn notifications_raw(&self, clear: bool) -> Result<RawBody, ClientError> {
-        let url = self.url(&format!("/notification/list?clear={clear}"))?;
-        self.execute(Call {
-            endpoint: "notification/list",
-            method: Method::GET,
-            url,
-            body: None,
-            idempotent: true,
-        })
-        .await
+        self.execute(self.notifications_call(clear)?).await
     }
 
     /// `GET /notification/list?clear=...` with the body read as it arrives, for bodies of any
     /// size: retried like [`PmClient::notifications_raw`] until PM answers 2xx, never after.
     /// For `clear=true`, every byte [`BodyStream::chunk`] hands out is the only copy.
     pub async fn notifications_stream(&self, clear: bool) -> Result<BodyStream, ClientError> {
-        let url = self.url(&format!("/notification/list?clear={clear}"))?;
-        self.execute_stream(Call {
+        self.execute_stream(self.notifications_call(clear)?).await
+    }
+
+    /// The one `GET /notification/list` call, read whole or as a stream.
+    fn notifications_call(&self, clear: bool) -> Result<Call, ClientError> {
+        Ok(Call {
             endpoint: "notification/list",
             method: Method::GET,
-            url,
+            url: self.url(&format!("/notification/list?clear={clear}"))?,
             body: None,
             idempotent: true,
         })
-        .await
     }
 
     /// One page of a pending list: the first page with `next = None`, else the page a

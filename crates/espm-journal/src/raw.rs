@@ -330,31 +330,19 @@ impl Journal {
 
     /// One stored body with where it came from.
     pub fn stored_body(&self, id: RawId) -> Result<Option<StoredBody>, JournalError> {
-        let conn = self.reader();
-        let body = conn
-            .prepare_cached(
-                "SELECT id, environment, account, endpoint, http_status, state, parent_id \
-             FROM raw_bodies WHERE id = ?1",
-            )
-            .j()?
-            .query_row([id.0], |r| {
-                Ok(StoredBody {
-                    id: RawId(r.get(0)?),
-                    scope: Scope::new(r.get::<_, String>(1)?, r.get::<_, String>(2)?),
-                    endpoint: r.get(3)?,
-                    http_status: r.get(4)?,
-                    body: Vec::new(),
-                    state: r.get(5)?,
-                    fragment_of: r.get::<_, Option<i64>>(6)?.map(RawId),
-                })
-            })
-            .optional()
-            .j()?;
-        let Some(mut body) = body else {
+        let Some(info) = self.raw_info(id)? else {
             return Ok(None);
         };
-        body.body = crate::chunks::whole_body(&conn, id)?.unwrap_or_default();
-        Ok(Some(body))
+        let body = crate::chunks::whole_body(&self.reader(), id)?.unwrap_or_default();
+        Ok(Some(StoredBody {
+            id: info.id,
+            scope: info.scope,
+            endpoint: info.endpoint,
+            http_status: info.http_status,
+            body,
+            state: info.state,
+            fragment_of: info.fragment_of,
+        }))
     }
 
     /// Every quarantined body, oldest first (without the bytes).

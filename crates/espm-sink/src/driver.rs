@@ -356,7 +356,7 @@ pub async fn run_sink(
             let Some(last) = rows.last() else { break };
             read_pos = last.seq;
             let full = rows.len() == batch_size;
-            window.push_back(submit(sink.as_ref(), rows, &attempts, depth).await);
+            window.push_back(submit(sink.as_ref(), rows, &attempts).await);
             if !full {
                 break; // the outbox has nothing more right now
             }
@@ -596,14 +596,9 @@ impl Walk {
     }
 }
 
-/// Hand the rows the sink wants to it: [`Sink::deliver`] when one batch at a time,
-/// [`Sink::submit`] when pipelined.
-async fn submit(
-    sink: &dyn Sink,
-    rows: Vec<OutboxRow>,
-    attempts: &HashMap<i64, u32>,
-    depth: usize,
-) -> InFlight {
+/// Hand the rows the sink wants to it ([`Sink::submit`]; a sink that does not pipeline
+/// delivers them before it returns).
+async fn submit(sink: &dyn Sink, rows: Vec<OutboxRow>, attempts: &HashMap<i64, u32>) -> InFlight {
     let accepted: Vec<bool> = rows.iter().map(|r| sink.accepts(&r.event)).collect();
     let envelopes: Vec<Envelope> = rows
         .iter()
@@ -618,9 +613,6 @@ async fn submit(
         .collect();
     let acks: Acks = if envelopes.is_empty() {
         Box::pin(std::future::ready(Vec::new()))
-    } else if depth == 1 {
-        let outcomes = sink.deliver(&envelopes).await;
-        Box::pin(std::future::ready(outcomes))
     } else {
         sink.submit(envelopes).await
     };
