@@ -15,6 +15,7 @@ use espm_model::{
 use futures::{Stream, TryStreamExt};
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::Method;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 use url::Url;
 
@@ -46,6 +47,8 @@ pub struct BodyStream {
     /// The URL that answered.
     pub url: String,
     resp: reqwest::Response,
+    /// This account's one PM call at a time, held until the body is read or dropped.
+    _turn: OwnedSemaphorePermit,
 }
 
 impl std::fmt::Debug for BodyStream {
@@ -149,10 +152,13 @@ struct Inner {
     username: String,
     password: Password,
     retry: RetryPolicy,
+    /// PM asks providers never to call one account concurrently: every clone of this client
+    /// (poller, command API, command topics) takes its turn here for each attempt.
+    turn: Arc<Semaphore>,
 }
 
 /// An async PM web-services client. Cheap to clone (shared connection pool). `Debug` never shows
-/// the password.
+/// the password. Clones share one turn: at most one call of theirs is at PM at any time.
 #[derive(Clone)]
 pub struct PmClient {
     inner: Arc<Inner>,
@@ -223,6 +229,7 @@ impl PmClient {
                 username: cfg.username,
                 password: cfg.password,
                 retry: cfg.retry,
+                turn: Arc::new(Semaphore::new(1)),
             }),
         })
     }
@@ -598,14 +605,16 @@ impl PmClient {
     /// with jittered exponential backoff, a larger `Retry-After` wins; other errors return at once.
     /// A failure after part of the body arrived is never retried (see [`ClientError::partial_body`]).
     async fn execute(&self, call: Call) -> Result<RawBody, ClientError> {
-        self.with_retries(&call, |c| self.attempt(c)).await
+        self.with_retries(&call, |c, turn| self.attempt(c, turn))
+            .await
     }
 
     /// [`PmClient::execute`] for a body read as it arrives: retries happen until PM answers
     /// 2xx; from then on the caller reads the body, and nothing is retried (for `clear=true`,
     /// PM has already handed the notifications out).
     async fn execute_stream(&self, call: Call) -> Result<BodyStream, ClientError> {
-        self.with_retries(&call, |c| self.attempt_stream(c)).await
+        self.with_retries(&call, |c, turn| self.attempt_stream(c, turn))
+            .await
     }
 
     /// Run `attempt` under the retry policy: retryable errors are retried with backoff (a longer
@@ -617,7 +626,7 @@ impl PmClient {
         attempt: F,
     ) -> Result<T, ClientError>
     where
-        F: Fn(&'a Call) -> Fut,
+        F: Fn(&'a Call, OwnedSemaphorePermit) -> Fut,
         Fut: std::future::Future<Output = Result<T, ClientError>>,
     {
         let span = tracing::debug_span!("pm_call", endpoint = call.endpoint, method = %call.method);
@@ -627,7 +636,15 @@ impl PmClient {
             let started = Instant::now();
             let mut retries = 0u32;
             loop {
-                let err = match attempt(call).await {
+                // Never closed, so acquiring cannot fail; the permit is dropped before any sleep.
+                let turn = self
+                    .inner
+                    .turn
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| ClientError::Config("client turn closed".into()))?;
+                let err = match attempt(call, turn).await {
                     Ok(ok) => return Ok(ok),
                     Err(e) => e,
                 };
@@ -671,7 +688,11 @@ impl PmClient {
         .await
     }
 
-    async fn attempt_stream(&self, call: &Call) -> Result<BodyStream, ClientError> {
+    async fn attempt_stream(
+        &self,
+        call: &Call,
+        turn: OwnedSemaphorePermit,
+    ) -> Result<BodyStream, ClientError> {
         let url_s = call.url.to_string();
         let resp = self
             .request(call)
@@ -690,6 +711,7 @@ impl PmClient {
                 content_type,
                 url: url_s,
                 resp,
+                _turn: turn,
             });
         }
         let retry_after = parse_retry_after(resp.headers(), SystemTime::now());
@@ -721,7 +743,11 @@ impl PmClient {
     }
 
     /// One HTTP attempt: a 2xx body is returned raw; everything else becomes a [`ClientError`].
-    async fn attempt(&self, call: &Call) -> Result<RawBody, ClientError> {
+    async fn attempt(
+        &self,
+        call: &Call,
+        _turn: OwnedSemaphorePermit,
+    ) -> Result<RawBody, ClientError> {
         let url_s = call.url.to_string();
         let mut resp = self
             .request(call)

@@ -174,6 +174,12 @@ impl ClientError {
         self.has_error_200(|d| d.contains("not connected"))
     }
 
+    /// PM's 400 / `-200` "This property (meter) is not shared with you" on an unshare: already
+    /// unshared.
+    pub fn is_not_shared(&self) -> bool {
+        self.has_error_200(|d| d.contains("not shared"))
+    }
+
     /// Whether PM refused access (403, or the 404 it sometimes gives after an unshare).
     pub fn is_access_denied(&self) -> bool {
         matches!(self.status(), Some(403) | Some(404))

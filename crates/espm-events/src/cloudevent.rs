@@ -34,6 +34,9 @@ pub struct CloudEvent {
     pub espmenvironment: String,
     /// Extension: configured name of the provider account that was polled.
     pub espmaccount: String,
+    /// Extension `causationid`: the id of the command that caused this event (command results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causationid: Option<String>,
     /// The event payload, PM's own field names in camelCase.
     pub data: serde_json::Value,
 }
@@ -52,6 +55,7 @@ impl CloudEvent {
             "dataschema" => &self.dataschema,
             "espmenvironment" | "environment" => &self.espmenvironment,
             "espmaccount" | "account" => &self.espmaccount,
+            "causationid" => self.causationid.as_ref()?,
             "partitionkey" => return self.partitionkey().map(Cow::Owned),
             _ => return None,
         };
@@ -111,6 +115,7 @@ pub const ATTRIBUTE_NAMES: &[&str] = &[
     "dataschema",
     "espmenvironment",
     "espmaccount",
+    "causationid",
     "partitionkey",
 ];
 
@@ -131,6 +136,8 @@ struct Wire<'a> {
     espmenvironment: &'a str,
     espmaccount: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
+    causationid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     partitionkey: Option<String>,
     data: &'a serde_json::Value,
 }
@@ -148,6 +155,7 @@ impl Serialize for CloudEvent {
             dataschema: &self.dataschema,
             espmenvironment: &self.espmenvironment,
             espmaccount: &self.espmaccount,
+            causationid: self.causationid.as_deref(),
             partitionkey: self.partitionkey(),
             data: &self.data,
         }

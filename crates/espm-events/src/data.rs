@@ -431,3 +431,99 @@ pub struct BodyQuarantinedData {
     #[schemars(extend("format" = "date-time"))]
     pub received_at: String,
 }
+
+/// What a command asked of PM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandAction {
+    /// Accept or reject a pending connection, property share or meter share.
+    Answer,
+    /// Disconnect from a customer.
+    Disconnect,
+    /// Stop receiving a property's share.
+    UnshareProperty,
+    /// Stop receiving a meter's share.
+    UnshareMeter,
+    /// Create a customer account (PM connects it to you).
+    CreateCustomer,
+}
+
+impl CommandAction {
+    /// The snake_case name, as in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandAction::Answer => "answer",
+            CommandAction::Disconnect => "disconnect",
+            CommandAction::UnshareProperty => "unshare_property",
+            CommandAction::UnshareMeter => "unshare_meter",
+            CommandAction::CreateCustomer => "create_customer",
+        }
+    }
+}
+
+/// How a command that completed ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CommandOutcome {
+    /// PM did what was asked.
+    Done,
+    /// It was already so: the request was no longer pending, the customer no longer connected,
+    /// the share already gone, the customer already created by an earlier attempt.
+    NothingToDo,
+}
+
+/// Why a command failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandErrorData {
+    /// The RFC 9457 problem type URI (the command API answers with the same).
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    /// The problem's title.
+    pub title: String,
+    /// The HTTP status the command API gives it.
+    pub status: u16,
+    /// What went wrong, in words.
+    pub detail: String,
+    /// PM's HTTP status, when PM answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pm_status: Option<u16>,
+    /// PM's own error messages (`errorNumber: errorDescription`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pm_errors: Vec<String>,
+    /// Whether the same command may succeed if sent again later (PM busy or unreachable).
+    pub retryable: bool,
+}
+
+/// `data` of `command.completed` and `command.failed`: what was asked, by whom, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CommandResultData {
+    /// The command's id (also the event's `causationid`).
+    pub command_id: String,
+    /// What was asked; absent only for a command too malformed to tell.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<CommandAction>,
+    /// What it acted on, as the command named it (never a password).
+    pub target: BTreeMap<String, serde_json::Value>,
+    /// The customer account concerned, when the command names one (a connection answer, a
+    /// disconnect, a created customer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<i64>,
+    /// Who asked: the API token's name, the topic or subject, `cli`, a policy rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+    /// Which door it came in by: `api`, `kafka`, `nats`, `cli`, `policy`.
+    pub origin: String,
+    /// How a completed command ended (absent when it failed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<CommandOutcome>,
+    /// Why it failed (absent when it completed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<CommandErrorData>,
+    /// PM calls made for it.
+    pub attempts: u32,
+    /// When it finished, RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
+    pub finished_at: String,
+}

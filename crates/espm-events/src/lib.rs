@@ -41,10 +41,13 @@ mod types;
 
 pub use cloudevent::CloudEvent;
 pub use cloudevent::{percent_encode_header, ATTRIBUTE_NAMES};
-pub use data::{BodyQuarantinedData, CustomerData, Enrichment, Resolution};
+pub use data::{
+    BodyQuarantinedData, CommandAction, CommandErrorData, CommandOutcome, CommandResultData,
+    CustomerData, Enrichment, Resolution,
+};
 pub use enrich::{customer_to_enrich, enrich_customer, LOOKED_UP_TYPES};
 pub use normalize::{
-    connection_requested_data, diff_pending, event_time, meter_share_requested_data,
+    command_event, connection_requested_data, diff_pending, event_time, meter_share_requested_data,
     normalize_document, normalize_pm_time, notification_data, notification_event, pending_key,
     pending_requested_episode, pending_requested_event, pending_resolved_event,
     pending_snapshot_value, property_share_requested_data, quarantine_event, subject_for,

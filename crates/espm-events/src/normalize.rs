@@ -67,6 +67,7 @@ impl Origin {
             dataschema: dataschema_uri(ty),
             espmenvironment: self.environment.clone(),
             espmaccount: self.account.clone(),
+            causationid: None,
             data,
         }
     }
@@ -778,6 +779,30 @@ pub fn quarantine_event(origin: &Origin, data: &BodyQuarantinedData) -> CloudEve
         Some(data.received_at.clone()),
         to_value(data),
     )
+}
+
+/// The result event of a command: `command.completed`, or `command.failed` when `data.error` is
+/// set. `causationid` is the command id. The id is deterministic per command, outcome and number
+/// of PM calls, so a result journalled twice is one event and a later retry's result is another.
+pub fn command_event(
+    origin: &Origin,
+    data: &CommandResultData,
+    subject: Option<String>,
+) -> CloudEvent {
+    let (ty, state) = if data.error.is_some() {
+        (COMMAND_FAILED, "failed")
+    } else {
+        (COMMAND_COMPLETED, "completed")
+    };
+    let mut ev = origin.event(
+        ty,
+        &format!("command/{}/{state}/{}", data.command_id, data.attempts),
+        subject,
+        Some(data.finished_at.clone()),
+        to_value(data),
+    );
+    ev.causationid = Some(data.command_id.clone());
+    ev
 }
 
 /// RFC 3339 (UTC, seconds) as the events write times.

@@ -33,7 +33,9 @@ pub fn partition_key_fields(event_type: &str) -> &'static [&'static str] {
         | METER_SHARE_REQUESTED
         | CONNECTION_RESOLVED
         | PROPERTY_SHARE_RESOLVED
-        | METER_SHARE_RESOLVED => &["accountId"],
+        | METER_SHARE_RESOLVED
+        | COMMAND_COMPLETED
+        | COMMAND_FAILED => &["accountId"],
         _ => &[],
     }
 }
@@ -57,6 +59,9 @@ pub fn partition_key_doc(event_type: &str) -> &'static str {
         | METER_SHARE_REQUESTED
         | PROPERTY_SHARE_RESOLVED
         | METER_SHARE_RESOLVED => "The property data administrator's account: data.accountId.",
+        COMMAND_COMPLETED | COMMAND_FAILED => {
+            "The customer account the command concerned, when it names one: data.accountId."
+        }
         _ => "None: the event is about no customer account.",
     }
 }

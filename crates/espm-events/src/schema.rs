@@ -64,6 +64,7 @@ fn data_schema_of(event_type: &str) -> Option<Value> {
         PROPERTY_SHARE_RESOLVED => schema_for::<PropertyShareResolvedData>(),
         METER_SHARE_RESOLVED => schema_for::<MeterShareResolvedData>(),
         BODY_QUARANTINED => schema_for::<BodyQuarantinedData>(),
+        COMMAND_COMPLETED | COMMAND_FAILED => schema_for::<CommandResultData>(),
         _ => return None,
     })
 }
@@ -82,6 +83,8 @@ fn description_of(event_type: &str) -> &'static str {
         PROPERTY_SHARE_RESOLVED => "A pending property share left the pending list; data is the share as last seen plus resolution and observedAt.",
         METER_SHARE_RESOLVED => "A pending meter share left the pending list; data is the share as last seen plus resolution and observedAt.",
         BODY_QUARANTINED => "Bridge-originated: a PM response body failed to parse and was quarantined in the journal.",
+        COMMAND_COMPLETED => "Bridge-originated: a command (answer, disconnect, unshare, create customer) finished: PM did it, or it was already so (outcome nothing_to_do). causationid is the command id.",
+        COMMAND_FAILED => "Bridge-originated: a command failed: PM refused it or could not be reached, or it was malformed; error says why. causationid is the command id.",
         _ => "",
     }
 }
@@ -125,14 +128,27 @@ pub fn data_schema(event_type: &str) -> Option<Value> {
 pub fn event_schema(event_type: &str) -> Option<Value> {
     data_schema_of(event_type)?;
     let data_uri = dataschema_uri(event_type);
+    let mut required = vec![
+        "specversion",
+        "id",
+        "source",
+        "type",
+        "datacontenttype",
+        "dataschema",
+        "espmenvironment",
+        "espmaccount",
+        "data",
+    ];
+    if matches!(event_type, COMMAND_COMPLETED | COMMAND_FAILED) {
+        required.push("causationid");
+    }
     Some(json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": envelope_schema_uri(event_type),
         "title": event_type,
         "description": description_of(event_type),
         "type": "object",
-        "required": ["specversion", "id", "source", "type", "datacontenttype", "dataschema",
-                     "espmenvironment", "espmaccount", "data"],
+        "required": required,
         "properties": {
             "specversion": { "const": "1.0" },
             "id": { "type": "string", "minLength": 1,
@@ -148,6 +164,8 @@ pub fn event_schema(event_type: &str) -> Option<Value> {
             "dataschema": { "const": data_uri, "description": "The $id of the schema data adheres to." },
             "espmenvironment": { "type": "string", "description": "PM environment: live, test or sim." },
             "espmaccount": { "type": "string", "description": "Configured name of the polled provider account." },
+            "causationid": { "type": "string", "minLength": 1,
+                             "description": "The id of the command that caused the event (command results only)." },
             "partitionkey": partitionkey_schema(event_type),
             "data": { "$ref": data_uri },
         },

@@ -25,6 +25,13 @@ pub const METER_SHARE_RESOLVED: &str = "gov.energystar.pm.meter_share.resolved";
 /// Bridge-originated: a PM body failed to parse and was quarantined in the journal.
 pub const BODY_QUARANTINED: &str = "gov.energystar.pm.bridge.body_quarantined";
 
+/// Bridge-originated: a command asked of PM through the bridge (API, command topic, CLI,
+/// policy) finished: PM did it, or it was already so.
+pub const COMMAND_COMPLETED: &str = "gov.energystar.pm.command.completed";
+/// Bridge-originated: a command failed: PM refused it, could not be reached, or the command was
+/// malformed.
+pub const COMMAND_FAILED: &str = "gov.energystar.pm.command.failed";
+
 /// Every event type the bridge emits; schemas and the AsyncAPI document are generated from it.
 pub const EVENT_TYPES: &[&str] = &[
     SHARE_REVOKED,
@@ -39,6 +46,8 @@ pub const EVENT_TYPES: &[&str] = &[
     PROPERTY_SHARE_RESOLVED,
     METER_SHARE_RESOLVED,
     BODY_QUARANTINED,
+    COMMAND_COMPLETED,
+    COMMAND_FAILED,
 ];
 
 /// The PM notification codes with a type of their own, and that type.

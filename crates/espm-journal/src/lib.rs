@@ -23,6 +23,7 @@
 
 mod answers;
 mod chunks;
+mod commands;
 mod compaction;
 mod customers;
 mod dead_letters;
@@ -49,6 +50,7 @@ pub use espm_events::CloudEvent;
 pub use schema::SCHEMA_VERSION;
 
 pub use chunks::{RawInfo, RawReader, CHUNK};
+pub use commands::{AnswerBy, AnswerRecord, Begun, CommandState, NewCommand, StoredCommand};
 pub use compaction::CompactStats;
 pub use customers::CachedCustomer;
 pub use dead_letters::{DeadLetter, NewDeadLetter};

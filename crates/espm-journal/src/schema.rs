@@ -9,7 +9,33 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Every migration step, in order: step `i` brings the file from version `i` to `i + 1`. Append
 /// new steps at the end (one self-contained step per change); never edit a released one.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+
+/// Version 7: commands (answers, disconnects, unshares, new customers asked of PM through the
+/// bridge). A command is journalled before its PM call, so a retried request or a restart finds
+/// it and never repeats a call that landed; `attempts` counts the PM calls begun, so a command
+/// found unfinished with `attempts > 0` is checked against PM before any new call. Answers
+/// remember the command behind them, so a `resolved` event can say who answered.
+const V7: &str = r#"
+CREATE TABLE commands (
+    id          TEXT    PRIMARY KEY,
+    environment TEXT    NOT NULL,
+    account     TEXT    NOT NULL,
+    action      TEXT    NOT NULL,
+    target      TEXT    NOT NULL,
+    fingerprint TEXT    NOT NULL,
+    requester   TEXT,
+    origin      TEXT    NOT NULL,
+    state       TEXT    NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    result      TEXT,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX commands_unfinished ON commands(state) WHERE state <> 'completed' AND state <> 'failed';
+ALTER TABLE answers ADD COLUMN command_id TEXT;
+ALTER TABLE answers ADD COLUMN requester TEXT;
+"#;
 
 /// Version 6: the customer cache. Who a PM customer is (username, organisation) as
 /// `GET /customer/{id}` last answered, per provider account (what PM lets an account read
@@ -238,6 +264,7 @@ mod tests {
             dataschema: "https://example.invalid/s.json".into(),
             espmenvironment: "sim".into(),
             espmaccount: "acme".into(),
+            causationid: None,
             data: serde_json::json!({ "notificationId": notification_id }),
         }
     }
