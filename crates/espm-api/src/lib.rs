@@ -19,7 +19,7 @@ use espm_command::Commander;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::{TokenError, Tokens};
-pub use openapi::{openapi, operation_ids};
+pub use openapi::{api_markdown, openapi, operation_ids};
 pub use routes::{CustomerLinkView, CustomerList, CustomerView, PendingList};
 
 /// The API's router (no listener): for the bridge and for tests.

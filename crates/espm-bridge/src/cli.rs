@@ -192,12 +192,16 @@ pub enum Command {
         #[command(subcommand)]
         command: JournalCommand,
     },
-    /// Answer PM as the provider: accept or reject pending requests, disconnect, unshare.
+    /// Answer PM as the provider: accept or reject pending requests, disconnect, unshare, create
+    /// and list customers.
     ///
-    /// Uses the account's credentials from the configuration. Accepts and rejects are recorded in
-    /// the journal, so the `...resolved` event that follows says `accepted` or `rejected`
-    /// instead of `unknown`. Answering a request that is already resolved is reported, not an
-    /// error (PM answers 400/-200 and the request is gone either way).
+    /// Uses the account's credentials from the configuration and the same command path as the
+    /// command API: each command is journalled before its PM call, announced by a
+    /// `command.completed`/`command.failed` event, and runs once per `--command-id`. Accepts
+    /// and rejects are recorded, so the `...resolved` event that follows says `accepted` or
+    /// `rejected` instead of `unknown`. What PM reports as already so (a request already
+    /// resolved, a customer not connected, a share already gone) prints "nothing to do" and
+    /// exits 0. A refusal by PM exits 1 with PM's message.
     Pm {
         /// TOML configuration file.
         #[arg(long, short, env = "ESPM_BRIDGE_CONFIG")]
@@ -205,6 +209,10 @@ pub enum Command {
         /// Which configured account to act as (default: the only one).
         #[arg(long)]
         account: Option<String>,
+        /// The command's id (an idempotency key): running the same command again with the same
+        /// id prints the first result and makes no second PM call. Default: a fresh id.
+        #[arg(long, global = true)]
+        command_id: Option<String>,
         #[command(subcommand)]
         command: PmCommand,
     },
@@ -376,12 +384,13 @@ pub enum PmCommand {
         #[arg(long)]
         note: Option<String>,
     },
-    /// Disconnect from a customer account (removes its shares unless --keep-shares).
+    /// Disconnect from a customer account. `--keep-shares true|false` is required: PM's own
+    /// default (false) removes the customer's shares too.
     Disconnect {
         /// The customer's accountId.
         account_id: i64,
-        /// Keep the property and meter shares.
-        #[arg(long)]
+        /// Keep the property and meter shares (`true`) or let PM remove them (`false`).
+        #[arg(long, required = true, action = clap::ArgAction::Set, value_name = "true|false")]
         keep_shares: bool,
         /// Note for the customer.
         #[arg(long)]
@@ -397,6 +406,40 @@ pub enum PmCommand {
         /// Note for the customer.
         #[arg(long)]
         note: Option<String>,
+    },
+    /// Create a customer account (PM's `POST /customer`; PM connects it to you).
+    ///
+    /// The account comes from `--file`: the command API's JSON body (`createCustomer`) or PM's
+    /// own `<account>` XML. The password comes from `--password-env`/`--password-file` (never a
+    /// flag's value: it would show in `ps`), else from the file. Prints the command as JSON,
+    /// with the new customer's id in `accountId`.
+    CreateCustomer {
+        /// JSON (`createCustomer` body) or PM `<account>` XML.
+        #[arg(long)]
+        file: PathBuf,
+        /// Environment variable holding the password.
+        #[arg(long, conflicts_with = "password_file")]
+        password_env: Option<String>,
+        /// File holding the password (trailing newline ignored).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// The connected customers (PM's `GET /customer/list`), one JSON object per line.
+    Customers,
+    /// One customer with its username (PM's `GET /customer/{id}`), as JSON.
+    Customer {
+        /// The customer's accountId.
+        id: i64,
+    },
+    /// Pending requests from the journal's latest walk of PM's lists (no PM call), one JSON
+    /// object per line.
+    Pending {
+        /// Only this list.
+        #[arg(long, value_enum)]
+        kind: Option<RequestKind>,
+        /// Only requests of this customer account.
+        #[arg(long)]
+        customer: Option<i64>,
     },
 }
 

@@ -119,8 +119,9 @@ pub async fn dispatch(cmd: Command) -> Result<ExitCode> {
         Command::Pm {
             config,
             account,
+            command_id,
             command,
-        } => pm(&config, account.as_deref(), command).await,
+        } => pm(&config, account.as_deref(), command_id, command).await,
         Command::Dlq {
             path,
             config,
@@ -731,7 +732,14 @@ async fn one_action(http: &reqwest::Client, control: &str, step: u64) -> Result<
     Ok(())
 }
 
-async fn pm(config: &Path, account: Option<&str>, cmd: PmCommand) -> Result<ExitCode> {
+async fn pm(
+    config: &Path,
+    account: Option<&str>,
+    command_id: Option<String>,
+    cmd: PmCommand,
+) -> Result<ExitCode> {
+    use espm_command::{Command as Cmd, Decision, Door, Submission};
+    use espm_events::CommandOutcome;
     let cfg = load_config(config)?;
     let acct = match account {
         Some(name) => cfg
@@ -745,80 +753,186 @@ async fn pm(config: &Path, account: Option<&str>, cmd: PmCommand) -> Result<Exit
     let password = espm_config::resolve_password(acct)
         .with_context(|| format!("accounts.{}: password", acct.name))?;
     let client = runtime::client_for(acct, password)?;
-    let scope = espm_journal::Scope::new(acct.environment.as_str(), acct.name.clone());
-    let (result, answered) = match cmd {
-        PmCommand::Accept { kind, id, note } => {
-            let r = client
-                .answer(
-                    client_kind(kind),
-                    id,
-                    espm_model::Action::Accept,
-                    note.as_deref(),
-                )
-                .await;
-            (r, Some((kind, id, "accepted")))
-        }
-        PmCommand::Reject { kind, id, note } => {
-            let r = client
-                .answer(
-                    client_kind(kind),
-                    id,
-                    espm_model::Action::Reject,
-                    note.as_deref(),
-                )
-                .await;
-            (r, Some((kind, id, "rejected")))
-        }
+    let journal = Journal::open(&cfg.journal.path)
+        .with_context(|| format!("cannot open the journal at {}", cfg.journal.path.display()))?;
+    let commander = espm_command::Commander::new(
+        journal,
+        [espm_command::Account {
+            client: client.clone(),
+            scope: espm_journal::Scope::new(acct.environment.as_str(), acct.name.clone()),
+            origin: espm_events::Origin::new(acct.environment.as_str(), acct.name.clone()),
+        }],
+    );
+    let answer = |kind: RequestKind, id, decision, note| Cmd::Answer {
+        kind: command_kind(kind),
+        request_id: id,
+        decision,
+        note,
+    };
+    let command = match cmd {
+        PmCommand::Accept { kind, id, note } => answer(kind, id, Decision::Accept, note),
+        PmCommand::Reject { kind, id, note } => answer(kind, id, Decision::Reject, note),
         PmCommand::Disconnect {
             account_id,
             keep_shares,
             note,
-        } => (
-            client
-                .disconnect(account_id, keep_shares, note.as_deref())
-                .await,
-            None,
-        ),
+        } => Cmd::Disconnect {
+            customer_id: account_id,
+            keep_shares,
+            note,
+        },
         PmCommand::Unshare {
             kind: UnshareKind::Property,
             id,
             note,
-        } => (client.unshare_property(id, note.as_deref()).await, None),
+        } => Cmd::UnshareProperty {
+            property_id: id,
+            note,
+        },
         PmCommand::Unshare {
             kind: UnshareKind::Meter,
             id,
             note,
-        } => (client.unshare_meter(id, note.as_deref()).await, None),
-    };
-    match result {
-        Ok(()) => {
-            if let Some((kind, id, action)) = answered {
-                // Recorded so the `resolved` event the poller emits says who answered.
-                let j = Journal::open(&cfg.journal.path).with_context(|| {
-                    format!("cannot open the journal at {}", cfg.journal.path.display())
-                })?;
-                j.record_answer(&scope, journal_kind(kind), id, action)?;
-                println!("{} {id}: {action}", journal_kind(kind));
-            } else {
-                println!("done");
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) if e.is_already_resolved() => {
-            println!(
-                "nothing to do: PM says the pending request doesn't exist or has been fulfilled"
+        } => Cmd::UnshareMeter { meter_id: id, note },
+        PmCommand::CreateCustomer {
+            file,
+            password_env,
+            password_file,
+        } => {
+            let mut body = read_new_customer(&file)?;
+            let source = espm_config::SecretSource::from_options(
+                password_file.as_ref(),
+                password_env.as_ref(),
             );
-            Ok(ExitCode::SUCCESS)
+            if let Some(source) = source {
+                let secret = source.read().context("the customer's password")?;
+                body.password = espm_command::Password::new(secret.expose());
+            }
+            Cmd::CreateCustomer(Box::new(body))
         }
-        Err(e) => Err(anyhow::Error::new(e).context("PM refused the call")),
+        PmCommand::Customers => {
+            for c in client.customers().await.context("PM refused the call")? {
+                println!(
+                    "{}",
+                    serde_json::json!({"customerId": c.id, "hint": c.hint})
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        PmCommand::Customer { id } => {
+            let c = client.customer(id).await.context("PM refused the call")?;
+            let info = c.account_info.unwrap_or_default();
+            print_json(&serde_json::json!({
+                "customerId": id,
+                "username": c.username,
+                "organization": info.organization,
+                "firstName": info.first_name,
+                "lastName": info.last_name,
+                "email": info.email,
+                "phone": info.phone,
+                "jobTitle": info.job_title,
+            }))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        PmCommand::Pending { kind, customer } => {
+            let items = commander
+                .pending(&acct.name, kind.map(command_kind), customer)
+                .await?;
+            for item in items {
+                println!("{}", serde_json::to_string(&item)?);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let what = match &command {
+        Cmd::Answer {
+            kind,
+            request_id,
+            decision,
+            ..
+        } => Some(format!(
+            "{} {request_id}: {}",
+            kind.as_str(),
+            decision.resolution()
+        )),
+        _ => None,
+    };
+    let create = matches!(command, Cmd::CreateCustomer(_));
+    let view = commander
+        .submit(Submission {
+            id: command_id,
+            account: acct.name.clone(),
+            command,
+            requester: Some("cli".into()),
+            door: Door::Cli,
+        })
+        .await?;
+    if let Some(p) = view.problem() {
+        bail!(
+            "PM refused the call ({}, command {}): {}",
+            p.kind.slug(),
+            view.id,
+            p.detail
+        );
     }
+    match (view.outcome, what) {
+        _ if create => print_json(&serde_json::to_value(&view)?)?,
+        (Some(CommandOutcome::NothingToDo), _) => println!(
+            "nothing to do: PM says it is already so (the request is no longer pending, the customer not connected, or the share already gone)"
+        ),
+        (_, Some(what)) => println!("{what}"),
+        _ => println!("done"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
-fn client_kind(k: RequestKind) -> espm_client::PendingKind {
+/// A new customer from the command API's JSON body or PM's `<account>` XML.
+fn read_new_customer(path: &Path) -> Result<espm_command::CreateCustomerBody> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    if first == Some(b'<') {
+        let c: espm_model::NewCustomer = espm_model::parse(&bytes)
+            .with_context(|| format!("{}: not a PM <account> document", path.display()))?;
+        let a = &c.contact.address;
+        return Ok(espm_command::CreateCustomerBody {
+            username: c.username,
+            password: espm_command::Password::new(c.password),
+            webservice_user: c.webservice_user,
+            searchable: c.searchable,
+            contact: espm_command::ContactBody {
+                first_name: c.contact.first_name,
+                last_name: c.contact.last_name,
+                address: espm_command::AddressBody {
+                    address1: a.address1.clone(),
+                    address2: a.address2.clone(),
+                    city: a.city.clone(),
+                    state: a.state.clone(),
+                    other_state: a.other_state.clone(),
+                    postal_code: a.postal_code.clone(),
+                    country: a.country.clone().unwrap_or_else(|| "US".into()),
+                },
+                email: c.contact.email,
+                job_title: c.contact.job_title,
+                phone: c.contact.phone,
+            },
+            organization: espm_command::OrganizationBody {
+                name: c.organization.name,
+                primary_business: c.organization.primary_business,
+                other_business_description: c.organization.other_business_description,
+                energy_star_partner: c.organization.energy_star_partner,
+                energy_star_partner_type: c.organization.energy_star_partner_type,
+            },
+        });
+    }
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("{}: not a createCustomer JSON body", path.display()))
+}
+
+fn command_kind(k: RequestKind) -> espm_command::RequestKind {
     match k {
-        RequestKind::Connection => espm_client::PendingKind::Connection,
-        RequestKind::Property => espm_client::PendingKind::PropertyShare,
-        RequestKind::Meter => espm_client::PendingKind::MeterShare,
+        RequestKind::Connection => espm_command::RequestKind::Connection,
+        RequestKind::Property => espm_command::RequestKind::PropertyShare,
+        RequestKind::Meter => espm_command::RequestKind::MeterShare,
     }
 }
 

@@ -140,6 +140,7 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
 
     let mut poller_tasks = Vec::new();
     let mut poller_status: Vec<AccountEntry> = Vec::new();
+    let mut command_accounts = Vec::new();
     for acct in &cfg.accounts {
         let password = match opts.passwords.get(&acct.name) {
             Some(p) => p.clone(),
@@ -147,6 +148,12 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
                 .with_context(|| format!("accounts.{}: password", acct.name))?,
         };
         let client = client_for(acct, password)?;
+        // The poller and the command path share the client, so their PM calls take turns.
+        command_accounts.push(espm_command::Account {
+            client: client.clone(),
+            scope: Scope::new(acct.environment.as_str(), acct.name.clone()),
+            origin: espm_events::Origin::new(acct.environment.as_str(), acct.name.clone()),
+        });
         let pcfg = PollerConfig {
             scope: Scope::new(acct.environment.as_str(), acct.name.clone()),
             drain_mode: match acct.drain_mode {
@@ -177,6 +184,25 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         poller_tasks.push(tokio::spawn(poller.run(poll_stop.clone()).instrument(span)));
     }
 
+    let commander =
+        espm_command::Commander::new(journal.clone(), command_accounts).with_wakes(wakes.clone());
+    // Commands a crash or shutdown left mid-call are checked against PM, not repeated.
+    let resume = tokio::spawn({
+        let commander = commander.clone();
+        async move {
+            match commander.resume().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(commands = n, "unfinished commands reconciled with PM"),
+                Err(e) => tracing::error!(error = %e, "cannot reconcile unfinished commands"),
+            }
+        }
+    });
+    let api_stop = CancellationToken::new();
+    let api_task = match &cfg.api {
+        Some(api) => Some(start_api(api, commander.clone(), api_stop.clone()).await?),
+        None => None,
+    };
+
     let statuses: Vec<Arc<PollerStatus>> = poller_status.iter().map(|a| a.status.clone()).collect();
     let health = Arc::new(Health::new(journal.clone(), sink_states, poller_status));
     let listen = match opts.metrics_addr {
@@ -203,6 +229,15 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
     // One deadline for everything, so the process exits before Kubernetes' own SIGKILL.
     let deadline = tokio::time::Instant::now() + opts.grace;
     poll_stop.cancel();
+    // No new commands; those in flight finish and their result events are delivered below.
+    api_stop.cancel();
+    if let Some(t) = api_task {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(remaining, t).await.is_err() {
+            tracing::warn!("the command API did not finish its requests within the grace period");
+        }
+    }
+    resume.abort();
     for (mut t, status) in poller_tasks.into_iter().zip(statuses.iter()) {
         // A poller stops at once unless a clear=true is in flight: PM already handed that body
         // out, so it is awaited (bounded by the PM request timeout) and journalled or spooled,
@@ -254,6 +289,27 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         tracing::info!("espm-bridge stopped cleanly");
     }
     Ok(report)
+}
+
+/// Bind the command API and serve it until `stop`.
+async fn start_api(
+    api: &espm_config::ApiConfig,
+    commander: espm_command::Commander,
+    stop: CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let source = api
+        .token_source()
+        .context("api: set token_file or token_env")?;
+    let text = source.read().context("api: cannot read the API tokens")?;
+    let tokens = espm_api::Tokens::parse(text.expose()).context("api: token list")?;
+    let listener = tokio::net::TcpListener::bind(&api.listen)
+        .await
+        .with_context(|| format!("api.listen {}: cannot listen", api.listen))?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = espm_api::serve(listener, commander, tokens, stop).await {
+            tracing::error!(error = %e, "the command API stopped");
+        }
+    }))
 }
 
 /// Cursors of sinks no longer configured hold back compaction forever: say so at every start.

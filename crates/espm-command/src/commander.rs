@@ -175,6 +175,8 @@ struct Slot {
 struct Inner {
     journal: Journal,
     accounts: BTreeMap<String, Slot>,
+    /// Woken after a result event is journalled: the sink drivers.
+    wakes: Vec<Arc<tokio::sync::Notify>>,
 }
 
 /// Runs commands: the one path from the API, the command topics, the CLI and policies to PM.
@@ -215,8 +217,21 @@ impl Commander {
             })
             .collect();
         Self {
-            inner: Arc::new(Inner { journal, accounts }),
+            inner: Arc::new(Inner {
+                journal,
+                accounts,
+                wakes: Vec::new(),
+            }),
         }
+    }
+
+    /// Wake these (the sink drivers) whenever a result event is journalled. Call before
+    /// cloning.
+    pub fn with_wakes(mut self, wakes: Vec<Arc<tokio::sync::Notify>>) -> Self {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.wakes = wakes;
+        }
+        self
     }
 
     /// The configured account names.
@@ -341,7 +356,7 @@ impl Commander {
                 continue;
             };
             let _turn = slot.turn.lock().await;
-            let command: Option<Command> = serde_json::from_value(c.target.clone()).ok();
+            let command = Command::from_target(&c.target);
             let result = match command {
                 // The password is never journalled: a customer not yet created cannot be
                 // created from here. Its sender sends it again (same id); the check then
@@ -549,6 +564,9 @@ impl Commander {
             .journal
             .call(move |j| j.finish_command(&id, state, &result, &[event], answer.as_ref()))
             .await?;
+        for w in &self.inner.wakes {
+            w.notify_one();
+        }
         let action = command.map(|c| c.action().as_str()).unwrap_or("malformed");
         metrics::counter!(
             "espm_bridge_commands_total",

@@ -78,6 +78,33 @@ pub struct BridgeConfig {
     /// Where events go.
     #[serde(default)]
     pub sinks: Vec<SinkConfig>,
+    /// The HTTP command API (answer, disconnect, unshare, create customers through the bridge).
+    /// Off unless this table is present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiConfig>,
+}
+
+/// The command API: its own listener, bearer-token auth, OpenAPI at `/api/v1/openapi.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Listen address, e.g. `0.0.0.0:8080`. Must differ from `metrics.listen`.
+    pub listen: String,
+    /// File of accepted bearer tokens, one per line (several during a rotation; `#` comments and
+    /// blank lines skipped). A line `NAME=TOKEN` names its caller, which is journalled with each
+    /// command as its requester. Tokens are at least 16 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Name of an environment variable holding the token list, in the same format.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_env: Option<String>,
+}
+
+impl ApiConfig {
+    /// Where the token list comes from; `None` when neither is set.
+    pub fn token_source(&self) -> Option<SecretSource> {
+        SecretSource::from_options(self.token_file.as_ref(), self.token_env.as_ref())
+    }
 }
 
 /// The SQLite journal: raw PM bodies, notifications, the outbox and dead letters.

@@ -54,7 +54,22 @@ impl BridgeConfig {
             v.push("journal.path", "must not be empty");
         }
         v.duration("journal.retention", self.journal.retention);
-        check_listen(&mut v, &self.metrics.listen);
+        check_listen(&mut v, "metrics.listen", &self.metrics.listen);
+        if let Some(api) = &self.api {
+            check_listen(&mut v, "api.listen", &api.listen);
+            if api.listen == self.metrics.listen {
+                v.push("api.listen", "must differ from metrics.listen");
+            }
+            if api.token_file.is_none() && api.token_env.is_none() {
+                v.push(
+                    "api",
+                    "set token_file or token_env: the command API never runs without tokens",
+                );
+            }
+            if api.token_file.is_some() && api.token_env.is_some() {
+                v.push("api", "set only one of token_file and token_env");
+            }
+        }
 
         if self.accounts.is_empty() {
             v.push(
@@ -215,13 +230,13 @@ fn check_name(v: &mut Problems, path: &str, name: &str) {
     }
 }
 
-fn check_listen(v: &mut Problems, listen: &str) {
+fn check_listen(v: &mut Problems, key: &str, listen: &str) {
     let ok = listen
         .rsplit_once(':')
         .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
     if !ok {
         v.push(
-            "metrics.listen",
+            key,
             format!("`{listen}` is not a host:port listen address such as `0.0.0.0:9464`"),
         );
     }

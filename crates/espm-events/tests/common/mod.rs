@@ -192,5 +192,41 @@ pub fn examples() -> BTreeMap<String, CloudEvent> {
         },
     );
     out.insert(q.ty.clone(), q);
+    let mut target = BTreeMap::new();
+    target.insert("kind".to_string(), Value::from("connection"));
+    target.insert("requestId".to_string(), Value::from(98_866));
+    target.insert("decision".to_string(), Value::from("accept"));
+    let done = CommandResultData {
+        command_id: "crm-7f3a".into(),
+        action: Some(CommandAction::Answer),
+        target: target.clone(),
+        account_id: Some(98_866),
+        requester: Some("crm".into()),
+        origin: "api".into(),
+        outcome: Some(CommandOutcome::Done),
+        error: None,
+        attempts: 1,
+        finished_at: "2025-03-05T14:00:02.120Z".into(),
+    };
+    let ev = command_event(&o, &done, Some("account/98866".into()));
+    out.insert(ev.ty.clone(), ev);
+    let failed = CommandResultData {
+        command_id: "crm-7f3b".into(),
+        outcome: None,
+        error: Some(CommandErrorData {
+            problem_type:
+                "https://github.com/espm-bridge/espm-bridge/blob/main/config/API.md#pm-rejected"
+                    .into(),
+            title: "PM rejected the command".into(),
+            status: 422,
+            detail: "PM answered HTTP 400".into(),
+            pm_status: Some(400),
+            pm_errors: vec!["-100: note is too long".into()],
+            retryable: false,
+        }),
+        ..done
+    };
+    let ev = command_event(&o, &failed, Some("account/98866".into()));
+    out.insert(ev.ty.clone(), ev);
     out
 }

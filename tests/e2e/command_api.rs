@@ -1,0 +1,134 @@
+//! The command API of the running bridge: a pending request created in the simulator, answered
+//! three times through the API with one Idempotency-Key, ends accepted in the simulator's world
+//! and in one `connection.resolved` event, after one PM call; the result event carries the
+//! command id as `causationid`; the CLI shares the command path.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+const PASSWORD_ENV: &str = "ESPM_COMMAND_API_TEST_PASSWORD";
+const TOKEN: &str = "e2e-token-0123456789abcdef";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_through_the_api_is_one_pm_call_and_one_resolved_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim("cmd", "pw", 13).await;
+    let ctl = SimControl::of(&sim);
+    let customer = ctl.customer().await;
+    ctl.request_connection(customer, &[("Customer Number", "C-9")])
+        .await;
+    let port = free_port();
+    let tokens = dir.path().join("api-tokens");
+    std::fs::write(&tokens, format!("# the CRM\ncrm={TOKEN}\n")).unwrap();
+    let events_path = dir.path().join("events.jsonl");
+    let config = format!(
+        "{}{}\n[[sinks]]\ntype = \"file\"\nname = \"audit\"\npath = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n",
+        journal_toml(dir.path()),
+        account_toml("cmd", &sim.base_url(), "cmd", PASSWORD_ENV, "clear"),
+        events_path.display(),
+        tokens.display(),
+    );
+    let config_path = dir.path().join("bridge.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut bridge = Bridge::start(
+        bridge_bin(),
+        &config_path,
+        dir.path(),
+        &[(PASSWORD_ENV, "pw")],
+        None,
+    );
+    let of_type = |ty: &str| -> Vec<Value> {
+        read_events(&events_path)
+            .into_iter()
+            .filter(|e| e["type"] == ty)
+            .collect()
+    };
+    let requested = eventually(Duration::from_secs(30), || {
+        let n = of_type("gov.energystar.pm.connection.requested").len();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    assert!(requested.is_some(), "{}", bridge.log());
+
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    // The pending request, from the journal's snapshot.
+    let pending: Value = http
+        .get(format!(
+            "{base}/api/v1/accounts/cmd/pending?kind=connection"
+        ))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pending["items"][0]["requestId"], customer, "{pending}");
+
+    let url = format!("{base}/api/v1/accounts/cmd/pending/connection/{customer}/answer");
+    for _ in 0..3 {
+        let r = http
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .header("Idempotency-Key", "crm-answer-1")
+            .json(&json!({"decision": "accept"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    let calls = sim.state().calls();
+    assert_eq!(
+        calls
+            .get(&format!("POST /connect/account/{customer}"))
+            .copied(),
+        Some(1),
+        "{calls:?}"
+    );
+    assert!(sim.state().with_world(|w| w.is_connected(customer)));
+
+    let resolved = eventually(Duration::from_secs(30), || {
+        let r = of_type("gov.energystar.pm.connection.resolved");
+        async move { (!r.is_empty()).then_some(r) }
+    })
+    .await
+    .unwrap_or_else(|| panic!("no resolved event:\n{}", bridge.log()));
+    let completed = eventually(Duration::from_secs(30), || {
+        let r = of_type("gov.energystar.pm.command.completed");
+        async move { (!r.is_empty()).then_some(r) }
+    })
+    .await
+    .unwrap_or_else(|| panic!("no command.completed event:\n{}", bridge.log()));
+    // Let another walk pass: still one of each.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(of_type("gov.energystar.pm.connection.resolved").len(), 1);
+    assert_eq!(resolved[0]["data"]["resolution"], "accepted");
+    assert_eq!(of_type("gov.energystar.pm.command.completed").len(), 1);
+    assert_eq!(completed[0]["causationid"], "crm-answer-1");
+    assert_eq!(completed[0]["data"]["requester"], "crm");
+    assert_eq!(completed[0]["data"]["outcome"], "done");
+
+    // The CLI goes through the same path: a disconnect PM reports as already done exits 0.
+    let stranger = ctl.customer().await;
+    let out = std::process::Command::new(bridge_bin())
+        .args(["pm", "--config"])
+        .arg(&config_path)
+        .args(["disconnect", &stranger.to_string(), "--keep-shares", "true"])
+        .env(PASSWORD_ENV, "pw")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("nothing to do"));
+
+    bridge.terminate(Duration::from_secs(20));
+    sim.shutdown().await;
+}
