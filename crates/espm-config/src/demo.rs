@@ -46,6 +46,7 @@ impl BridgeConfig {
             sinks: vec![SinkConfig::Console(ConsoleSinkConfig {
                 name: "console".to_string(),
             })],
+            command_topics: Vec::new(),
         }
     }
 }
