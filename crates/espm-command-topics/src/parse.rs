@@ -132,10 +132,12 @@ pub fn parse(binding: Binding, headers: &[(String, Vec<u8>)], body: &[u8]) -> Pa
             Err(e) if structured_ct => {
                 return Parsed::malformed(format!("the message is not JSON: {e}"))
             }
-            Err(_) => return Parsed::malformed(format!(
+            Err(_) => {
+                return Parsed::malformed(format!(
                 "not a CloudEvent: no {}specversion header and the body is not a JSON CloudEvent",
                 binding.prefix()
-            )),
+            ))
+            }
         };
         let Value::Object(mut o) = v else {
             return Parsed::malformed("not a CloudEvent: the JSON body is not an object");
