@@ -215,12 +215,29 @@ async fn commands_run_once_malformed_ones_are_answered_and_offsets_follow_the_jo
     // A restarted consumer resumes after them: a new command runs, the old ones do not.
     let third = w.connection_request().await;
     send_structured(&p, structured("cmd-3", types::ANSWER, accept(third))).await;
+    // An id reused for another command: refused under its position, the first result stands.
+    send_structured(
+        &p,
+        structured(
+            "cmd-1",
+            types::DISCONNECT,
+            json!({"customerId": first, "keepShares": true}),
+        ),
+    )
+    .await;
     let consumer = start(&broker, w.commander.clone());
     assert_eq!(w.finished("cmd-3").await.state, "completed");
+    w.finished("kafka/espm.commands/0/7").await;
+    assert!(failed_detail(&w, "kafka/espm.commands/0/7").contains("already used"));
+    let offset = espm_testkit::e2e::eventually(WAIT, || async {
+        Some(committed(&broker)).filter(|o| *o == Offset::Offset(8))
+    })
+    .await;
     stop(consumer).await;
+    assert_eq!(offset, Some(Offset::Offset(8)));
     assert_eq!(w.calls(&path), 1);
+    assert!(w.connected(first), "the reused id did not disconnect");
     assert_eq!(w.results("cmd-1").len(), 1);
-    assert_eq!(committed(&broker), Offset::Offset(7));
 }
 
 #[tokio::test]

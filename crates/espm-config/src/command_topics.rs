@@ -12,6 +12,8 @@ use crate::validate::{check_name, Problems};
 use crate::{AccountConfig, ConfigProblem, DurationString};
 
 /// One source of commands, selected by `type`.
+// Read once at start-up: boxing the larger variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum CommandTopicConfig {
@@ -444,6 +446,32 @@ mod tests {
 
     fn parse(s: &str) -> CommandTopicConfig {
         toml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn problems_keep_their_key_path() {
+        let base = "[[accounts]]\nname = \"main\"\nenvironment = \"test\"\nusername = \"u\"\npassword_env = \"P\"\n[[sinks]]\ntype = \"console\"\nname = \"c\"\n";
+        let err = crate::from_toml_str(&format!(
+            "{base}[[command_topics]]\ntype = \"nats\"\nname = \"n\"\nurl = \"nats://x\"\nstream = \"S\"\nack_wait = 5\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.problems()
+                .iter()
+                .any(|p| p.path == "command_topics[0].ack_wait"),
+            "{err}"
+        );
+        let cfg = crate::from_toml_str(&format!(
+            "{base}[[command_topics]]\ntype = \"kafka\"\nname = \"k\"\nbrokers = \"b:9092\"\naccount = \"other\"\n"
+        ))
+        .unwrap();
+        let problems = cfg.validate();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.path == "command_topics[0].account" && p.message.contains("other")),
+            "{problems:?}"
+        );
     }
 
     #[test]
