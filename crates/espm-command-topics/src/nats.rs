@@ -10,7 +10,7 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 use async_nats::jetstream::context::GetStreamErrorKind;
 use async_nats::jetstream::stream::Config as StreamConfig;
 use async_nats::jetstream::{self, AckKind, ErrorCode};
-use async_nats::{ConnectOptions, ServerAddr};
+use async_nats::{Client, ConnectOptions, ServerAddr};
 use espm_command::{Commander, Door};
 use espm_config::{NatsCommandTopicConfig, Secret, SecretSource};
 use futures::StreamExt;
@@ -101,7 +101,7 @@ impl NatsCommandConsumer {
         })
     }
 
-    async fn connect(&self) -> Result<jetstream::Context, String> {
+    async fn connect(&self) -> Result<(Client, jetstream::Context), String> {
         let c = &self.cfg;
         let mut opts = ConnectOptions::new()
             .name(format!("espm-bridge/commands/{}", c.name))
@@ -134,9 +134,9 @@ impl NatsCommandConsumer {
             .connect(self.servers.clone())
             .await
             .map_err(|e| format!("cannot connect: {e}"))?;
-        let mut js = jetstream::new(client);
+        let mut js = jetstream::new(client.clone());
         js.set_timeout(c.request_timeout);
-        Ok(js)
+        Ok((client, js))
     }
 
     /// The stream (created when configured to) and the durable consumer on it.
@@ -213,21 +213,31 @@ impl NatsCommandConsumer {
         };
         let mut delay = FIRST_BACKOFF;
         let progress_every = (self.cfg.ack_wait / 2).max(Duration::from_millis(100));
-        'connect: while !stop.is_cancelled() {
+        while !stop.is_cancelled() {
             let ready = tokio::select! {
                 _ = stop.cancelled() => break,
                 r = async {
-                    let js = self.connect().await?;
-                    let consumer = self.consumer(&js).await?;
-                    consumer
-                        .stream()
-                        .max_messages_per_batch(1)
-                        .messages()
-                        .await
-                        .map_err(|e| format!("cannot pull messages: {e}"))
+                    let (client, js) = self.connect().await?;
+                    let ready = async {
+                        let consumer = self.consumer(&js).await?;
+                        consumer
+                            .stream()
+                            .max_messages_per_batch(1)
+                            .messages()
+                            .await
+                            .map_err(|e| format!("cannot pull messages: {e}"))
+                    }
+                    .await;
+                    match ready {
+                        Ok(m) => Ok((client, m)),
+                        Err(e) => {
+                            close(&client).await;
+                            Err(e)
+                        }
+                    }
                 } => r,
             };
-            let mut messages = match ready {
+            let (client, mut messages) = match ready {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(topic = %name, error = %e, retry_in = ?delay, "JetStream command consumer not ready");
@@ -241,10 +251,10 @@ impl NatsCommandConsumer {
             };
             tracing::info!(topic = %name, stream = %self.cfg.stream, subjects = ?self.cfg.subjects, "reading commands from JetStream");
             let mut errors = 0u32;
-            loop {
+            let stopped = loop {
                 let next = tokio::select! {
                     biased;
-                    _ = stop.cancelled() => break 'connect,
+                    _ = stop.cancelled() => break true,
                     n = messages.next() => n,
                 };
                 let msg = match next {
@@ -253,11 +263,11 @@ impl NatsCommandConsumer {
                         errors += 1;
                         tracing::warn!(topic = %name, error = %e, "JetStream message stream error");
                         if errors >= MAX_STREAM_ERRORS {
-                            continue 'connect;
+                            break false;
                         }
                         continue;
                     }
-                    None => continue 'connect,
+                    None => break false,
                 };
                 errors = 0;
                 delay = FIRST_BACKOFF;
@@ -296,7 +306,7 @@ impl NatsCommandConsumer {
                     }
                 };
                 let Some(handled) = handled else {
-                    break 'connect;
+                    break true;
                 };
                 if let Handled::Submitted(v) | Handled::Rejected(v) = &handled {
                     tracing::debug!(topic = %name, position, command = %v.id, state = %v.state, "command journalled; acknowledging");
@@ -305,9 +315,30 @@ impl NatsCommandConsumer {
                 if let Err(e) = msg.double_ack().await {
                     tracing::warn!(topic = %name, position, error = %e, "ack of a journalled command failed; it is delivered again and answered from the journal");
                 }
+            };
+            // Withdraw the outstanding pull request before anything else: a message the server
+            // hands to it after we stop would wait `ack_wait` for its next delivery.
+            drop(messages);
+            close(&client).await;
+            if stopped {
+                break;
             }
         }
         tracing::info!(topic = %name, "stopped reading commands from JetStream");
         Ok(())
     }
+}
+
+/// Drain the connection (unsubscribe, flush, close) and wait, briefly, until it is closed.
+async fn close(client: &Client) {
+    if client.drain().await.is_err() {
+        return;
+    }
+    // Once the drain has unsubscribed, flushed and closed, the client takes no more commands.
+    let closed = async {
+        while client.flush().await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), closed).await;
 }
