@@ -49,6 +49,20 @@ pub mod types {
     pub const ALL: [&str; 4] = [ANSWER, DISCONNECT, UNSHARE, CREATE_CUSTOMER];
 }
 
+/// The JSON Schema of the `data` of a command event type, for event catalogues (AsyncAPI);
+/// `None` for a type that is not a command. The `create_customer` schema is the command API's
+/// body (its optional `account` is not listed); `unshare` takes exactly one of its two ids.
+pub fn data_schema(ty: &str) -> Option<serde_json::Value> {
+    let schema = match ty {
+        types::ANSWER => schemars::schema_for!(AnswerData),
+        types::DISCONNECT => schemars::schema_for!(DisconnectData),
+        types::UNSHARE => schemars::schema_for!(UnshareData),
+        types::CREATE_CUSTOMER => schemars::schema_for!(espm_command::CreateCustomerBody),
+        _ => return None,
+    };
+    Some(schema.to_value())
+}
+
 /// Why a command consumer cannot run. Broker outages are not errors: the consumers retry
 /// with back-off until stopped.
 #[derive(Debug, thiserror::Error)]

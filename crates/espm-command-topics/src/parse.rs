@@ -453,6 +453,20 @@ mod tests {
     }
 
     #[test]
+    fn every_type_has_a_data_schema() {
+        for ty in types::ALL {
+            let s = crate::data_schema(ty).unwrap();
+            assert_eq!(s["type"], "object", "{ty}: {s}");
+        }
+        assert!(crate::data_schema("gov.energystar.pm.command.completed").is_none());
+        let answer = crate::data_schema(types::ANSWER).unwrap();
+        assert!(answer["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("requestId")));
+    }
+
+    #[test]
     fn binary_mode_in_kafka_and_nats_headers() {
         let h = |pairs: &[(&str, &str)]| -> Vec<(String, Vec<u8>)> {
             pairs

@@ -25,14 +25,14 @@ use tokio_util::sync::CancellationToken;
 const TOPIC: &str = "espm.commands";
 const GROUP: &str = "bridge-commands";
 
-fn config(broker: &Tansu) -> KafkaCommandTopicConfig {
+fn config(broker: &Tansu, create_topics: bool) -> KafkaCommandTopicConfig {
     KafkaCommandTopicConfig {
         name: "kafka-commands".into(),
         brokers: broker.bootstrap(),
         topics: vec![TOPIC.into()],
         group_id: Some(GROUP.into()),
         account: None,
-        create_topics: false,
+        create_topics,
         topic_partitions: 1,
         topic_replication_factor: -1,
         properties: BTreeMap::from([
@@ -100,8 +100,15 @@ async fn send_structured(p: &FutureProducer, event: serde_json::Value) {
 }
 
 fn start(broker: &Tansu, commander: Commander) -> (CancellationToken, JoinHandle<()>) {
+    start_with(config(broker, false), commander)
+}
+
+fn start_with(
+    cfg: KafkaCommandTopicConfig,
+    commander: Commander,
+) -> (CancellationToken, JoinHandle<()>) {
     let stop = CancellationToken::new();
-    let consumer = KafkaCommandConsumer::new(&config(broker)).unwrap();
+    let consumer = KafkaCommandConsumer::new(&cfg).unwrap();
     let s = stop.clone();
     let task = tokio::spawn(async move { consumer.run(commander, s).await.unwrap() });
     (stop, task)
@@ -244,13 +251,13 @@ async fn commands_run_once_malformed_ones_are_answered_and_offsets_follow_the_jo
 async fn a_command_whose_result_was_not_journalled_is_delivered_again() {
     let w = World::new().await;
     let broker = Tansu::start();
-    create_topic(&broker).await;
     let p = producer(&broker);
     let customer = w.connection_request().await;
-    send_structured(&p, structured("cmd-ro", types::ANSWER, accept(customer))).await;
 
     // The journal refuses writes: the command is read, not journalled, never committed.
-    let consumer = start(&broker, w.read_only_commander());
+    // This consumer creates the topic (`create_topics`); the producer waits for it.
+    let consumer = start_with(config(&broker, true), w.read_only_commander());
+    send_structured(&p, structured("cmd-ro", types::ANSWER, accept(customer))).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop(consumer).await;
     assert!(w.commander.command("cmd-ro").await.unwrap().is_none());
