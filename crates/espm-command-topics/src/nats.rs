@@ -323,6 +323,12 @@ impl NatsCommandConsumer {
             if stopped {
                 break;
             }
+            // The message stream ended or kept failing: open it again, with back-off.
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(MAX_BACKOFF);
         }
         tracing::info!(topic = %name, "stopped reading commands from JetStream");
         Ok(())
