@@ -132,3 +132,80 @@ async fn an_answer_through_the_api_is_one_pm_call_and_one_resolved_event() {
     bridge.terminate(Duration::from_secs(20));
     sim.shutdown().await;
 }
+
+/// A command published on a JetStream command topic by a plain client runs in the running
+/// bridge: the simulator shows it and the result event carries its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_published_on_jetstream_runs_in_the_bridge() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim("cmdjs", "pw", 14).await;
+    let ctl = SimControl::of(&sim);
+    let customer = ctl.customer().await;
+    ctl.request_connection(customer, &[]).await;
+    let pid = std::process::id();
+    let stream = format!("E2E_COMMANDS_{pid}");
+    let prefix = format!("e2e.{pid}.commands");
+    let events_path = dir.path().join("events.jsonl");
+    let config = format!(
+        "{}{}\n[[sinks]]\ntype = \"file\"\nname = \"audit\"\npath = \"{}\"\n\n[[command_topics]]\ntype = \"nats\"\nname = \"crm\"\nurl = \"nats://127.0.0.1:4222\"\nstream = \"{stream}\"\nsubjects = [\"{prefix}.>\"]\ncreate_stream = true\n",
+        journal_toml(dir.path()),
+        account_toml("cmdjs", &sim.base_url(), "cmdjs", PASSWORD_ENV, "clear"),
+        events_path.display(),
+    );
+    let config_path = dir.path().join("bridge.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut bridge = Bridge::start(
+        bridge_bin(),
+        &config_path,
+        dir.path(),
+        &[(PASSWORD_ENV, "pw")],
+        None,
+    );
+    let js =
+        async_nats::jetstream::new(async_nats::connect("nats://127.0.0.1:4222").await.unwrap());
+    // The bridge creates the stream; publish once it exists.
+    let ready = eventually(Duration::from_secs(30), || {
+        let js = js.clone();
+        let stream = stream.clone();
+        async move { js.get_stream(&stream).await.ok().map(|_| ()) }
+    })
+    .await;
+    assert!(ready.is_some(), "no command stream:\n{}", bridge.log());
+    let command = json!({
+        "specversion": "1.0",
+        "id": "js-answer-1",
+        "source": "urn:crm",
+        "type": "gov.energystar.pm.command.answer",
+        "datacontenttype": "application/json",
+        "data": {"kind": "connection", "requestId": customer, "decision": "reject", "note": "not ours"},
+    });
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("content-type", "application/cloudevents+json");
+    js.publish_with_headers(format!("{prefix}.crm"), headers, command.to_string().into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let done = eventually(Duration::from_secs(30), || {
+        let r: Vec<Value> = read_events(&events_path)
+            .into_iter()
+            .filter(|e| e["type"] == "gov.energystar.pm.command.completed")
+            .collect();
+        async move { (!r.is_empty()).then_some(r) }
+    })
+    .await
+    .unwrap_or_else(|| panic!("no command.completed:\n{}", bridge.log()));
+    assert_eq!(done[0]["causationid"], "js-answer-1");
+    assert_eq!(done[0]["data"]["origin"], "nats");
+    assert!(!sim.state().with_world(|w| w.is_connected(customer)));
+    assert_eq!(
+        sim.state()
+            .calls()
+            .get(&format!("POST /connect/account/{customer}"))
+            .copied(),
+        Some(1)
+    );
+    bridge.terminate(Duration::from_secs(20));
+    let _ = js.delete_stream(&stream).await;
+    sim.shutdown().await;
+}

@@ -202,6 +202,20 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         Some(api) => Some(start_api(api, commander.clone(), api_stop.clone()).await?),
         None => None,
     };
+    let mut topic_tasks = Vec::new();
+    for t in &cfg.command_topics {
+        espm_command_topics::check(t).with_context(|| format!("command_topics {}", t.name()))?;
+        let (t, commander, stop) = (t.clone(), commander.clone(), api_stop.clone());
+        let span = tracing::info_span!("command_topic", topic = %t.name());
+        topic_tasks.push(tokio::spawn(
+            async move {
+                if let Err(e) = espm_command_topics::run(&t, commander, stop).await {
+                    tracing::error!(error = %e, "command topic stopped");
+                }
+            }
+            .instrument(span),
+        ));
+    }
 
     let statuses: Vec<Arc<PollerStatus>> = poller_status.iter().map(|a| a.status.clone()).collect();
     let health = Arc::new(Health::new(journal.clone(), sink_states, poller_status));
@@ -235,6 +249,13 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         if tokio::time::timeout(remaining, t).await.is_err() {
             tracing::warn!("the command API did not finish its requests within the grace period");
+        }
+    }
+    for t in topic_tasks {
+        // A command taken from a topic finishes and is committed before its consumer stops.
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(remaining, t).await.is_err() {
+            tracing::warn!("a command topic did not stop within the grace period; its uncommitted command is delivered again");
         }
     }
     resume.abort();

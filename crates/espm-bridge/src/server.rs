@@ -75,6 +75,22 @@ fn describe() {
         "Events appended to the outbox, by type"
     );
     describe_counter!(
+        "espm_bridge_commands_total",
+        "Commands finished, by action, origin (api, kafka, nats, cli, policy) and state (completed, failed)"
+    );
+    describe_counter!(
+        "espm_bridge_command_repeats_total",
+        "Commands sent again under an id that already had a final result (answered without a PM call)"
+    );
+    describe_counter!(
+        "espm_bridge_command_topic_messages_total",
+        "Command messages read from a command topic, by topic and result (completed, failed, malformed, unanswerable)"
+    );
+    describe_counter!(
+        "espm_bridge_command_topic_retries_total",
+        "Command messages retried because the journal or PM could not take them yet"
+    );
+    describe_counter!(
         "espm_bridge_customer_lookups_total",
         "Customers looked up for share events, by outcome: cached, fetched (from PM), failed (events flagged)"
     );

@@ -47,6 +47,7 @@ impl BridgeConfig {
                 name: "console".to_string(),
             })],
             api: None,
+            command_topics: Vec::new(),
         }
     }
 }

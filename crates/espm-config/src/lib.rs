@@ -6,6 +6,7 @@
 
 mod bytesize;
 mod chart;
+mod command_topics;
 mod demo;
 mod generate;
 mod load;
@@ -28,6 +29,7 @@ pub use chart::{
     HelmValues, ImageValues, PersistenceValues, ServiceAccountValues, ServiceMonitorValues,
     ServiceValues,
 };
+pub use command_topics::{CommandTopicConfig, KafkaCommandTopicConfig, NatsCommandTopicConfig};
 pub use demo::{DEMO_PASSWORD_ENV, DEMO_USERNAME};
 pub use generate::{config_json_schema, helm_values_schema, reference_markdown, to_pretty_json};
 pub use load::{
@@ -82,6 +84,10 @@ pub struct BridgeConfig {
     /// Off unless this table is present.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api: Option<ApiConfig>,
+    /// Where commands for PM come from: Kafka topics or JetStream streams carrying command
+    /// CloudEvents (`gov.energystar.pm.command.*`). Empty: no command topics.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command_topics: Vec<CommandTopicConfig>,
 }
 
 /// The command API: its own listener, bearer-token auth, OpenAPI at `/api/v1/openapi.json`.

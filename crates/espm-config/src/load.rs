@@ -482,6 +482,29 @@ fn section_problems(root: &toml::Value) -> Vec<ConfigProblem> {
             push_err(&mut out, r);
         }
     }
+    if let Some(toml::Value::Array(topics)) = table.get("command_topics") {
+        for (i, s) in topics.iter().enumerate() {
+            let prefix = format!("command_topics[{i}]");
+            let Some(t) = s.as_table() else {
+                continue; // the whole-file error reports the wrong type
+            };
+            let mut t = t.clone();
+            let ty = t.remove("type");
+            let v = toml::Value::Table(t);
+            let r = match ty.as_ref().and_then(|t| t.as_str()) {
+                Some("kafka") => de_at::<crate::KafkaCommandTopicConfig>(v, &prefix).map(drop),
+                Some("nats") => de_at::<crate::NatsCommandTopicConfig>(v, &prefix).map(drop),
+                other => Err(ConfigProblem::new(
+                    format!("{prefix}.type"),
+                    format!(
+                        "{} command topic type, expected `kafka` or `nats`",
+                        other.map_or("missing".to_string(), |o| format!("unknown `{o}`"))
+                    ),
+                )),
+            };
+            push_err(&mut out, r);
+        }
+    }
     out
 }
 

@@ -111,6 +111,10 @@ impl BridgeConfig {
             }
             v.0.extend(s.validate(&p));
         }
+        v.0.extend(crate::command_topics::validate_all(
+            &self.command_topics,
+            &self.accounts,
+        ));
         v.0
     }
 }
@@ -154,13 +158,13 @@ sink_validate!(ArcadiaSinkConfig, Arcadia);
 sink_validate!(crate::ConsoleSinkConfig, Console);
 
 #[derive(Default)]
-struct Problems(Vec<ConfigProblem>);
+pub(crate) struct Problems(pub(crate) Vec<ConfigProblem>);
 
 impl Problems {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+    pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.0.push(ConfigProblem::new(path, message));
     }
-    fn duration(&mut self, path: impl Into<String>, d: Duration) {
+    pub(crate) fn duration(&mut self, path: impl Into<String>, d: Duration) {
         if d.is_zero() {
             self.push(path, "must be greater than zero");
         }
@@ -194,7 +198,7 @@ impl Problems {
         }
     }
     /// At most one of the given secret sources; `required` makes exactly one.
-    fn one_source(&mut self, path: &str, keys: &[(&str, bool)], required: bool) {
+    pub(crate) fn one_source(&mut self, path: &str, keys: &[(&str, bool)], required: bool) {
         let set: Vec<&str> = keys.iter().filter(|k| k.1).map(|k| k.0).collect();
         let names = keys
             .iter()
@@ -212,7 +216,7 @@ impl Problems {
     }
 }
 
-fn check_name(v: &mut Problems, path: &str, name: &str) {
+pub(crate) fn check_name(v: &mut Problems, path: &str, name: &str) {
     if name.is_empty() {
         v.push(path, "must not be empty");
     } else if name.len() > MAX_NAME_LEN {
