@@ -212,6 +212,7 @@ fn property_info() -> impl Strategy<Value = PropertyInfo> {
                 occupancy_percentage: occ,
                 is_federal_property: fed,
                 notes,
+                access_level: None,
                 audit,
             },
         )

@@ -568,6 +568,7 @@ impl World {
             occupancy_percentage: Some(90),
             is_federal_property: Some(false),
             notes: None,
+            access_level: None,
             audit: Some(audit(creator, p.creator, &p.created)),
         }
     }
@@ -730,6 +731,26 @@ impl World {
             language_preference: Some("en_US".into()),
             account_info: Some(Self::account_info(c)),
             ..espm_model::Customer::default()
+        })
+    }
+
+    /// `GET /property/{id}`: readable while the provider has access to the property or one of
+    /// its meters, or is being offered a share of either (the pending lists show it anyway).
+    pub fn property_doc(&self, id: i64) -> Result<espm_model::Property, SimError> {
+        self.property(id)?;
+        let meters = self.meters_of(id);
+        let access = self.property_shares.get(&id).map(|s| s.access);
+        let visible = access.is_some()
+            || self.has_pending_property(id)
+            || meters
+                .iter()
+                .any(|m| self.meter_shares.contains_key(m) || self.has_pending_meter(*m));
+        if !visible {
+            return Err(SimError::AccessDenied);
+        }
+        Ok(espm_model::Property {
+            access_level: access.map(Access::to_model),
+            ..self.property_info(id)
         })
     }
 
