@@ -810,3 +810,25 @@ async fn random_fault_mix_is_absorbed_by_retries() {
     let reads = ledger["reads"].as_u64().unwrap();
     assert!(faulted > 0 && reads == 10 + faulted, "{ledger}");
 }
+
+#[tokio::test]
+async fn property_reads_name_address_and_floor_area_until_unshared() {
+    let sim = Sim::empty().await;
+    let c = sim.client(fast(0));
+    let owner = sim.connected_customer(&c, "Owner Inc").await;
+    let (m, p) = sim.share_meter(owner, None).await;
+    // Offered through a meter share only: PM's property basics are readable.
+    let doc = c.property(p).await.unwrap();
+    assert!(doc.name.as_deref().is_some_and(|n| !n.is_empty()));
+    assert!(doc.address.as_ref().is_some_and(|a| !a.address1.is_empty()));
+    let gfa = doc.gross_floor_area.unwrap();
+    assert_eq!(gfa.units.as_deref(), Some("Square Feet"));
+    assert!(gfa.value.is_some_and(|v| v > 0.0));
+    c.answer(PendingKind::MeterShare, m, Action::Accept, None)
+        .await
+        .unwrap();
+    c.unshare_meter(m, None).await.unwrap();
+    let err = c.property(p).await.unwrap_err();
+    assert!(err.is_access_denied(), "{err}");
+    assert_eq!(err.status(), Some(403));
+}

@@ -347,6 +347,19 @@ proptest! {
     }
 
     #[test]
+    fn properties_round_trip(
+        info in property_info(),
+        access in option::of(access_level()),
+    ) {
+        // GET /property/{id}: the same propertyType, plus the provider's access level.
+        let property = espm_model::Property { access_level: access, ..info };
+        let xml = to_xml(&property);
+        let back: espm_model::Property = parse(xml.as_bytes())
+            .map_err(|e| TestCaseError::fail(format!("{e}\n{xml}")))?;
+        prop_assert_eq!(back, property, "{}", xml);
+    }
+
+    #[test]
     fn pending_lists_round_trip(list in pending_list()) {
         let xml = to_xml(&list);
         let back: PendingList = parse(xml.as_bytes())
