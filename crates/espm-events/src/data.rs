@@ -21,7 +21,8 @@ pub struct NotificationData {
     pub notification_id: i64,
     /// PM's human-readable text.
     pub description: String,
-    /// The customer account concerned (SHAREUPDATE: the editor's; TRANSFERPROPERTY: the new owner's).
+    /// The customer account concerned (TRANSFERPROPERTY: the new owner's). Who acted is
+    /// `notificationCreatedBy`/`notificationCreatedByAccountId` (SHAREUPDATE: the editor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_id: Option<i64>,
     /// That account's username (absent in older PM schema versions).
@@ -46,6 +47,11 @@ pub struct NotificationData {
     /// Account id of who caused it (a string in PM's schema, kept as such).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification_created_by_account_id: Option<String>,
+    /// SHAREUPDATE only: the new access level, read from `description` (PM's notification has
+    /// no field for it): `Read` or `Read Write` as the pending lists spell them, or PM's wording
+    /// verbatim when it is neither. Absent when the description does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_level: Option<String>,
 }
 
 /// PM's `<address>` attributes.

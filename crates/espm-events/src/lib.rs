@@ -47,7 +47,8 @@ pub use normalize::{
     connection_requested_data, diff_pending, event_time, meter_share_requested_data,
     normalize_document, normalize_pm_time, notification_data, notification_event, pending_key,
     pending_requested_episode, pending_requested_event, pending_resolved_event,
-    pending_snapshot_value, property_share_requested_data, quarantine_event, subject_for,
+    pending_snapshot_value, property_share_requested_data, quarantine_event,
+    share_update_access_level, subject_for,
     NormalizeError, Origin, PendingDiff, PendingEntry, PendingKind, TrackedRequest, ID_NAMESPACE,
     RESOLVE_AFTER_MISSED_WALKS,
 };

@@ -133,7 +133,33 @@ pub fn notification_data(n: &Notification) -> NotificationData {
         notification_created_date_raw: n.notification_created_date.clone(),
         notification_created_by: n.notification_created_by.clone(),
         notification_created_by_account_id: n.notification_created_by_account_id.clone(),
+        access_level: notification_event_type(&n.notification_type_code)
+            .eq(SHARE_UPDATED)
+            .then(|| share_update_access_level(&n.description))
+            .flatten(),
     }
+}
+
+/// The new access level a SHAREUPDATE's description names, e.g. `Harbor Office - Access level
+/// revised to Exchange Data - Read Only by Sam Patel.` gives `Read`. PM's labels map to the
+/// pending lists' spelling; another label is kept verbatim.
+pub fn share_update_access_level(description: &str) -> Option<String> {
+    const MARKER: &str = "access level revised to ";
+    // ASCII lowercasing keeps byte offsets, so they index the original text too.
+    let lower = description.to_ascii_lowercase();
+    let start = lower.rfind(MARKER)? + MARKER.len();
+    let rest = &description[start..];
+    let end = rest.to_ascii_lowercase().find(" by ").unwrap_or(rest.len());
+    let label = rest[..end].trim().trim_end_matches('.').trim();
+    if label.is_empty() {
+        return None;
+    }
+    let level = match label.to_ascii_lowercase().as_str() {
+        "exchange data - read only" | "read only" | "read" => "Read",
+        "exchange data - full access" | "full access" | "read write" => "Read Write",
+        _ => label,
+    };
+    Some(level.to_string())
 }
 
 /// One PM notification as an event. Every code yields an event; unknown codes become

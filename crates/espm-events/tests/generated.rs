@@ -219,8 +219,9 @@ fn checked_in_envelope_schemas_validate_the_examples_through_their_references() 
 fn partitionkey_is_the_customer_per_type() {
     let ex = common::examples();
     let key = |ty: &str| ex[ty].partitionkey();
-    // PM's example: SHAREUPDATE's accountId (8833843022) is the editor's, the customer is 98866.
-    assert_eq!(key(SHARE_UPDATED).as_deref(), Some("98866"));
+    // PM's example: SHAREUPDATE's editor is notificationCreatedBy (98866), not accountId
+    // (8833843022), the customer whose share changed.
+    assert_eq!(key(SHARE_UPDATED).as_deref(), Some("8833843022"));
     // TRANSFERPROPERTY's accountId (202270) is the new owner; the customer transferred it away.
     assert_eq!(key(PROPERTY_TRANSFERRED).as_deref(), Some("6574"));
     assert_eq!(key(SHARE_REVOKED).as_deref(), Some("68005"));
@@ -241,8 +242,8 @@ fn partitionkey_is_the_customer_per_type() {
     // gives the same event.
     let ev = &ex[SHARE_UPDATED];
     let json: serde_json::Value = serde_json::from_slice(&ev.to_json_bytes()).unwrap();
-    assert_eq!(json["partitionkey"], "98866");
-    assert_eq!(ev.attribute("partitionkey").as_deref(), Some("98866"));
+    assert_eq!(json["partitionkey"], "8833843022");
+    assert_eq!(ev.attribute("partitionkey").as_deref(), Some("8833843022"));
     let back: CloudEvent = serde_json::from_slice(&ev.to_json_bytes()).unwrap();
     assert_eq!(&back, ev);
     let q: serde_json::Value =

@@ -96,8 +96,11 @@ fn mixed_notifications_map_to_their_types() {
             "notificationCreatedDateRaw": "2025-03-02T11:30:00-05:00",
             "notificationCreatedBy": "harbor_sam",
             "notificationCreatedByAccountId": "98866",
+            "accessLevel": "Read",
         })
     );
+    // Only SHAREUPDATE carries it.
+    assert!(events.iter().filter(|e| e.ty != SHARE_UPDATED).all(|e| e.data.get("accessLevel").is_none()));
     // UUIDv5 of a fixed name: pinned, so a change of namespace or name format is caught.
     let again = normalize_document(&origin(), &fixture("notifications/mixed.xml")).unwrap();
     assert_eq!(events, again);
@@ -939,4 +942,46 @@ fn times_that_rfc3339_cannot_hold() {
         DateTime::parse_from_rfc3339(&lmt).unwrap(),
         espm_model::parse_pm_datetime("1850-01-01T00:00:00").unwrap()
     );
+}
+
+
+#[test]
+fn share_update_access_level_reads_pm_wording() {
+    let cases = [
+        ("Harbor - Access level revised to Exchange Data - Read Only by Sam Patel.", Some("Read")),
+        ("Harbor - Access level revised to Exchange Data - Full Access by Sam Patel.", Some("Read Write")),
+        ("harbor - ACCESS LEVEL REVISED TO exchange data - full access BY x", Some("Read Write")),
+        // A new PM wording is kept verbatim rather than guessed.
+        ("X - Access level revised to View Only by Y.", Some("View Only")),
+        // A property named like the marker: the last marker counts.
+        ("Access level revised to Read by - Access level revised to Exchange Data - Read Only by Z.", Some("Read")),
+        ("Access level revised to Exchange Data - Read Only.", Some("Read")),
+        ("Access level revised to  by Z", None),
+        ("Something else happened.", None),
+        ("", None),
+    ];
+    for (text, want) in cases {
+        assert_eq!(share_update_access_level(text).as_deref(), want, "{text}");
+    }
+}
+
+proptest! {
+    /// Any description: no panic (multi-byte text around the marker included), and a level
+    /// only when the marker is there.
+    #[test]
+    fn share_update_access_level_never_panics(text in "\\PC{0,80}", label in "[A-Za-zéü -]{0,20}", name in "\\PC{0,20}") {
+        let _ = share_update_access_level(&text);
+        let with = format!("{name} - Access level revised to {label} by {text}");
+        let got = share_update_access_level(&with);
+        if !text.to_ascii_lowercase().contains("access level revised to ") {
+            let label = label.trim().trim_end_matches('.').trim();
+            match label.to_ascii_lowercase().as_str() {
+                "" => prop_assert_eq!(got, None),
+                l if l.contains(" by ") => {}
+                "read" | "read only" | "exchange data - read only" => prop_assert_eq!(got.as_deref(), Some("Read")),
+                "read write" | "full access" | "exchange data - full access" => prop_assert_eq!(got.as_deref(), Some("Read Write")),
+                _ => prop_assert_eq!(got.as_deref(), Some(label)),
+            }
+        }
+    }
 }
