@@ -565,8 +565,9 @@ impl PmClient {
         resp.id.or_else(from_link).ok_or_else(|| {
             ClientError::Xml(DocumentError::Malformed {
                 root: Response::ROOT,
-                message: "neither an <id> nor a /customer/{id} link in the create-customer response"
-                    .into(),
+                message:
+                    "neither an <id> nor a /customer/{id} link in the create-customer response"
+                        .into(),
             })
         })
     }
@@ -784,7 +785,12 @@ impl PmClient {
 /// The id a link names as its last path segment (`/customer/23421` -> 23421), query ignored.
 fn id_of_link(link: &espm_model::Link) -> Option<i64> {
     let path = link.link.as_deref()?.split(['?', '#']).next()?;
-    path.trim().trim_end_matches('/').rsplit('/').next()?.parse().ok()
+    path.trim()
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn transport_error(url: &str, e: &reqwest::Error, partial: Option<Bytes>) -> ClientError {

@@ -38,5 +38,6 @@ pub use config::{
 };
 pub use error::ClientError;
 pub use espm_model::{
-    Action, CustomField, Customer, NewCustomer, NotificationList, PendingList, PmErrorDetail, Property,
+    Action, CustomField, Customer, NewCustomer, NotificationList, PendingList, PmErrorDetail,
+    Property,
 };

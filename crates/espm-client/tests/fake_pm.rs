@@ -904,7 +904,10 @@ async fn create_customer_reads_the_id_from_a_link_only_response() {
     let link_only = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><response status="Ok"><links><link httpMethod="GET" link="/customer/8833843022" linkDescription="This is the GET url for this Customer."/></links></response>"#;
     let fake = Fake::start(vec![
         reply(201, link_only),
-        reply(201, r#"<response status="Ok"><links><link link="/somewhere/else"/></links></response>"#),
+        reply(
+            201,
+            r#"<response status="Ok"><links><link link="/somewhere/else"/></links></response>"#,
+        ),
     ])
     .await;
     let c = fake.client(fast(0));
@@ -912,7 +915,10 @@ async fn create_customer_reads_the_id_from_a_link_only_response() {
         c.create_customer(&NewCustomer::default()).await.unwrap(),
         8_833_843_022
     );
-    let err = c.create_customer(&NewCustomer::default()).await.unwrap_err();
+    let err = c
+        .create_customer(&NewCustomer::default())
+        .await
+        .unwrap_err();
     assert!(matches!(err, ClientError::Xml(_)), "{err:?}");
 }
 

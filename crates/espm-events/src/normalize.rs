@@ -67,6 +67,7 @@ impl Origin {
             dataschema: dataschema_uri(ty),
             espmenvironment: self.environment.clone(),
             espmaccount: self.account.clone(),
+            correlationid: None,
             data,
         }
     }
@@ -175,6 +176,58 @@ pub fn notification_event(origin: &Origin, n: &Notification) -> CloudEvent {
         time,
         to_value(&data),
     )
+}
+
+/// Normalises the notifications of one PM response in order, grouping those of one action:
+/// a DISCONNECT and the UNSHAREs PM sends with it (same `accountId`; same
+/// `notificationCreatedByAccountId` where both say) get the `correlationid` extension, the
+/// DISCONNECT event's `id`. Pure and deterministic: the same response gives the same events,
+/// and event ids are those of [`notification_event`]. UNSHAREs listed before their DISCONNECT
+/// (PM creates the DISCONNECT first) are not grouped.
+#[derive(Debug, Clone, Default)]
+pub struct NotificationCorrelator {
+    /// accountId -> (its DISCONNECT's notificationCreatedByAccountId, correlation id).
+    disconnects: BTreeMap<i64, (Option<String>, String)>,
+}
+
+impl NotificationCorrelator {
+    /// A correlator for a new response.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The event of the next notification of the response.
+    pub fn event(&mut self, origin: &Origin, n: &Notification) -> CloudEvent {
+        let mut event = notification_event(origin, n);
+        let by = n
+            .notification_created_by_account_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        event.correlationid = match (event.ty.as_str(), n.account_id) {
+            (CONNECTION_TERMINATED, Some(account)) => {
+                self.disconnects.insert(account, (by, event.id.clone()));
+                Some(event.id.clone())
+            }
+            (SHARE_REVOKED, Some(account)) => self
+                .disconnects
+                .get(&account)
+                .filter(|(d_by, _)| d_by.is_none() || by.is_none() || *d_by == by)
+                .map(|(_, id)| id.clone()),
+            _ => None,
+        };
+        event
+    }
+}
+
+/// The events of one PM notification list, in order, grouped per [`NotificationCorrelator`].
+pub fn notification_events(origin: &Origin, notifications: &[Notification]) -> Vec<CloudEvent> {
+    let mut correlator = NotificationCorrelator::new();
+    notifications
+        .iter()
+        .map(|n| correlator.event(origin, n))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -848,11 +901,7 @@ pub fn normalize_document(
         // notificationList, HTML and non-XML: the model's parser gives the precise error.
         _ => {
             let list: NotificationList = espm_model::parse(bytes)?;
-            Ok(list
-                .notifications
-                .iter()
-                .map(|n| notification_event(origin, n))
-                .collect())
+            Ok(notification_events(origin, &list.notifications))
         }
     }
 }

@@ -148,6 +148,8 @@ pub fn event_schema(event_type: &str) -> Option<Value> {
             "dataschema": { "const": data_uri, "description": "The $id of the schema data adheres to." },
             "espmenvironment": { "type": "string", "description": "PM environment: live, test or sim." },
             "espmaccount": { "type": "string", "description": "Configured name of the polled provider account." },
+            "correlationid": { "type": "string", "minLength": 1,
+                               "description": "Extension: shared by the events of one PM action. A DISCONNECT and the UNSHAREs PM sends with it carry the DISCONNECT event's id; absent otherwise." },
             "partitionkey": partitionkey_schema(event_type),
             "data": { "$ref": data_uri },
         },

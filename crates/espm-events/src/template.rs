@@ -145,6 +145,7 @@ mod tests {
             dataschema: "x".into(),
             espmenvironment: "sim".into(),
             espmaccount: "acme".into(),
+            correlationid: None,
             data: serde_json::json!({"accountId": 8833843022i64, "propertyInfo": {"name": "A"}}),
         }
     }

@@ -16,6 +16,7 @@ fn event(n: u64) -> CloudEvent {
         dataschema: "https://example.invalid/share.json".into(),
         espmenvironment: "sim".into(),
         espmaccount: "bench".into(),
+        correlationid: None,
         data: serde_json::json!({ "notificationId": n, "propertyId": n, "accessLevel": "READ_WRITE" }),
     }
 }

@@ -238,6 +238,7 @@ mod tests {
             dataschema: "https://example.invalid/s.json".into(),
             espmenvironment: "sim".into(),
             espmaccount: "acme".into(),
+            correlationid: None,
             data: serde_json::json!({ "notificationId": notification_id }),
         }
     }

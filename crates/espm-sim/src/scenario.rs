@@ -158,7 +158,12 @@ mod tests {
         assert_eq!(forwarded.len(), 1, "one forwarded property share");
         assert!(w.has_pending_connection(forwarded[0].account_id));
         assert!(!w.has_pending_connection(
-            forwarded[0].share_audit.as_ref().unwrap().created_by_account_id.unwrap()
+            forwarded[0]
+                .share_audit
+                .as_ref()
+                .unwrap()
+                .created_by_account_id
+                .unwrap()
         ));
         let (_, list) = w.read_notifications(false, true, None);
         let update = list

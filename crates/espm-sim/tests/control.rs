@@ -552,7 +552,11 @@ async fn share_forward_names_the_owner_and_the_sender() {
     let owner = sim.new_customer().await;
     let forwarder = sim.new_customer().await;
     let p = sim
-        .ok("POST", "/shares/property", json!({"accountId": owner, "accessLevel": "Read"}))
+        .ok(
+            "POST",
+            "/shares/property",
+            json!({"accountId": owner, "accessLevel": "Read"}),
+        )
         .await["propertyId"]
         .as_i64()
         .unwrap();
@@ -565,7 +569,10 @@ async fn share_forward_names_the_owner_and_the_sender() {
     )
     .await;
     let list: PendingList = parse(
-        sim.get("/share/property/pending/list").await.body.as_bytes(),
+        sim.get("/share/property/pending/list")
+            .await
+            .body
+            .as_bytes(),
     )
     .unwrap();
     let entry = &list.properties[0];
@@ -574,13 +581,19 @@ async fn share_forward_names_the_owner_and_the_sender() {
     assert_eq!(audit.created_by_account_id, Some(forwarder));
     assert_ne!(audit.created_by.as_deref(), Some(entry.username.as_str()));
     let conns: PendingList = parse(
-        sim.get("/connect/account/pending/list").await.body.as_bytes(),
+        sim.get("/connect/account/pending/list")
+            .await
+            .body
+            .as_bytes(),
     )
     .unwrap();
     let askers: Vec<i64> = conns.accounts.iter().map(|a| a.account_id).collect();
     assert!(askers.contains(&owner), "{askers:?}");
     assert!(!askers.contains(&forwarder), "{askers:?}");
-    assert_eq!(sim.accept(&format!("/share/property/{p}")).await.status, 200);
+    assert_eq!(
+        sim.accept(&format!("/share/property/{p}")).await.status,
+        200
+    );
     assert_eq!(sim.get(&format!("/customer/{owner}")).await.status, 200);
 
     sim.ok(
@@ -597,5 +610,9 @@ async fn share_forward_names_the_owner_and_the_sender() {
         update.notification_created_by_account_id,
         Some(forwarder.to_string())
     );
-    assert!(update.description.contains("Read Only"), "{}", update.description);
+    assert!(
+        update.description.contains("Read Only"),
+        "{}",
+        update.description
+    );
 }

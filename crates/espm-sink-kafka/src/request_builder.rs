@@ -137,6 +137,7 @@ mod tests {
             dataschema: "https://example.org/schema/v1".into(),
             espmenvironment: "sim".into(),
             espmaccount: "acme".into(),
+            correlationid: None,
             data: serde_json::json!({"accountId": 8833843022i64, "propertyId": 5000006}),
         }
     }

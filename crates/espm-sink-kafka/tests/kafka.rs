@@ -26,6 +26,7 @@ fn event(n: u32, account_id: u64, ty: &str) -> CloudEvent {
         dataschema: "https://espm-bridge.example/schemas/v1.json".into(),
         espmenvironment: "sim".into(),
         espmaccount: "acme".into(),
+        correlationid: None,
         data: serde_json::json!({"accountId": account_id, "n": n}),
     }
 }

@@ -114,6 +114,7 @@ mod tests {
             dataschema: "https://espm-bridge.dev/schemas/share.revoked/v1.json".into(),
             espmenvironment: "sim".into(),
             espmaccount: "acme".into(),
+            correlationid: None,
             data: serde_json::json!({"propertyId": 5000006, "name": "Main St *HQ*"}),
         }
     }
@@ -253,6 +254,7 @@ mod tests {
                     dataschema: schema,
                     espmenvironment: env,
                     espmaccount: acct,
+                    correlationid: None,
                     data: serde_json::json!({"k": "v"}),
                 }
             })

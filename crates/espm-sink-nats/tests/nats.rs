@@ -41,6 +41,7 @@ fn event(id: &str, ty: &str) -> CloudEvent {
         dataschema: "https://espm-bridge.dev/schemas/share/v1.json".into(),
         espmenvironment: "sim".into(),
         espmaccount: "acme".into(),
+        correlationid: None,
         data: serde_json::json!({"propertyId": 5000006, "note": id}),
     }
 }

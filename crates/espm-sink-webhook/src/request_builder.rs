@@ -158,6 +158,7 @@ mod tests {
             dataschema: "https://example.invalid/schema.json".into(),
             espmenvironment: "test".into(),
             espmaccount: "acme".into(),
+            correlationid: None,
             data: serde_json::json!({"propertyId": 5000006}),
         }
     }

@@ -56,6 +56,7 @@ fn event(i: usize) -> CloudEvent {
         dataschema: "https://espm-bridge.invalid/schemas/share.json".into(),
         espmenvironment: "test".into(),
         espmaccount: "acme".into(),
+        correlationid: None,
         data: serde_json::json!({ "propertyId": i }),
     }
 }

@@ -95,6 +95,7 @@ fn event(i: usize) -> CloudEvent {
         dataschema: "https://espm-bridge.invalid/s.json".into(),
         espmenvironment: "test".into(),
         espmaccount: "acme".into(),
+        correlationid: None,
         data: serde_json::json!({"n": i}),
     }
 }

@@ -122,6 +122,7 @@ fn every_failed_attempt_is_counted_by_reason() {
                 dataschema: "https://espm-bridge.invalid/s.json".into(),
                 espmenvironment: "test".into(),
                 espmaccount: "acme".into(),
+                correlationid: None,
                 data: serde_json::json!({}),
             };
             // One attempt per `deliver`, as the driver's retry queue calls it.

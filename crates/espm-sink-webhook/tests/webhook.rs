@@ -210,6 +210,7 @@ fn event(id: &str, ty: &str) -> CloudEvent {
         dataschema: "https://espm-bridge.invalid/schemas/share.json".into(),
         espmenvironment: "test".into(),
         espmaccount: "acme".into(),
+        correlationid: None,
         data: serde_json::json!({"propertyId": 5000006, "note": "ünïcode ✓"}),
     }
 }

@@ -31,6 +31,7 @@ fn ev(id: &str) -> CloudEvent {
         dataschema: "https://example.invalid/s.json".into(),
         espmenvironment: "sim".into(),
         espmaccount: "acme".into(),
+        correlationid: None,
         data: serde_json::json!({ "id": id }),
     }
 }

@@ -52,6 +52,7 @@ impl EventBuilder {
             dataschema: "https://espm-bridge.invalid/schemas/test.json".into(),
             espmenvironment: "sim".into(),
             espmaccount: "acme".into(),
+            correlationid: None,
             data: json!({ "n": id }),
         })
     }

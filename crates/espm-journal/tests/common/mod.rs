@@ -16,6 +16,7 @@ pub fn ev(id: &str) -> CloudEvent {
         dataschema: "https://example.invalid/schema.json".into(),
         espmenvironment: "sim".into(),
         espmaccount: "acme".into(),
+        correlationid: None,
         data: serde_json::json!({ "n": id }),
     }
 }
