@@ -429,6 +429,17 @@ fn property_info_data(p: &PropertyInfo) -> PropertyInfoData {
     }
 }
 
+/// What a share event carries about property `id` from PM's `GET /property/{id}` answer.
+pub fn property_data(id: i64, p: &PropertyInfo) -> PropertyData {
+    let info = property_info_data(p);
+    PropertyData {
+        property_id: id,
+        name: info.name.filter(|n| !n.trim().is_empty()),
+        address: info.address,
+        gross_floor_area: info.gross_floor_area,
+    }
+}
+
 fn meter_info_data(m: &MeterInfo) -> MeterInfoData {
     MeterInfoData {
         id: m.id,
@@ -480,6 +491,7 @@ pub fn property_share_requested_data(p: &PendingProperty) -> PropertyShareReques
         property_info: property_info_data(&p.property_info),
         share_audit: p.share_audit.as_ref().map(audit_data),
         customer: None,
+        property: None,
         enrichment: None,
     }
 }
@@ -497,6 +509,7 @@ pub fn meter_share_requested_data(m: &PendingMeter) -> MeterShareRequestedData {
         meter_info: m.meter_info.as_ref().map(meter_info_data),
         share_audit: m.share_audit.as_ref().map(audit_data),
         customer: None,
+        property: None,
         enrichment: None,
     }
 }

@@ -9,7 +9,20 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Every migration step, in order: step `i` brings the file from version `i` to `i + 1`. Append
 /// new steps at the end (one self-contained step per change); never edit a released one.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+
+/// Version 7: the property cache, beside the customer cache and for the same reasons: what
+/// `GET /property/{id}` last answered (the events' `property`, as JSON), per provider account.
+const V7: &str = r#"
+CREATE TABLE properties (
+    environment  TEXT    NOT NULL,
+    account      TEXT    NOT NULL,
+    property_id  INTEGER NOT NULL,
+    data         TEXT    NOT NULL,
+    fetched_at   INTEGER NOT NULL,
+    PRIMARY KEY (environment, account, property_id)
+) WITHOUT ROWID;
+"#;
 
 /// Version 6: the customer cache. Who a PM customer is (username, organisation) as
 /// `GET /customer/{id}` last answered, per provider account (what PM lets an account read
@@ -346,6 +359,7 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 6);
+        assert_eq!(SCHEMA_VERSION, 7);
+        assert!(j.cached_properties(&scope, &[5]).unwrap().is_empty());
     }
 }

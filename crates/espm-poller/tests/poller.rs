@@ -751,3 +751,74 @@ async fn a_disconnect_and_its_unshares_share_a_correlationid_through_the_drain()
         );
     }
 }
+
+/// Share events carry their property from `GET /property/{id}`: meter shares id, name and
+/// address; property shares name, address and gross floor area. Looked up once within the TTL;
+/// a refused lookup never holds an event back: it goes out flagged `enrichment: "unavailable"`.
+#[tokio::test]
+async fn share_events_carry_their_property_and_a_failed_lookup_only_flags() {
+    let e = env().await;
+    let j = Journal::open(&e.journal_path).unwrap();
+    let cid = connected_customer(&e, "acme_facilities", "ACME Corporation").await;
+    let p = e
+        .post(
+            "/shares/property",
+            json!({"accountId": cid, "name": "Harbor Office", "accessLevel": "Read",
+                   "grossFloorArea": {"value": 52000.0, "units": "Square Feet"}}),
+        )
+        .await["propertyId"]
+        .as_i64()
+        .unwrap();
+    e.post(
+        "/shares/meter",
+        json!({"accountId": cid, "propertyId": p, "accessLevel": "Read"}),
+    )
+    .await;
+    let poller = e.poller(&j, DrainMode::Clear);
+    poller.pending_once().await.unwrap();
+    let share = &events_of(&j, "gov.energystar.pm.property_share.requested")[0];
+    assert_eq!(share["property"]["propertyId"], p);
+    assert_eq!(share["property"]["name"], "Harbor Office");
+    assert!(
+        share["property"]["address"]["address1"].is_string(),
+        "{share}"
+    );
+    assert_eq!(share["property"]["grossFloorArea"]["value"], 52000.0);
+    assert!(share.get("enrichment").is_none(), "{share}");
+    let meter = &events_of(&j, "gov.energystar.pm.meter_share.requested")[0];
+    assert_eq!(meter["property"]["propertyId"], p);
+    assert_eq!(meter["property"]["name"], "Harbor Office");
+    assert!(meter["property"].get("grossFloorArea").is_none(), "{meter}");
+    let lookups = |calls: std::collections::BTreeMap<String, u64>| {
+        calls
+            .get(&format!("GET /property/{p}"))
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        lookups(e.sim.state().calls()),
+        1,
+        "one lookup for both events"
+    );
+
+    // PM refuses property reads: the event still goes out at once, flagged.
+    e.faults(json!({"http500": 1.0, "paths": ["/property/"]}))
+        .await;
+    let q = e
+        .post(
+            "/shares/property",
+            json!({"accountId": cid, "name": "During the outage", "accessLevel": "Read"}),
+        )
+        .await["propertyId"]
+        .as_i64()
+        .unwrap();
+    let out = poller.pending_once().await.unwrap();
+    assert_eq!(out.requested["property_share"], 1);
+    let during = events_of(&j, "gov.energystar.pm.property_share.requested")
+        .into_iter()
+        .find(|d| d["propertyId"] == q)
+        .unwrap();
+    assert_eq!(during["enrichment"], "unavailable", "{during}");
+    assert!(during.get("property").is_none());
+    assert_eq!(during["customer"]["organization"], "ACME Corporation");
+}
