@@ -832,3 +832,29 @@ async fn property_reads_name_address_and_floor_area_until_unshared() {
     assert!(err.is_access_denied(), "{err}");
     assert_eq!(err.status(), Some(403));
 }
+
+/// The simulator serves PM's test environment under `/wstest` too, over the same world: what a
+/// client does there is what `/ws` and the control API see.
+#[tokio::test]
+async fn the_test_environment_base_serves_the_same_world() {
+    let sim = Sim::empty().await;
+    let mut cfg = ClientConfig::new(sim.server.test_base_url(), USER, PASS);
+    cfg.retry = fast(0);
+    let test_env = PmClient::new(cfg).unwrap();
+    let live = sim.client(fast(0));
+    let a = sim.customer("Test Env Inc").await;
+    sim.control("/connections", json!({ "accountId": a })).await;
+    let pages = test_env.pending_all(PendingKind::Connection).await.unwrap();
+    assert_eq!(ids_of(&pages, PendingKind::Connection), vec![a]);
+    test_env
+        .answer(PendingKind::Connection, a, Action::Accept, None)
+        .await
+        .unwrap();
+    assert_eq!(live.customers().await.unwrap()[0].id, a);
+    let calls = sim.server.state().calls();
+    assert_eq!(
+        calls.get(&format!("POST /connect/account/{a}")),
+        Some(&1),
+        "{calls:?}"
+    );
+}

@@ -191,7 +191,11 @@ async fn guard(State(state): State<SimState>, mut req: Request, next: Next) -> R
         return r;
     }
     let path = req.uri().path().to_string();
-    let path = path.strip_prefix("/ws").unwrap_or(&path).to_string();
+    let path = path
+        .strip_prefix("/wstest")
+        .or_else(|| path.strip_prefix("/ws"))
+        .unwrap_or(&path)
+        .to_string();
     state.count_call(req.method().as_str(), &path);
     let decision = state.inner.faults.lock().decide(&path);
     if decision.latency_ms > 0 {
