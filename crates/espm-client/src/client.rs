@@ -9,7 +9,7 @@ use backoff::backoff::Backoff;
 use bytes::{Bytes, BytesMut};
 use espm_model::{
     parse, root_element, to_xml, Action, CustomField, CustomFieldValues, Customer, DocumentError,
-    NewCustomer, NotificationList, PendingList, PmDocument, Response, ResponseStatus,
+    NewCustomer, NotificationList, PendingList, PmDocument, Property, Response, ResponseStatus,
     SharingResponse, TerminateSharingResponse,
 };
 use futures::{Stream, TryStreamExt};
@@ -386,12 +386,7 @@ impl PmClient {
         let mut out = Vec::new();
         for link in resp.links.map(|l| l.link).unwrap_or_default() {
             // PM puts the id in the `id` attribute; fall back to the link's last path segment.
-            let id = link.id.or_else(|| {
-                link.link
-                    .as_deref()
-                    .and_then(|l| l.trim_end_matches('/').rsplit('/').next())
-                    .and_then(|s| s.trim().parse().ok())
-            });
+            let id = link.id.or_else(|| id_of_link(&link));
             match id {
                 Some(id) => out.push(CustomerLink {
                     id,
@@ -411,6 +406,22 @@ impl PmClient {
         let raw = self
             .execute(Call {
                 endpoint: "customer/{id}",
+                method: Method::GET,
+                url,
+                body: None,
+                idempotent: true,
+            })
+            .await?;
+        parse_body(&raw)
+    }
+
+    /// `GET /property/{id}`: name, address, gross floor area, ... PM refuses (403, sometimes
+    /// 404) a property that is not shared with you: see [`ClientError::is_access_denied`].
+    pub async fn property(&self, id: i64) -> Result<Property, ClientError> {
+        let url = self.url(&format!("/property/{id}"))?;
+        let raw = self
+            .execute(Call {
+                endpoint: "property/{id}",
                 method: Method::GET,
                 url,
                 body: None,
@@ -550,10 +561,20 @@ impl PmClient {
             .await?;
         let resp: Response = parse_body(&raw)?;
         fail_on_error_status(&raw, &resp)?;
-        resp.id.ok_or_else(|| {
+        // PM's documented example answers with only a link to the new customer, no <id>.
+        let from_link = || {
+            resp.links
+                .as_ref()?
+                .link
+                .iter()
+                .find_map(|l| l.id.or_else(|| id_of_link(l)))
+        };
+        resp.id.or_else(from_link).ok_or_else(|| {
             ClientError::Xml(DocumentError::Malformed {
                 root: Response::ROOT,
-                message: "no <id> in the create-customer response".into(),
+                message:
+                    "neither an <id> nor a /customer/{id} link in the create-customer response"
+                        .into(),
             })
         })
     }
@@ -785,6 +806,17 @@ impl PmClient {
         }
         Err(classify_failure(status, &bytes, url_s, retry_after))
     }
+}
+
+/// The id a link names as its last path segment (`/customer/23421` -> 23421), query ignored.
+fn id_of_link(link: &espm_model::Link) -> Option<i64> {
+    let path = link.link.as_deref()?.split(['?', '#']).next()?;
+    path.trim()
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()?
+        .parse()
+        .ok()
 }
 
 fn transport_error(url: &str, e: &reqwest::Error, partial: Option<Bytes>) -> ClientError {

@@ -39,4 +39,5 @@ pub use config::{
 pub use error::ClientError;
 pub use espm_model::{
     Action, CustomField, Customer, NewCustomer, NotificationList, PendingList, PmErrorDetail,
+    Property,
 };

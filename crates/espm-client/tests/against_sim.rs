@@ -810,3 +810,51 @@ async fn random_fault_mix_is_absorbed_by_retries() {
     let reads = ledger["reads"].as_u64().unwrap();
     assert!(faulted > 0 && reads == 10 + faulted, "{ledger}");
 }
+
+#[tokio::test]
+async fn property_reads_name_address_and_floor_area_until_unshared() {
+    let sim = Sim::empty().await;
+    let c = sim.client(fast(0));
+    let owner = sim.connected_customer(&c, "Owner Inc").await;
+    let (m, p) = sim.share_meter(owner, None).await;
+    // Offered through a meter share only: PM's property basics are readable.
+    let doc = c.property(p).await.unwrap();
+    assert!(doc.name.as_deref().is_some_and(|n| !n.is_empty()));
+    assert!(doc.address.as_ref().is_some_and(|a| !a.address1.is_empty()));
+    let gfa = doc.gross_floor_area.unwrap();
+    assert_eq!(gfa.units.as_deref(), Some("Square Feet"));
+    assert!(gfa.value.is_some_and(|v| v > 0.0));
+    c.answer(PendingKind::MeterShare, m, Action::Accept, None)
+        .await
+        .unwrap();
+    c.unshare_meter(m, None).await.unwrap();
+    let err = c.property(p).await.unwrap_err();
+    assert!(err.is_access_denied(), "{err}");
+    assert_eq!(err.status(), Some(403));
+}
+
+/// The simulator serves PM's test environment under `/wstest` too, over the same world: what a
+/// client does there is what `/ws` and the control API see.
+#[tokio::test]
+async fn the_test_environment_base_serves_the_same_world() {
+    let sim = Sim::empty().await;
+    let mut cfg = ClientConfig::new(sim.server.test_base_url(), USER, PASS);
+    cfg.retry = fast(0);
+    let test_env = PmClient::new(cfg).unwrap();
+    let live = sim.client(fast(0));
+    let a = sim.customer("Test Env Inc").await;
+    sim.control("/connections", json!({ "accountId": a })).await;
+    let pages = test_env.pending_all(PendingKind::Connection).await.unwrap();
+    assert_eq!(ids_of(&pages, PendingKind::Connection), vec![a]);
+    test_env
+        .answer(PendingKind::Connection, a, Action::Accept, None)
+        .await
+        .unwrap();
+    assert_eq!(live.customers().await.unwrap()[0].id, a);
+    let calls = sim.server.state().calls();
+    assert_eq!(
+        calls.get(&format!("POST /connect/account/{a}")),
+        Some(&1),
+        "{calls:?}"
+    );
+}

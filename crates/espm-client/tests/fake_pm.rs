@@ -897,3 +897,47 @@ async fn a_body_cut_midway_is_never_retried_so_its_bytes_reach_the_caller() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn create_customer_reads_the_id_from_a_link_only_response() {
+    // PM's documented example of a create answer: a link to the customer, no <id>.
+    let link_only = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?><response status="Ok"><links><link httpMethod="GET" link="/customer/8833843022" linkDescription="This is the GET url for this Customer."/></links></response>"#;
+    let fake = Fake::start(vec![
+        reply(201, link_only),
+        reply(
+            201,
+            r#"<response status="Ok"><links><link link="/somewhere/else"/></links></response>"#,
+        ),
+    ])
+    .await;
+    let c = fake.client(fast(0));
+    assert_eq!(
+        c.create_customer(&NewCustomer::default()).await.unwrap(),
+        8_833_843_022
+    );
+    let err = c
+        .create_customer(&NewCustomer::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Xml(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn property_reads_pm_property_and_maps_refusals() {
+    let body = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/fixtures/responses/property.xml"
+    ))
+    .unwrap();
+    let fake = Fake::start(vec![
+        reply(200, body),
+        reply(403, pm_error("-200", "Access Denied")),
+    ])
+    .await;
+    let c = fake.client(fast(0));
+    let p = c.property(5_000_206).await.unwrap();
+    assert_eq!(p.name.as_deref(), Some("Harbor Office Suite 4"));
+    assert_eq!(fake.seen()[0].path_and_query, "/ws/property/5000206");
+    let err = c.property(5_000_206).await.unwrap_err();
+    assert!(err.is_access_denied(), "{err:?}");
+}

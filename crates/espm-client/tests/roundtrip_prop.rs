@@ -212,6 +212,7 @@ fn property_info() -> impl Strategy<Value = PropertyInfo> {
                 occupancy_percentage: occ,
                 is_federal_property: fed,
                 notes,
+                access_level: None,
                 audit,
             },
         )
@@ -343,6 +344,19 @@ proptest! {
         let back: NotificationList = parse(xml.as_bytes())
             .map_err(|e| TestCaseError::fail(format!("{e}\n{xml}")))?;
         prop_assert_eq!(back, list, "{}", xml);
+    }
+
+    #[test]
+    fn properties_round_trip(
+        info in property_info(),
+        access in option::of(access_level()),
+    ) {
+        // GET /property/{id}: the same propertyType, plus the provider's access level.
+        let property = espm_model::Property { access_level: access, ..info };
+        let xml = to_xml(&property);
+        let back: espm_model::Property = parse(xml.as_bytes())
+            .map_err(|e| TestCaseError::fail(format!("{e}\n{xml}")))?;
+        prop_assert_eq!(back, property, "{}", xml);
     }
 
     #[test]

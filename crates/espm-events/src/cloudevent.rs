@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize, Serializer};
 ///
 /// The two extension attributes `espmenvironment` and `espmaccount` name the PM environment
 /// (`live`, `test`, `sim`) and the configured provider account the event was polled from, so
-/// that subjects and topics can be routed on them without parsing `source`. The third,
+/// that subjects and topics can be routed on them without parsing `source`. `correlationid`,
+/// when present, groups the events of one customer action (a DISCONNECT and its UNSHAREs). The
+/// last,
 /// `partitionkey`, is derived from `type` and `data` (see [`CloudEvent::partitionkey`]): it is
 /// serialised but never stored, so it cannot contradict them.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -37,6 +39,10 @@ pub struct CloudEvent {
     /// Extension `causationid`: the id of the command that caused this event (command results).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub causationid: Option<String>,
+    /// Extension: shared by the events of one PM action: a DISCONNECT and the UNSHAREs PM sends
+    /// with it carry the DISCONNECT event's `id`. Absent on every other event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlationid: Option<String>,
     /// The event payload, PM's own field names in camelCase.
     pub data: serde_json::Value,
 }
@@ -56,6 +62,7 @@ impl CloudEvent {
             "espmenvironment" | "environment" => &self.espmenvironment,
             "espmaccount" | "account" => &self.espmaccount,
             "causationid" => self.causationid.as_ref()?,
+            "correlationid" => self.correlationid.as_ref()?,
             "partitionkey" => return self.partitionkey().map(Cow::Owned),
             _ => return None,
         };
@@ -116,6 +123,7 @@ pub const ATTRIBUTE_NAMES: &[&str] = &[
     "espmenvironment",
     "espmaccount",
     "causationid",
+    "correlationid",
     "partitionkey",
 ];
 
@@ -138,6 +146,8 @@ struct Wire<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     causationid: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    correlationid: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     partitionkey: Option<String>,
     data: &'a serde_json::Value,
 }
@@ -156,6 +166,7 @@ impl Serialize for CloudEvent {
             espmenvironment: &self.espmenvironment,
             espmaccount: &self.espmaccount,
             causationid: self.causationid.as_deref(),
+            correlationid: self.correlationid.as_deref(),
             partitionkey: self.partitionkey(),
             data: &self.data,
         }

@@ -21,7 +21,8 @@ pub struct NotificationData {
     pub notification_id: i64,
     /// PM's human-readable text.
     pub description: String,
-    /// The customer account concerned (SHAREUPDATE: the editor's; TRANSFERPROPERTY: the new owner's).
+    /// The customer account concerned (TRANSFERPROPERTY: the new owner's). Who acted is
+    /// `notificationCreatedBy`/`notificationCreatedByAccountId` (SHAREUPDATE: the editor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_id: Option<i64>,
     /// That account's username (absent in older PM schema versions).
@@ -46,6 +47,11 @@ pub struct NotificationData {
     /// Account id of who caused it (a string in PM's schema, kept as such).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notification_created_by_account_id: Option<String>,
+    /// SHAREUPDATE only: the new access level, read from `description` (PM's notification has
+    /// no field for it): `Read` or `Read Write` as the pending lists spell them, or PM's wording
+    /// verbatim when it is neither. Absent when the description does not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_level: Option<String>,
 }
 
 /// PM's `<address>` attributes.
@@ -234,11 +240,30 @@ pub struct CustomerData {
     pub organization: Option<String>,
 }
 
+/// A property as PM's `GET /property/{id}` describes it: which property (and so which site) a
+/// share is about, without relying on the basics PM lists with the share.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyData {
+    /// The property.
+    pub property_id: i64,
+    /// Its name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Its address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<AddressData>,
+    /// Its gross floor area (property share events only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gross_floor_area: Option<GrossFloorAreaData>,
+}
+
 /// Why an event lacks enrichment it would normally carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Enrichment {
-    /// The lookup failed or did not finish in time; the event went out without it.
+    /// A lookup (`customer` or `property`) failed or did not finish in time; the event went out
+    /// without what it would have added.
     Unavailable,
 }
 
@@ -301,8 +326,12 @@ pub struct PropertyShareRequestedData {
     /// `accounts[].customer_cache_ttl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer: Option<CustomerData>,
-    /// Set when `customer` is missing because its lookup failed (PM refused or did not answer in
-    /// time): the event was emitted without it rather than delayed.
+    /// The property as `GET /property/{id}` describes it: id, name, address and gross floor
+    /// area. Looked up when the event is emitted and cached like `customer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property: Option<PropertyData>,
+    /// Set when `customer` or `property` is missing because its lookup failed (PM refused or
+    /// did not answer in time): the event was emitted without it rather than delayed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrichment: Option<Enrichment>,
 }
@@ -338,8 +367,13 @@ pub struct MeterShareRequestedData {
     /// `accounts[].customer_cache_ttl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub customer: Option<CustomerData>,
-    /// Set when `customer` is missing because its lookup failed (PM refused or did not answer in
-    /// time): the event was emitted without it rather than delayed.
+    /// The meter's property as `GET /property/{id}` describes it: id, name and address (which
+    /// site the meter belongs to). Looked up when the event is emitted and cached like
+    /// `customer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub property: Option<PropertyData>,
+    /// Set when `customer` or `property` is missing because its lookup failed (PM refused or
+    /// did not answer in time): the event was emitted without it rather than delayed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrichment: Option<Enrichment>,
 }

@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use crate::data::{CustomerData, Enrichment};
+use crate::data::{CustomerData, Enrichment, PropertyData};
 use crate::types::*;
 use crate::CloudEvent;
 
@@ -49,6 +49,52 @@ pub fn enrich_customer(event: &mut CloudEvent, customer: Option<&CustomerData>) 
         }
         None => {
             data.remove("customer");
+            data.insert(
+                "enrichment".into(),
+                Value::from(Enrichment::Unavailable.as_str()),
+            );
+        }
+    }
+}
+
+/// The property whose name, address (and, for property shares, gross floor area) `event`
+/// should carry and does not yet: the `propertyId` of a share event without `property`.
+pub fn property_to_enrich(event: &CloudEvent) -> Option<i64> {
+    if !LOOKED_UP_TYPES.contains(&event.ty.as_str()) {
+        return None;
+    }
+    let data = event.data.as_object()?;
+    if data.get("property").is_some_and(|p| !p.is_null()) {
+        return None;
+    }
+    data.get("propertyId").and_then(Value::as_i64)
+}
+
+/// Add the looked-up property to an event's `data` (meter share events get id, name and
+/// address; property share events the gross floor area too); `None` sets
+/// `enrichment: "unavailable"`. Run it after [`enrich_customer`], which clears the flag when
+/// it finds the customer.
+pub fn enrich_property(event: &mut CloudEvent, property: Option<&PropertyData>) {
+    let meter = matches!(
+        event.ty.as_str(),
+        METER_SHARE_REQUESTED | METER_SHARE_RESOLVED
+    );
+    let Some(data) = event.data.as_object_mut() else {
+        return;
+    };
+    let value = property.and_then(|p| {
+        let mut p = p.clone();
+        if meter {
+            p.gross_floor_area = None;
+        }
+        serde_json::to_value(p).ok()
+    });
+    match value {
+        Some(p) => {
+            data.insert("property".into(), p);
+        }
+        None => {
+            data.remove("property");
             data.insert(
                 "enrichment".into(),
                 Value::from(Enrichment::Unavailable.as_str()),
@@ -107,5 +153,43 @@ mod tests {
                    "customer": {"username": "acme", "organization": "ACME Corporation"}})
         );
         assert_eq!((e.id.as_str(), &e.ty), (before.id.as_str(), &before.ty));
+    }
+
+    #[test]
+    fn property_enrichment_per_type_and_the_shared_flag() {
+        let p = PropertyData {
+            property_id: 5,
+            name: Some("Harbor".into()),
+            address: None,
+            gross_floor_area: Some(crate::data::GrossFloorAreaData {
+                value: Some(1000.0),
+                ..Default::default()
+            }),
+        };
+        let mut share = event(
+            PROPERTY_SHARE_REQUESTED,
+            json!({"accountId": 7, "propertyId": 5}),
+        );
+        assert_eq!(property_to_enrich(&share), Some(5));
+        enrich_property(&mut share, Some(&p));
+        assert_eq!(share.data["property"]["grossFloorArea"]["value"], 1000.0);
+        assert_eq!(property_to_enrich(&share), None);
+        let mut meter = event(METER_SHARE_RESOLVED, json!({"propertyId": 5, "meterId": 9}));
+        enrich_property(&mut meter, Some(&p));
+        assert_eq!(
+            meter.data["property"],
+            json!({"propertyId": 5, "name": "Harbor"})
+        );
+        // The customer was found, the property not: flagged all the same.
+        let mut both = event(
+            METER_SHARE_REQUESTED,
+            json!({"accountId": 7, "propertyId": 5}),
+        );
+        enrich_customer(&mut both, Some(&CustomerData::default()));
+        enrich_property(&mut both, None);
+        assert_eq!(both.data["enrichment"], "unavailable");
+        assert!(both.data.get("customer").is_some());
+        let revoked = event(SHARE_REVOKED, json!({"propertyId": 5}));
+        assert_eq!(property_to_enrich(&revoked), None);
     }
 }

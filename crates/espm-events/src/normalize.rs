@@ -68,6 +68,7 @@ impl Origin {
             espmenvironment: self.environment.clone(),
             espmaccount: self.account.clone(),
             causationid: None,
+            correlationid: None,
             data,
         }
     }
@@ -134,7 +135,33 @@ pub fn notification_data(n: &Notification) -> NotificationData {
         notification_created_date_raw: n.notification_created_date.clone(),
         notification_created_by: n.notification_created_by.clone(),
         notification_created_by_account_id: n.notification_created_by_account_id.clone(),
+        access_level: notification_event_type(&n.notification_type_code)
+            .eq(SHARE_UPDATED)
+            .then(|| share_update_access_level(&n.description))
+            .flatten(),
     }
+}
+
+/// The new access level a SHAREUPDATE's description names, e.g. `Harbor Office - Access level
+/// revised to Exchange Data - Read Only by Sam Patel.` gives `Read`. PM's labels map to the
+/// pending lists' spelling; another label is kept verbatim.
+pub fn share_update_access_level(description: &str) -> Option<String> {
+    const MARKER: &str = "access level revised to ";
+    // ASCII lowercasing keeps byte offsets, so they index the original text too.
+    let lower = description.to_ascii_lowercase();
+    let start = lower.rfind(MARKER)? + MARKER.len();
+    let rest = &description[start..];
+    let end = rest.to_ascii_lowercase().find(" by ").unwrap_or(rest.len());
+    let label = rest[..end].trim().trim_end_matches('.').trim();
+    if label.is_empty() {
+        return None;
+    }
+    let level = match label.to_ascii_lowercase().as_str() {
+        "exchange data - read only" | "read only" | "read" => "Read",
+        "exchange data - full access" | "full access" | "read write" => "Read Write",
+        _ => label,
+    };
+    Some(level.to_string())
 }
 
 /// One PM notification as an event. Every code yields an event; unknown codes become
@@ -150,6 +177,58 @@ pub fn notification_event(origin: &Origin, n: &Notification) -> CloudEvent {
         time,
         to_value(&data),
     )
+}
+
+/// Normalises the notifications of one PM response in order, grouping those of one action:
+/// a DISCONNECT and the UNSHAREs PM sends with it (same `accountId`; same
+/// `notificationCreatedByAccountId` where both say) get the `correlationid` extension, the
+/// DISCONNECT event's `id`. Pure and deterministic: the same response gives the same events,
+/// and event ids are those of [`notification_event`]. UNSHAREs listed before their DISCONNECT
+/// (PM creates the DISCONNECT first) are not grouped.
+#[derive(Debug, Clone, Default)]
+pub struct NotificationCorrelator {
+    /// accountId -> (its DISCONNECT's notificationCreatedByAccountId, correlation id).
+    disconnects: BTreeMap<i64, (Option<String>, String)>,
+}
+
+impl NotificationCorrelator {
+    /// A correlator for a new response.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The event of the next notification of the response.
+    pub fn event(&mut self, origin: &Origin, n: &Notification) -> CloudEvent {
+        let mut event = notification_event(origin, n);
+        let by = n
+            .notification_created_by_account_id
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string);
+        event.correlationid = match (event.ty.as_str(), n.account_id) {
+            (CONNECTION_TERMINATED, Some(account)) => {
+                self.disconnects.insert(account, (by, event.id.clone()));
+                Some(event.id.clone())
+            }
+            (SHARE_REVOKED, Some(account)) => self
+                .disconnects
+                .get(&account)
+                .filter(|(d_by, _)| d_by.is_none() || by.is_none() || *d_by == by)
+                .map(|(_, id)| id.clone()),
+            _ => None,
+        };
+        event
+    }
+}
+
+/// The events of one PM notification list, in order, grouped per [`NotificationCorrelator`].
+pub fn notification_events(origin: &Origin, notifications: &[Notification]) -> Vec<CloudEvent> {
+    let mut correlator = NotificationCorrelator::new();
+    notifications
+        .iter()
+        .map(|n| correlator.event(origin, n))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -351,6 +430,17 @@ fn property_info_data(p: &PropertyInfo) -> PropertyInfoData {
     }
 }
 
+/// What a share event carries about property `id` from PM's `GET /property/{id}` answer.
+pub fn property_data(id: i64, p: &PropertyInfo) -> PropertyData {
+    let info = property_info_data(p);
+    PropertyData {
+        property_id: id,
+        name: info.name.filter(|n| !n.trim().is_empty()),
+        address: info.address,
+        gross_floor_area: info.gross_floor_area,
+    }
+}
+
 fn meter_info_data(m: &MeterInfo) -> MeterInfoData {
     MeterInfoData {
         id: m.id,
@@ -402,6 +492,7 @@ pub fn property_share_requested_data(p: &PendingProperty) -> PropertyShareReques
         property_info: property_info_data(&p.property_info),
         share_audit: p.share_audit.as_ref().map(audit_data),
         customer: None,
+        property: None,
         enrichment: None,
     }
 }
@@ -419,6 +510,7 @@ pub fn meter_share_requested_data(m: &PendingMeter) -> MeterShareRequestedData {
         meter_info: m.meter_info.as_ref().map(meter_info_data),
         share_audit: m.share_audit.as_ref().map(audit_data),
         customer: None,
+        property: None,
         enrichment: None,
     }
 }
@@ -847,11 +939,7 @@ pub fn normalize_document(
         // notificationList, HTML and non-XML: the model's parser gives the precise error.
         _ => {
             let list: NotificationList = espm_model::parse(bytes)?;
-            Ok(list
-                .notifications
-                .iter()
-                .map(|n| notification_event(origin, n))
-                .collect())
+            Ok(notification_events(origin, &list.notifications))
         }
     }
 }

@@ -6,13 +6,12 @@
 //! and events journalled before it existed get it too. Which field names the customer depends on
 //! the type, because PM's `accountId` does not always mean the customer:
 //!
-//! - `SHAREUPDATE`: `accountId` is the editor's account (PM's notes; in PM's example it differs
-//!   from `notificationCreatedByAccountId`, the customer who revised the access), so the
-//!   customer is `notificationCreatedByAccountId`.
 //! - `TRANSFERPROPERTY`: `accountId` and `username` are the new owner's; the customer whose
 //!   property left is the one who transferred it, `notificationCreatedByAccountId`.
-//! - every other notification, and every pending request (`accountId` of a share is the
-//!   property data administrator's account): `accountId`.
+//! - every other notification (`SHAREUPDATE` included: in PM's own example the editor is the
+//!   `notificationCreatedBy`/`notificationCreatedByAccountId` pair, and `accountId` the customer
+//!   whose share changed), and every pending request (`accountId` of a share is the property
+//!   data administrator's account): `accountId`.
 //!
 //! An event without such an account (`bridge.body_quarantined`, a notification without the
 //! field) has no `partitionkey`.
@@ -24,8 +23,8 @@ use crate::types::*;
 /// The `data` fields that name the customer account of an event type, in order of preference.
 pub fn partition_key_fields(event_type: &str) -> &'static [&'static str] {
     match event_type {
-        SHARE_UPDATED | PROPERTY_TRANSFERRED => &["notificationCreatedByAccountId"],
-        SHARE_REVOKED | CONNECTION_TERMINATED | NOTIFICATION_RECEIVED => {
+        PROPERTY_TRANSFERRED => &["notificationCreatedByAccountId"],
+        SHARE_REVOKED | SHARE_UPDATED | CONNECTION_TERMINATED | NOTIFICATION_RECEIVED => {
             &["accountId", "notificationCreatedByAccountId"]
         }
         CONNECTION_REQUESTED
@@ -44,7 +43,7 @@ pub fn partition_key_fields(event_type: &str) -> &'static [&'static str] {
 pub fn partition_key_doc(event_type: &str) -> &'static str {
     match event_type {
         SHARE_UPDATED => {
-            "The customer who revised the access: data.notificationCreatedByAccountId (data.accountId is the editor's account)."
+            "The customer whose share changed: data.accountId, else data.notificationCreatedByAccountId (the editor, who may be someone else)."
         }
         PROPERTY_TRANSFERRED => {
             "The customer who transferred the property away: data.notificationCreatedByAccountId (data.accountId is the new owner's)."
@@ -88,7 +87,11 @@ mod tests {
     #[test]
     fn customer_per_type() {
         let n = json!({"accountId": 8833843022i64, "notificationCreatedByAccountId": " 98866 "});
-        assert_eq!(partition_key(SHARE_UPDATED, &n).as_deref(), Some("98866"));
+        // PM's example: the editor (98866) is not the customer whose share changed.
+        assert_eq!(
+            partition_key(SHARE_UPDATED, &n).as_deref(),
+            Some("8833843022")
+        );
         assert_eq!(
             partition_key(PROPERTY_TRANSFERRED, &n).as_deref(),
             Some("98866")
@@ -102,14 +105,17 @@ mod tests {
             partition_key(CONNECTION_TERMINATED, &no_account).as_deref(),
             Some("68032")
         );
-        assert_eq!(partition_key(SHARE_UPDATED, &json!({"accountId": 1})), None);
+        assert_eq!(
+            partition_key(PROPERTY_TRANSFERRED, &json!({"accountId": 1})),
+            None
+        );
         assert_eq!(
             partition_key(BODY_QUARANTINED, &json!({"accountId": 1})),
             None
         );
         assert_eq!(
             partition_key(
-                SHARE_UPDATED,
+                PROPERTY_TRANSFERRED,
                 &json!({"notificationCreatedByAccountId": "  "})
             ),
             None

@@ -72,7 +72,7 @@ fn data_schema_of(event_type: &str) -> Option<Value> {
 fn description_of(event_type: &str) -> &'static str {
     match event_type {
         SHARE_REVOKED => "PM UNSHARE notification: access to a property or meter was removed.",
-        SHARE_UPDATED => "PM SHAREUPDATE notification: an access level changed (accountId is the editor's).",
+        SHARE_UPDATED => "PM SHAREUPDATE notification: an access level changed; accessLevel is the new level. accountId is the customer whose share changed, notificationCreatedBy/notificationCreatedByAccountId the editor.",
         CONNECTION_TERMINATED => "PM DISCONNECT notification: a customer is no longer connected.",
         PROPERTY_TRANSFERRED => "PM TRANSFERPROPERTY notification: a property was transferred (accountId and username are the new owner's).",
         NOTIFICATION_RECEIVED => "A PM notification whose code has no type of its own; notificationTypeCode carries it.",
@@ -166,6 +166,8 @@ pub fn event_schema(event_type: &str) -> Option<Value> {
             "espmaccount": { "type": "string", "description": "Configured name of the polled provider account." },
             "causationid": { "type": "string", "minLength": 1,
                              "description": "The id of the command that caused the event (command results only)." },
+            "correlationid": { "type": "string", "minLength": 1,
+                               "description": "Extension: shared by the events of one PM action. A DISCONNECT and the UNSHAREs PM sends with it carry the DISCONNECT event's id; absent otherwise." },
             "partitionkey": partitionkey_schema(event_type),
             "data": { "$ref": data_uri },
         },

@@ -96,8 +96,14 @@ fn mixed_notifications_map_to_their_types() {
             "notificationCreatedDateRaw": "2025-03-02T11:30:00-05:00",
             "notificationCreatedBy": "harbor_sam",
             "notificationCreatedByAccountId": "98866",
+            "accessLevel": "Read",
         })
     );
+    // Only SHAREUPDATE carries it.
+    assert!(events
+        .iter()
+        .filter(|e| e.ty != SHARE_UPDATED)
+        .all(|e| e.data.get("accessLevel").is_none()));
     // UUIDv5 of a fixed name: pinned, so a change of namespace or name format is caught.
     let again = normalize_document(&origin(), &fixture("notifications/mixed.xml")).unwrap();
     assert_eq!(events, again);
@@ -939,4 +945,134 @@ fn times_that_rfc3339_cannot_hold() {
         DateTime::parse_from_rfc3339(&lmt).unwrap(),
         espm_model::parse_pm_datetime("1850-01-01T00:00:00").unwrap()
     );
+}
+
+#[test]
+fn share_update_access_level_reads_pm_wording() {
+    let cases = [
+        ("Harbor - Access level revised to Exchange Data - Read Only by Sam Patel.", Some("Read")),
+        ("Harbor - Access level revised to Exchange Data - Full Access by Sam Patel.", Some("Read Write")),
+        ("harbor - ACCESS LEVEL REVISED TO exchange data - full access BY x", Some("Read Write")),
+        // A new PM wording is kept verbatim rather than guessed.
+        ("X - Access level revised to View Only by Y.", Some("View Only")),
+        // A property named like the marker: the last marker counts.
+        ("Access level revised to Read by - Access level revised to Exchange Data - Read Only by Z.", Some("Read")),
+        ("Access level revised to Exchange Data - Read Only.", Some("Read")),
+        ("Access level revised to  by Z", None),
+        ("Something else happened.", None),
+        ("", None),
+    ];
+    for (text, want) in cases {
+        assert_eq!(share_update_access_level(text).as_deref(), want, "{text}");
+    }
+}
+
+proptest! {
+    /// Any description: no panic (multi-byte text around the marker included), and a level
+    /// only when the marker is there.
+    #[test]
+    fn share_update_access_level_never_panics(text in "\\PC{0,80}", label in "[A-Za-zéü -]{0,20}", name in "\\PC{0,20}") {
+        let _ = share_update_access_level(&text);
+        let with = format!("{name} - Access level revised to {label} by {text}");
+        let got = share_update_access_level(&with);
+        if !text.to_ascii_lowercase().contains("access level revised to ") {
+            let label = label.trim().trim_end_matches('.').trim();
+            match label.to_ascii_lowercase().as_str() {
+                "" => prop_assert_eq!(got, None),
+                l if l.contains(" by ") => {}
+                "read" | "read only" | "exchange data - read only" => prop_assert_eq!(got.as_deref(), Some("Read")),
+                "read write" | "full access" | "exchange data - full access" => prop_assert_eq!(got.as_deref(), Some("Read Write")),
+                _ => prop_assert_eq!(got.as_deref(), Some(label)),
+            }
+        }
+    }
+}
+
+fn notif(code: &str, id: i64, account: i64, by: Option<&str>) -> Notification {
+    Notification {
+        notification_type_code: code.into(),
+        notification_id: id,
+        description: format!("{code} {id}"),
+        account_id: Some(account),
+        username: None,
+        property_id: (code == "UNSHARE").then_some(5_000_000 + id),
+        meter_id: None,
+        notification_created_date: Some("2025-03-02T10:01:44-05:00".into()),
+        notification_created_by: None,
+        notification_created_by_account_id: by.map(str::to_string),
+    }
+}
+
+#[test]
+fn a_disconnect_and_its_unshares_share_a_correlationid() {
+    let list = [
+        notif("UNSHARE", 1, 68032, Some("68032")), // before its DISCONNECT: alone
+        notif("DISCONNECT", 2, 68032, Some("68032")),
+        notif("UNSHARE", 3, 68032, Some("68032")),
+        notif("UNSHARE", 4, 77, Some("77")), // another customer
+        notif("UNSHARE", 5, 68032, None),
+        notif("UNSHARE", 6, 68032, Some("99")), // someone else's action
+        notif("SHAREUPDATE", 7, 68032, Some("68032")),
+    ];
+    let events = notification_events(&origin(), &list);
+    let disconnect_id = events[1].id.clone();
+    let corr: Vec<Option<&str>> = events.iter().map(|e| e.correlationid.as_deref()).collect();
+    let d = Some(disconnect_id.as_str());
+    assert_eq!(corr, [None, d, d, None, d, None, None]);
+    // Ids are those of the one-by-one normaliser.
+    for (e, n) in events.iter().zip(&list) {
+        assert_eq!(e.id, notification_event(&origin(), n).id);
+        assert_valid(e);
+    }
+    // An extension attribute: in the JSON, the attributes and back.
+    let json: Value = serde_json::from_slice(&events[2].to_json_bytes()).unwrap();
+    assert_eq!(json["correlationid"], disconnect_id);
+    assert_eq!(events[2].attribute("correlationid").as_deref(), d);
+    let back: CloudEvent = serde_json::from_slice(&events[2].to_json_bytes()).unwrap();
+    assert_eq!(back, events[2]);
+    let plain: Value = serde_json::from_slice(&events[3].to_json_bytes()).unwrap();
+    assert!(plain.get("correlationid").is_none());
+    // The state carries across calls: a response normalised in parts groups the same way.
+    let mut c = NotificationCorrelator::new();
+    let first: Vec<_> = list[..2].iter().map(|n| c.event(&origin(), n)).collect();
+    let rest: Vec<_> = list[2..].iter().map(|n| c.event(&origin(), n)).collect();
+    assert_eq!([first, rest].concat(), events);
+    // normalize_document groups a whole body too.
+    let xml = espm_model::to_xml(&NotificationList {
+        notifications: list.to_vec(),
+    });
+    assert_eq!(
+        normalize_document(&origin(), xml.as_bytes()).unwrap(),
+        events
+    );
+}
+
+proptest! {
+    /// Any list: ids unchanged, only DISCONNECT and UNSHARE events correlated, and an UNSHARE's
+    /// correlationid is the id of an earlier DISCONNECT event of its account.
+    #[test]
+    fn correlation_never_changes_ids_and_points_at_an_earlier_disconnect(
+        items in proptest::collection::vec((0usize..4, 0i64..4, proptest::option::of(0i64..3)), 0..30)
+    ) {
+        let codes = ["DISCONNECT", "UNSHARE", "SHAREUPDATE", "OTHER"];
+        let list: Vec<Notification> = items
+            .iter()
+            .enumerate()
+            .map(|(i, (c, a, by))| notif(codes[*c], i as i64, *a, by.map(|b| b.to_string()).as_deref()))
+            .collect();
+        let events = notification_events(&origin(), &list);
+        for (i, (e, n)) in events.iter().zip(&list).enumerate() {
+            prop_assert_eq!(&e.id, &notification_event(&origin(), n).id);
+            match n.notification_type_code.as_str() {
+                "DISCONNECT" => prop_assert_eq!(e.correlationid.as_deref(), Some(e.id.as_str())),
+                "UNSHARE" => if let Some(c) = &e.correlationid {
+                    let found = events[..i].iter().zip(&list[..i]).any(|(d, dn)| {
+                        &d.id == c && dn.notification_type_code == "DISCONNECT" && dn.account_id == n.account_id
+                    });
+                    prop_assert!(found);
+                },
+                _ => prop_assert_eq!(&e.correlationid, &None),
+            }
+        }
+    }
 }

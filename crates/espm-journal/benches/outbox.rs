@@ -17,6 +17,7 @@ fn event(n: u64) -> CloudEvent {
         espmenvironment: "sim".into(),
         espmaccount: "bench".into(),
         causationid: None,
+        correlationid: None,
         data: serde_json::json!({ "notificationId": n, "propertyId": n, "accessLevel": "READ_WRITE" }),
     }
 }

@@ -4,7 +4,7 @@
 #[allow(unused_imports)]
 use super::*;
 
-use espm_events::CustomerData;
+use espm_events::{CustomerData, PropertyData};
 
 /// One cached answer of `GET /customer/{id}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +96,98 @@ impl Journal {
     }
 }
 
+/// One cached answer of `GET /property/{id}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachedProperty {
+    /// What share events carry about the property.
+    pub property: PropertyData,
+    /// When PM gave it.
+    pub fetched_at: SystemTime,
+}
+
+impl CachedProperty {
+    /// Whether it is younger than `ttl` at `now` (an entry from the future counts as fresh).
+    pub fn is_fresh(&self, ttl: Duration, now: SystemTime) -> bool {
+        match now.duration_since(self.fetched_at) {
+            Ok(age) => age < ttl,
+            Err(_) => true,
+        }
+    }
+}
+
+impl Journal {
+    /// The cached entries of these properties (of one provider account), fresh or not; an entry
+    /// that no longer reads as [`PropertyData`] counts as absent (it is looked up again).
+    pub fn cached_properties(
+        &self,
+        scope: &Scope,
+        ids: &[i64],
+    ) -> Result<BTreeMap<i64, CachedProperty>, JournalError> {
+        let conn = self.reader();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT data, fetched_at FROM properties \
+                 WHERE environment = ?1 AND account = ?2 AND property_id = ?3",
+            )
+            .j()?;
+        let mut out = BTreeMap::new();
+        for &id in ids {
+            let row: Option<(String, i64)> = st
+                .query_row(params![scope.environment, scope.account, id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()
+                .j()?;
+            if let Some((json, at)) = row {
+                if let Ok(property) = serde_json::from_str::<PropertyData>(&json) {
+                    out.insert(
+                        id,
+                        CachedProperty {
+                            property,
+                            fetched_at: from_ms(at),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Store (replace) what PM answered about these properties, in one transaction.
+    pub fn store_properties(
+        &self,
+        scope: &Scope,
+        properties: &[(i64, CachedProperty)],
+    ) -> Result<(), JournalError> {
+        if properties.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO properties(environment, account, property_id, data, fetched_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT(environment, account, property_id) DO UPDATE SET \
+                     data = excluded.data, fetched_at = excluded.fetched_at",
+                )
+                .j()?;
+            for (id, c) in properties {
+                // A struct of strings and finite numbers: serialising cannot fail.
+                let json = serde_json::to_string(&c.property).unwrap_or_default();
+                st.execute(params![
+                    scope.environment,
+                    scope.account,
+                    id,
+                    json,
+                    to_ms(c.fetched_at)
+                ])
+                .j()?;
+            }
+            Ok(())
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +238,40 @@ mod tests {
         drop(j);
         let j = Journal::open(&dir.path().join("j.db")).unwrap();
         assert_eq!(j.cached_customers(&a, &[1]).unwrap()[&1].fetched_at, later);
+    }
+
+    #[test]
+    fn properties_are_cached_per_account_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.db")).unwrap();
+        let a = Scope::new("sim", "a");
+        let t = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let p = |name: &str, at| CachedProperty {
+            property: PropertyData {
+                property_id: 5,
+                name: Some(name.into()),
+                ..PropertyData::default()
+            },
+            fetched_at: at,
+        };
+        j.store_properties(&a, &[(5, p("Harbor", t))]).unwrap();
+        assert_eq!(
+            j.cached_properties(&a, &[5, 6]).unwrap()[&5],
+            p("Harbor", t)
+        );
+        assert!(j
+            .cached_properties(&Scope::new("sim", "b"), &[5])
+            .unwrap()
+            .is_empty());
+        let later = t + Duration::from_secs(1);
+        j.store_properties(&a, &[(5, p("Harbor Tower", later))])
+            .unwrap();
+        assert_eq!(
+            j.cached_properties(&a, &[5]).unwrap()[&5],
+            p("Harbor Tower", later)
+        );
+        assert!(p("x", t).is_fresh(Duration::from_secs(2), later));
+        assert!(!p("x", t).is_fresh(Duration::from_secs(1), later));
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub use schema::SCHEMA_VERSION;
 pub use chunks::{RawInfo, RawReader, CHUNK};
 pub use commands::{AnswerBy, AnswerRecord, Begun, CommandState, NewCommand, StoredCommand};
 pub use compaction::CompactStats;
-pub use customers::CachedCustomer;
+pub use customers::{CachedCustomer, CachedProperty};
 pub use dead_letters::{DeadLetter, NewDeadLetter};
 pub use history::{DeliveryStatus, EventHistory, HistoryEntry, SinkDelivery};
 pub use lock::{lock_path, JournalLock};

@@ -9,7 +9,7 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
 /// Every migration step, in order: step `i` brings the file from version `i` to `i + 1`. Append
 /// new steps at the end (one self-contained step per change); never edit a released one.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// Version 7: commands (answers, disconnects, unshares, new customers asked of PM through the
 /// bridge). A command is journalled before its PM call, so a retried request or a restart finds
@@ -35,6 +35,19 @@ CREATE TABLE commands (
 CREATE INDEX commands_unfinished ON commands(state) WHERE state <> 'completed' AND state <> 'failed';
 ALTER TABLE answers ADD COLUMN command_id TEXT;
 ALTER TABLE answers ADD COLUMN requester TEXT;
+"#;
+
+/// Version 8: the property cache, beside the customer cache and for the same reasons: what
+/// `GET /property/{id}` last answered (the events' `property`, as JSON), per provider account.
+const V8: &str = r#"
+CREATE TABLE properties (
+    environment  TEXT    NOT NULL,
+    account      TEXT    NOT NULL,
+    property_id  INTEGER NOT NULL,
+    data         TEXT    NOT NULL,
+    fetched_at   INTEGER NOT NULL,
+    PRIMARY KEY (environment, account, property_id)
+) WITHOUT ROWID;
 "#;
 
 /// Version 6: the customer cache. Who a PM customer is (username, organisation) as
@@ -265,6 +278,7 @@ mod tests {
             espmenvironment: "sim".into(),
             espmaccount: "acme".into(),
             causationid: None,
+            correlationid: None,
             data: serde_json::json!({ "notificationId": notification_id }),
         }
     }
@@ -372,6 +386,7 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
-        assert_eq!(SCHEMA_VERSION, 7);
+        assert_eq!(SCHEMA_VERSION, 8);
+        assert!(j.cached_properties(&scope, &[5]).unwrap().is_empty());
     }
 }

@@ -22,6 +22,7 @@ mod customer;
 mod document;
 mod notification;
 mod pending;
+mod property;
 mod request;
 mod response;
 mod salvage;
@@ -35,6 +36,7 @@ pub use pending::{
     AccessLevel, AccountInfo, Address, Audit, CustomField, CustomFieldList, GrossFloorArea, Link,
     Links, MeterInfo, PendingAccount, PendingList, PendingMeter, PendingProperty, PropertyInfo,
 };
+pub use property::Property;
 pub use request::{
     Action, Contact, NewCustomer, Organization, SharingResponse, TerminateSharingResponse,
 };

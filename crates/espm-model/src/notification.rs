@@ -25,7 +25,8 @@ pub struct Notification {
     /// Human-readable text.
     #[serde(default)]
     pub description: String,
-    /// The customer account concerned (for SHAREUPDATE, the editor's; for TRANSFERPROPERTY, the new owner's).
+    /// The customer account concerned (for TRANSFERPROPERTY, the new owner's); who acted is
+    /// `notificationCreatedBy`/`notificationCreatedByAccountId` (for SHAREUPDATE, the editor).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account_id: Option<i64>,
     /// That account's username; absent in older schema versions.

@@ -317,6 +317,9 @@ pub struct PropertyInfo {
     /// Free-text notes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notes: Option<String>,
+    /// Your access to the property (`GET /property/{id}` only; share lists carry it beside).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_level: Option<AccessLevel>,
     /// Who created and updated the property.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<Audit>,

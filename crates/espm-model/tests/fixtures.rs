@@ -326,3 +326,40 @@ fn fuzz_finding_doctype_inside_text_is_an_error_not_a_panic() {
         Err(DocumentError::Malformed { .. })
     ));
 }
+
+#[test]
+fn property_parses_in_any_order_and_round_trips_valid() {
+    let p: Property = parse(&fixture("responses/property.xml")).unwrap();
+    assert_eq!(p.name.as_deref(), Some("Harbor Office Suite 4"));
+    let a = p.address.as_ref().unwrap();
+    assert_eq!(
+        (a.address1.as_str(), a.city.as_str()),
+        ("400 Harbor Way", "Baltimore")
+    );
+    let gfa = p.gross_floor_area.as_ref().unwrap();
+    assert_eq!(
+        (gfa.units.as_deref(), gfa.value),
+        (Some("Square Feet"), Some(125000.0))
+    );
+    assert_eq!(p.access_level, Some(AccessLevel::ReadWrite));
+    assert_eq!(
+        p.notes.as_deref(),
+        Some("Lobby renovated in 2019 & re-metered.")
+    );
+    assert_eq!(
+        p.audit.as_ref().unwrap().created_by_account_id,
+        Some(8_833_843_022)
+    );
+    let xml = to_xml(&p);
+    assert_valid(&xml, "property/property.xsd");
+    assert_eq!(parse::<Property>(xml.as_bytes()).unwrap(), p);
+    // Lenient: only a name, unknown elements ignored.
+    let bare: Property =
+        parse(b"<property><irrigatedArea units=\"Square Feet\"><value>5</value></irrigatedArea><name>X</name></property>")
+            .unwrap();
+    assert_eq!(bare.name.as_deref(), Some("X"));
+    assert!(matches!(
+        parse::<Property>(&fixture("responses/customer.xml")),
+        Err(DocumentError::WrongRoot { .. })
+    ));
+}

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use espm_client::{BodyStream, ClientError};
-use espm_events::{event_time, notification_event, quarantine_event, BodyQuarantinedData, Origin};
+use espm_events::{
+    event_time, quarantine_event, BodyQuarantinedData, NotificationCorrelator, Origin,
+};
 use espm_journal::{
     Journal, JournalError, NotificationEntry, QuarantineOutcome, RawId, Scope, SpoolWriter,
 };
@@ -706,7 +708,16 @@ impl Committer {
                         .journal
                         .call(move |j| {
                             let mut d = DrainOutcome::default();
-                            c.store_part(j, id, c.build_part(&list.notifications, true), &mut d)?;
+                            c.store_part(
+                                j,
+                                id,
+                                c.build_part(
+                                    &list.notifications,
+                                    true,
+                                    &mut NotificationCorrelator::new(),
+                                ),
+                                &mut d,
+                            )?;
                             Ok(d)
                         })
                         .await?;
@@ -805,6 +816,8 @@ impl Committer {
         let mut out = DrainOutcome::default();
         let mut stream = NotificationStream::new(j.raw_reader(raw_id));
         let mut part: Vec<Notification> = Vec::with_capacity(COMMIT_PART);
+        // One per body: a DISCONNECT and its UNSHAREs may fall into different parts.
+        let mut correlator = NotificationCorrelator::new();
         let (mut n, mut bad, mut first) = (0usize, 0usize, true);
         let mut parse = Duration::ZERO;
         loop {
@@ -844,7 +857,7 @@ impl Committer {
                     part.push(x);
                     if part.len() == COMMIT_PART {
                         let t = Instant::now();
-                        let built = self.build_part(&part, false);
+                        let built = self.build_part(&part, false, &mut correlator);
                         parse += t.elapsed();
                         part.clear();
                         store(built)?;
@@ -881,7 +894,7 @@ impl Committer {
             first = false;
         }
         // The last part marks the body processed.
-        store(self.build_part(&part, true))?;
+        store(self.build_part(&part, true, &mut correlator))?;
         Ok((
             Processed {
                 notifications: n,
@@ -893,11 +906,16 @@ impl Committer {
     }
 
     /// Normalize one part: the notifications' journal entries and their events.
-    fn build_part(&self, part: &[Notification], last: bool) -> Part {
+    fn build_part(
+        &self,
+        part: &[Notification],
+        last: bool,
+        correlator: &mut NotificationCorrelator,
+    ) -> Part {
         let mut entries = Vec::with_capacity(part.len());
         let mut events = Vec::with_capacity(part.len());
         for notification in part {
-            let event = notification_event(&self.origin, notification);
+            let event = correlator.event(&self.origin, notification);
             let _span = tracing::debug_span!("notification", notification_id = notification.notification_id, event_id = %event.id).entered();
             tracing::debug!(code = %notification.notification_type_code, "normalized");
             entries.push(NotificationEntry {

@@ -151,8 +151,11 @@ impl Poller {
         let (requested, resolved, unconfirmed) =
             (diff.requested.len(), diff.resolved.len(), diff.unconfirmed);
         let mut events: Vec<_> = diff.requested.into_iter().chain(diff.resolved).collect();
-        // Bounded by the lookup budget; a failed lookup flags its events, never holds them.
-        self.enrich_customers(&mut events).await;
+        // Bounded by one lookup budget for both; a failed lookup flags its events, never holds
+        // them. Customers first: finding one clears the flag a property lookup may then set.
+        let deadline = tokio::time::Instant::now() + self.customers.budget;
+        self.enrich_customers(&mut events, deadline).await;
+        self.enrich_properties(&mut events, deadline).await;
         let types: Vec<String> = events.iter().map(|e| e.ty.clone()).collect();
         let stored: BTreeMap<String, serde_json::Value> = diff
             .snapshot

@@ -654,3 +654,171 @@ async fn expired_entries_are_refreshed_on_demand_and_slow_lookups_cost_at_most_t
         .unwrap();
     assert_eq!(three["enrichment"], "unavailable", "{three}");
 }
+
+/// A customer's disconnect: the DISCONNECT and the UNSHAREs PM sends with it go out sharing a
+/// `correlationid` (the DISCONNECT event's id); ids stay the notifications' own.
+#[tokio::test]
+async fn a_disconnect_and_its_unshares_share_a_correlationid_through_the_drain() {
+    let e = env().await;
+    let j = Journal::open(&e.journal_path).unwrap();
+    let cid = connected_customer(&e, "leaver", "Leaving Inc").await;
+    let p = e
+        .post(
+            "/shares/property",
+            json!({"accountId": cid, "accessLevel": "Read"}),
+        )
+        .await["propertyId"]
+        .as_i64()
+        .unwrap();
+    let c = e.client();
+    c.answer(
+        espm_client::PendingKind::PropertyShare,
+        p,
+        espm_model::Action::Accept,
+        None,
+    )
+    .await
+    .unwrap();
+    let m = e
+        .post(
+            "/shares/meter",
+            json!({"accountId": cid, "propertyId": p, "accessLevel": "Read"}),
+        )
+        .await["meterId"]
+        .as_i64()
+        .unwrap();
+    c.answer(
+        espm_client::PendingKind::MeterShare,
+        m,
+        espm_model::Action::Accept,
+        None,
+    )
+    .await
+    .unwrap();
+    let other = connected_customer(&e, "stayer", "Staying Inc").await;
+    let q = e
+        .post(
+            "/shares/property",
+            json!({"accountId": other, "accessLevel": "Read"}),
+        )
+        .await["propertyId"]
+        .as_i64()
+        .unwrap();
+    c.answer(
+        espm_client::PendingKind::PropertyShare,
+        q,
+        espm_model::Action::Accept,
+        None,
+    )
+    .await
+    .unwrap();
+    e.post("/unshare", json!({"propertyId": q})).await;
+    let ids = e.post("/disconnect", json!({"accountId": cid})).await;
+    assert_eq!(ids["notificationIds"].as_array().unwrap().len(), 3);
+    let p = e.poller(&j, DrainMode::PeekThenClear);
+    p.drain_once().await.unwrap();
+    let rows = outbox(&j);
+    let events: Vec<_> = rows.iter().map(|r| &r.event).collect();
+    let disconnect = events
+        .iter()
+        .find(|ev| ev.ty == "gov.energystar.pm.connection.terminated")
+        .unwrap();
+    assert_eq!(
+        disconnect.correlationid.as_deref(),
+        Some(disconnect.id.as_str())
+    );
+    let revoked: Vec<_> = events
+        .iter()
+        .filter(|ev| ev.ty == "gov.energystar.pm.share.revoked")
+        .collect();
+    assert_eq!(revoked.len(), 3);
+    let grouped: Vec<_> = revoked
+        .iter()
+        .filter(|ev| ev.correlationid.as_deref() == Some(disconnect.id.as_str()))
+        .collect();
+    assert_eq!(grouped.len(), 2, "the leaver's property and meter");
+    assert!(grouped.iter().all(|ev| ev.data["accountId"] == cid));
+    let alone = revoked
+        .iter()
+        .find(|ev| ev.data["accountId"] == other)
+        .unwrap();
+    assert_eq!(alone.correlationid, None);
+    for ev in &events {
+        let n = ev.data["notificationId"].as_i64().unwrap();
+        assert_eq!(
+            ev.id,
+            espm_events::Origin::new("sim", "acct").event_id(&format!("notification/{n}"))
+        );
+    }
+}
+
+/// Share events carry their property from `GET /property/{id}`: meter shares id, name and
+/// address; property shares name, address and gross floor area. Looked up once within the TTL;
+/// a refused lookup never holds an event back: it goes out flagged `enrichment: "unavailable"`.
+#[tokio::test]
+async fn share_events_carry_their_property_and_a_failed_lookup_only_flags() {
+    let e = env().await;
+    let j = Journal::open(&e.journal_path).unwrap();
+    let cid = connected_customer(&e, "acme_facilities", "ACME Corporation").await;
+    let p = e
+        .post(
+            "/shares/property",
+            json!({"accountId": cid, "name": "Harbor Office", "accessLevel": "Read",
+                   "grossFloorArea": {"value": 52000.0, "units": "Square Feet"}}),
+        )
+        .await["propertyId"]
+        .as_i64()
+        .unwrap();
+    e.post(
+        "/shares/meter",
+        json!({"accountId": cid, "propertyId": p, "accessLevel": "Read"}),
+    )
+    .await;
+    let poller = e.poller(&j, DrainMode::Clear);
+    poller.pending_once().await.unwrap();
+    let share = &events_of(&j, "gov.energystar.pm.property_share.requested")[0];
+    assert_eq!(share["property"]["propertyId"], p);
+    assert_eq!(share["property"]["name"], "Harbor Office");
+    assert!(
+        share["property"]["address"]["address1"].is_string(),
+        "{share}"
+    );
+    assert_eq!(share["property"]["grossFloorArea"]["value"], 52000.0);
+    assert!(share.get("enrichment").is_none(), "{share}");
+    let meter = &events_of(&j, "gov.energystar.pm.meter_share.requested")[0];
+    assert_eq!(meter["property"]["propertyId"], p);
+    assert_eq!(meter["property"]["name"], "Harbor Office");
+    assert!(meter["property"].get("grossFloorArea").is_none(), "{meter}");
+    let lookups = |calls: std::collections::BTreeMap<String, u64>| {
+        calls
+            .get(&format!("GET /property/{p}"))
+            .copied()
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        lookups(e.sim.state().calls()),
+        1,
+        "one lookup for both events"
+    );
+
+    // PM refuses property reads: the event still goes out at once, flagged.
+    e.faults(json!({"http500": 1.0, "paths": ["/property/"]}))
+        .await;
+    let q = e
+        .post(
+            "/shares/property",
+            json!({"accountId": cid, "name": "During the outage", "accessLevel": "Read"}),
+        )
+        .await["propertyId"]
+        .as_i64()
+        .unwrap();
+    let out = poller.pending_once().await.unwrap();
+    assert_eq!(out.requested["property_share"], 1);
+    let during = events_of(&j, "gov.energystar.pm.property_share.requested")
+        .into_iter()
+        .find(|d| d["propertyId"] == q)
+        .unwrap();
+    assert_eq!(during["enrichment"], "unavailable", "{during}");
+    assert!(during.get("property").is_none());
+    assert_eq!(during["customer"]["organization"], "ACME Corporation");
+}

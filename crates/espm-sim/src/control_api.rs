@@ -326,6 +326,9 @@ pub struct ShareTarget {
     /// The new access level (edits only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_level: Option<Access>,
+    /// Who edits (edits only): by default whoever sent the share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub editor_account_id: Option<i64>,
 }
 
 impl ShareTarget {
@@ -372,7 +375,7 @@ async fn edit_share(State(state): State<SimState>, bytes: Bytes) -> Response {
     let Some(access) = r.access_level else {
         return error(StatusCode::BAD_REQUEST, "accessLevel is required");
     };
-    match state.with_world(|w| w.edit_share(target, access)) {
+    match state.with_world(|w| w.edit_share(target, access, r.editor_account_id)) {
         Ok(ids) => notified(ids),
         Err(e) => sim_error(e),
     }

@@ -161,10 +161,12 @@ impl SimState {
     }
 }
 
-/// The whole simulator as a router: PM under `/ws`, the control API under `/sim`.
+/// The whole simulator as a router: PM under `/ws` and, as PM's test environment, `/wstest`
+/// (one world behind both), the control API under `/sim`.
 pub fn router(state: SimState) -> axum::Router {
     axum::Router::new()
         .nest("/ws", pm_api::router(state.clone()))
+        .nest("/wstest", pm_api::router(state.clone()))
         .nest("/sim", control_api::router(state))
 }
 
@@ -224,6 +226,11 @@ impl SimServer {
     /// PM's base URI, e.g. `http://127.0.0.1:PORT/ws`.
     pub fn base_url(&self) -> String {
         format!("http://{}/ws", self.host())
+    }
+
+    /// PM's test-environment base URI, e.g. `http://127.0.0.1:PORT/wstest`: the same world.
+    pub fn test_base_url(&self) -> String {
+        format!("http://{}/wstest", self.host())
     }
 
     /// The control API, e.g. `http://127.0.0.1:PORT/sim`.

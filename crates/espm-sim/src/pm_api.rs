@@ -144,6 +144,7 @@ pub fn router(state: SimState) -> Router {
         .route("/customer/list", get(customer_list))
         .route("/customer/{id}", get(customer))
         .route("/customer", post(create_customer))
+        .route("/property/{id}", get(property))
         .route("/account/{id}/customFieldList", get(account_fields))
         .route("/property/{id}/customFieldList", get(property_fields))
         .route("/meter/{id}/customFieldList", get(meter_fields))
@@ -190,7 +191,11 @@ async fn guard(State(state): State<SimState>, mut req: Request, next: Next) -> R
         return r;
     }
     let path = req.uri().path().to_string();
-    let path = path.strip_prefix("/ws").unwrap_or(&path).to_string();
+    let path = path
+        .strip_prefix("/wstest")
+        .or_else(|| path.strip_prefix("/ws"))
+        .unwrap_or(&path)
+        .to_string();
     state.count_call(req.method().as_str(), &path);
     let decision = state.inner.faults.lock().decide(&path);
     if decision.latency_ms > 0 {
@@ -556,6 +561,18 @@ async fn customer(State(state): State<SimState>, Path(id): Path<String>) -> Resp
     let doc = state.inner.world.lock().customer_doc(id);
     match doc {
         Ok(c) => xml_response(StatusCode::OK, to_xml(&c)),
+        Err(e) => sim_error(e),
+    }
+}
+
+async fn property(State(state): State<SimState>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let doc = state.inner.world.lock().property_doc(id);
+    match doc {
+        Ok(p) => xml_response(StatusCode::OK, to_xml(&p)),
         Err(e) => sim_error(e),
     }
 }

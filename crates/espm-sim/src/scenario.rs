@@ -24,10 +24,12 @@ fn access(i: usize) -> Access {
 /// - 4 connected customers, each with 1-3 shared properties holding 1-2 shared meters;
 /// - 25 pending connection requests (two pages), with a `Customer Number` custom field;
 /// - 3 pending property shares from a connected customer;
-/// - a share forward: an unconnected customer's pending property and meter share (which also
-///   brings a pending connection request);
+/// - a share forward: a customer forwards another, unconnected customer's property and one of
+///   its meters (the pending shares name the owner, `shareAudit` the forwarder; the owner's
+///   connection request comes along);
 /// - 2 pending meter shares on an already shared property;
-/// - waiting notifications: SHAREUPDATE, UNSHARE, DISCONNECT (+ its UNSHAREs), TRANSFERPROPERTY.
+/// - waiting notifications: SHAREUPDATE (edited by a colleague, not the owner), UNSHARE,
+///   DISCONNECT (+ its UNSHAREs), TRANSFERPROPERTY.
 pub fn populate(world: &mut World) -> Result<(), SimError> {
     let mut connected = Vec::new();
     let mut first_meters = Vec::new();
@@ -80,10 +82,13 @@ pub fn populate(world: &mut World) -> Result<(), SimError> {
         )?;
     }
 
-    // Share forward from someone we are not connected to: pending share + connection request.
+    // Share forward: the sender is not the owner, who is not connected to us (a pending
+    // connection request from the owner comes along).
     let stranger = world.create_customer(CustomerSpec::default())?;
-    let sp = world.share_property(stranger, None, None, Access::Read, Vec::new())?;
-    world.share_meter(stranger, Some(sp), None, Access::Read, Vec::new())?;
+    let forwarder = world.create_customer(CustomerSpec::default())?;
+    let sp = world.create_property(stranger, None)?;
+    world.share_property(forwarder, Some(sp), None, Access::Read, Vec::new())?;
+    world.share_meter(forwarder, Some(sp), None, Access::Read, Vec::new())?;
 
     let shared = properties_of[1][0];
     for k in 0..2 {
@@ -97,7 +102,13 @@ pub fn populate(world: &mut World) -> Result<(), SimError> {
     }
 
     // Notifications waiting for the first poll.
-    world.edit_share(Target::Property(properties_of[2][0]), Access::ReadWrite)?;
+    // PM's example: the editor (notificationCreatedBy...) is not the owner (accountId).
+    let colleague = world.create_customer(CustomerSpec::default())?;
+    world.edit_share(
+        Target::Property(properties_of[2][0]),
+        Access::ReadWrite,
+        Some(colleague),
+    )?;
     world.customer_unshare(Target::Meter(first_meters[0]))?;
     let leaver = world.create_customer(CustomerSpec::default())?;
     world.request_connection(leaver, Vec::new())?;
@@ -130,5 +141,43 @@ mod tests {
         assert_eq!(a.customer_ids(), b.customer_ids());
         assert_eq!(a.meter_ids(), b.meter_ids());
         assert!(a.customer_ids().iter().any(|id| *id > i64::from(i32::MAX)));
+    }
+
+    #[test]
+    fn scenario_has_a_real_share_forward_and_a_shareupdate_by_someone_else() {
+        let mut w = World::new(42);
+        populate(&mut w).unwrap();
+        let forwarded: Vec<_> = w
+            .pending_properties_page(1)
+            .properties
+            .into_iter()
+            .filter(|p| {
+                p.share_audit.as_ref().and_then(|a| a.created_by_account_id) != Some(p.account_id)
+            })
+            .collect();
+        assert_eq!(forwarded.len(), 1, "one forwarded property share");
+        assert!(w.has_pending_connection(forwarded[0].account_id));
+        assert!(!w.has_pending_connection(
+            forwarded[0]
+                .share_audit
+                .as_ref()
+                .unwrap()
+                .created_by_account_id
+                .unwrap()
+        ));
+        let (_, list) = w.read_notifications(false, true, None);
+        let update = list
+            .notifications
+            .iter()
+            .find(|n| n.notification_type_code == "SHAREUPDATE")
+            .unwrap();
+        assert_ne!(
+            update.account_id.map(|a| a.to_string()),
+            update.notification_created_by_account_id
+        );
+        assert_eq!(
+            update.account_id,
+            w.property_owner(update.property_id.unwrap())
+        );
     }
 }

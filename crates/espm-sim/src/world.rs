@@ -202,6 +202,8 @@ struct Connection {
 #[derive(Debug, Clone)]
 struct Share {
     access: Access,
+    /// Who sent it: the owner, or for a share forward someone the owner gave full access.
+    sender: i64,
     custom_fields: CustomFields,
     created: String,
 }
@@ -568,6 +570,7 @@ impl World {
             occupancy_percentage: Some(90),
             is_federal_property: Some(false),
             notes: None,
+            access_level: None,
             audit: Some(audit(creator, p.creator, &p.created)),
         }
     }
@@ -733,6 +736,26 @@ impl World {
         })
     }
 
+    /// `GET /property/{id}`: readable while the provider has access to the property or one of
+    /// its meters, or is being offered a share of either (the pending lists show it anyway).
+    pub fn property_doc(&self, id: i64) -> Result<espm_model::Property, SimError> {
+        self.property(id)?;
+        let meters = self.meters_of(id);
+        let access = self.property_shares.get(&id).map(|s| s.access);
+        let visible = access.is_some()
+            || self.has_pending_property(id)
+            || meters
+                .iter()
+                .any(|m| self.meter_shares.contains_key(m) || self.has_pending_meter(*m));
+        if !visible {
+            return Err(SimError::AccessDenied);
+        }
+        Ok(espm_model::Property {
+            access_level: access.map(Access::to_model),
+            ..self.property_info(id)
+        })
+    }
+
     /// `GET /account|property|meter/{id}/customFieldList`: what the customer submitted with the
     /// connection or share (accepted or still pending).
     pub fn custom_fields(&self, target: CustomFieldTarget) -> Result<CustomFields, SimError> {
@@ -869,6 +892,7 @@ impl World {
             property_id,
             Share {
                 access: p.access,
+                sender: p.sender,
                 custom_fields: p.custom_fields,
                 created: pm_now(),
             },
@@ -916,6 +940,7 @@ impl World {
             meter_id,
             Share {
                 access: p.access,
+                sender: p.sender,
                 custom_fields: p.custom_fields,
                 created: pm_now(),
             },
@@ -1148,7 +1173,15 @@ impl World {
         id
     }
 
+    /// A new property of `owner`, shared with nobody yet.
+    pub fn create_property(&mut self, owner: i64, name: Option<String>) -> Result<i64, SimError> {
+        self.customer(owner)?;
+        Ok(self.new_property(owner, name))
+    }
+
     /// The customer shares a property (a new one when `property_id` is `None`). Returns its id.
+    /// Sharing someone else's property is a share forward: the pending share names the owner
+    /// (`accountId`) and the sender (`shareAudit`), and the owner's connection request comes along.
     pub fn share_property(
         &mut self,
         account_id: i64,
@@ -1288,9 +1321,19 @@ impl World {
             .unwrap_or_default()
     }
 
-    /// The owner changes the access level of an accepted share: one SHAREUPDATE.
-    pub fn edit_share(&mut self, target: Target, access: Access) -> Result<Vec<i64>, SimError> {
+    /// The access level of an accepted share changes: one SHAREUPDATE. `accountId` is the owner
+    /// (the customer whose share it is); the editor, `notificationCreatedBy...`, is `editor` or
+    /// else whoever sent the share (for a forwarded share, not the owner), as in PM's example.
+    pub fn edit_share(
+        &mut self,
+        target: Target,
+        access: Access,
+        editor: Option<i64>,
+    ) -> Result<Vec<i64>, SimError> {
         let (pid, mid, name, owner) = self.target_names(target)?;
+        if let Some(e) = editor {
+            self.customer(e)?;
+        }
         let share = match target {
             Target::Property(p) => self.property_shares.get_mut(&p),
             Target::Meter(m) => self.meter_shares.get_mut(&m),
@@ -1299,10 +1342,11 @@ impl World {
             return Err(SimError::Conflict("Not shared with the provider.".into()));
         };
         share.access = access;
+        let editor = editor.unwrap_or(share.sender);
         let description = format!(
             "{name} - Access level revised to {} by {}.",
             access.label(),
-            self.full_name(owner)
+            self.full_name(editor)
         );
         Ok(vec![self.notify(
             "SHAREUPDATE",
@@ -1310,7 +1354,7 @@ impl World {
             owner,
             Some(pid),
             mid,
-            owner,
+            editor,
         )])
     }
 

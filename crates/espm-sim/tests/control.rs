@@ -6,7 +6,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
-use espm_model::{parse, Notification, PendingList, Response};
+use espm_model::{parse, Notification, NotificationList, PendingList, Response};
 use serde_json::{json, Value};
 
 fn ids(v: &Value) -> Vec<i64> {
@@ -541,4 +541,78 @@ async fn customer_lookups_answer_username_and_organisation_and_are_counted() {
 
     sim.ok("POST", "/reset", json!({})).await;
     assert!(sim.ctl.calls().await.is_empty());
+}
+
+/// A share forward: customer B shares A's property. PM lists it under the owner (`accountId`
+/// A) with B in `shareAudit`, and A's connection request arrives alongside; accepting connects A.
+/// A later edit by B is a SHAREUPDATE whose `accountId` (A) and editor (B) differ.
+#[tokio::test]
+async fn share_forward_names_the_owner_and_the_sender() {
+    let sim = Sim::start(false).await;
+    let owner = sim.new_customer().await;
+    let forwarder = sim.new_customer().await;
+    let p = sim
+        .ok(
+            "POST",
+            "/shares/property",
+            json!({"accountId": owner, "accessLevel": "Read"}),
+        )
+        .await["propertyId"]
+        .as_i64()
+        .unwrap();
+    // The owner withdraws their own share; the property stays theirs.
+    sim.ok("POST", "/unshare", json!({"propertyId": p})).await;
+    sim.ok(
+        "POST",
+        "/shares/property",
+        json!({"accountId": forwarder, "propertyId": p, "accessLevel": "Read Write"}),
+    )
+    .await;
+    let list: PendingList = parse(
+        sim.get("/share/property/pending/list")
+            .await
+            .body
+            .as_bytes(),
+    )
+    .unwrap();
+    let entry = &list.properties[0];
+    assert_eq!(entry.account_id, owner);
+    let audit = entry.share_audit.as_ref().unwrap();
+    assert_eq!(audit.created_by_account_id, Some(forwarder));
+    assert_ne!(audit.created_by.as_deref(), Some(entry.username.as_str()));
+    let conns: PendingList = parse(
+        sim.get("/connect/account/pending/list")
+            .await
+            .body
+            .as_bytes(),
+    )
+    .unwrap();
+    let askers: Vec<i64> = conns.accounts.iter().map(|a| a.account_id).collect();
+    assert!(askers.contains(&owner), "{askers:?}");
+    assert!(!askers.contains(&forwarder), "{askers:?}");
+    assert_eq!(
+        sim.accept(&format!("/share/property/{p}")).await.status,
+        200
+    );
+    assert_eq!(sim.get(&format!("/customer/{owner}")).await.status, 200);
+
+    sim.ok(
+        "POST",
+        "/shares/edit",
+        json!({"propertyId": p, "accessLevel": "Read"}),
+    )
+    .await;
+    let n: NotificationList = parse(sim.get("/notification/list").await.body.as_bytes()).unwrap();
+    let update = &n.notifications[0];
+    assert_eq!(update.notification_type_code, "SHAREUPDATE");
+    assert_eq!(update.account_id, Some(owner));
+    assert_eq!(
+        update.notification_created_by_account_id,
+        Some(forwarder.to_string())
+    );
+    assert!(
+        update.description.contains("Read Only"),
+        "{}",
+        update.description
+    );
 }

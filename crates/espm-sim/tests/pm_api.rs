@@ -664,3 +664,39 @@ async fn post_customer_creates_and_connects() {
         Some("-100"),
     );
 }
+
+#[tokio::test]
+async fn property_reads_follow_access_and_validate() {
+    let sim = Sim::start(false).await;
+    let a = sim.connected_customer().await;
+    let p = sim
+        .ok(
+            "POST",
+            "/shares/property",
+            json!({"accountId": a, "name": "Harbor Office", "accessLevel": "Read",
+                   "grossFloorArea": {"value": 52000.0, "units": "Square Feet"}}),
+        )
+        .await["propertyId"]
+        .as_i64()
+        .unwrap();
+    // Offered: readable (PM lists its basics with the share anyway), no access level yet.
+    let r = sim.get(&format!("/property/{p}")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_valid(&r.body, "property/property.xsd");
+    let doc: espm_model::Property = parse(r.body.as_bytes()).unwrap();
+    assert_eq!(doc.name.as_deref(), Some("Harbor Office"));
+    assert!(doc.address.as_ref().is_some_and(|a| !a.city.is_empty()));
+    assert_eq!(doc.gross_floor_area.as_ref().unwrap().value, Some(52000.0));
+    assert_eq!(doc.access_level, None);
+    sim.accept(&format!("/share/property/{p}")).await;
+    let doc: espm_model::Property =
+        parse(sim.get(&format!("/property/{p}")).await.body.as_bytes()).unwrap();
+    assert_eq!(doc.access_level, Some(espm_model::AccessLevel::Read));
+    sim.terminate(&format!("/unshare/property/{p}")).await;
+    let doc = assert_pm_error(&sim.get(&format!("/property/{p}")).await, 403, None);
+    assert_eq!(
+        doc.error_list()[0].error_description.as_deref(),
+        Some("Access Denied")
+    );
+    assert_pm_error(&sim.get("/property/1").await, 404, None);
+}

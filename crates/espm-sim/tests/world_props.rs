@@ -139,7 +139,7 @@ proptest! {
                 Op::Edit(is_p, x, rw) => {
                     let t = if is_p { nth(&properties, x).map(Target::Property) } else { nth(&meters, x).map(Target::Meter) };
                     if let Some(t) = t {
-                        if let Ok(ids) = w.edit_share(t, access(rw)) { prop_assert_eq!(ids.len(), 1); }
+                        if let Ok(ids) = w.edit_share(t, access(rw), None) { prop_assert_eq!(ids.len(), 1); }
                     }
                 },
                 Op::CustomerUnshare(is_p, x) => {

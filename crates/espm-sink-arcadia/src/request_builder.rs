@@ -175,7 +175,7 @@ impl Mapping {
 
     /// PM's SHAREUPDATE notification carries only ids and a text: skipped. An event that does
     /// carry the property's details (`propertyInfo`) refreshes the mirrored account's name,
-    /// address and area; not its customer (`accountId` of a share update is the editor's).
+    /// address and area; not its customer (the owner does not change with an access level).
     fn share_updated(&self, event: &CloudEvent) -> Plan {
         let n = match notification(event) {
             Ok(n) => n,

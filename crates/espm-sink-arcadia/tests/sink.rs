@@ -385,8 +385,8 @@ async fn share_updates_refresh_mirrored_accounts_only_when_they_carry_details() 
     );
     assert_eq!(sim.state().accounts(), before);
 
-    // With property details: the mirrored account is refreshed (not its customer: `accountId`
-    // of a share update is the editor's).
+    // With property details: the mirrored account is refreshed (not its customer: an access
+    // level change does not change the owner).
     let detailed = |seq, property: i64| {
         notification(
             seq,

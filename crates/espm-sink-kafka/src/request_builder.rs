@@ -138,6 +138,7 @@ mod tests {
             espmenvironment: "sim".into(),
             espmaccount: "acme".into(),
             causationid: None,
+            correlationid: None,
             data: serde_json::json!({"accountId": 8833843022i64, "propertyId": 5000006}),
         }
     }

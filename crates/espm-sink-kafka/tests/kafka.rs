@@ -27,6 +27,7 @@ fn event(n: u32, account_id: u64, ty: &str) -> CloudEvent {
         espmenvironment: "sim".into(),
         espmaccount: "acme".into(),
         causationid: None,
+        correlationid: None,
         data: serde_json::json!({"accountId": account_id, "n": n}),
     }
 }
@@ -309,7 +310,7 @@ async fn recovers_after_a_broker_restart() {
 }
 
 /// The default key is the `partitionkey`: one customer's events share a partition even where
-/// PM's `accountId` names someone else (SHAREUPDATE: the editor).
+/// PM's `accountId` names someone else (TRANSFERPROPERTY: the new owner).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_key_is_the_customer_partitionkey() {
     let broker = Tansu::start();
@@ -326,9 +327,9 @@ async fn default_key_is_the_customer_partitionkey() {
     sink.start().await.unwrap();
     let mut revoked = event(1, 98_866, "gov.energystar.pm.share.revoked");
     revoked.data = serde_json::json!({"notificationTypeCode": "UNSHARE", "accountId": 98_866});
-    let mut updated = event(2, 0, "gov.energystar.pm.share.updated");
+    let mut updated = event(2, 0, "gov.energystar.pm.property.transferred");
     updated.data = serde_json::json!({
-        "notificationTypeCode": "SHAREUPDATE",
+        "notificationTypeCode": "TRANSFERPROPERTY",
         "accountId": 8_833_843_022i64,
         "notificationCreatedByAccountId": "98866",
     });

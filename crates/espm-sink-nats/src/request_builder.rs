@@ -115,6 +115,7 @@ mod tests {
             espmenvironment: "sim".into(),
             espmaccount: "acme".into(),
             causationid: None,
+            correlationid: None,
             data: serde_json::json!({"propertyId": 5000006, "name": "Main St *HQ*"}),
         }
     }
@@ -255,6 +256,7 @@ mod tests {
                     espmenvironment: env,
                     espmaccount: acct,
                     causationid: None,
+                    correlationid: None,
                     data: serde_json::json!({"k": "v"}),
                 }
             })

@@ -159,6 +159,7 @@ mod tests {
             espmenvironment: "test".into(),
             espmaccount: "acme".into(),
             causationid: None,
+            correlationid: None,
             data: serde_json::json!({"propertyId": 5000006}),
         }
     }

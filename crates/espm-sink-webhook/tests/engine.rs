@@ -96,6 +96,7 @@ fn event(i: usize) -> CloudEvent {
         espmenvironment: "test".into(),
         espmaccount: "acme".into(),
         causationid: None,
+        correlationid: None,
         data: serde_json::json!({"n": i}),
     }
 }

@@ -123,6 +123,7 @@ fn every_failed_attempt_is_counted_by_reason() {
                 espmenvironment: "test".into(),
                 espmaccount: "acme".into(),
                 causationid: None,
+                correlationid: None,
                 data: serde_json::json!({}),
             };
             // One attempt per `deliver`, as the driver's retry queue calls it.

@@ -211,6 +211,7 @@ fn event(id: &str, ty: &str) -> CloudEvent {
         espmenvironment: "test".into(),
         espmaccount: "acme".into(),
         causationid: None,
+        correlationid: None,
         data: serde_json::json!({"propertyId": 5000006, "note": "ünïcode ✓"}),
     }
 }

@@ -32,6 +32,7 @@ fn ev(id: &str) -> CloudEvent {
         espmenvironment: "sim".into(),
         espmaccount: "acme".into(),
         causationid: None,
+        correlationid: None,
         data: serde_json::json!({ "id": id }),
     }
 }

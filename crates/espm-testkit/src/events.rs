@@ -53,6 +53,7 @@ impl EventBuilder {
             espmenvironment: "sim".into(),
             espmaccount: "acme".into(),
             causationid: None,
+            correlationid: None,
             data: json!({ "n": id }),
         })
     }

@@ -17,6 +17,7 @@ pub fn ev(id: &str) -> CloudEvent {
         espmenvironment: "sim".into(),
         espmaccount: "acme".into(),
         causationid: None,
+        correlationid: None,
         data: serde_json::json!({ "n": id }),
     }
 }
