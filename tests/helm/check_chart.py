@@ -106,6 +106,16 @@ VALUE_SETS = {
             },
         },
     ),
+    "command-api": merged(
+        BASE,
+        {
+            "secrets": {"pm-password": "x", "api-tokens": "crm=0123456789abcdef0123"},
+            "config": {
+                "accounts": [ACCOUNT],
+                "api": {"listen": "0.0.0.0:8080", "token_file": "/run/secrets/espm-bridge/api-tokens"},
+            },
+        },
+    ),
 }
 
 # value set -> a substring the render error must contain.
@@ -183,6 +193,20 @@ def check_semantics(name, values, objs):
                 fail(f"{name}: {probe} {c.get(probe)} is not the configured {values[probe]}")
         elif probe not in c:
             fail(f"{name}: default {probe} missing")
+
+    # The command API gets its own container and Service port only when configured.
+    api = values.get("config", {}).get("api")
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    svc = [o for o in find(objs, "Service") if not o["metadata"]["name"].endswith("-headless")]
+    svc_ports = {p["name"]: p for p in svc[0]["spec"]["ports"]} if svc else {}
+    if api:
+        want_port = int(api["listen"].rsplit(":", 1)[1])
+        if ports.get("api") != want_port:
+            fail(f"{name}: container api port {ports.get('api')}, want {want_port}")
+        if svc_ports.get("api", {}).get("targetPort") != "api":
+            fail(f"{name}: Service does not expose the command API: {svc_ports}")
+    elif "api" in ports or "api" in svc_ports:
+        fail(f"{name}: api port without config.api")
 
     vol_names = [v["name"] for v in pod["volumes"]]
     claim_templates = sts["spec"].get("volumeClaimTemplates", [])

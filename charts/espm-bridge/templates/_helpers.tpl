@@ -62,6 +62,13 @@ Name of the Secret mounted at /run/secrets/espm-bridge; empty when there is none
 {{/*
 Container port: the port of config.metrics.listen (default 0.0.0.0:9464).
 */}}
+{{/*
+Port of the command API (`config.api.listen`); empty when the API is off.
+*/}}
+{{- define "espm-bridge.apiPort" -}}
+{{- with .Values.config.api }}{{ with .listen }}{{ regexFind "[0-9]+$" . }}{{ end }}{{ end }}
+{{- end }}
+
 {{- define "espm-bridge.metricsPort" -}}
 {{- $listen := "0.0.0.0:9464" }}
 {{- with .Values.config.metrics }}{{ with .listen }}{{ $listen = . }}{{ end }}{{ end }}
