@@ -108,6 +108,18 @@ async fn answers_through_the_bridge_show_up_in_resolved_events() {
     };
     assert_eq!(resolution(ids[0]), Some(json!("accepted")));
     assert_eq!(resolution(ids[1]), Some(json!("rejected")));
+    // Answered through the CLI's command path: the event names the command and `cli`.
+    for id in &ids[..2] {
+        let by = resolved
+            .iter()
+            .find(|e| e["data"]["accountId"] == *id)
+            .map(|e| e["data"]["answeredBy"].clone());
+        assert_eq!(
+            by.as_ref().map(|b| b["requester"].clone()),
+            Some(json!("cli"))
+        );
+        assert!(by.is_some_and(|b| b["commandId"].is_string()));
+    }
     bridge.terminate(Duration::from_secs(20));
     sim.shutdown().await;
 }

@@ -108,6 +108,11 @@ async fn an_answer_through_the_api_is_one_pm_call_and_one_resolved_event() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(of_type("gov.energystar.pm.connection.resolved").len(), 1);
     assert_eq!(resolved[0]["data"]["resolution"], "accepted");
+    // The resolved event says who answered: the command and the token's name.
+    assert_eq!(
+        resolved[0]["data"]["answeredBy"],
+        json!({"commandId": "crm-answer-1", "requester": "crm"})
+    );
     assert_eq!(of_type("gov.energystar.pm.command.completed").len(), 1);
     assert_eq!(completed[0]["causationid"], "crm-answer-1");
     assert_eq!(completed[0]["data"]["requester"], "crm");

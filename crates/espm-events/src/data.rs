@@ -401,6 +401,17 @@ impl Resolution {
     }
 }
 
+/// The command through which the bridge answered a pending request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnsweredByData {
+    /// The command's id (the `causationid` of its `command.completed` event).
+    pub command_id: String,
+    /// Who asked for it: the API token's name, a command event's source, `cli`, a policy rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<String>,
+}
+
 /// `data` of `connection.resolved`: the request as it was last seen, plus how it ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -413,6 +424,10 @@ pub struct ConnectionResolvedData {
     /// When the bridge saw it gone, RFC 3339.
     #[schemars(extend("format" = "date-time"))]
     pub observed_at: String,
+    /// Who answered, when the bridge did (a command through the API, a command topic, the CLI
+    /// or a policy); absent when the request was answered elsewhere or withdrawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<AnsweredByData>,
 }
 
 /// `data` of `property_share.resolved`: the share as it was last seen, plus how it ended.
@@ -427,6 +442,10 @@ pub struct PropertyShareResolvedData {
     /// When the bridge saw it gone, RFC 3339.
     #[schemars(extend("format" = "date-time"))]
     pub observed_at: String,
+    /// Who answered, when the bridge did (a command through the API, a command topic, the CLI
+    /// or a policy); absent when the request was answered elsewhere or withdrawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<AnsweredByData>,
 }
 
 /// `data` of `meter_share.resolved`: the share as it was last seen, plus how it ended.
@@ -441,6 +460,10 @@ pub struct MeterShareResolvedData {
     /// When the bridge saw it gone, RFC 3339.
     #[schemars(extend("format" = "date-time"))]
     pub observed_at: String,
+    /// Who answered, when the bridge did (a command through the API, a command topic, the CLI
+    /// or a policy); absent when the request was answered elsewhere or withdrawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_by: Option<AnsweredByData>,
 }
 
 /// `data` of `bridge.body_quarantined`: a PM body (or one `<notification>` of it) the bridge could

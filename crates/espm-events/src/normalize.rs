@@ -623,6 +623,7 @@ pub fn pending_resolved_event(
                     request,
                     resolution,
                     observed_at,
+                    answered_by: None,
                 }
             },
         ),
@@ -634,6 +635,7 @@ pub fn pending_resolved_event(
                 request,
                 resolution,
                 observed_at,
+                answered_by: None,
             },
         ),
         PendingKind::MeterShare => resolved_data(
@@ -644,6 +646,7 @@ pub fn pending_resolved_event(
                 request,
                 resolution,
                 observed_at,
+                answered_by: None,
             },
         ),
     };

@@ -142,10 +142,34 @@ impl Poller {
                     },
                     chrono::Utc::now(),
                 );
-                match lookup_err.into_inner() {
-                    Some(e) => Err(e),
-                    None => Ok(diff),
+                if let Some(e) = lookup_err.into_inner() {
+                    return Err(e);
                 }
+                let mut diff = diff;
+                // Say who answered, when the bridge did: the command and its requester.
+                for ev in &mut diff.resolved {
+                    let id_field = match kind {
+                        PendingKind::Connection => "accountId",
+                        PendingKind::PropertyShare => "propertyId",
+                        PendingKind::MeterShare => "meterId",
+                    };
+                    let Some(id) = ev.data.get(id_field).and_then(serde_json::Value::as_i64) else {
+                        continue;
+                    };
+                    let Some(by) = j.answer_by(&scope, kind.as_str(), id)? else {
+                        continue;
+                    };
+                    if let (Some(command_id), Some(obj)) = (by.command_id, ev.data.as_object_mut())
+                    {
+                        let mut answered = serde_json::Map::new();
+                        answered.insert("commandId".into(), command_id.into());
+                        if let Some(r) = by.requester {
+                            answered.insert("requester".into(), r.into());
+                        }
+                        obj.insert("answeredBy".into(), answered.into());
+                    }
+                }
+                Ok(diff)
             })
             .await?;
         let (requested, resolved, unconfirmed) =
