@@ -214,3 +214,143 @@ async fn a_command_published_on_jetstream_runs_in_the_bridge() {
     let _ = js.delete_stream(&stream).await;
     sim.shutdown().await;
 }
+
+/// A bridge killed after PM carried out a command but before PM's answer arrived: at the next
+/// start the command is checked against PM (the request is no longer pending) and completes as
+/// `nothing_to_do`, without a second PM call; the same key sent again returns that result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_killed_mid_command_resumes_without_a_second_pm_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim("cmdkill", "pw", 15).await;
+    let ctl = SimControl::of(&sim);
+    let customer = ctl.customer().await;
+    ctl.request_connection(customer, &[]).await;
+    let port = free_port();
+    let tokens = dir.path().join("api-tokens");
+    std::fs::write(&tokens, format!("crm={TOKEN}\n")).unwrap();
+    let events_path = dir.path().join("events.jsonl");
+    let config = format!(
+        "{}{}\n[[sinks]]\ntype = \"file\"\nname = \"audit\"\npath = \"{}\"\n\n[api]\nlisten = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n",
+        journal_toml(dir.path()),
+        account_toml("cmdkill", &sim.base_url(), "cmdkill", PASSWORD_ENV, "clear"),
+        events_path.display(),
+        tokens.display(),
+    );
+    let config_path = dir.path().join("bridge.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let env = [(PASSWORD_ENV, "pw")];
+    let mut bridge = Bridge::start(bridge_bin(), &config_path, dir.path(), &env, None);
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let api_up = |http: reqwest::Client, base: String| async move {
+        eventually(Duration::from_secs(30), || {
+            let (http, base) = (http.clone(), base.clone());
+            async move {
+                http.get(format!("{base}/api/v1/openapi.json"))
+                    .send()
+                    .await
+                    .ok()
+                    .map(|_| ())
+            }
+        })
+        .await
+    };
+    assert!(
+        api_up(http.clone(), base.clone()).await.is_some(),
+        "{}",
+        bridge.log()
+    );
+
+    // PM carries the answer out at once but answers only after 20 s.
+    let path = format!("/connect/account/{customer}");
+    ctl.set_faults(&espm_sim::FaultConfig {
+        respond_after_ms: 20_000,
+        paths: vec![path.clone()],
+        ..espm_sim::FaultConfig::default()
+    })
+    .await;
+    let url = format!("{base}/api/v1/accounts/cmdkill/pending/connection/{customer}/answer");
+    let in_flight = {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(TOKEN)
+                .header("Idempotency-Key", "killed-1")
+                .json(&json!({"decision": "accept"}))
+                .send()
+                .await
+        })
+    };
+    let acted = eventually(Duration::from_secs(15), || {
+        let done = sim.state().with_world(|w| w.is_connected(customer));
+        async move { done.then_some(()) }
+    })
+    .await;
+    assert!(
+        acted.is_some(),
+        "PM never saw the answer:\n{}",
+        bridge.log()
+    );
+    bridge.kill9();
+    let _ = in_flight.await;
+    ctl.set_faults(&espm_sim::FaultConfig::default()).await;
+    let key = format!("POST {path}");
+    assert_eq!(sim.state().calls().get(&key).copied(), Some(1));
+
+    let mut bridge = Bridge::start(bridge_bin(), &config_path, dir.path(), &env, None);
+    assert!(
+        api_up(http.clone(), base.clone()).await.is_some(),
+        "{}",
+        bridge.log()
+    );
+    let view = eventually(Duration::from_secs(30), || {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let v: Value = http
+                .get(format!("{base}/api/v1/commands/killed-1"))
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (v["state"] == "completed").then_some(v)
+        }
+    })
+    .await
+    .unwrap_or_else(|| panic!("the command was not reconciled:\n{}", bridge.log()));
+    assert_eq!(view["outcome"], "nothing_to_do", "{view}");
+    // The same key again: the first result, no PM call.
+    let again: Value = http
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .header("Idempotency-Key", "killed-1")
+        .json(&json!({"decision": "accept"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["outcome"], "nothing_to_do", "{again}");
+    assert_eq!(
+        sim.state().calls().get(&key).copied(),
+        Some(1),
+        "the interrupted answer was sent to PM again"
+    );
+    let completed = eventually(Duration::from_secs(30), || {
+        let r: Vec<Value> = read_events(&events_path)
+            .into_iter()
+            .filter(|e| e["type"] == "gov.energystar.pm.command.completed")
+            .collect();
+        async move { (!r.is_empty()).then_some(r) }
+    })
+    .await
+    .unwrap_or_else(|| panic!("no command.completed:\n{}", bridge.log()));
+    assert_eq!(completed.len(), 1);
+    assert_eq!(completed[0]["causationid"], "killed-1");
+    bridge.terminate(Duration::from_secs(20));
+    sim.shutdown().await;
+}

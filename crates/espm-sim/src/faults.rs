@@ -76,6 +76,9 @@ pub struct FaultConfig {
     pub drop: f64,
     /// Delay added before every matching request, in milliseconds.
     pub latency_ms: u64,
+    /// Delay added after a matching request was carried out and before its answer, in
+    /// milliseconds: PM acted, the caller does not know yet (a crash then loses the answer).
+    pub respond_after_ms: u64,
     /// Path prefixes (relative to `/ws`, e.g. `/notification/list`) the faults and latency apply
     /// to; empty means every `/ws` path.
     pub paths: Vec<String>,
@@ -95,6 +98,7 @@ impl Default for FaultConfig {
             truncated: 0.0,
             drop: 0.0,
             latency_ms: 0,
+            respond_after_ms: 0,
             paths: Vec::new(),
             clear_commits_on_failure: ClearCommit::Body,
             script: Vec::new(),
@@ -132,6 +136,8 @@ pub struct FaultDecision {
     pub fault: Option<FaultKind>,
     /// Delay before handling.
     pub latency_ms: u64,
+    /// Delay after handling, before the answer.
+    pub respond_after_ms: u64,
     /// `Retry-After` for a 429.
     pub retry_after_secs: u64,
     /// Commit policy in force.
@@ -172,6 +178,7 @@ impl Faults {
         let mut d = FaultDecision {
             fault: None,
             latency_ms: 0,
+            respond_after_ms: 0,
             retry_after_secs: c.retry_after_secs,
             clear_commits: c.clear_commits_on_failure,
         };
@@ -179,6 +186,7 @@ impl Faults {
             return d;
         }
         d.latency_ms = c.latency_ms;
+        d.respond_after_ms = c.respond_after_ms;
         if !c.script.is_empty() {
             d.fault = Some(c.script.remove(0));
             return d;

@@ -203,7 +203,11 @@ async fn guard(State(state): State<SimState>, mut req: Request, next: Next) -> R
     }
     req.extensions_mut().insert(Injected(decision));
     let Some(fault) = decision.fault else {
-        return next.run(req).await;
+        let answer = next.run(req).await;
+        if decision.respond_after_ms > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(decision.respond_after_ms)).await;
+        }
+        return answer;
     };
     tracing::debug!(?fault, %path, "espm-sim injecting a fault");
     // Status faults reject the request up front, unless the policy says it was processed first;
