@@ -7,6 +7,7 @@ mod support;
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_json::{json, Value};
 use support::*;
 
@@ -150,9 +151,12 @@ async fn a_command_published_on_jetstream_runs_in_the_bridge() {
     let pid = std::process::id();
     let stream = format!("E2E_COMMANDS_{pid}");
     let prefix = format!("e2e.{pid}.commands");
+    // Results go out on a JetStream sink too, read back below by a plain consumer.
+    let results = format!("E2E_RESULTS_{pid}");
+    let results_prefix = format!("e2e.{pid}.results");
     let events_path = dir.path().join("events.jsonl");
     let config = format!(
-        "{}{}\n[[sinks]]\ntype = \"file\"\nname = \"audit\"\npath = \"{}\"\n\n[[command_topics]]\ntype = \"nats\"\nname = \"crm\"\nurl = \"nats://127.0.0.1:4222\"\nstream = \"{stream}\"\nsubjects = [\"{prefix}.>\"]\ncreate_stream = true\n",
+        "{}{}\n[[sinks]]\ntype = \"file\"\nname = \"audit\"\npath = \"{}\"\n\n[[sinks]]\ntype = \"nats\"\nname = \"bus\"\nurl = \"nats://127.0.0.1:4222\"\nsubject = \"{results_prefix}.{{type}}\"\nstream = \"{results}\"\ncreate_stream = true\nstream_subjects = [\"{results_prefix}.>\"]\n\n[[command_topics]]\ntype = \"nats\"\nname = \"crm\"\nurl = \"nats://127.0.0.1:4222\"\nstream = \"{stream}\"\nsubjects = [\"{prefix}.>\"]\ncreate_stream = true\n",
         journal_toml(dir.path()),
         account_toml("cmdjs", &sim.base_url(), "cmdjs", PASSWORD_ENV, "clear"),
         events_path.display(),
@@ -210,8 +214,42 @@ async fn a_command_published_on_jetstream_runs_in_the_bridge() {
             .copied(),
         Some(1)
     );
+    // A plain JetStream consumer reads the result on its subject, as a downstream service would.
+    let completed_subject = format!("{results_prefix}.gov.energystar.pm.command.completed");
+    let from_bus = eventually(Duration::from_secs(30), || {
+        let (js, results, subject) = (js.clone(), results.clone(), completed_subject.clone());
+        async move {
+            let st = js.get_stream(&results).await.ok()?;
+            let consumer = st
+                .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                    filter_subject: subject,
+                    ..Default::default()
+                })
+                .await
+                .ok()?;
+            let mut msgs = consumer
+                .fetch()
+                .max_messages(10)
+                .expires(Duration::from_secs(1))
+                .messages()
+                .await
+                .ok()?;
+            let mut got = Vec::new();
+            while let Some(Ok(m)) = msgs.next().await {
+                got.push(serde_json::from_slice::<Value>(&m.payload).ok()?);
+            }
+            (!got.is_empty()).then_some(got)
+        }
+    })
+    .await
+    .unwrap_or_else(|| panic!("no command.completed on JetStream:\n{}", bridge.log()));
+    assert_eq!(from_bus.len(), 1, "{from_bus:?}");
+    assert_eq!(from_bus[0]["causationid"], "js-answer-1");
+    assert_eq!(from_bus[0]["id"], done[0]["id"]);
+    assert_eq!(from_bus[0]["data"]["outcome"], "done", "{}", from_bus[0]);
     bridge.terminate(Duration::from_secs(20));
     let _ = js.delete_stream(&stream).await;
+    let _ = js.delete_stream(&results).await;
     sim.shutdown().await;
 }
 
@@ -351,6 +389,147 @@ async fn a_bridge_killed_mid_command_resumes_without_a_second_pm_call() {
     .unwrap_or_else(|| panic!("no command.completed:\n{}", bridge.log()));
     assert_eq!(completed.len(), 1);
     assert_eq!(completed[0]["causationid"], "killed-1");
+    bridge.terminate(Duration::from_secs(20));
+    sim.shutdown().await;
+}
+
+/// Kafka both ways: a plain producer sends a command on a command topic; the bridge runs it
+/// (the simulator shows the effect, one PM call) and its result reaches a Kafka sink, where a
+/// plain consumer reads it in binary mode with the command id as `ce_causationid`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_sent_on_kafka_runs_and_its_result_is_read_from_kafka() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let sim = start_sim("cmdkafka", "pw", 15).await;
+    let ctl = SimControl::of(&sim);
+    let customer = ctl.customer().await;
+    ctl.request_connection(customer, &[]).await;
+    let kafka = espm_testkit::tansu::Tansu::start();
+    let sfx = format!("{:x}", rand::random::<u32>());
+    let (commands, results) = (format!("crm-commands-{sfx}"), format!("pm-events-{sfx}"));
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap())
+        .create()
+        .unwrap();
+    for r in admin
+        .create_topics(
+            [
+                &NewTopic::new(&commands, 1, TopicReplication::Fixed(-1)),
+                &NewTopic::new(&results, 1, TopicReplication::Fixed(-1)),
+            ],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await
+        .unwrap()
+    {
+        r.unwrap();
+    }
+    let events_path = dir.path().join("events.jsonl");
+    let config = format!(
+        "{}{}\n[[sinks]]\ntype = \"file\"\nname = \"audit\"\npath = \"{}\"\n\n[[sinks]]\ntype = \"kafka\"\nname = \"events\"\nbrokers = \"{brokers}\"\ntopic = \"{results}\"\n\n[[command_topics]]\ntype = \"kafka\"\nname = \"crm\"\nbrokers = \"{brokers}\"\ntopics = [\"{commands}\"]\ngroup_id = \"bridge-{sfx}\"\n[command_topics.properties]\n\"session.timeout.ms\" = \"6000\"\n\"heartbeat.interval.ms\" = \"500\"\n",
+        journal_toml(dir.path()),
+        account_toml("cmdkafka", &sim.base_url(), "cmdkafka", PASSWORD_ENV, "clear"),
+        events_path.display(),
+        brokers = kafka.bootstrap(),
+    );
+    let config_path = dir.path().join("bridge.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let mut bridge = Bridge::start(
+        bridge_bin(),
+        &config_path,
+        dir.path(),
+        &[(PASSWORD_ENV, "pw")],
+        None,
+    );
+
+    // A plain producer: a structured CloudEvent, as any service would send it.
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap())
+        .set("message.timeout.ms", "10000")
+        .create()
+        .unwrap();
+    let command = json!({
+        "specversion": "1.0",
+        "id": "kafka-answer-1",
+        "source": "urn:crm",
+        "type": "gov.energystar.pm.command.answer",
+        "datacontenttype": "application/json",
+        "data": {"kind": "connection", "requestId": customer, "decision": "accept", "note": "welcome"},
+    });
+    let body = command.to_string();
+    producer
+        .send(
+            FutureRecord::<(), str>::to(&commands)
+                .payload(&body)
+                .headers(OwnedHeaders::new().insert(Header {
+                    key: "content-type",
+                    value: Some("application/cloudevents+json; charset=UTF-8"),
+                })),
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(|(e, _)| e)
+        .unwrap();
+
+    // A plain consumer of the sink's topic.
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", kafka.bootstrap())
+        .set("group.id", format!("reader-{sfx}"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&results]).unwrap();
+    let mut stream = consumer.stream();
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(m) = stream.next().await {
+            let Ok(m) = m else { continue };
+            let mut headers = std::collections::BTreeMap::new();
+            if let Some(h) = m.headers() {
+                for hd in h.iter() {
+                    headers.insert(
+                        hd.key.to_string(),
+                        String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
+                    );
+                }
+            }
+            if headers.get("ce_type").map(String::as_str)
+                == Some("gov.energystar.pm.command.completed")
+            {
+                let value: Value = m
+                    .payload()
+                    .and_then(|p| serde_json::from_slice(p).ok())
+                    .unwrap_or(Value::Null);
+                return Some((headers, value));
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or_else(|| panic!("no command.completed on Kafka:\n{}", bridge.log()));
+    let (headers, data) = found;
+    assert_eq!(
+        headers.get("ce_causationid").map(String::as_str),
+        Some("kafka-answer-1"),
+        "{headers:?}"
+    );
+    assert_eq!(data["origin"], "kafka", "{data}");
+    assert_eq!(data["outcome"], "done", "{data}");
+    assert!(sim.state().with_world(|w| w.is_connected(customer)));
+    assert_eq!(
+        sim.state()
+            .calls()
+            .get(&format!("POST /connect/account/{customer}"))
+            .copied(),
+        Some(1)
+    );
     bridge.terminate(Duration::from_secs(20));
     sim.shutdown().await;
 }

@@ -409,14 +409,23 @@ pub enum PmCommand {
     },
     /// Create a customer account (PM's `POST /customer`; PM connects it to you).
     ///
-    /// The account comes from `--file`: the command API's JSON body (`createCustomer`) or PM's
-    /// own `<account>` XML. The password comes from `--password-env`/`--password-file` (never a
-    /// flag's value: it would show in `ps`), else from the file. Prints the command as JSON,
-    /// with the new customer's id in `accountId`.
+    /// The account comes from flags, from `--file` (the command API's JSON body, `createCustomer`,
+    /// or PM's own `<account>` XML), or both: flags override the file's values, so a file can be
+    /// a template. Without `--file`, `--username`, `--first-name`, `--last-name`, `--email`,
+    /// `--address1`, `--city` and `--organization` are required. The password comes from
+    /// `--password-env`/`--password-file` (never a flag's value: it would show in `ps`), else
+    /// from the file. Prints the command as JSON, with the new customer's id in `accountId`.
+    ///
+    /// Example: `espm-bridge pm create-customer --username acme_fm --first-name Ada
+    /// --last-name Lovelace --email ada@example.com --phone 555-0100 --job-title Manager
+    /// --address1 "1 Main St" --city Arlington --state VA --postal-code 22201
+    /// --organization "Acme FM" --password-env NEW_CUSTOMER_PASSWORD`
     CreateCustomer {
         /// JSON (`createCustomer` body) or PM `<account>` XML.
         #[arg(long)]
-        file: PathBuf,
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        fields: Box<NewCustomerArgs>,
         /// Environment variable holding the password.
         #[arg(long, conflicts_with = "password_file")]
         password_env: Option<String>,
@@ -441,6 +450,71 @@ pub enum PmCommand {
         #[arg(long)]
         customer: Option<i64>,
     },
+}
+
+/// A new customer's fields as flags (`pm create-customer`); each overrides `--file`'s value.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NewCustomerArgs {
+    /// Username of the new account.
+    #[arg(long)]
+    pub username: Option<String>,
+    /// Whether the account may use web services [default without --file: false].
+    #[arg(long, action = clap::ArgAction::Set, value_name = "true|false")]
+    pub webservice_user: Option<bool>,
+    /// Whether other PM users can find the account [default without --file: false].
+    #[arg(long, action = clap::ArgAction::Set, value_name = "true|false")]
+    pub searchable: Option<bool>,
+    /// Contact's first name.
+    #[arg(long)]
+    pub first_name: Option<String>,
+    /// Contact's last name.
+    #[arg(long)]
+    pub last_name: Option<String>,
+    /// Contact's e-mail.
+    #[arg(long)]
+    pub email: Option<String>,
+    /// Contact's phone.
+    #[arg(long)]
+    pub phone: Option<String>,
+    /// Contact's job title.
+    #[arg(long)]
+    pub job_title: Option<String>,
+    /// Street line 1.
+    #[arg(long)]
+    pub address1: Option<String>,
+    /// Street line 2.
+    #[arg(long)]
+    pub address2: Option<String>,
+    /// City.
+    #[arg(long)]
+    pub city: Option<String>,
+    /// US state or Canadian province code (e.g. `VA`).
+    #[arg(long)]
+    pub state: Option<String>,
+    /// Free-text state or region outside the US and Canada.
+    #[arg(long)]
+    pub other_state: Option<String>,
+    /// Postal code.
+    #[arg(long)]
+    pub postal_code: Option<String>,
+    /// Country code [default without --file: US].
+    #[arg(long)]
+    pub country: Option<String>,
+    /// Organisation name.
+    #[arg(long)]
+    pub organization: Option<String>,
+    /// PM's primary business type [default without --file: Other].
+    #[arg(long)]
+    pub primary_business: Option<String>,
+    /// Free text when the primary business is `Other`.
+    #[arg(long)]
+    pub other_business_description: Option<String>,
+    /// Whether the organisation is an ENERGY STAR partner [default without --file: false].
+    #[arg(long, action = clap::ArgAction::Set, value_name = "true|false")]
+    pub energy_star_partner: Option<bool>,
+    /// Its partner type, e.g. `Service and Product Providers`.
+    #[arg(long)]
+    pub energy_star_partner_type: Option<String>,
 }
 
 /// What to unshare.

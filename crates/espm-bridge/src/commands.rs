@@ -796,10 +796,11 @@ async fn pm(
         } => Cmd::UnshareMeter { meter_id: id, note },
         PmCommand::CreateCustomer {
             file,
+            fields,
             password_env,
             password_file,
         } => {
-            let mut body = read_new_customer(&file)?;
+            let mut body = new_customer(file.as_deref(), &fields)?;
             let source = espm_config::SecretSource::from_options(
                 password_file.as_ref(),
                 password_env.as_ref(),
@@ -884,6 +885,90 @@ async fn pm(
         _ => println!("done"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A new customer from `--file` (if any) with the flags laid over it.
+fn new_customer(
+    file: Option<&Path>,
+    f: &crate::cli::NewCustomerArgs,
+) -> Result<espm_command::CreateCustomerBody> {
+    let mut b = match file {
+        Some(path) => read_new_customer(path)?,
+        None => {
+            let missing: Vec<&str> = [
+                ("--username", f.username.is_none()),
+                ("--first-name", f.first_name.is_none()),
+                ("--last-name", f.last_name.is_none()),
+                ("--email", f.email.is_none()),
+                ("--address1", f.address1.is_none()),
+                ("--city", f.city.is_none()),
+                ("--organization", f.organization.is_none()),
+            ]
+            .into_iter()
+            .filter_map(|(flag, absent)| absent.then_some(flag))
+            .collect();
+            if !missing.is_empty() {
+                bail!(
+                    "without --file, a new customer needs {} (see `espm-bridge pm create-customer --help`)",
+                    missing.join(", ")
+                );
+            }
+            espm_command::CreateCustomerBody {
+                username: String::new(),
+                password: espm_command::Password::new(""),
+                webservice_user: false,
+                searchable: false,
+                contact: espm_command::ContactBody {
+                    address: espm_command::AddressBody {
+                        country: "US".into(),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                organization: espm_command::OrganizationBody {
+                    primary_business: "Other".into(),
+                    ..Default::default()
+                },
+            }
+        }
+    };
+    fn set<T: Clone>(slot: &mut T, flag: &Option<T>) {
+        if let Some(v) = flag {
+            *slot = v.clone();
+        }
+    }
+    fn set_opt<T: Clone>(slot: &mut Option<T>, flag: &Option<T>) {
+        if flag.is_some() {
+            slot.clone_from(flag);
+        }
+    }
+    set(&mut b.username, &f.username);
+    set(&mut b.webservice_user, &f.webservice_user);
+    set(&mut b.searchable, &f.searchable);
+    let c = &mut b.contact;
+    set(&mut c.first_name, &f.first_name);
+    set(&mut c.last_name, &f.last_name);
+    set(&mut c.email, &f.email);
+    set(&mut c.phone, &f.phone);
+    set(&mut c.job_title, &f.job_title);
+    let a = &mut c.address;
+    set(&mut a.address1, &f.address1);
+    set_opt(&mut a.address2, &f.address2);
+    set(&mut a.city, &f.city);
+    set_opt(&mut a.state, &f.state);
+    set_opt(&mut a.other_state, &f.other_state);
+    set_opt(&mut a.postal_code, &f.postal_code);
+    set(&mut a.country, &f.country);
+    let o = &mut b.organization;
+    set(&mut o.name, &f.organization);
+    set(&mut o.primary_business, &f.primary_business);
+    set_opt(
+        &mut o.other_business_description,
+        &f.other_business_description,
+    );
+    set(&mut o.energy_star_partner, &f.energy_star_partner);
+    set_opt(&mut o.energy_star_partner_type, &f.energy_star_partner_type);
+    Ok(b)
 }
 
 /// A new customer from the command API's JSON body or PM's `<account>` XML.
