@@ -56,7 +56,7 @@ fn sim_error(e: SimError) -> Response {
     let status = match e {
         SimError::NotFound(_) => StatusCode::NOT_FOUND,
         SimError::AccessDenied => StatusCode::FORBIDDEN,
-        SimError::Invalid(_) => StatusCode::BAD_REQUEST,
+        SimError::Invalid(_) | SimError::Rejected(_) => StatusCode::BAD_REQUEST,
         SimError::NotPending | SimError::NotConnected | SimError::Conflict(_) => {
             StatusCode::CONFLICT
         }
