@@ -1094,7 +1094,10 @@ mod tests {
         match &e {
             ClientError::AccessDenied { path, errors, .. } => {
                 assert_eq!(path, "/wstest/unshare/property/42");
-                assert_eq!(errors[0].error_description.as_deref(), Some("Access Denied"));
+                assert_eq!(
+                    errors[0].error_description.as_deref(),
+                    Some("Access Denied")
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -1109,7 +1112,10 @@ mod tests {
         );
         let read = classify_failure(403, b"", "http://h/ws/property/9".into(), None);
         assert!(matches!(read, ClientError::AccessDenied { .. }));
-        assert!(read.to_string().contains("does not share this with you"), "{read}");
+        assert!(
+            read.to_string().contains("does not share this with you"),
+            "{read}"
+        );
         // A proxy's HTML 403 is not PM's answer.
         let html = classify_failure(403, b"<html>Forbidden</html>", "u".into(), None);
         assert!(matches!(html, ClientError::NotXml { status: 403, .. }));

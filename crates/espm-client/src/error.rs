@@ -47,7 +47,11 @@ pub enum ClientError {
     /// does not share the property, meter or customer with you (any more), or, in PM's test
     /// environment, PM refuses the call itself (an unshare there answers 403 Access Denied).
     /// [`ClientError::status`] is 403 and [`ClientError::pm_errors`] gives PM's details.
-    #[error("PM denied access to {path} (HTTP 403 Access Denied{}): {}", describe(errors), access_denied_why(path))]
+    #[error(
+        "PM denied access to {path} (HTTP 403 Access Denied{}): {}",
+        describe(errors),
+        access_denied_why(path)
+    )]
     AccessDenied {
         /// The URL called.
         url: String,

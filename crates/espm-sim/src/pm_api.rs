@@ -255,8 +255,9 @@ async fn guard(State(state): State<SimState>, mut req: Request, next: Next) -> R
         .map(|u| u.0.path().to_string())
         .unwrap_or_else(|| req.uri().path().to_string());
     req.extensions_mut().insert(who);
-    req.extensions_mut()
-        .insert(TestEnv(original.starts_with("/wstest/") || original == "/wstest"));
+    req.extensions_mut().insert(TestEnv(
+        original.starts_with("/wstest/") || original == "/wstest",
+    ));
     let path = req.uri().path().to_string();
     let path = path
         .strip_prefix("/wstest")
@@ -728,7 +729,12 @@ pub fn parse_access_level(raw: Option<&str>) -> Result<Access, String> {
     let Some(raw) = raw else {
         return Err("accessLevel is required: READ or READ_WRITE".into());
     };
-    match raw.trim().to_ascii_uppercase().replace([' ', '-'], "_").as_str() {
+    match raw
+        .trim()
+        .to_ascii_uppercase()
+        .replace([' ', '-'], "_")
+        .as_str()
+    {
         "READ" => Ok(Access::Read),
         "READ_WRITE" | "READWRITE" => Ok(Access::ReadWrite),
         _ => Err(format!(
@@ -785,7 +791,9 @@ async fn invite_account(
         Ok(f) => f,
         Err(r) => return r,
     };
-    run(&state, |w| w.invite_connection(customer_of(who), id, fields))
+    run(&state, |w| {
+        w.invite_connection(customer_of(who), id, fields)
+    })
 }
 
 /// `{id}`, `{pid}` / `{mid}`, `accessLevel` and the optional custom fields of an invite.
@@ -864,7 +872,14 @@ async fn account_fields_update(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    fields_update(&state, who, &ids, &headers, &body, CustomFieldTarget::Account)
+    fields_update(
+        &state,
+        who,
+        &ids,
+        &headers,
+        &body,
+        CustomFieldTarget::Account,
+    )
 }
 
 async fn property_fields_update(
@@ -874,7 +889,14 @@ async fn property_fields_update(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    fields_update(&state, who, &ids, &headers, &body, CustomFieldTarget::Property)
+    fields_update(
+        &state,
+        who,
+        &ids,
+        &headers,
+        &body,
+        CustomFieldTarget::Property,
+    )
 }
 
 async fn meter_fields_update(

@@ -136,11 +136,13 @@ pub fn new_customer(new: &NewCustomer) -> Result<(), SimError> {
         ));
     }
     if let Some(problem) = password_problem(&new.password) {
-        return Err(if new.password.chars().count() < 8 || new.password.chars().count() > 120 {
-            schema(format!("cvc-length-valid: {problem}"))
-        } else {
-            SimError::Rejected(problem)
-        });
+        return Err(
+            if new.password.chars().count() < 8 || new.password.chars().count() > 120 {
+                schema(format!("cvc-length-valid: {problem}"))
+            } else {
+                SimError::Rejected(problem)
+            },
+        );
     }
     Ok(())
 }
@@ -164,6 +166,9 @@ mod tests {
         assert!(password_problem("abcdefgh1").is_some(), "two classes");
         assert!(password_problem("Ab1!").is_some(), "too short");
         assert!(password_problem(&"Ab1!".repeat(31)).is_some(), "too long");
-        assert!(password_problem("abc defg é1").is_some(), "space and é count for nothing");
+        assert!(
+            password_problem("abc defg é1").is_some(),
+            "space and é count for nothing"
+        );
     }
 }

@@ -1076,7 +1076,9 @@ impl World {
         if recipient == PROVIDER_ACCOUNT_ID {
             Ok(())
         } else {
-            Err(SimError::NotFound(format!("Account {recipient} does not exist.")))
+            Err(SimError::NotFound(format!(
+                "Account {recipient} does not exist."
+            )))
         }
     }
 
@@ -1209,7 +1211,9 @@ impl World {
                 };
                 let (pid, mid, name, owner) = self.target_names(t)?;
                 let (shares, pending) = match t {
-                    Target::Property(_) => (&mut self.property_shares, &mut self.pending_properties),
+                    Target::Property(_) => {
+                        (&mut self.property_shares, &mut self.pending_properties)
+                    }
                     Target::Meter(_) => (&mut self.meter_shares, &mut self.pending_meters),
                 };
                 if let Some(share) = shares.get_mut(&id) {
@@ -1381,6 +1385,12 @@ impl World {
     pub fn create_property(&mut self, owner: i64, name: Option<String>) -> Result<i64, SimError> {
         self.customer(owner)?;
         Ok(self.new_property(owner, name))
+    }
+
+    /// A new meter on `property_id`, shared with nobody yet.
+    pub fn create_meter(&mut self, property_id: i64) -> Result<i64, SimError> {
+        self.property(property_id)?;
+        Ok(self.new_meter(property_id))
     }
 
     /// The customer shares a property (a new one when `property_id` is `None`). Returns its id.
