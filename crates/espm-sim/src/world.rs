@@ -1971,6 +1971,77 @@ mod tests {
     }
 
     #[test]
+    fn test_environment_invites_and_custom_field_updates() {
+        let mut w = World::new(5);
+        let a = w
+            .create_customer(CustomerSpec {
+                password: Some("Pass-word1".into()),
+                ..CustomerSpec::default()
+            })
+            .unwrap();
+        let username = w.customers[&a].username.clone();
+        assert_eq!(w.authenticate_customer(&username, "Pass-word1"), Some(a));
+        assert_eq!(w.authenticate_customer(&username, "wrong"), None);
+        let p = w.create_property(a, None).unwrap();
+        let m = w.create_meter(p).unwrap();
+        assert_eq!(
+            w.invite_meter(a, 1, m, Access::Read, Vec::new()),
+            Err(SimError::NotFound("Account 1 does not exist.".into()))
+        );
+        w.invite_meter(a, PROVIDER_ACCOUNT_ID, m, Access::Read, Vec::new())
+            .unwrap();
+        assert!(
+            w.has_pending_connection(a),
+            "the connection request comes along"
+        );
+        w.answer_meter_share(m, true).unwrap();
+        assert!(w.test_env_unshare_refused(Target::Meter(m)));
+        assert!(
+            !w.test_env_unshare_refused(Target::Property(p)),
+            "never shared"
+        );
+        // Custom fields of an accepted meter share: one SHAREUPDATE by the customer.
+        let ids = w
+            .submit_custom_fields(
+                a,
+                PROVIDER_ACCOUNT_ID,
+                CustomFieldTarget::Meter(m),
+                fields(&[("Meter Number", "7")]),
+            )
+            .unwrap();
+        assert_eq!(ids.len(), 1);
+        assert_eq!(
+            w.custom_fields(CustomFieldTarget::Meter(m)).unwrap(),
+            fields(&[("Meter Number", "7")])
+        );
+        // The property is not shared: the owner is told so, anyone else is denied.
+        let b = w.create_customer(CustomerSpec::default()).unwrap();
+        assert!(matches!(
+            w.submit_custom_fields(
+                a,
+                PROVIDER_ACCOUNT_ID,
+                CustomFieldTarget::Property(p),
+                Vec::new()
+            ),
+            Err(SimError::Rejected(_))
+        ));
+        assert_eq!(
+            w.submit_custom_fields(
+                b,
+                PROVIDER_ACCOUNT_ID,
+                CustomFieldTarget::Property(p),
+                Vec::new()
+            ),
+            Err(SimError::AccessDenied)
+        );
+        assert_eq!(
+            w.invite_property(b, PROVIDER_ACCOUNT_ID, p, Access::Read, Vec::new()),
+            Err(SimError::AccessDenied)
+        );
+        w.check_invariants().unwrap();
+    }
+
+    #[test]
     fn reads_hand_out_once() {
         let mut w = World::new(3);
         w.bulk_notifications(5, &[]);
