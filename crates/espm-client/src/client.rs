@@ -849,7 +849,23 @@ fn classify_failure(
     retry_after: Option<Duration>,
 ) -> ClientError {
     let is_blank = bytes.iter().all(u8::is_ascii_whitespace);
-    match root_element(bytes) {
+    let root = root_element(bytes);
+    if status == 403 && (is_blank || root.as_deref() == Some(Response::ROOT)) {
+        // PM's own 403 (an HTML page from a proxy stays `NotXml`).
+        let errors = parse::<Response>(bytes)
+            .map(|r| r.error_list().to_vec())
+            .unwrap_or_default();
+        let path = Url::parse(&url)
+            .map(|u| u.path().to_string())
+            .unwrap_or_else(|_| url.clone());
+        return ClientError::AccessDenied {
+            url,
+            path,
+            errors,
+            snippet: snippet(bytes),
+        };
+    }
+    match root {
         Some(root) if !root.eq_ignore_ascii_case("html") => {
             let errors = if root == Response::ROOT {
                 parse::<Response>(bytes)
@@ -1067,5 +1083,42 @@ mod tests {
         assert!(e.is_retryable());
         let e = classify_failure(401, b"", "u".into(), None);
         assert!(matches!(e, ClientError::Http { status: 401, .. }));
+
+        // PM's 403 is the typed AccessDenied, and says why.
+        let e = classify_failure(
+            403,
+            br#"<response status="Error"><errors><error errorNumber="-200" errorDescription="Access Denied"/></errors></response>"#,
+            "https://portfoliomanager.energystar.gov/wstest/unshare/property/42".into(),
+            None,
+        );
+        match &e {
+            ClientError::AccessDenied { path, errors, .. } => {
+                assert_eq!(path, "/wstest/unshare/property/42");
+                assert_eq!(
+                    errors[0].error_description.as_deref(),
+                    Some("Access Denied")
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(e.status(), Some(403));
+        assert!(e.is_access_denied() && !e.is_not_shared() && !e.is_retryable());
+        let text = e.to_string();
+        assert!(
+            text.contains("PM denied access to /wstest/unshare/property/42")
+                && text.contains("-200 Access Denied")
+                && text.contains("in PM's test environment an unshare answers 403 Access Denied"),
+            "{text}"
+        );
+        let read = classify_failure(403, b"", "http://h/ws/property/9".into(), None);
+        assert!(matches!(read, ClientError::AccessDenied { .. }));
+        assert!(
+            read.to_string().contains("does not share this with you"),
+            "{read}"
+        );
+        // A proxy's HTML 403 is not PM's answer.
+        let html = classify_failure(403, b"<html>Forbidden</html>", "u".into(), None);
+        assert!(matches!(html, ClientError::NotXml { status: 403, .. }));
+        assert!(html.is_access_denied());
     }
 }

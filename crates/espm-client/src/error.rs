@@ -43,6 +43,25 @@ pub enum ClientError {
         /// PM's `Retry-After`, if it sent one.
         retry_after: Option<Duration>,
     },
+    /// PM answered 403 "Access Denied" (with its XML error body, or an empty one): the account
+    /// does not share the property, meter or customer with you (any more), or, in PM's test
+    /// environment, PM refuses the call itself (an unshare there answers 403 Access Denied).
+    /// [`ClientError::status`] is 403 and [`ClientError::pm_errors`] gives PM's details.
+    #[error(
+        "PM denied access to {path} (HTTP 403 Access Denied{}): {}",
+        describe(errors),
+        access_denied_why(path)
+    )]
+    AccessDenied {
+        /// The URL called.
+        url: String,
+        /// The path called, relative to the host (e.g. `/wstest/unshare/property/42`).
+        path: String,
+        /// PM's `<error .../>` entries (normally `-200` "Access Denied").
+        errors: Vec<PmErrorDetail>,
+        /// The start of the body, whitespace collapsed.
+        snippet: String,
+    },
     /// The body is not XML (an HTML maintenance or proxy page, plain text).
     #[error("PM answered HTTP {status} for {url} with a non-XML body: {snippet:?}")]
     NotXml {
@@ -64,6 +83,28 @@ pub enum ClientError {
     /// Pagination went wrong: a "next page" link loop, too many pages, or a link to another host.
     #[error("pagination error: {0}")]
     Pagination(String),
+}
+
+/// Why PM says "Access Denied", for the message of [`ClientError::AccessDenied`].
+fn access_denied_why(path: &str) -> &'static str {
+    let unshare = path.contains("/unshare/");
+    let test_env = path.starts_with("/wstest/") || path.contains("/wstest/");
+    match (unshare, test_env) {
+        (true, true) => {
+            "in PM's test environment an unshare answers 403 Access Denied (shares made from the \
+             test environment's sample customer accounts cannot be terminated by the provider); \
+             nothing was changed: ask the customer to unshare, or unshare in the live environment"
+        }
+        (true, false) => {
+            "PM refused the unshare: the property or meter is not yours to unshare (in PM's test \
+             environment an unshare answers 403 Access Denied); nothing was changed"
+        }
+        _ => {
+            "the account does not share this with you (any more): after an unshare or a \
+             disconnect PM answers reads with 403 Access Denied (sometimes 404, sometimes only \
+             after a delay); in PM's test environment an unshare itself answers 403 Access Denied"
+        }
+    }
 }
 
 fn describe(errors: &[PmErrorDetail]) -> String {
@@ -108,6 +149,7 @@ impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ClientError::Http { status, .. } | ClientError::NotXml { status, .. } => Some(*status),
+            ClientError::AccessDenied { .. } => Some(403),
             _ => None,
         }
     }
@@ -115,7 +157,7 @@ impl ClientError {
     /// PM's error details (empty unless `Http` with a `<response>` body).
     pub fn pm_errors(&self) -> &[PmErrorDetail] {
         match self {
-            ClientError::Http { errors, .. } => errors,
+            ClientError::Http { errors, .. } | ClientError::AccessDenied { errors, .. } => errors,
             _ => &[],
         }
     }
@@ -180,7 +222,9 @@ impl ClientError {
         self.has_error_200(|d| d.contains("not shared"))
     }
 
-    /// Whether PM refused access (403, or the 404 it sometimes gives after an unshare).
+    /// Whether PM refused access: 403 ([`ClientError::AccessDenied`]), or the 404 it sometimes
+    /// gives for a read after an unshare. An unshare's own 400 "not shared with you" is
+    /// [`ClientError::is_not_shared`], not this.
     pub fn is_access_denied(&self) -> bool {
         matches!(self.status(), Some(403) | Some(404))
     }
@@ -192,7 +236,10 @@ impl ClientError {
             ClientError::Http { status, .. } | ClientError::NotXml { status, .. } => {
                 matches!(status, 429 | 500 | 502 | 503 | 504)
             }
-            ClientError::Xml(_) | ClientError::Config(_) | ClientError::Pagination(_) => false,
+            ClientError::AccessDenied { .. }
+            | ClientError::Xml(_)
+            | ClientError::Config(_)
+            | ClientError::Pagination(_) => false,
         }
     }
 

@@ -8,6 +8,11 @@
 //! [`ClientError`]; 429, 500, 502, 503, 504, timeouts and transport errors are retried per
 //! [`RetryPolicy`] (counted in `espm_bridge_pm_retries_total{endpoint,reason}`), other 4xx never.
 //!
+//! PM's 403 "Access Denied" is [`ClientError::AccessDenied`], with the path and PM's error, and a
+//! message that says why (in PM's test environment an unshare answers 403; reads after an
+//! unshare or disconnect do too). [`ClientError::is_access_denied`] covers it and the 404 PM
+//! sometimes gives instead; [`ClientError::is_not_shared`] stays the unshare's 400 "not shared".
+//!
 //! ```no_run
 //! use espm_client::{Action, ClientConfig, PendingKind, PmClient, TEST_BASE_URL};
 //! # async fn demo() -> Result<(), espm_client::ClientError> {

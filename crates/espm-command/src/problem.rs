@@ -177,6 +177,7 @@ impl Problem {
                 400..=499 => ProblemKind::PmRejected,
                 _ => ProblemKind::PmUnavailable,
             },
+            ClientError::AccessDenied { .. } => ProblemKind::PmAccessDenied,
             ClientError::Xml(_) | ClientError::Pagination(_) => ProblemKind::PmUnavailable,
             ClientError::Config(_) => ProblemKind::PmUnauthorized,
         };
@@ -251,6 +252,25 @@ mod tests {
         assert_eq!(p.retry_after, Some(Duration::from_secs(7)));
         assert_eq!(p.pm_status, Some(429));
         assert!(p.to_data().retryable);
+    }
+
+    #[test]
+    fn the_typed_access_denied_maps_to_pm_access_denied() {
+        let e = ClientError::AccessDenied {
+            url: "http://pm/wstest/unshare/property/7".into(),
+            path: "/wstest/unshare/property/7".into(),
+            errors: vec![espm_client::PmErrorDetail {
+                error_number: Some("-200".into()),
+                error_description: Some("Access Denied".into()),
+            }],
+            snippet: String::new(),
+        };
+        let p = Problem::from_client_error(&e);
+        assert_eq!(p.kind, ProblemKind::PmAccessDenied);
+        assert_eq!(p.pm_status, Some(403));
+        assert_eq!(p.pm_errors, vec!["-200: Access Denied".to_string()]);
+        assert!(p.detail.contains("test environment"), "{}", p.detail);
+        assert!(!p.to_data().retryable);
     }
 
     #[test]

@@ -89,8 +89,8 @@ pub struct Contact {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Organization {
-    /// Organisation name.
-    #[serde(rename = "@name")]
+    /// Organisation name: optional in the XSD; empty means none (and is not written).
+    #[serde(rename = "@name", default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     /// PM's `primaryBusinessType` enumeration value, e.g. `Other`.
     pub primary_business: String,

@@ -28,6 +28,8 @@ use crate::SimState;
 pub fn router(state: SimState) -> Router {
     Router::new()
         .route("/customers", post(create_customer))
+        .route("/properties", post(create_property))
+        .route("/meters", post(create_meter))
         .route("/connections", post(request_connection))
         .route("/shares/property", post(share_property))
         .route("/shares/meter", post(share_meter))
@@ -56,7 +58,7 @@ fn sim_error(e: SimError) -> Response {
     let status = match e {
         SimError::NotFound(_) => StatusCode::NOT_FOUND,
         SimError::AccessDenied => StatusCode::FORBIDDEN,
-        SimError::Invalid(_) => StatusCode::BAD_REQUEST,
+        SimError::Invalid(_) | SimError::Rejected(_) => StatusCode::BAD_REQUEST,
         SimError::NotPending | SimError::NotConnected | SimError::Conflict(_) => {
             StatusCode::CONFLICT
         }
@@ -156,6 +158,42 @@ async fn create_customer(State(state): State<SimState>, bytes: Bytes) -> Respons
     let spec: CustomerSpec = parse_or_return!(bytes);
     match state.with_world(|w| w.create_customer(spec)) {
         Ok(account_id) => created(CustomerCreated { account_id }),
+        Err(e) => sim_error(e),
+    }
+}
+
+/// `POST /properties`: a customer's new property, shared with nobody (for the test-environment
+/// invite calls, which share what the customer already has).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewProperty {
+    /// The owner.
+    pub account_id: i64,
+    /// Its name (generated when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+async fn create_property(State(state): State<SimState>, bytes: Bytes) -> Response {
+    let r: NewProperty = parse_or_return!(bytes);
+    match state.with_world(|w| w.create_property(r.account_id, r.name)) {
+        Ok(property_id) => created(json!({ "propertyId": property_id })),
+        Err(e) => sim_error(e),
+    }
+}
+
+/// `POST /meters`: a new meter on an existing property, shared with nobody.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewMeter {
+    /// The property.
+    pub property_id: i64,
+}
+
+async fn create_meter(State(state): State<SimState>, bytes: Bytes) -> Response {
+    let r: NewMeter = parse_or_return!(bytes);
+    match state.with_world(|w| w.create_meter(r.property_id)) {
+        Ok(meter_id) => created(json!({ "meterId": meter_id, "propertyId": r.property_id })),
         Err(e) => sim_error(e),
     }
 }

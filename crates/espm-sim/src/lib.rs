@@ -16,10 +16,12 @@
 #![deny(missing_docs)]
 
 pub mod control_api;
+pub mod enums;
 pub mod faults;
 pub mod ledger;
 pub mod pm_api;
 pub mod scenario;
+pub mod validate;
 pub mod world;
 
 use std::collections::BTreeMap;
@@ -32,7 +34,10 @@ use parking_lot::Mutex;
 
 pub use faults::{ClearCommit, FaultConfig, FaultKind};
 pub use ledger::{Delivery, Ledger, LedgerSummary};
-pub use world::{Access, CustomerSpec, PendingListKind, PendingTrigger, SimError, Target, World};
+pub use world::{
+    Access, CustomerSpec, PendingListKind, PendingTrigger, SimError, Target, World,
+    PROVIDER_ACCOUNT_ID,
+};
 
 /// Simulator settings.
 #[derive(Clone)]

@@ -15,7 +15,7 @@ use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Extension, Router};
 use base64::Engine;
 use espm_model::{
@@ -25,7 +25,7 @@ use espm_model::{
 use http_body::Frame;
 
 use crate::faults::{ClearCommit, FaultDecision, FaultKind};
-use crate::world::{CustomFieldTarget, PendingListKind, SimError};
+use crate::world::{Access, CustomFieldTarget, CustomFields, PendingListKind, SimError, Target};
 use crate::SimState;
 
 /// PM's maintenance page, served for injected 502s.
@@ -60,9 +60,10 @@ fn sim_error(e: SimError) -> Response {
         SimError::AccessDenied => pm_error(StatusCode::FORBIDDEN, Some("-200"), &text),
         SimError::NotFound(_) => pm_error(StatusCode::NOT_FOUND, Some("-200"), &text),
         SimError::Invalid(_) => pm_error(StatusCode::BAD_REQUEST, Some("-100"), &text),
-        SimError::NotPending | SimError::NotConnected | SimError::Conflict(_) => {
-            pm_error(StatusCode::BAD_REQUEST, Some("-200"), &text)
-        }
+        SimError::NotPending
+        | SimError::NotConnected
+        | SimError::Conflict(_)
+        | SimError::Rejected(_) => pm_error(StatusCode::BAD_REQUEST, Some("-200"), &text),
     }
 }
 
@@ -128,8 +129,59 @@ fn page(q: &HashMap<String, String>) -> usize {
 #[derive(Debug, Clone, Copy)]
 pub struct Injected(pub FaultDecision);
 
+/// Who called: the provider (the simulator's `username`/`password`) or a customer (its PM
+/// username and password, for the test-environment calls).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// The provider account.
+    Provider,
+    /// A customer account, by id.
+    Customer(i64),
+}
+
+/// Whether the request came in under `/wstest` (PM's test environment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TestEnv(pub bool);
+
+fn access_denied() -> Response {
+    sim_error(SimError::AccessDenied)
+}
+
+/// Provider routes refuse customers: the simulator serves one provider's web services.
+async fn provider_only(req: Request, next: Next) -> Response {
+    match req.extensions().get::<Caller>() {
+        Some(Caller::Provider) => next.run(req).await,
+        _ => access_denied(),
+    }
+}
+
+/// The test-environment calls act as a customer.
+async fn customer_only(req: Request, next: Next) -> Response {
+    match req.extensions().get::<Caller>() {
+        Some(Caller::Customer(_)) => next.run(req).await,
+        _ => access_denied(),
+    }
+}
+
 /// `/ws` routes with auth and faults (state applied).
-pub fn router(state: SimState) -> Router {
+pub fn router(state: SimState) -> Router<()> {
+    let test_env = Router::new()
+        .route("/invite/account/{id}", post(invite_account))
+        .route("/invite/account/{id}/property/{pid}", post(invite_property))
+        .route("/invite/account/{id}/meter/{mid}", post(invite_meter))
+        .route(
+            "/account/{id}/customFieldList/recipient/{rid}",
+            put(account_fields_update),
+        )
+        .route(
+            "/property/{id}/customFieldList/recipient/{rid}",
+            put(property_fields_update),
+        )
+        .route(
+            "/meter/{id}/customFieldList/recipient/{rid}",
+            put(meter_fields_update),
+        )
+        .route_layer(middleware::from_fn(customer_only));
     Router::new()
         .route("/notification/list", get(notifications))
         .route("/connect/account/pending/list", get(pending_accounts))
@@ -148,6 +200,8 @@ pub fn router(state: SimState) -> Router {
         .route("/account/{id}/customFieldList", get(account_fields))
         .route("/property/{id}/customFieldList", get(property_fields))
         .route("/meter/{id}/customFieldList", get(meter_fields))
+        .route_layer(middleware::from_fn(provider_only))
+        .merge(test_env)
         .fallback(|| async {
             pm_error(
                 StatusCode::NOT_FOUND,
@@ -159,37 +213,51 @@ pub fn router(state: SimState) -> Router {
         .with_state(state)
 }
 
-fn authorized(state: &SimState, headers: &HeaderMap) -> bool {
-    let Some(value) = headers
+/// The provider, a customer with a password, or nobody (401).
+fn caller(state: &SimState, headers: &HeaderMap) -> Option<Caller> {
+    let value = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some(encoded) = value
+        .and_then(|v| v.to_str().ok())?;
+    let encoded = value
         .strip_prefix("Basic ")
-        .or_else(|| value.strip_prefix("basic "))
-    else {
-        return false;
-    };
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let cfg = state.config();
     let expected = format!("{}:{}", cfg.username, cfg.password);
-    decoded == expected.as_bytes()
+    if decoded == expected.as_bytes() {
+        return Some(Caller::Provider);
+    }
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
+    state
+        .inner
+        .world
+        .lock()
+        .authenticate_customer(user, password)
+        .map(Caller::Customer)
 }
 
 /// Auth, latency and faults around every `/ws` call.
 async fn guard(State(state): State<SimState>, mut req: Request, next: Next) -> Response {
-    if !authorized(&state, req.headers()) {
+    let Some(who) = caller(&state, req.headers()) else {
         let mut r = pm_error(StatusCode::UNAUTHORIZED, None, "Unauthorized");
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             HeaderValue::from_static("Basic realm=\"Portfolio Manager\""),
         );
         return r;
-    }
+    };
+    let original = req
+        .extensions()
+        .get::<axum::extract::OriginalUri>()
+        .map(|u| u.0.path().to_string())
+        .unwrap_or_else(|| req.uri().path().to_string());
+    req.extensions_mut().insert(who);
+    req.extensions_mut().insert(TestEnv(
+        original.starts_with("/wstest/") || original == "/wstest",
+    ));
     let path = req.uri().path().to_string();
     let path = path
         .strip_prefix("/wstest")
@@ -513,22 +581,30 @@ async fn disconnect(
 
 async fn unshare_property(
     State(state): State<SimState>,
+    Extension(TestEnv(test_env)): Extension<TestEnv>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     terminate(&state, &id, &headers, &body, |w, id| {
+        if test_env && w.test_env_unshare_refused(Target::Property(id)) {
+            return Err(SimError::AccessDenied);
+        }
         w.provider_unshare_property(id)
     })
 }
 
 async fn unshare_meter(
     State(state): State<SimState>,
+    Extension(TestEnv(test_env)): Extension<TestEnv>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     terminate(&state, &id, &headers, &body, |w, id| {
+        if test_env && w.test_env_unshare_refused(Target::Meter(id)) {
+            return Err(SimError::AccessDenied);
+        }
         w.provider_unshare_meter(id)
     })
 }
@@ -636,4 +712,199 @@ async fn property_fields(State(state): State<SimState>, Path(id): Path<String>) 
 
 async fn meter_fields(State(state): State<SimState>, Path(id): Path<String>) -> Response {
     fields_response(&state, &id, CustomFieldTarget::Meter)
+}
+
+// ----- the test environment's customer-side calls -----
+
+fn customer_of(caller: Caller) -> i64 {
+    match caller {
+        Caller::Customer(id) => id,
+        // `customer_only` lets no provider through; 0 names no customer (403 follows).
+        Caller::Provider => 0,
+    }
+}
+
+/// `accessLevel=READ|READ_WRITE` (PM's spelling in these calls; `Read`, `Read Write` also taken).
+pub fn parse_access_level(raw: Option<&str>) -> Result<Access, String> {
+    let Some(raw) = raw else {
+        return Err("accessLevel is required: READ or READ_WRITE".into());
+    };
+    match raw
+        .trim()
+        .to_ascii_uppercase()
+        .replace([' ', '-'], "_")
+        .as_str()
+    {
+        "READ" => Ok(Access::Read),
+        "READ_WRITE" | "READWRITE" => Ok(Access::ReadWrite),
+        _ => Err(format!(
+            "accessLevel {raw:?} is not valid: READ or READ_WRITE"
+        )),
+    }
+}
+
+/// An optional `<customFieldList>` body (empty body: no fields). A body that is present must be
+/// `application/xml`.
+fn optional_fields(headers: &HeaderMap, body: &Bytes) -> Result<CustomFields, Response> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    required_fields(headers, body)
+}
+
+fn required_fields(headers: &HeaderMap, body: &Bytes) -> Result<CustomFields, Response> {
+    let doc: CustomFieldValues = xml_body(headers, body)?;
+    let mut out: CustomFields = Vec::new();
+    for f in doc.fields {
+        let name = f.name.trim().to_string();
+        if name.is_empty() {
+            return Err(schema_error("customField needs a non-empty name attribute"));
+        }
+        // A name given twice: the last value wins, in the first one's place.
+        match out.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = f.value,
+            None => out.push((name, f.value)),
+        }
+    }
+    Ok(out)
+}
+
+fn run(state: &SimState, op: impl FnOnce(&mut crate::World) -> Result<(), SimError>) -> Response {
+    match op(&mut state.inner.world.lock()) {
+        Ok(()) => ok_response(),
+        Err(e) => sim_error(e),
+    }
+}
+
+async fn invite_account(
+    State(state): State<SimState>,
+    Extension(who): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let fields = match optional_fields(&headers, &body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    run(&state, |w| {
+        w.invite_connection(customer_of(who), id, fields)
+    })
+}
+
+/// `{id}`, `{pid}` / `{mid}`, `accessLevel` and the optional custom fields of an invite.
+fn invite_parts(
+    ids: &(String, String),
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(i64, i64, Access, CustomFields), Response> {
+    let recipient = parse_id(&ids.0)?;
+    let target = parse_id(&ids.1)?;
+    let access = parse_access_level(q.get("accessLevel").map(String::as_str))
+        .map_err(|m| pm_error(StatusCode::BAD_REQUEST, Some("-100"), &m))?;
+    let fields = optional_fields(headers, body)?;
+    Ok((recipient, target, access, fields))
+}
+
+async fn invite_property(
+    State(state): State<SimState>,
+    Extension(who): Extension<Caller>,
+    Path(ids): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match invite_parts(&ids, &q, &headers, &body) {
+        Ok((recipient, pid, access, fields)) => run(&state, |w| {
+            w.invite_property(customer_of(who), recipient, pid, access, fields)
+        }),
+        Err(r) => r,
+    }
+}
+
+async fn invite_meter(
+    State(state): State<SimState>,
+    Extension(who): Extension<Caller>,
+    Path(ids): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match invite_parts(&ids, &q, &headers, &body) {
+        Ok((recipient, mid, access, fields)) => run(&state, |w| {
+            w.invite_meter(customer_of(who), recipient, mid, access, fields)
+        }),
+        Err(r) => r,
+    }
+}
+
+fn fields_update(
+    state: &SimState,
+    who: Caller,
+    ids: &(String, String),
+    headers: &HeaderMap,
+    body: &Bytes,
+    make: fn(i64) -> CustomFieldTarget,
+) -> Response {
+    let (id, recipient) = match (parse_id(&ids.0), parse_id(&ids.1)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    let fields = match required_fields(headers, body) {
+        Ok(f) => f,
+        Err(r) => return r,
+    };
+    run(state, |w| {
+        w.submit_custom_fields(customer_of(who), recipient, make(id), fields)
+            .map(|_| ())
+    })
+}
+
+async fn account_fields_update(
+    State(state): State<SimState>,
+    Extension(who): Extension<Caller>,
+    Path(ids): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    fields_update(
+        &state,
+        who,
+        &ids,
+        &headers,
+        &body,
+        CustomFieldTarget::Account,
+    )
+}
+
+async fn property_fields_update(
+    State(state): State<SimState>,
+    Extension(who): Extension<Caller>,
+    Path(ids): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    fields_update(
+        &state,
+        who,
+        &ids,
+        &headers,
+        &body,
+        CustomFieldTarget::Property,
+    )
+}
+
+async fn meter_fields_update(
+    State(state): State<SimState>,
+    Extension(who): Extension<Caller>,
+    Path(ids): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    fields_update(&state, who, &ids, &headers, &body, CustomFieldTarget::Meter)
 }

@@ -43,7 +43,14 @@ pub enum SimError {
     /// The input is invalid (PM `-100`; 400 on the control API).
     #[error("{0}")]
     Invalid(String),
+    /// The input is well-formed but PM's rules refuse it (PM 400 `-200`; 400 on the control API).
+    #[error("{0}")]
+    Rejected(String),
 }
+
+/// The provider's own PM account id (the simulator serves one provider). It is the `{id}` the
+/// test-environment calls name (`POST /invite/account/{id}`, `.../customFieldList/recipient/{id}`).
+pub const PROVIDER_ACCOUNT_ID: i64 = 12_345;
 
 /// A share's access level.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -129,26 +136,19 @@ pub struct CustomerSpec {
     pub last_name: Option<String>,
     /// Organisation.
     pub organization: Option<String>,
+    /// PM password, so the customer can call the test-environment services (`/invite/...`,
+    /// `.../customFieldList/recipient/...`) with HTTP Basic; without one it cannot log in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
 }
 
+/// An address as PM writes it (US for generated ones; whatever `POST /customer` sent otherwise).
 #[derive(Debug, Clone)]
-struct Addr {
-    address1: String,
-    city: String,
-    state: String,
-    postal_code: String,
-}
+struct Addr(Address);
 
 impl Addr {
     fn to_model(&self) -> Address {
-        Address {
-            address1: self.address1.clone(),
-            city: self.city.clone(),
-            state: Some(self.state.clone()),
-            postal_code: Some(self.postal_code.clone()),
-            country: Some("US".into()),
-            ..Address::default()
-        }
+        self.0.clone()
     }
 }
 
@@ -158,6 +158,7 @@ struct CustomerRec {
     first_name: String,
     last_name: String,
     organization: Option<String>,
+    password: Option<String>,
     email: String,
     job_title: String,
     phone: String,
@@ -206,6 +207,8 @@ struct Share {
     sender: i64,
     custom_fields: CustomFields,
     created: String,
+    /// Made through the test-environment invite calls (`POST /invite/...`).
+    test_env: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -222,6 +225,7 @@ struct PendingShare {
     access: Access,
     custom_fields: CustomFields,
     created: String,
+    test_env: bool,
 }
 
 const FIRST_NAMES: &[&str] = &[
@@ -378,12 +382,14 @@ impl World {
         let (city, state, zip) = CITIES[self.rng.gen_range(0..CITIES.len())];
         let number = self.rng.gen_range(1..2000);
         let street = self.pick(STREETS);
-        Addr {
+        Addr(Address {
             address1: format!("{number} {street}"),
             city: city.into(),
-            state: state.into(),
-            postal_code: zip.into(),
-        }
+            state: Some(state.into()),
+            postal_code: Some(zip.into()),
+            country: Some("US".into()),
+            ..Address::default()
+        })
     }
 
     fn customer(&self, id: i64) -> Result<&CustomerRec, SimError> {
@@ -895,6 +901,7 @@ impl World {
                 sender: p.sender,
                 custom_fields: p.custom_fields,
                 created: pm_now(),
+                test_env: p.test_env,
             },
         );
     }
@@ -943,6 +950,7 @@ impl World {
                 sender: p.sender,
                 custom_fields: p.custom_fields,
                 created: pm_now(),
+                test_env: p.test_env,
             },
         );
         Ok(())
@@ -1017,18 +1025,18 @@ impl World {
         &mut self,
         new: &espm_model::NewCustomer,
     ) -> Result<i64, SimError> {
+        crate::validate::new_customer(new)?;
         let c = &new.contact;
-        let address = Addr {
-            address1: c.address.address1.clone(),
-            city: c.address.city.clone(),
-            state: c.address.state.clone().unwrap_or_default(),
-            postal_code: c.address.postal_code.clone().unwrap_or_default(),
-        };
+        let address = Addr(c.address.clone());
+        let organization = Some(new.organization.name.trim())
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
         let id = self.insert_customer(CustomerRec {
             username: new.username.clone(),
             first_name: c.first_name.clone(),
             last_name: c.last_name.clone(),
-            organization: Some(new.organization.name.clone()),
+            organization,
+            password: Some(new.password.clone()),
             email: c.email.clone(),
             job_title: c.job_title.clone(),
             phone: c.phone.clone(),
@@ -1051,6 +1059,205 @@ impl World {
         let id = self.alloc_account();
         self.customers.insert(id, rec);
         Ok(id)
+    }
+
+    // ----- the test environment's customer-side calls (PM API, authenticated as the customer) -----
+
+    /// The customer whose PM username and password these are (customers without a password
+    /// cannot log in).
+    pub fn authenticate_customer(&self, username: &str, password: &str) -> Option<i64> {
+        self.customers
+            .iter()
+            .find(|(_, c)| c.username == username && c.password.as_deref() == Some(password))
+            .map(|(id, _)| *id)
+    }
+
+    fn check_recipient(recipient: i64) -> Result<(), SimError> {
+        if recipient == PROVIDER_ACCOUNT_ID {
+            Ok(())
+        } else {
+            Err(SimError::NotFound(format!(
+                "Account {recipient} does not exist."
+            )))
+        }
+    }
+
+    /// `POST /invite/account/{recipient}` as `customer`: a pending connection request, the same
+    /// as `POST /sim/connections`.
+    pub fn invite_connection(
+        &mut self,
+        customer: i64,
+        recipient: i64,
+        custom_fields: CustomFields,
+    ) -> Result<(), SimError> {
+        Self::check_recipient(recipient)?;
+        self.customer(customer)?;
+        if self.is_connected(customer) {
+            return Err(SimError::Rejected(
+                "You are already connected to this account.".into(),
+            ));
+        }
+        if self.has_pending_connection(customer) {
+            return Err(SimError::Rejected(
+                "A connection request to this account is already pending.".into(),
+            ));
+        }
+        self.request_connection(customer, custom_fields)
+    }
+
+    /// `POST /invite/account/{recipient}/property/{id}?accessLevel=..` as `customer`, who must own
+    /// the property: a pending property share made in the test environment.
+    pub fn invite_property(
+        &mut self,
+        customer: i64,
+        recipient: i64,
+        property_id: i64,
+        access: Access,
+        custom_fields: CustomFields,
+    ) -> Result<(), SimError> {
+        Self::check_recipient(recipient)?;
+        if self.property(property_id)?.owner != customer {
+            return Err(SimError::AccessDenied);
+        }
+        if self.property_shares.contains_key(&property_id) {
+            return Err(SimError::Rejected(
+                "This property is already shared with this account.".into(),
+            ));
+        }
+        if self.has_pending_property(property_id) {
+            return Err(SimError::Rejected(
+                "A share of this property with this account is already pending.".into(),
+            ));
+        }
+        self.share_property(customer, Some(property_id), None, access, custom_fields)?;
+        if let Some(p) = self.pending_properties.last_mut() {
+            p.test_env = true;
+        }
+        Ok(())
+    }
+
+    /// `POST /invite/account/{recipient}/meter/{id}?accessLevel=..` as `customer`, who must own
+    /// the meter's property: a pending meter share made in the test environment.
+    pub fn invite_meter(
+        &mut self,
+        customer: i64,
+        recipient: i64,
+        meter_id: i64,
+        access: Access,
+        custom_fields: CustomFields,
+    ) -> Result<(), SimError> {
+        Self::check_recipient(recipient)?;
+        self.meter(meter_id)?;
+        if self.meter_owner(meter_id) != Some(customer) {
+            return Err(SimError::AccessDenied);
+        }
+        if self.meter_shares.contains_key(&meter_id) {
+            return Err(SimError::Rejected(
+                "This meter is already shared with this account.".into(),
+            ));
+        }
+        if self.has_pending_meter(meter_id) {
+            return Err(SimError::Rejected(
+                "A share of this meter with this account is already pending.".into(),
+            ));
+        }
+        self.share_meter(customer, None, Some(meter_id), access, custom_fields)?;
+        if let Some(p) = self.pending_meters.last_mut() {
+            p.test_env = true;
+        }
+        Ok(())
+    }
+
+    /// `PUT /account|property|meter/{id}/customFieldList/recipient/{recipient}` as `customer`:
+    /// the customer replaces the custom field values of its connection (`Account`: its own id) or
+    /// of a property / meter share it sent or owns, accepted or pending. An accepted property or
+    /// meter share notifies one SHAREUPDATE (`accountId` the owner, created by `customer`);
+    /// a connection or a pending request notifies nothing (the provider re-reads the list, or
+    /// sees the values in the pending list). Returns the notification ids.
+    pub fn submit_custom_fields(
+        &mut self,
+        customer: i64,
+        recipient: i64,
+        target: CustomFieldTarget,
+        custom_fields: CustomFields,
+    ) -> Result<Vec<i64>, SimError> {
+        Self::check_recipient(recipient)?;
+        self.customer(customer)?;
+        match target {
+            CustomFieldTarget::Account(id) => {
+                if id != customer {
+                    self.customer(id)?;
+                    return Err(SimError::AccessDenied);
+                }
+                if let Some(c) = self.connections.get_mut(&id) {
+                    c.custom_fields = custom_fields;
+                } else if let Some(p) = self
+                    .pending_connections
+                    .iter_mut()
+                    .find(|p| p.account_id == id)
+                {
+                    p.custom_fields = custom_fields;
+                } else {
+                    return Err(SimError::Rejected(
+                        "You are not connected to this account".into(),
+                    ));
+                }
+                Ok(Vec::new())
+            }
+            CustomFieldTarget::Property(id) | CustomFieldTarget::Meter(id) => {
+                let t = match target {
+                    CustomFieldTarget::Property(_) => Target::Property(id),
+                    _ => Target::Meter(id),
+                };
+                let (pid, mid, name, owner) = self.target_names(t)?;
+                let (shares, pending) = match t {
+                    Target::Property(_) => {
+                        (&mut self.property_shares, &mut self.pending_properties)
+                    }
+                    Target::Meter(_) => (&mut self.meter_shares, &mut self.pending_meters),
+                };
+                if let Some(share) = shares.get_mut(&id) {
+                    if customer != owner && customer != share.sender {
+                        return Err(SimError::AccessDenied);
+                    }
+                    share.custom_fields = custom_fields;
+                } else if let Some(p) = pending.iter_mut().find(|p| p.target == id) {
+                    if customer != owner && customer != p.sender {
+                        return Err(SimError::AccessDenied);
+                    }
+                    p.custom_fields = custom_fields;
+                    return Ok(Vec::new());
+                } else if customer != owner {
+                    return Err(SimError::AccessDenied);
+                } else {
+                    return Err(SimError::Rejected(format!(
+                        "{name} is not shared with this account."
+                    )));
+                }
+                let description = format!(
+                    "{name} - Custom field values revised by {}.",
+                    self.full_name(customer)
+                );
+                Ok(vec![self.notify(
+                    "SHAREUPDATE",
+                    description,
+                    owner,
+                    Some(pid),
+                    mid,
+                    customer,
+                )])
+            }
+        }
+    }
+
+    /// Whether PM's test environment refuses the provider's unshare of this property or meter
+    /// with 403 "Access Denied": its accepted share was made through the test-environment
+    /// invite calls (see the crate README).
+    pub fn test_env_unshare_refused(&self, target: Target) -> bool {
+        match target {
+            Target::Property(id) => self.property_shares.get(&id).is_some_and(|s| s.test_env),
+            Target::Meter(id) => self.meter_shares.get(&id).is_some_and(|s| s.test_env),
+        }
     }
 
     // ----- customer actions (the control API) -----
@@ -1089,6 +1296,7 @@ impl World {
             first_name: first,
             last_name: last,
             organization,
+            password: spec.password,
             job_title: "Facility Manager".into(),
             phone,
             address,
@@ -1179,6 +1387,12 @@ impl World {
         Ok(self.new_property(owner, name))
     }
 
+    /// A new meter on `property_id`, shared with nobody yet.
+    pub fn create_meter(&mut self, property_id: i64) -> Result<i64, SimError> {
+        self.property(property_id)?;
+        Ok(self.new_meter(property_id))
+    }
+
     /// The customer shares a property (a new one when `property_id` is `None`). Returns its id.
     /// Sharing someone else's property is a share forward: the pending share names the owner
     /// (`accountId`) and the sender (`shareAudit`), and the owner's connection request comes along.
@@ -1216,6 +1430,7 @@ impl World {
             access,
             custom_fields,
             created: pm_now(),
+            test_env: false,
         });
         Ok(pid)
     }
@@ -1295,6 +1510,7 @@ impl World {
             access,
             custom_fields,
             created: pm_now(),
+            test_env: false,
         });
         Ok((mid, pid))
     }
@@ -1647,6 +1863,7 @@ impl World {
                 .into()
         };
         json!({
+            "provider": {"accountId": PROVIDER_ACCOUNT_ID},
             "customers": self.customers.iter().map(|(id, c)| json!({
                 "accountId": id, "username": c.username, "firstName": c.first_name,
                 "lastName": c.last_name, "organization": c.organization,
@@ -1668,9 +1885,11 @@ impl World {
             "shares": {
                 "properties": self.property_shares.iter().map(|(id, s)| json!({
                     "propertyId": id, "accessLevel": s.access, "createdDate": s.created,
+                    "testEnvironment": s.test_env, "customFields": fields(&s.custom_fields),
                 })).collect::<Vec<_>>(),
                 "meters": self.meter_shares.iter().map(|(id, s)| json!({
                     "meterId": id, "accessLevel": s.access, "createdDate": s.created,
+                    "testEnvironment": s.test_env, "customFields": fields(&s.custom_fields),
                 })).collect::<Vec<_>>(),
             },
             "pending": {
@@ -1748,6 +1967,77 @@ mod tests {
             fields(&[("Lot", "9")])
         );
         assert_eq!(w.answer_meter_share(m, true), Err(SimError::NotPending));
+        w.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn test_environment_invites_and_custom_field_updates() {
+        let mut w = World::new(5);
+        let a = w
+            .create_customer(CustomerSpec {
+                password: Some("Pass-word1".into()),
+                ..CustomerSpec::default()
+            })
+            .unwrap();
+        let username = w.customers[&a].username.clone();
+        assert_eq!(w.authenticate_customer(&username, "Pass-word1"), Some(a));
+        assert_eq!(w.authenticate_customer(&username, "wrong"), None);
+        let p = w.create_property(a, None).unwrap();
+        let m = w.create_meter(p).unwrap();
+        assert_eq!(
+            w.invite_meter(a, 1, m, Access::Read, Vec::new()),
+            Err(SimError::NotFound("Account 1 does not exist.".into()))
+        );
+        w.invite_meter(a, PROVIDER_ACCOUNT_ID, m, Access::Read, Vec::new())
+            .unwrap();
+        assert!(
+            w.has_pending_connection(a),
+            "the connection request comes along"
+        );
+        w.answer_meter_share(m, true).unwrap();
+        assert!(w.test_env_unshare_refused(Target::Meter(m)));
+        assert!(
+            !w.test_env_unshare_refused(Target::Property(p)),
+            "never shared"
+        );
+        // Custom fields of an accepted meter share: one SHAREUPDATE by the customer.
+        let ids = w
+            .submit_custom_fields(
+                a,
+                PROVIDER_ACCOUNT_ID,
+                CustomFieldTarget::Meter(m),
+                fields(&[("Meter Number", "7")]),
+            )
+            .unwrap();
+        assert_eq!(ids.len(), 1);
+        assert_eq!(
+            w.custom_fields(CustomFieldTarget::Meter(m)).unwrap(),
+            fields(&[("Meter Number", "7")])
+        );
+        // The property is not shared: the owner is told so, anyone else is denied.
+        let b = w.create_customer(CustomerSpec::default()).unwrap();
+        assert!(matches!(
+            w.submit_custom_fields(
+                a,
+                PROVIDER_ACCOUNT_ID,
+                CustomFieldTarget::Property(p),
+                Vec::new()
+            ),
+            Err(SimError::Rejected(_))
+        ));
+        assert_eq!(
+            w.submit_custom_fields(
+                b,
+                PROVIDER_ACCOUNT_ID,
+                CustomFieldTarget::Property(p),
+                Vec::new()
+            ),
+            Err(SimError::AccessDenied)
+        );
+        assert_eq!(
+            w.invite_property(b, PROVIDER_ACCOUNT_ID, p, Access::Read, Vec::new()),
+            Err(SimError::AccessDenied)
+        );
         w.check_invariants().unwrap();
     }
 
