@@ -216,7 +216,7 @@ async fn create_customer_from_flags_or_a_file_template() {
         "searchable": false,
         "contact": {
             "firstName": "Grace", "lastName": "Hopper",
-            "address": {"address1": "2 Side St", "city": "Toronto", "otherState": "Ontario",
+            "address": {"address1": "2 Side St", "city": "Toronto", "state": "ON",
                         "postalCode": "M5V", "country": "CA"},
             "email": "grace@example.com", "jobTitle": "Admiral", "phone": "555-0199"
         },
