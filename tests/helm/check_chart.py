@@ -116,6 +116,50 @@ VALUE_SETS = {
             },
         },
     ),
+    "policy": merged(
+        BASE,
+        {
+            "secrets": {
+                "pm-password": "x",
+                "decision-whsec": "whsec_" + "A" * 32,
+                "customers.txt": "C-1\nC-2\n",
+            },
+            "config": {
+                "accounts": [
+                    dict(
+                        ACCOUNT,
+                        policy={
+                            "dry_run": True,
+                            "webhook": {
+                                "url": "https://billing.example.com/decide",
+                                "secret_file": "/run/secrets/espm-bridge/decision-whsec",
+                                "timeout": "5s",
+                            },
+                            "rules": [
+                                {
+                                    "name": "known",
+                                    "kinds": ["connection"],
+                                    "decision": "accept",
+                                    "fields": [
+                                        {
+                                            "name": "Customer Number",
+                                            "in_file": "/run/secrets/espm-bridge/customers.txt",
+                                        }
+                                    ],
+                                },
+                                {
+                                    "decision": "reject",
+                                    "note": "Please fill in your customer number.",
+                                    "fields": [{"name": "Customer Number", "present": False}],
+                                },
+                                {"decision": "ask"},
+                            ],
+                        },
+                    )
+                ],
+            },
+        },
+    ),
 }
 
 # value set -> a substring the render error must contain.

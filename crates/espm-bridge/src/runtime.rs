@@ -141,6 +141,8 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
     let mut poller_tasks = Vec::new();
     let mut poller_status: Vec<AccountEntry> = Vec::new();
     let mut command_accounts = Vec::new();
+    // Accounts with a policy: it runs after each of their pending walks.
+    let mut policies = Vec::new();
     for acct in &cfg.accounts {
         let password = match opts.passwords.get(&acct.name) {
             Some(p) => p.clone(),
@@ -169,11 +171,16 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
             min_free: cfg.journal.min_free.bytes(),
             spool: spool.clone(),
         };
-        let poller = Poller::new(client, journal.clone(), pcfg, wakes.clone())
+        let mut poller = Poller::new(client, journal.clone(), pcfg, wakes.clone())
             .with_customer_lookup(CustomerLookup {
                 ttl: acct.customer_cache_ttl,
                 budget: acct.customer_lookup_timeout,
             });
+        if let Some(policy) = &acct.policy {
+            let walked = Arc::new(Notify::new());
+            poller = poller.with_pending_walk_notify(walked.clone());
+            policies.push((acct, policy, walked));
+        }
         // A poll is "recent" for /status if it happened within a few intervals (errors back off).
         poller_status.push(AccountEntry {
             name: acct.name.clone(),
@@ -198,6 +205,23 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         }
     });
     let api_stop = CancellationToken::new();
+    let mut policy_tasks = Vec::new();
+    for (acct, policy, walked) in policies {
+        let origin = espm_events::Origin::new(acct.environment.as_str(), acct.name.clone());
+        let policy = espm_policy::Policy::new(
+            &acct.name,
+            origin,
+            policy,
+            commander.clone(),
+            journal.clone(),
+        )
+        .with_context(|| format!("accounts.{}.policy", acct.name))?
+        .with_wakes(wakes.clone());
+        let span = tracing::info_span!("policy", account = %acct.name);
+        policy_tasks.push(tokio::spawn(
+            policy.run(walked, api_stop.clone()).instrument(span),
+        ));
+    }
     let api_task = match &cfg.api {
         Some(api) => Some(start_api(api, commander.clone(), api_stop.clone()).await?),
         None => None,
@@ -256,6 +280,13 @@ pub async fn run(cfg: BridgeConfig, opts: Options, stop: CancellationToken) -> R
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         if tokio::time::timeout(remaining, t).await.is_err() {
             tracing::warn!("a command topic did not stop within the grace period; its uncommitted command is delivered again");
+        }
+    }
+    for t in policy_tasks {
+        // A policy stops between two requests; a command it began finishes first.
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if tokio::time::timeout(remaining, t).await.is_err() {
+            tracing::warn!("a policy did not stop within the grace period; an unfinished command is reconciled at the next start");
         }
     }
     resume.abort();

@@ -79,6 +79,18 @@ fn describe() {
         "Commands finished, by action, origin (api, kafka, nats, cli, policy) and state (completed, failed)"
     );
     describe_counter!(
+        "espm_policy_decisions_total",
+        "Auto-accept policy decisions, by account, decision (accept, reject, defer) and source (rule, webhook, implied); each decision counted once"
+    );
+    describe_counter!(
+        "espm_policy_webhook_requests_total",
+        "Questions to a policy's decision webhook, by account and answer (accept, reject, defer: a timeout, an error or a garbled answer defers)"
+    );
+    describe_gauge!(
+        "espm_policy_unmatched_requests",
+        "Pending requests no policy rule matched at the last run (left pending), by account"
+    );
+    describe_counter!(
         "espm_bridge_command_repeats_total",
         "Commands sent again under an id that already had a final result (answered without a PM call)"
     );

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::CommandError;
 
 /// PM's limit on a note, in characters.
-pub const NOTE_MAX_CHARS: usize = 1000;
+pub use espm_model::NOTE_MAX_CHARS;
 
 /// A command id (an `Idempotency-Key`) is 1 to this many visible ASCII characters.
 pub const ID_MAX_LEN: usize = 128;

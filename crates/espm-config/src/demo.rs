@@ -42,6 +42,7 @@ impl BridgeConfig {
                 request_timeout: Duration::from_secs(10),
                 customer_cache_ttl: default_customer_cache_ttl(),
                 customer_lookup_timeout: default_customer_lookup_timeout(),
+                policy: None,
             }],
             sinks: vec![SinkConfig::Console(ConsoleSinkConfig {
                 name: "console".to_string(),

@@ -10,6 +10,7 @@ mod command_topics;
 mod demo;
 mod generate;
 mod load;
+mod policy;
 mod secret;
 mod sink_arcadia;
 mod sink_kafka;
@@ -35,6 +36,9 @@ pub use generate::{config_json_schema, helm_values_schema, reference_markdown, t
 pub use load::{
     from_toml_str, from_toml_str_with_env, load, load_and_validate, load_with_env, ConfigError,
     ConfigProblem, ENV_PREFIX,
+};
+pub use policy::{
+    DecisionWebhookConfig, FieldCondition, PolicyConfig, PolicyDecision, PolicyRule,
 };
 pub use secret::{read_secret_map, Secret, SecretError, SecretSource};
 pub use sink_arcadia::{ArcadiaSinkConfig, PROPERTY_ID_PLACEHOLDER};
@@ -263,6 +267,10 @@ pub struct AccountConfig {
     #[serde(default = "default_customer_lookup_timeout", with = "humantime_serde")]
     #[schemars(with = "DurationString")]
     pub customer_lookup_timeout: Duration,
+    /// The auto-accept policy: rules that accept, reject or ask a decision webhook about pending
+    /// connection and share requests. Off unless this table is present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyConfig>,
 }
 
 fn default_drain_mode() -> DrainMode {

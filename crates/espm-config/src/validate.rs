@@ -182,7 +182,7 @@ impl Problems {
             self.push(path, "must be at least 1");
         }
     }
-    fn http_url(&mut self, path: impl Into<String>, s: &str) {
+    pub(crate) fn http_url(&mut self, path: impl Into<String>, s: &str) {
         let path = path.into();
         match url::Url::parse(s) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
@@ -305,6 +305,9 @@ fn check_account(v: &mut Problems, p: &str, a: &AccountConfig) {
         format!("{p}.customer_lookup_timeout"),
         a.customer_lookup_timeout,
     );
+    if let Some(policy) = &a.policy {
+        v.0.extend(policy.validate(&format!("{p}.policy")));
+    }
 }
 
 fn check_kafka(v: &mut Problems, p: &str, k: &KafkaSinkConfig) {

@@ -584,3 +584,106 @@ pub struct CommandResultData {
     #[schemars(extend("format" = "date-time"))]
     pub finished_at: String,
 }
+
+/// Accept or reject, as a policy decided it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyAnswer {
+    /// Accept the request.
+    Accept,
+    /// Reject the request.
+    Reject,
+}
+
+impl PolicyAnswer {
+    /// `accept` or `reject`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyAnswer::Accept => "accept",
+            PolicyAnswer::Reject => "reject",
+        }
+    }
+}
+
+/// What decided: a rule, the decision webhook, or PM's coupling of another answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicySource {
+    /// A rule's own `accept` or `reject`.
+    Rule,
+    /// The decision webhook, asked by a rule's `ask`.
+    Webhook,
+    /// PM answers it along with another answer (accepting a meter share accepts its property
+    /// share; accepting a share accepts its owner's connection; rejecting a connection rejects
+    /// that owner's pending shares). Never sent to PM as a call of its own.
+    Implied,
+}
+
+impl PolicySource {
+    /// `rule`, `webhook` or `implied`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicySource::Rule => "rule",
+            PolicySource::Webhook => "webhook",
+            PolicySource::Implied => "implied",
+        }
+    }
+}
+
+/// The rule (and, for `ask`, the webhook) behind a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyDecidedBy {
+    /// `rule`, `webhook` or `implied`.
+    pub source: PolicySource,
+    /// The 0-based position of the matching rule in `accounts[].policy.rules`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_index: Option<u32>,
+    /// The matching rule's `name`, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_name: Option<String>,
+}
+
+/// The answer another answer implies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyImpliedBy {
+    /// The pending list of the request whose answer implies this one.
+    pub kind: crate::PendingKind,
+    /// That request's id.
+    pub request_id: i64,
+    /// The command that answered it.
+    pub command_id: String,
+}
+
+/// `data` of `policy.decided`: an auto-accept policy decided a pending request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyDecidedData {
+    /// The pending list: `connection`, `property_share` or `meter_share`.
+    pub kind: crate::PendingKind,
+    /// The request's id on it (account, property or meter id).
+    pub request_id: i64,
+    /// The customer account that asks (the property data administrator's for shares).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<i64>,
+    /// Accept or reject.
+    pub decision: PolicyAnswer,
+    /// The note for the customer, when the decision has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// What decided.
+    pub decided_by: PolicyDecidedBy,
+    /// Set when PM answers this request along with another answer: no call of its own is made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub implied_by: Option<PolicyImpliedBy>,
+    /// The command id of the answer (`policy:{account}:{kind}:{requestId}:{digest}`): the
+    /// `causationid` of its `command.completed` / `command.failed` event. For an implied answer,
+    /// the id the answer would have had; no command runs under it.
+    pub command_id: String,
+    /// Whether the policy runs in dry-run mode: decided and announced, but not sent to PM.
+    pub dry_run: bool,
+    /// When it was decided, RFC 3339.
+    #[schemars(extend("format" = "date-time"))]
+    pub decided_at: String,
+}

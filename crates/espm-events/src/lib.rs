@@ -43,14 +43,15 @@ pub use cloudevent::CloudEvent;
 pub use cloudevent::{percent_encode_header, ATTRIBUTE_NAMES};
 pub use data::{
     BodyQuarantinedData, CommandAction, CommandErrorData, CommandOutcome, CommandResultData,
-    CustomerData, Enrichment, PropertyData, Resolution,
+    CustomerData, Enrichment, PolicyAnswer, PolicyDecidedBy, PolicyDecidedData, PolicyImpliedBy,
+    PolicySource, PropertyData, Resolution,
 };
 pub use enrich::{
     customer_to_enrich, enrich_customer, enrich_property, property_to_enrich, LOOKED_UP_TYPES,
 };
 pub use normalize::{
     command_event, connection_requested_data, diff_pending, event_time, meter_share_requested_data,
-    normalize_document, normalize_pm_time, notification_data, notification_event,
+    normalize_document, normalize_pm_time, policy_event, notification_data, notification_event,
     notification_events, pending_key, pending_requested_episode, pending_requested_event,
     pending_resolved_event, pending_snapshot_value, property_data, property_share_requested_data,
     quarantine_event, share_update_access_level, subject_for, NormalizeError,

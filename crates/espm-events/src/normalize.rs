@@ -234,8 +234,22 @@ pub fn notification_events(origin: &Origin, notifications: &[Notification]) -> V
 // ---------------------------------------------------------------------------------------------
 // Pending requests
 
-/// The three pending lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The three pending lists. Written `connection`, `property_share` and `meter_share` in JSON and
+/// TOML (the configuration's policy rules use it too).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
 pub enum PendingKind {
     /// `GET /connect/account/pending/list`.
     Connection,
@@ -898,6 +912,23 @@ pub fn command_event(
     );
     ev.causationid = Some(data.command_id.clone());
     ev
+}
+
+/// The `policy.decided` event of an auto-accept policy decision. Its id is deterministic per
+/// command id, so a decision journalled again (the next walk, a restart) is one event.
+pub fn policy_event(origin: &Origin, data: &PolicyDecidedData) -> CloudEvent {
+    let subject = match data.kind {
+        PendingKind::Connection => format!("account/{}", data.request_id),
+        PendingKind::PropertyShare => format!("property/{}", data.request_id),
+        PendingKind::MeterShare => format!("meter/{}", data.request_id),
+    };
+    origin.event(
+        POLICY_DECIDED,
+        &format!("policy/{}", data.command_id),
+        Some(subject),
+        Some(data.decided_at.clone()),
+        to_value(data),
+    )
 }
 
 /// RFC 3339 (UTC, seconds) as the events write times.

@@ -34,7 +34,8 @@ pub fn partition_key_fields(event_type: &str) -> &'static [&'static str] {
         | PROPERTY_SHARE_RESOLVED
         | METER_SHARE_RESOLVED
         | COMMAND_COMPLETED
-        | COMMAND_FAILED => &["accountId"],
+        | COMMAND_FAILED
+        | POLICY_DECIDED => &["accountId"],
         _ => &[],
     }
 }
@@ -61,6 +62,7 @@ pub fn partition_key_doc(event_type: &str) -> &'static str {
         COMMAND_COMPLETED | COMMAND_FAILED => {
             "The customer account the command concerned, when it names one: data.accountId."
         }
+        POLICY_DECIDED => "The customer account of the decided request: data.accountId.",
         _ => "None: the event is about no customer account.",
     }
 }

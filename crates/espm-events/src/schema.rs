@@ -65,6 +65,7 @@ fn data_schema_of(event_type: &str) -> Option<Value> {
         METER_SHARE_RESOLVED => schema_for::<MeterShareResolvedData>(),
         BODY_QUARANTINED => schema_for::<BodyQuarantinedData>(),
         COMMAND_COMPLETED | COMMAND_FAILED => schema_for::<CommandResultData>(),
+        POLICY_DECIDED => schema_for::<PolicyDecidedData>(),
         _ => return None,
     })
 }
@@ -85,6 +86,7 @@ fn description_of(event_type: &str) -> &'static str {
         BODY_QUARANTINED => "Bridge-originated: a PM response body failed to parse and was quarantined in the journal.",
         COMMAND_COMPLETED => "Bridge-originated: a command (answer, disconnect, unshare, create customer) finished: PM did it, or it was already so (outcome nothing_to_do). causationid is the command id.",
         COMMAND_FAILED => "Bridge-originated: a command failed: PM refused it or could not be reached, or it was malformed; error says why. causationid is the command id.",
+        POLICY_DECIDED => "Bridge-originated: an auto-accept policy decided a pending request: which rule or the decision webhook decided (decidedBy), or which other answer implies it (impliedBy). Unless dryRun, the answer goes to PM as the command commandId (the causationid of its command.completed event); an implied answer is never sent.",
         _ => "",
     }
 }

@@ -31,6 +31,9 @@ pub const COMMAND_COMPLETED: &str = "gov.energystar.pm.command.completed";
 /// Bridge-originated: a command failed: PM refused it, could not be reached, or the command was
 /// malformed.
 pub const COMMAND_FAILED: &str = "gov.energystar.pm.command.failed";
+/// Bridge-originated: an auto-accept policy decided a pending request (a rule, the decision
+/// webhook, or an answer PM implies from another), sent to PM as a command unless dry run.
+pub const POLICY_DECIDED: &str = "gov.energystar.pm.policy.decided";
 
 /// Every event type the bridge emits; schemas and the AsyncAPI document are generated from it.
 pub const EVENT_TYPES: &[&str] = &[
@@ -48,6 +51,7 @@ pub const EVENT_TYPES: &[&str] = &[
     BODY_QUARANTINED,
     COMMAND_COMPLETED,
     COMMAND_FAILED,
+    POLICY_DECIDED,
 ];
 
 /// The PM notification codes with a type of their own, and that type.

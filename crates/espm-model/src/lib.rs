@@ -39,6 +39,7 @@ pub use pending::{
 pub use property::Property;
 pub use request::{
     Action, Contact, NewCustomer, Organization, SharingResponse, TerminateSharingResponse,
+    NOTE_MAX_CHARS,
 };
 pub use response::{
     PmErrorDetail, Response, ResponseErrors, ResponseStatus, ResponseWarnings, Warning,

@@ -27,6 +27,9 @@ impl crate::PmDocument for SharingResponse {
     const ROOT: &'static str = "sharingResponse";
 }
 
+/// PM's limit on the note of an answer, a disconnect or an unshare, in characters.
+pub const NOTE_MAX_CHARS: usize = 1000;
+
 impl SharingResponse {
     /// Build one, dropping an empty or blank note and cutting it to PM's 1000-character limit.
     pub fn new(action: Action, note: Option<&str>) -> Self {
@@ -63,7 +66,7 @@ fn clean_note(note: Option<&str>) -> Option<String> {
     if n.is_empty() {
         None
     } else {
-        Some(n.chars().take(1000).collect())
+        Some(n.chars().take(NOTE_MAX_CHARS).collect())
     }
 }
 

@@ -208,6 +208,8 @@ pub struct Poller {
     wake: Vec<Arc<Notify>>,
     status: Arc<PollerStatus>,
     customers: CustomerLookup,
+    /// Notified after every successful walk of the pending lists (the account's policy).
+    walked: Option<Arc<Notify>>,
 }
 
 impl std::fmt::Debug for Poller {
@@ -239,6 +241,7 @@ impl Poller {
             wake,
             status: Arc::new(PollerStatus::default()),
             customers: CustomerLookup::default(),
+            walked: None,
         }
     }
 
@@ -246,6 +249,14 @@ impl Poller {
     /// for a day, lookups of one walk given 5 s).
     pub fn with_customer_lookup(mut self, customers: CustomerLookup) -> Self {
         self.customers = customers;
+        self
+    }
+
+    /// Notify `walked` after every successful walk of the pending lists, once the journal holds
+    /// its snapshot (a stored permit when nobody waits): the account's auto-accept policy runs
+    /// then.
+    pub fn with_pending_walk_notify(mut self, walked: Arc<Notify>) -> Self {
+        self.walked = Some(walked);
         self
     }
 
@@ -285,8 +296,15 @@ impl Poller {
                     _ = shutdown.cancelled() => break,
                     r = self.pending_once() => r,
                 };
-                if let Err(e) = walk {
-                    tracing::warn!(account = %account, error = %e, "pending-list walk failed; will retry next interval");
+                match walk {
+                    Ok(_) => {
+                        if let Some(w) = &self.walked {
+                            w.notify_one();
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(account = %account, error = %e, "pending-list walk failed; will retry next interval");
+                    }
                 }
                 next_pending = tokio::time::Instant::now() + self.cfg.pending_interval;
             }

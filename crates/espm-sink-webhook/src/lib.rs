@@ -4,9 +4,11 @@
 //! classifies one POST; [`sink`] holds the [`WebhookSink`] with its retry loop and concurrency.
 
 pub mod request_builder;
+pub mod secrets;
 pub mod service;
 pub mod signing;
 pub mod sink;
 
+pub use secrets::signer_from_source;
 pub use signing::{SecretFormatError, Signer, SigningKey};
 pub use sink::{TypeFilter, WebhookSink};

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::request_builder::{self, extra_headers};
 use crate::service::{Attempt, WebhookService};
+use crate::secrets::signer_from_source;
 use crate::signing::Signer;
 
 /// Event-type filter: exact types, or prefixes written with a trailing `*`.
@@ -89,9 +90,8 @@ fn config_error(sink: &str, message: impl Into<String>) -> SinkError {
     }
 }
 
-/// Read the configured secrets: a file holds one per line; a variable holds them separated by
-/// spaces or commas. Blank lines and `#` comments in the file are ignored.
-fn read_secrets(cfg: &WebhookSinkConfig) -> Result<Vec<espm_config::Secret>, SinkError> {
+/// The signer of the configured secrets ([`signer_from_source`]).
+fn read_signer(cfg: &WebhookSinkConfig) -> Result<Signer, SinkError> {
     let name = &cfg.name;
     let source = SecretSource::from_options(cfg.secret_file.as_ref(), cfg.secret_env.as_ref())
         .ok_or_else(|| {
@@ -100,34 +100,7 @@ fn read_secrets(cfg: &WebhookSinkConfig) -> Result<Vec<espm_config::Secret>, Sin
                 "no signing secret: set `secret_file` or `secret_env` to `whsec_...` secret(s)",
             )
         })?;
-    let raw = source
-        .read()
-        .map_err(|e| config_error(name, e.to_string()))?;
-    let secrets: Vec<espm_config::Secret> = match source {
-        SecretSource::File(_) => raw
-            .expose()
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(espm_config::Secret::new)
-            .collect(),
-        SecretSource::Env(_) => raw
-            .expose()
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|s| !s.is_empty())
-            .map(espm_config::Secret::new)
-            .collect(),
-    };
-    if secrets.is_empty() {
-        return Err(config_error(
-            name,
-            match source {
-                SecretSource::File(p) => format!("secret file {} holds no secret", p.display()),
-                SecretSource::Env(v) => format!("environment variable {v} holds no secret"),
-            },
-        ));
-    }
-    Ok(secrets)
+    signer_from_source(&source).map_err(|e| config_error(name, e))
 }
 
 fn parse_url(name: &str, raw: &str) -> Result<reqwest::Url, SinkError> {
@@ -190,9 +163,7 @@ impl WebhookSink {
         if cfg.timeout.is_zero() {
             return Err(config_error(name, "`timeout` must be greater than zero"));
         }
-        let secrets = read_secrets(cfg)?;
-        let signer = Signer::from_secrets(&secrets.iter().map(|s| s.expose()).collect::<Vec<_>>())
-            .map_err(|(i, e)| config_error(name, format!("signing secret #{}: {e}", i + 1)))?;
+        let signer = read_signer(cfg)?;
         let mut all_headers = cfg.headers.clone();
         let secret_headers = espm_config::read_secret_map(&cfg.header_files, &cfg.header_envs)
             .map_err(|(header, e)| config_error(name, format!("header {header}: {e}")))?;

@@ -228,5 +228,27 @@ pub fn examples() -> BTreeMap<String, CloudEvent> {
     };
     let ev = command_event(&o, &failed, Some("account/98866".into()));
     out.insert(ev.ty.clone(), ev);
+    let decided = PolicyDecidedData {
+        kind: PendingKind::PropertyShare,
+        request_id: 4_001,
+        account_id: Some(98_866),
+        decision: PolicyAnswer::Accept,
+        note: None,
+        decided_by: PolicyDecidedBy {
+            source: PolicySource::Rule,
+            rule_index: Some(0),
+            rule_name: Some("known customer number".into()),
+        },
+        implied_by: Some(PolicyImpliedBy {
+            kind: PendingKind::MeterShare,
+            request_id: 5_001,
+            command_id: "policy:acme:meter_share:5001:0a1b2c3d4e5f".into(),
+        }),
+        command_id: "policy:acme:property_share:4001:5f4e3d2c1b0a".into(),
+        dry_run: false,
+        decided_at: "2025-03-05T14:00:03.000Z".into(),
+    };
+    let ev = policy_event(&o, &decided);
+    out.insert(ev.ty.clone(), ev);
     out
 }
