@@ -174,6 +174,14 @@ fn rows_for(r: &Ref, schema: &Value, prefix: &str, rows: &mut Vec<String>) {
         ));
         if sub_object {
             rows_for(r, target, &path, rows);
+        } else if ty == "array of table" {
+            // An array of tables (`[[x.y]]`): its keys as `x.y[].key`.
+            if let Some(items) = target.get("items") {
+                let item = r.resolve(items);
+                if !r.properties(item).is_empty() {
+                    rows_for(r, item, &format!("{path}[]"), rows);
+                }
+            }
         }
     }
 }
@@ -191,6 +199,23 @@ impl<'a> Ref<'a> {
                 match cur.get("allOf").and_then(Value::as_array) {
                     Some(a) if a.len() == 1 && cur.get("properties").is_none() => {
                         cur = &a[0];
+                        continue;
+                    }
+                    _ => {}
+                }
+                // An optional table (`Option<T>`) is `anyOf: [T, null]`: document T.
+                let non_null: Vec<&Value> = cur
+                    .get("anyOf")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter(|v| v.get("type").and_then(Value::as_str) != Some("null"))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                match non_null.as_slice() {
+                    [only] if cur.get("properties").is_none() && only.get("$ref").is_some() => {
+                        cur = only;
                         continue;
                     }
                     _ => return cur,
