@@ -915,16 +915,19 @@ pub fn command_event(
 }
 
 /// The `policy.decided` event of an auto-accept policy decision. Its id is deterministic per
-/// command id, so a decision journalled again (the next walk, a restart) is one event.
+/// command id (and dry run or not), so a decision journalled again (the next walk, a restart) is
+/// one event.
 pub fn policy_event(origin: &Origin, data: &PolicyDecidedData) -> CloudEvent {
     let subject = match data.kind {
         PendingKind::Connection => format!("account/{}", data.request_id),
         PendingKind::PropertyShare => format!("property/{}", data.request_id),
         PendingKind::MeterShare => format!("meter/{}", data.request_id),
     };
+    // A dry run's decision and the real one that may follow are two events.
+    let scope = if data.dry_run { "policy-dry-run" } else { "policy" };
     origin.event(
         POLICY_DECIDED,
-        &format!("policy/{}", data.command_id),
+        &format!("{scope}/{}", data.command_id),
         Some(subject),
         Some(data.decided_at.clone()),
         to_value(data),

@@ -18,6 +18,8 @@
 //!    connection rejections, then meter shares, property shares and the other connections.
 //! 4. **Dry run** decides and announces, and calls nothing in PM.
 
+#![deny(missing_docs)]
+
 mod rules;
 mod webhook;
 

@@ -81,12 +81,22 @@ pub fn read_answer(body: &[u8]) -> Answer {
     }
 }
 
-/// The decision webhook of one policy.
-#[derive(Debug, Clone)]
+/// The decision webhook of one policy. `Debug` shows the endpoint's host only: the URL may carry
+/// a token, and the keys are never shown.
+#[derive(Clone)]
 pub struct DecisionWebhook {
     url: reqwest::Url,
     signer: Signer,
     client: reqwest::Client,
+}
+
+impl std::fmt::Debug for DecisionWebhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecisionWebhook")
+            .field("host", &self.url.host_str())
+            .field("signer", &self.signer)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DecisionWebhook {
@@ -167,6 +177,23 @@ impl DecisionWebhook {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_shows_the_secret_or_the_url_query() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("whsec");
+        std::fs::write(&file, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+        let w = DecisionWebhook::new(&DecisionWebhookConfig {
+            url: "https://decide.example.com/hook?token=hunter2".into(),
+            secret_file: Some(file),
+            secret_env: None,
+            timeout: Duration::from_secs(1),
+        })
+        .unwrap();
+        let dbg = format!("{w:?}");
+        assert!(dbg.contains("decide.example.com") && dbg.contains("***"), "{dbg}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("MfKQ"), "{dbg}");
+    }
 
     #[test]
     fn answers_read_as_accept_reject_or_defer() {
