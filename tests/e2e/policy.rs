@@ -203,7 +203,11 @@ async fn decisions_happen_once_each_across_a_restart_and_the_webhook_decides_ask
     assert_eq!(resolved(blank), Some(json!("rejected")));
     assert_eq!(resolved(asked_no), Some(json!("rejected")));
     assert_eq!(resolved(slow), Some(json!("accepted")));
-    assert_eq!(resolved(stranger), None, "no rule matches it: it stays pending");
+    assert_eq!(
+        resolved(stranger),
+        None,
+        "no rule matches it: it stays pending"
+    );
     assert!(bridge.terminate(Duration::from_secs(20)).is_some());
 
     // The slow customer was asked at least twice: the first question timed out (deferred),
@@ -218,7 +222,11 @@ async fn decisions_happen_once_each_across_a_restart_and_the_webhook_decides_ask
     };
     assert!(questions_about(slow) >= 2, "{}", questions_about(slow));
     assert_eq!(questions_about(asked_no), 1);
-    assert_eq!(questions_about(known), 0, "a rule's own decision never asks");
+    assert_eq!(
+        questions_about(known),
+        0,
+        "a rule's own decision never asks"
+    );
     assert_eq!(seen.bad_signatures.load(Ordering::SeqCst), 0);
     // Its decision came after the deferral: the first policy.decided about it is the webhook's.
     let slow_decided: Vec<Value> = of_type("gov.energystar.pm.policy.decided")
@@ -227,7 +235,10 @@ async fn decisions_happen_once_each_across_a_restart_and_the_webhook_decides_ask
         .collect();
     assert_eq!(slow_decided.len(), 1);
     assert_eq!(slow_decided[0]["data"]["decidedBy"]["source"], "webhook");
-    assert_eq!(slow_decided[0]["data"]["decidedBy"]["ruleName"], "ask billing");
+    assert_eq!(
+        slow_decided[0]["data"]["decidedBy"]["ruleName"],
+        "ask billing"
+    );
 
     // Restart with one more request waiting; the earlier ones must not be answered again.
     let late = customer("late_co").await;
@@ -257,9 +268,19 @@ async fn decisions_happen_once_each_across_a_restart_and_the_webhook_decides_ask
         assert_eq!(calls.get(&key), Some(&1), "{key}: answered once");
         assert_eq!(calls.get(&key), calls_before.get(&key));
     }
-    assert_eq!(calls.get(&format!("POST /connect/account/{late}")), Some(&1));
-    assert_eq!(calls.get(&format!("POST /connect/account/{stranger}")), None);
-    assert_eq!(questions_about(asked_no), 1, "not asked again after the restart");
+    assert_eq!(
+        calls.get(&format!("POST /connect/account/{late}")),
+        Some(&1)
+    );
+    assert_eq!(
+        calls.get(&format!("POST /connect/account/{stranger}")),
+        None
+    );
+    assert_eq!(
+        questions_about(asked_no),
+        1,
+        "not asked again after the restart"
+    );
 
     // One decision event and one command result per answered request, tied by the command id.
     let decided = of_type("gov.energystar.pm.policy.decided");

@@ -37,9 +37,7 @@ pub use load::{
     from_toml_str, from_toml_str_with_env, load, load_and_validate, load_with_env, ConfigError,
     ConfigProblem, ENV_PREFIX,
 };
-pub use policy::{
-    DecisionWebhookConfig, FieldCondition, PolicyConfig, PolicyDecision, PolicyRule,
-};
+pub use policy::{DecisionWebhookConfig, FieldCondition, PolicyConfig, PolicyDecision, PolicyRule};
 pub use secret::{read_secret_map, Secret, SecretError, SecretSource};
 pub use sink_arcadia::{ArcadiaSinkConfig, PROPERTY_ID_PLACEHOLDER};
 pub use sink_kafka::{kafka_topic_name, KafkaMode, KafkaSinkConfig};

@@ -924,7 +924,11 @@ pub fn policy_event(origin: &Origin, data: &PolicyDecidedData) -> CloudEvent {
         PendingKind::MeterShare => format!("meter/{}", data.request_id),
     };
     // A dry run's decision and the real one that may follow are two events.
-    let scope = if data.dry_run { "policy-dry-run" } else { "policy" };
+    let scope = if data.dry_run {
+        "policy-dry-run"
+    } else {
+        "policy"
+    };
     origin.event(
         POLICY_DECIDED,
         &format!("{scope}/{}", data.command_id),

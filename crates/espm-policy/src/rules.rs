@@ -92,7 +92,10 @@ impl LookupFile {
     /// Read the file again if it changed. A file that became unreadable keeps its last values.
     fn refresh(&self) -> Result<(), std::io::Error> {
         let meta = std::fs::metadata(&self.path)?;
-        let stamp = (meta.modified().unwrap_or(SystemTime::UNIX_EPOCH), meta.len());
+        let stamp = (
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            meta.len(),
+        );
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.stamp == Some(stamp) {
             return Ok(());
@@ -200,7 +203,11 @@ impl Rule {
             index,
             name: r.name.clone(),
             kinds: r.kinds.clone(),
-            requesters: r.requesters.iter().map(|s| s.trim().to_lowercase()).collect(),
+            requesters: r
+                .requesters
+                .iter()
+                .map(|s| s.trim().to_lowercase())
+                .collect(),
             access_levels: r
                 .access_levels
                 .iter()
@@ -263,12 +270,10 @@ fn compile_test(f: &FieldCondition) -> Result<Test, String> {
         ),
         (None, None, None) if f.present => Test::Present,
         (None, None, None) => Test::Absent,
-        _ => {
-            return Err(
-                "give at most one of `equals`, `regex` and `in_file`, and none with `present = false`"
-                    .into(),
-            )
-        }
+        _ => return Err(
+            "give at most one of `equals`, `regex` and `in_file`, and none with `present = false`"
+                .into(),
+        ),
     })
 }
 
@@ -315,9 +320,18 @@ name = "Customer Number"
 regex = '^C-\d+$'
 "#,
         );
-        assert!(r.matches(&req(PendingKind::PropertyShare, &[("Customer Number", " C-12 ")])));
-        assert!(!r.matches(&req(PendingKind::MeterShare, &[("Customer Number", "C-12")])));
-        assert!(!r.matches(&req(PendingKind::PropertyShare, &[("Customer Number", "X-12")])));
+        assert!(r.matches(&req(
+            PendingKind::PropertyShare,
+            &[("Customer Number", " C-12 ")]
+        )));
+        assert!(!r.matches(&req(
+            PendingKind::MeterShare,
+            &[("Customer Number", "C-12")]
+        )));
+        assert!(!r.matches(&req(
+            PendingKind::PropertyShare,
+            &[("Customer Number", "X-12")]
+        )));
         assert!(!r.matches(&req(PendingKind::PropertyShare, &[])));
         let mut other = req(PendingKind::PropertyShare, &[("Customer Number", "C-1")]);
         other.username = Some("someone".into());
@@ -392,7 +406,14 @@ regex = '^C-\d+$'
             pick(&req(PendingKind::MeterShare, &[("Customer Number", "1")])),
             Some(2)
         );
-        assert_eq!(first_match(&rules[..2], &req(PendingKind::MeterShare, &[("Customer Number", "1")])).map(|r| r.index), None);
+        assert_eq!(
+            first_match(
+                &rules[..2],
+                &req(PendingKind::MeterShare, &[("Customer Number", "1")])
+            )
+            .map(|r| r.index),
+            None
+        );
         assert_eq!(rules[0].decision, RuleDecision::Reject(Some("no".into())));
     }
 
@@ -403,9 +424,16 @@ regex = '^C-\d+$'
             "accessLevel": "Read", "customFields": {"Meter Number": "M-1", "bad": 3}
         });
         let r = Request::from_data(PendingKind::MeterShare, &data).unwrap();
-        assert_eq!((r.request_id, r.property_id, r.account_id), (9, Some(8), Some(7)));
+        assert_eq!(
+            (r.request_id, r.property_id, r.account_id),
+            (9, Some(8), Some(7))
+        );
         assert_eq!(r.custom_fields.len(), 1);
-        assert!(Request::from_data(PendingKind::PropertyShare, &serde_json::json!({"meterId": 9})).is_none());
+        assert!(Request::from_data(
+            PendingKind::PropertyShare,
+            &serde_json::json!({"meterId": 9})
+        )
+        .is_none());
     }
 
     fn kind() -> impl Strategy<Value = PendingKind> {

@@ -62,7 +62,9 @@ struct Body {
 /// A note over PM's limit, or anything else, is `defer`.
 pub fn read_answer(body: &[u8]) -> Answer {
     let Ok(b) = serde_json::from_slice::<Body>(body) else {
-        return Answer::Defer("the answer is not {\"decision\": \"accept\"|\"reject\"|\"defer\"}".into());
+        return Answer::Defer(
+            "the answer is not {\"decision\": \"accept\"|\"reject\"|\"defer\"}".into(),
+        );
     };
     let note = b.note.filter(|n| !n.trim().is_empty());
     if let Some(n) = &note {
@@ -191,13 +193,19 @@ mod tests {
         })
         .unwrap();
         let dbg = format!("{w:?}");
-        assert!(dbg.contains("decide.example.com") && dbg.contains("***"), "{dbg}");
+        assert!(
+            dbg.contains("decide.example.com") && dbg.contains("***"),
+            "{dbg}"
+        );
         assert!(!dbg.contains("hunter2") && !dbg.contains("MfKQ"), "{dbg}");
     }
 
     #[test]
     fn answers_read_as_accept_reject_or_defer() {
-        assert_eq!(read_answer(br#"{"decision":"accept"}"#), Answer::Accept(None));
+        assert_eq!(
+            read_answer(br#"{"decision":"accept"}"#),
+            Answer::Accept(None)
+        );
         assert_eq!(
             read_answer(br#"{"decision":"reject","note":"unknown meter"}"#),
             Answer::Reject(Some("unknown meter".into()))
@@ -213,7 +221,10 @@ mod tests {
             b"",
             b"{}",
         ] {
-            assert!(matches!(read_answer(garbage), Answer::Defer(_)), "{garbage:?}");
+            assert!(
+                matches!(read_answer(garbage), Answer::Defer(_)),
+                "{garbage:?}"
+            );
         }
         let long = format!(
             r#"{{"decision":"reject","note":"{}"}}"#,

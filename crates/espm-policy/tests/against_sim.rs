@@ -11,8 +11,8 @@ use espm_command::{Account, Commander};
 use espm_config::PolicyConfig;
 use espm_events::{CloudEvent, Origin, PendingKind, POLICY_DECIDED};
 use espm_journal::{Journal, Scope};
-use espm_poller::{DrainMode, Poller, PollerConfig};
 use espm_policy::{Policy, RunReport};
+use espm_poller::{DrainMode, Poller, PollerConfig};
 use espm_sim::control_api::{MeterShareRequest, PropertyShareRequest};
 use espm_sim::{Access, CustomerSpec, SimServer};
 use espm_testkit::sim::{fields, start_sim};
@@ -379,7 +379,10 @@ decision = "accept"
         ]),
         "implied answers must not be sent"
     );
-    assert!(w.pending().await.is_empty(), "PM's coupling resolved the rest");
+    assert!(
+        w.pending().await.is_empty(),
+        "PM's coupling resolved the rest"
+    );
 
     let implied = |kind: PendingKind, id: i64| {
         let d = w.decision_of(kind, id);
@@ -486,8 +489,14 @@ regex = "y"
     // The constructor refuses the same configuration.
     let w_journal = Journal::open(&dir.path().join("j.db")).unwrap();
     let commander = Commander::new(w_journal.clone(), []);
-    let err = Policy::new("main", Origin::new("sim", "main"), &cfg, commander, w_journal)
-        .unwrap_err()
-        .to_string();
+    let err = Policy::new(
+        "main",
+        Origin::new("sim", "main"),
+        &cfg,
+        commander,
+        w_journal,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("rules[1].fields[0].regex"), "{err}");
 }

@@ -50,7 +50,11 @@ mod tests {
         .unwrap();
         let signer = signer_from_source(&SecretSource::File(file.clone())).unwrap();
         assert_eq!(signer.len(), 2);
-        std::fs::write(&file, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\nnot-a-secret\n").unwrap();
+        std::fs::write(
+            &file,
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\nnot-a-secret\n",
+        )
+        .unwrap();
         let err = signer_from_source(&SecretSource::File(file.clone())).unwrap_err();
         assert!(err.contains("#2"), "{err}");
         assert!(!err.contains("not-a-secret"), "{err}");

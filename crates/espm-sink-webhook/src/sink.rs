@@ -13,8 +13,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::request_builder::{self, extra_headers};
-use crate::service::{Attempt, WebhookService};
 use crate::secrets::signer_from_source;
+use crate::service::{Attempt, WebhookService};
 use crate::signing::Signer;
 
 /// Event-type filter: exact types, or prefixes written with a trailing `*`.
