@@ -822,3 +822,33 @@ async fn share_events_carry_their_property_and_a_failed_lookup_only_flags() {
     assert!(during.get("property").is_none());
     assert_eq!(during["customer"]["organization"], "ACME Corporation");
 }
+
+/// The policy's waiter is woken after a walk, once the walk's snapshot is journalled.
+#[tokio::test]
+async fn a_pending_walk_notifies_its_waiter_after_the_snapshot_is_journalled() {
+    let e = env().await;
+    let j = Journal::open(&e.journal_path).unwrap();
+    let c = e
+        .post("/customers", json!({"firstName": "W", "lastName": "Alk"}))
+        .await;
+    let id = c["accountId"].as_i64().unwrap();
+    e.post("/connections", json!({"accountId": id})).await;
+    let walked = Arc::new(tokio::sync::Notify::new());
+    let mut p = e.poller(&j, DrainMode::Clear);
+    p = p.with_pending_walk_notify(walked.clone());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(p.run(stop.clone()));
+    tokio::time::timeout(Duration::from_secs(10), walked.notified())
+        .await
+        .expect("no notification after the first walk");
+    let snapshot = j
+        .pending_snapshot(&Scope::new("sim", "acct"), "connection")
+        .unwrap();
+    assert_eq!(
+        snapshot.len(),
+        1,
+        "the snapshot is journalled before the waiter runs"
+    );
+    stop.cancel();
+    task.await.unwrap();
+}
