@@ -315,3 +315,54 @@ async fn decisions_happen_once_each_across_a_restart_and_the_webhook_decides_ask
     assert_eq!(blank_decision["data"]["decidedBy"]["ruleIndex"], 1);
     sim.shutdown().await;
 }
+
+/// `check-config` compiles the regexes, reads the lookup files and checks notes against PM's
+/// limit, naming each problem by its key path; `run` refuses the same file.
+#[test]
+fn check_config_names_policy_problems_by_key_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"{}{}
+[accounts.policy]
+[[accounts.policy.rules]]
+decision = "ask"
+[[accounts.policy.rules]]
+decision = "reject"
+note = "{long}"
+[[accounts.policy.rules.fields]]
+name = "Customer Number"
+regex = "(unclosed"
+[[accounts.policy.rules.fields]]
+name = "Meter Number"
+in_file = "{missing}"
+{}"#,
+        journal_toml(dir.path()),
+        account_toml("pol", "http://127.0.0.1:9/ws", "pol", PASSWORD_ENV, "clear"),
+        file_sink_toml("audit", &dir.path().join("events.jsonl")),
+        long = "n".repeat(1001),
+        missing = dir.path().join("missing.txt").display(),
+    );
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(&path, config).unwrap();
+    for cmd in [&["check-config", "--config"][..], &["run", "--config"][..]] {
+        let out = std::process::Command::new(bridge_bin())
+            .args(cmd)
+            .arg(&path)
+            .env(PASSWORD_ENV, "pw")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{cmd:?}: {stderr}");
+        for key in [
+            "accounts[0].policy.rules[0].decision",
+            "accounts[0].policy.rules[1].note",
+            "accounts[0].policy.rules[1].fields[0].regex",
+            "accounts[0].policy.rules[1].fields[1].in_file",
+        ] {
+            assert!(
+                stderr.contains(key),
+                "{cmd:?} does not name {key}: {stderr}"
+            );
+        }
+    }
+}
