@@ -45,6 +45,32 @@ pub(crate) fn linked_notification(
 }
 
 impl Journal {
+    /// Which of `ids` are stored for `scope` already (their events were committed with them):
+    /// the clear of peek-then-clear need not enrich them again.
+    pub fn known_notifications(
+        &self,
+        scope: &Scope,
+        ids: &[i64],
+    ) -> Result<std::collections::HashSet<i64>, JournalError> {
+        let conn = self.reader();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT 1 FROM notifications WHERE environment = ?1 AND account = ?2 \
+                 AND notification_id = ?3",
+            )
+            .j()?;
+        let mut known = std::collections::HashSet::new();
+        for id in ids {
+            if st
+                .exists(params![scope.environment, scope.account, id])
+                .j()?
+            {
+                known.insert(*id);
+            }
+        }
+        Ok(known)
+    }
+
     /// Commit the notifications parsed from raw body `raw` and their events, in one transaction:
     /// notifications are deduplicated on (environment, account, notification id), events are
     /// appended to the outbox unless their id was ever enqueued before, and the raw body is

@@ -775,8 +775,7 @@ impl Committer {
         let fields = match &self.client {
             Some(_) => {
                 let scan =
-                    share_fields::scan_journalled(&self.journal, raw_id, &self.scope.account)
-                        .await;
+                    share_fields::scan_journalled(&self.journal, &self.scope, raw_id).await;
                 self.custom_fields(&scan).await
             }
             None => CustomFieldsByTarget::new(),

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use espm_client::{CustomFieldTarget, PmClient};
 use espm_events::{share_update_target, CustomFieldsByTarget};
-use espm_journal::{Journal, RawId};
+use espm_journal::{Journal, RawId, Scope};
 use espm_model::{ListItem, NotificationStream};
 use futures::StreamExt;
 
@@ -47,6 +47,25 @@ pub(crate) struct Scan {
     pub targets: Vec<CustomFieldTarget>,
     /// SHAREUPDATEs whose target did not fit under the cap (their events go out flagged).
     pub skipped: usize,
+    /// The SHAREUPDATEs of `targets`: notification id and target.
+    pub notifications: Vec<(i64, CustomFieldTarget)>,
+}
+
+impl Scan {
+    /// Keep only the targets with a notification outside `known` (notifications committed
+    /// already, whose events went out: the clear of peek-then-clear re-reads nothing the peek
+    /// read).
+    pub(crate) fn without_known(mut self, known: &HashSet<i64>) -> Scan {
+        let wanted: HashSet<CustomFieldTarget> = self
+            .notifications
+            .iter()
+            .filter(|(id, _)| !known.contains(id))
+            .map(|(_, t)| *t)
+            .collect();
+        self.targets.retain(|t| wanted.contains(t));
+        self.notifications.retain(|(_, t)| wanted.contains(t));
+        self
+    }
 }
 
 /// Whether the bytes mention SHAREUPDATE anywhere (ASCII case-insensitive), read as a stream
@@ -100,11 +119,11 @@ pub(crate) fn scan<R: BufRead>(input: R, cap: usize) -> Scan {
             continue;
         };
         if seen.contains(&target) {
-            continue;
-        }
-        if out.targets.len() < cap {
+            out.notifications.push((n.notification_id, target));
+        } else if out.targets.len() < cap {
             seen.insert(target);
             out.targets.push(target);
+            out.notifications.push((n.notification_id, target));
         } else {
             out.skipped += 1;
         }
@@ -113,19 +132,24 @@ pub(crate) fn scan<R: BufRead>(input: R, cap: usize) -> Scan {
 }
 
 /// The SHAREUPDATE targets of a journalled notification body ([`mentions_share_update`], then
-/// [`scan`]), read from the journal in its blocking pool. A journal that cannot be read gives
-/// none: the commit that follows reads it too, and fails or flags.
-pub(crate) async fn scan_journalled(journal: &Journal, raw: RawId, account: &str) -> Scan {
+/// [`scan`]) whose notifications are not committed yet, read from the journal in its blocking
+/// pool. A journal that cannot be read gives none: the commit that follows reads it too, and
+/// fails or flags.
+pub(crate) async fn scan_journalled(journal: &Journal, scope: &Scope, raw: RawId) -> Scan {
+    let sc = scope.clone();
     let scanned = journal
         .call(move |j| {
             if !mentions_share_update(j.raw_reader(raw)) {
                 return Ok(Scan::default());
             }
-            Ok(scan(j.raw_reader(raw), MAX_TARGETS))
+            let found = scan(j.raw_reader(raw), MAX_TARGETS);
+            let ids: Vec<i64> = found.notifications.iter().map(|(id, _)| *id).collect();
+            let known = j.known_notifications(&sc, &ids)?;
+            Ok(found.without_known(&known))
         })
         .await;
     scanned.unwrap_or_else(|e| {
-        tracing::warn!(account = %account, raw_id = %raw, error = %e, "scanning a body for SHAREUPDATEs failed; their events go out flagged enrichment=unavailable");
+        tracing::warn!(account = %scope.account, raw_id = %raw, error = %e, "scanning a body for SHAREUPDATEs failed; their events go out flagged enrichment=unavailable");
         Scan::default()
     })
 }
@@ -260,6 +284,26 @@ mod tests {
     }
 
     #[test]
+    fn targets_whose_notifications_are_all_committed_are_not_read_again() {
+        let body = list(&[
+            share_update(1, Some(5), None, "SHAREUPDATE"),
+            share_update(2, Some(6), None, "SHAREUPDATE"),
+            share_update(3, Some(5), None, "SHAREUPDATE"),
+        ]);
+        let s = scan(&body[..], MAX_TARGETS);
+        assert_eq!(s.notifications.len(), 3);
+        let known: HashSet<i64> = [1, 2].into();
+        let left = s.without_known(&known);
+        // 5 still has notification 3 to emit; 6 is done.
+        assert_eq!(left.targets, vec![CustomFieldTarget::Property(5)]);
+        let all: HashSet<i64> = [1, 2, 3].into();
+        assert!(scan(&body[..], MAX_TARGETS)
+            .without_known(&all)
+            .targets
+            .is_empty());
+    }
+
+    #[test]
     fn bodies_that_are_not_lists_or_break_off_give_what_parsed() {
         assert_eq!(scan(&b"not xml at all"[..], 10), Scan::default());
         assert_eq!(scan(&b"<other/>"[..], 10), Scan::default());
@@ -280,9 +324,9 @@ mod tests {
                 0i64..50,
                 proptest::option::of(0i64..20),
                 proptest::option::of(0i64..20),
-                prop_oneof!["SHAREUPDATE", "UNSHARE", "shareupdate", "X"],
+                proptest::sample::select(vec!["SHAREUPDATE", "UNSHARE", "shareupdate", "X"]),
             )
-                .prop_map(|(id, p, m, code)| share_update(id, p, m, &code))
+                .prop_map(|(id, p, m, code)| share_update(id, p, m, code))
         }
 
         proptest! {
