@@ -194,6 +194,9 @@ impl Poller {
         };
         let t0 = Instant::now();
         let received = self.receive(endpoint, &mut stream, clear, shutdown).await?;
+        // The body is in hand: give back the account's PM turn the stream holds, so the
+        // pre-pass of the commit can call PM.
+        drop(stream);
         drop(holding);
         tracing::debug!(account = %account, raw_id = %received.id, bytes = received.len, ms = t0.elapsed().as_millis() as u64, "body journalled");
         if clear {

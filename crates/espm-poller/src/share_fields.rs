@@ -7,7 +7,8 @@
 //! 1. [`mentions_share_update`]: a byte scan of the body as a stream; most bodies stop here;
 //! 2. [`scan`]: the body parsed as a stream for the targets of its SHAREUPDATEs (see
 //!    [`share_update_target`]), at most [`MAX_TARGETS`] distinct ones per body;
-//! 3. [`read_custom_fields`]: their lists read from PM, [`CONCURRENCY`] at a time, all within
+//! 3. [`read_custom_fields`]: their lists read from PM, at most [`CONCURRENCY`] requests
+//!    queued at a time (the account's client itself calls PM one call at a time), all within
 //!    the account's lookup budget (`customer_lookup_timeout`);
 //! 4. the normalizer attaches them as it builds the events
 //!    ([`espm_events::NotificationCorrelator::with_custom_fields`]).
@@ -33,7 +34,8 @@ use futures::StreamExt;
 /// of any further target are emitted flagged.
 pub(crate) const MAX_TARGETS: usize = 1000;
 
-/// The most `customFieldList` reads in flight at once for one body.
+/// The most `customFieldList` reads queued at once for one body (the client runs them one at a
+/// time: PM is never called concurrently for one account).
 pub(crate) const CONCURRENCY: usize = 8;
 
 /// What every SHAREUPDATE's code contains, compared ASCII case-insensitively (PM's code is
@@ -154,8 +156,8 @@ pub(crate) async fn scan_journalled(journal: &Journal, scope: &Scope, raw: RawId
     })
 }
 
-/// Read the custom field values of `scan`'s targets from PM, [`CONCURRENCY`] at a time, all
-/// within `budget`. Targets whose read failed or did not finish in time are missing from the
+/// Read the custom field values of `scan`'s targets from PM, at most [`CONCURRENCY`] queued at
+/// a time, all within `budget`. Targets whose read failed or did not finish in time are missing from the
 /// answer (their events go out flagged). Never fails.
 pub(crate) async fn read_custom_fields(
     client: &PmClient,
