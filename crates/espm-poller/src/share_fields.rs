@@ -14,8 +14,9 @@
 //!    ([`espm_events::NotificationCorrelator::with_custom_fields`]).
 //!
 //! The invariant: the pre-pass starts after the body is journalled, so it never delays the
-//! journal (nor the `clear=true` that handed the body out); it never holds an event back longer
-//! than the budget and never drops one. A read that fails, runs out of time or is skipped (over
+//! journal of a body, nor the `clear=true` that handed it out (in peek-then-clear the peek's
+//! pre-pass comes before the clear, by at most the budget: the peek clears nothing); it never
+//! holds an event back longer than the budget and never drops one. A read that fails, runs out of time or is skipped (over
 //! the cap, or no PM client: `journal reprocess`) leaves its events without `customFields`,
 //! flagged `enrichment: "unavailable"`. Nothing is cached: the point is the values after the
 //! edit. Event ids do not depend on any of it, so a recovered or re-read body gives the same ids.
@@ -93,8 +94,8 @@ pub(crate) fn mentions_share_update<R: BufRead>(mut input: R) -> bool {
             tail.clear();
             tail.extend_from_slice(&chunk[n - overlap..]);
         } else {
-            let drop = tail.len().saturating_sub(overlap);
-            tail.drain(..drop);
+            let excess = tail.len().saturating_sub(overlap);
+            tail.drain(..excess);
         }
         input.consume(n);
     }
