@@ -980,8 +980,7 @@ async fn recovered_and_reprocessed_share_updates_are_read_again_or_flagged() {
     // What a SIGKILL right after journalling a clear=true body leaves behind: PM's bytes.
     let body = e.client().notifications_raw(true).await.unwrap().bytes;
     let scope = Scope::new("sim", "acct");
-    let raw = j
-        .record_raw(&scope, "notification/list?clear=true", 200, &body)
+    j.record_raw(&scope, "notification/list?clear=true", 200, &body)
         .unwrap();
     let poller = e.poller(&j, DrainMode::Clear);
     assert_eq!(poller.recover().await.unwrap(), 1);
@@ -1021,5 +1020,4 @@ async fn recovered_and_reprocessed_share_updates_are_read_again_or_flagged() {
     assert!(flagged[0].data.get("customFields").is_none());
     espm_testkit::schemas::assert_valid(&flagged[0]);
     assert_eq!(flagged[0].id, updated[0].id, "ids do not depend on the values");
-    let _ = raw;
 }
