@@ -139,7 +139,12 @@ stream_subjects = ["{prefix}.>"]
 
     // The customer edits the values: share.updated carries the new ones.
     assert_eq!(
-        edit_fields(&sim.test_base_url(), p, &[("Lot Number", "2"), ("Zone", "B")]).await,
+        edit_fields(
+            &sim.test_base_url(),
+            p,
+            &[("Lot Number", "2"), ("Zone", "B")]
+        )
+        .await,
         200
     );
     let first = eventually(Duration::from_secs(30), || {
@@ -154,7 +159,11 @@ stream_subjects = ["{prefix}.>"]
     .unwrap_or_else(|| panic!("no share.updated on NATS; bridge log:\n{}", bridge.log()));
     assert_eq!(first.len(), 1);
     let ev = &first[0];
-    assert_eq!(ev["data"]["customFields"], json!({"Lot Number": "2", "Zone": "B"}), "{ev}");
+    assert_eq!(
+        ev["data"]["customFields"],
+        json!({"Lot Number": "2", "Zone": "B"}),
+        "{ev}"
+    );
     assert!(ev["data"].get("enrichment").is_none(), "{ev}");
     assert_eq!(ev["data"]["propertyId"], p);
     assert_eq!(ev["subject"], format!("property/{p}"));
@@ -181,7 +190,12 @@ stream_subjects = ["{prefix}.>"]
         }
     })
     .await
-    .unwrap_or_else(|| panic!("no second share.updated on NATS; bridge log:\n{}", bridge.log()));
+    .unwrap_or_else(|| {
+        panic!(
+            "no second share.updated on NATS; bridge log:\n{}",
+            bridge.log()
+        )
+    });
     let flagged = &both[1];
     assert_eq!(flagged["data"]["enrichment"], "unavailable", "{flagged}");
     assert!(flagged["data"].get("customFields").is_none(), "{flagged}");

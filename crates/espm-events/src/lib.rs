@@ -48,8 +48,8 @@ pub use data::{
     CustomerData, Enrichment, PropertyData, Resolution,
 };
 pub use enrich::{
-    customer_to_enrich, enrich_custom_fields, enrich_customer, enrich_property,
-    property_to_enrich, LOOKED_UP_TYPES,
+    customer_to_enrich, enrich_custom_fields, enrich_customer, enrich_property, property_to_enrich,
+    LOOKED_UP_TYPES,
 };
 pub use espm_model::CustomFieldTarget;
 pub use normalize::{
@@ -58,9 +58,8 @@ pub use normalize::{
     notification_events, pending_key, pending_requested_episode, pending_requested_event,
     pending_resolved_event, pending_snapshot_value, property_data, property_share_requested_data,
     quarantine_event, share_update_access_level, share_update_target, subject_for,
-    CustomFieldsByTarget, NormalizeError,
-    NotificationCorrelator, Origin, PendingDiff, PendingEntry, PendingKind, TrackedRequest,
-    ID_NAMESPACE, RESOLVE_AFTER_MISSED_WALKS,
+    CustomFieldsByTarget, NormalizeError, NotificationCorrelator, Origin, PendingDiff,
+    PendingEntry, PendingKind, TrackedRequest, ID_NAMESPACE, RESOLVE_AFTER_MISSED_WALKS,
 };
 pub use partition::{partition_key, partition_key_doc, partition_key_fields};
 pub use schema::{asyncapi_yaml, data_schema, data_schemas, event_schema, event_schemas};

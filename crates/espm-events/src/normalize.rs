@@ -4,8 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use espm_model::{
-    AccountInfo, Address, Audit, CustomFieldList, CustomFieldTarget, DocumentError, MeterInfo, Notification,
-    NotificationList, PendingAccount, PendingList, PendingMeter, PendingProperty, PropertyInfo,
+    AccountInfo, Address, Audit, CustomFieldList, CustomFieldTarget, DocumentError, MeterInfo,
+    Notification, NotificationList, PendingAccount, PendingList, PendingMeter, PendingProperty,
+    PropertyInfo,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -72,7 +72,11 @@ fn data_schema_of(event_type: &str) -> Option<Value> {
 fn data_is_notification(event_type: &str) -> bool {
     matches!(
         event_type,
-        SHARE_REVOKED | SHARE_UPDATED | CONNECTION_TERMINATED | PROPERTY_TRANSFERRED | NOTIFICATION_RECEIVED
+        SHARE_REVOKED
+            | SHARE_UPDATED
+            | CONNECTION_TERMINATED
+            | PROPERTY_TRANSFERRED
+            | NOTIFICATION_RECEIVED
     )
 }
 

@@ -777,8 +777,7 @@ impl Committer {
         // most the lookup budget.
         let fields = match &self.client {
             Some(_) => {
-                let scan =
-                    share_fields::scan_journalled(&self.journal, &self.scope, raw_id).await;
+                let scan = share_fields::scan_journalled(&self.journal, &self.scope, raw_id).await;
                 self.custom_fields(&scan).await
             }
             None => CustomFieldsByTarget::new(),

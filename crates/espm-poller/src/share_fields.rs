@@ -280,7 +280,9 @@ mod tests {
         let s = scan(&list(&items)[..], 4);
         assert_eq!(
             s.targets,
-            (100..104).map(CustomFieldTarget::Property).collect::<Vec<_>>()
+            (100..104)
+                .map(CustomFieldTarget::Property)
+                .collect::<Vec<_>>()
         );
         // 104 and 105 (notifications 4 and 5) are over the cap; 6..=9 repeat 100..=103.
         assert_eq!(s.skipped, 2);

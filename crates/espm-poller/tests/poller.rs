@@ -908,12 +908,12 @@ async fn share_updated_carries_the_custom_fields_re_read_and_a_failed_read_only_
     let e = env().await;
     let j = Journal::open(&e.journal_path).unwrap();
     let (_, p) = accepted_share_with_fields(&e, "tess_tester").await;
-    let poller = e
-        .poller(&j, DrainMode::PeekThenClear)
-        .with_customer_lookup(espm_poller::CustomerLookup {
-            ttl: Duration::from_secs(60),
-            budget: Duration::from_millis(500),
-        });
+    let poller =
+        e.poller(&j, DrainMode::PeekThenClear)
+            .with_customer_lookup(espm_poller::CustomerLookup {
+                ttl: Duration::from_secs(60),
+                budget: Duration::from_millis(500),
+            });
     poller.drain_once().await.unwrap();
     customer_edits_fields(&e, "tess_tester", p, &[("Lot Number", "2"), ("Zone", "B")]).await;
     poller.drain_once().await.unwrap();
@@ -941,7 +941,11 @@ async fn share_updated_carries_the_custom_fields_re_read_and_a_failed_read_only_
     let updated = share_updates(&j);
     assert_eq!(updated.len(), 2);
     let refused = &updated[1];
-    assert_eq!(refused.data["enrichment"], "unavailable", "{}", refused.data);
+    assert_eq!(
+        refused.data["enrichment"], "unavailable",
+        "{}",
+        refused.data
+    );
     assert!(refused.data.get("customFields").is_none());
     espm_testkit::schemas::assert_valid(refused);
     let n = refused.data["notificationId"].as_i64().unwrap();
@@ -1019,5 +1023,8 @@ async fn recovered_and_reprocessed_share_updates_are_read_again_or_flagged() {
     assert_eq!(flagged[0].data["enrichment"], "unavailable");
     assert!(flagged[0].data.get("customFields").is_none());
     espm_testkit::schemas::assert_valid(&flagged[0]);
-    assert_eq!(flagged[0].id, updated[0].id, "ids do not depend on the values");
+    assert_eq!(
+        flagged[0].id, updated[0].id,
+        "ids do not depend on the values"
+    );
 }

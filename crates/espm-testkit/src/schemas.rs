@@ -19,7 +19,10 @@ fn validators() -> &'static BTreeMap<String, jsonschema::Validator> {
         let resources: Vec<(String, jsonschema::Resource)> = data_schemas()
             .into_values()
             .map(|s| {
-                let id = s["$id"].as_str().expect("a data schema has an $id").to_string();
+                let id = s["$id"]
+                    .as_str()
+                    .expect("a data schema has an $id")
+                    .to_string();
                 let r = jsonschema::Resource::from_contents(s).expect("a data schema is a schema");
                 (id, r)
             })
