@@ -197,3 +197,30 @@ impl Journal {
         self.write(|tx| append_events(tx, events, now))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{Journal, NotificationEntry, Scope};
+
+    /// The notifications committed for one scope, and only those, are known.
+    #[test]
+    fn known_notifications_are_those_committed_for_the_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.db")).unwrap();
+        let scope = Scope::new("sim", "acme");
+        let raw = j
+            .record_raw(&scope, "notification/list", 200, b"<x/>")
+            .unwrap();
+        let entry = NotificationEntry {
+            notification_id: 7,
+            type_code: "SHAREUPDATE".into(),
+            json: serde_json::json!({}),
+        };
+        assert!(j.known_notifications(&scope, &[7]).unwrap().is_empty());
+        j.commit_notifications(&scope, raw, &[entry], &[]).unwrap();
+        let known = j.known_notifications(&scope, &[7, 8]).unwrap();
+        assert_eq!(known, [7].into());
+        let other = Scope::new("sim", "other");
+        assert!(j.known_notifications(&other, &[7]).unwrap().is_empty());
+    }
+}
