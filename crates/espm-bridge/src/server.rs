@@ -107,6 +107,14 @@ fn describe() {
         "Customers looked up for share events, by outcome: cached, fetched (from PM), failed (events flagged)"
     );
     describe_counter!(
+        "espm_bridge_property_lookups_total",
+        "Properties looked up for share events, by outcome: cached, fetched (from PM), failed (events flagged)"
+    );
+    describe_counter!(
+        "espm_bridge_custom_field_lookups_total",
+        "Custom field lists re-read for share.updated, by outcome: fetched, failed, timeout, skipped (over the per-body cap); all but fetched flag the event"
+    );
+    describe_counter!(
         "espm_bridge_sink_published_total",
         "Events acknowledged by a sink"
     );

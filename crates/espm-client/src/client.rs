@@ -124,16 +124,8 @@ impl PendingKind {
     }
 }
 
-/// Whose custom fields [`PmClient::custom_fields`] reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CustomFieldTarget {
-    /// `GET /account/{id}/customFieldList`.
-    Account(i64),
-    /// `GET /property/{id}/customFieldList`.
-    Property(i64),
-    /// `GET /meter/{id}/customFieldList`.
-    Meter(i64),
-}
+/// Whose custom fields [`PmClient::custom_fields`] reads (the model's type, re-exported).
+pub use espm_model::CustomFieldTarget;
 
 /// One connected customer from `GET /customer/list`.
 #[derive(Debug, Clone, PartialEq, Eq)]

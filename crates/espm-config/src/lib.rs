@@ -259,9 +259,10 @@ pub struct AccountConfig {
     #[serde(default = "default_customer_cache_ttl", with = "humantime_serde")]
     #[schemars(with = "DurationString")]
     pub customer_cache_ttl: Duration,
-    /// The longest one pending-list walk waits for its customer lookups, all together. Events
-    /// whose lookup failed or did not finish by then are emitted at once without `customer`,
-    /// flagged `enrichment: "unavailable"`.
+    /// The longest one pending-list walk waits for its customer lookups, all together, and one
+    /// notification body for the custom field re-reads of its `share.updated` events. Events
+    /// whose lookup failed or did not finish by then are emitted at once without `customer`
+    /// (or `customFields`), flagged `enrichment: "unavailable"`.
     #[serde(default = "default_customer_lookup_timeout", with = "humantime_serde")]
     #[schemars(with = "DurationString")]
     pub customer_lookup_timeout: Duration,

@@ -52,6 +52,17 @@ pub struct NotificationData {
     /// verbatim when it is neither. Absent when the description does not say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_level: Option<String>,
+    /// SHAREUPDATE only: the custom field values of the share, name -> value, re-read from PM
+    /// (`GET /meter|property|account/{id}/customFieldList`, the most specific the notification
+    /// names) when the event was emitted, so an edit of the values shows here. Absent when the
+    /// read failed, timed out or was skipped (`enrichment` says so).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_fields: Option<BTreeMap<String, String>>,
+    /// SHAREUPDATE only: set when `customFields` is missing because its read failed (PM refused,
+    /// did not answer within `customer_lookup_timeout`, or the body named more shares than are
+    /// read at once): the event was emitted without it rather than delayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrichment: Option<Enrichment>,
 }
 
 /// PM's `<address>` attributes.
@@ -262,8 +273,8 @@ pub struct PropertyData {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Enrichment {
-    /// A lookup (`customer` or `property`) failed or did not finish in time; the event went out
-    /// without what it would have added.
+    /// A lookup (`customer`, `property`, or `customFields` of `share.updated`) failed or did not
+    /// finish in time; the event went out without what it would have added.
     Unavailable,
 }
 

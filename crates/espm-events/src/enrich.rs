@@ -103,6 +103,35 @@ pub fn enrich_property(event: &mut CloudEvent, property: Option<&PropertyData>) 
     }
 }
 
+/// Add the custom field values re-read for a `share.updated` event to its `data`: `Some` sets
+/// `customFields`, `None` (the read failed, timed out or was skipped) sets
+/// `enrichment: "unavailable"` instead. Any other event, or one whose `data` is not an object,
+/// is left alone; the id never changes.
+pub fn enrich_custom_fields(
+    event: &mut CloudEvent,
+    fields: Option<&std::collections::BTreeMap<String, String>>,
+) {
+    if event.ty != SHARE_UPDATED {
+        return;
+    }
+    let Some(data) = event.data.as_object_mut() else {
+        return;
+    };
+    match fields.and_then(|f| serde_json::to_value(f).ok()) {
+        Some(f) => {
+            data.insert("customFields".into(), f);
+            data.remove("enrichment");
+        }
+        None => {
+            data.remove("customFields");
+            data.insert(
+                "enrichment".into(),
+                Value::from(Enrichment::Unavailable.as_str()),
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,6 +144,28 @@ mod tests {
             "espmenvironment": "sim", "espmaccount": "a", "data": data
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn custom_fields_go_on_share_updated_only_and_a_miss_flags_it() {
+        let mut e = event(SHARE_UPDATED, json!({"notificationId": 1, "propertyId": 5}));
+        let before = e.clone();
+        let fields: std::collections::BTreeMap<String, String> =
+            [("Lot Number".to_string(), "2".to_string())].into();
+        enrich_custom_fields(&mut e, Some(&fields));
+        assert_eq!(
+            e.data,
+            json!({"notificationId": 1, "propertyId": 5, "customFields": {"Lot Number": "2"}})
+        );
+        enrich_custom_fields(&mut e, None);
+        assert_eq!(
+            e.data,
+            json!({"notificationId": 1, "propertyId": 5, "enrichment": "unavailable"})
+        );
+        assert_eq!(e.id, before.id);
+        let mut revoked = event(SHARE_REVOKED, json!({"notificationId": 2}));
+        enrich_custom_fields(&mut revoked, None);
+        assert_eq!(revoked.data, json!({"notificationId": 2}));
     }
 
     #[test]

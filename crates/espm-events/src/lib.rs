@@ -9,6 +9,8 @@
 //!   [`RESOLVE_AFTER_MISSED_WALKS`] complete walks missed it).
 //! - [`customer_to_enrich`] / [`enrich_customer`]: share events carry their customer's username
 //!   and organisation, looked up by the caller; a failed lookup flags the event instead.
+//! - [`share_update_target`] / [`NotificationCorrelator::with_custom_fields`]: `share.updated`
+//!   carries the custom field values the caller re-read from PM, or the same flag.
 //! - [`quarantine_event`]: the bridge's error event for a PM body that failed to parse.
 //! - [`normalize_document`]: a whole `notificationList` or `pendingList` body -> events.
 //! - [`event_schemas`] / [`asyncapi_yaml`]: the published contract, generated from the types in
@@ -47,16 +49,19 @@ pub use data::{
     PolicySource, PropertyData, Resolution,
 };
 pub use enrich::{
-    customer_to_enrich, enrich_customer, enrich_property, property_to_enrich, LOOKED_UP_TYPES,
+    customer_to_enrich, enrich_custom_fields, enrich_customer, enrich_property, property_to_enrich,
+    LOOKED_UP_TYPES,
 };
+pub use espm_model::CustomFieldTarget;
 pub use normalize::{
     command_event, connection_requested_data, diff_pending, event_time, meter_share_requested_data,
     normalize_document, normalize_pm_time, notification_data, notification_event,
     notification_events, pending_key, pending_requested_episode, pending_requested_event,
     pending_resolved_event, pending_snapshot_value, policy_event, property_data,
-    property_share_requested_data, quarantine_event, share_update_access_level, subject_for,
-    NormalizeError, NotificationCorrelator, Origin, PendingDiff, PendingEntry, PendingKind,
-    TrackedRequest, ID_NAMESPACE, RESOLVE_AFTER_MISSED_WALKS,
+    property_share_requested_data, quarantine_event, share_update_access_level,
+    share_update_target, subject_for, CustomFieldsByTarget, NormalizeError, NotificationCorrelator,
+    Origin, PendingDiff, PendingEntry, PendingKind, TrackedRequest, ID_NAMESPACE,
+    RESOLVE_AFTER_MISSED_WALKS,
 };
 pub use partition::{partition_key, partition_key_doc, partition_key_fields};
 pub use schema::{asyncapi_yaml, data_schema, data_schemas, event_schema, event_schemas};

@@ -4,8 +4,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use espm_model::{
-    AccountInfo, Address, Audit, CustomFieldList, DocumentError, MeterInfo, Notification,
-    NotificationList, PendingAccount, PendingList, PendingMeter, PendingProperty, PropertyInfo,
+    AccountInfo, Address, Audit, CustomFieldList, CustomFieldTarget, DocumentError, MeterInfo,
+    Notification, NotificationList, PendingAccount, PendingList, PendingMeter, PendingProperty,
+    PropertyInfo,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -139,8 +140,29 @@ pub fn notification_data(n: &Notification) -> NotificationData {
             .eq(SHARE_UPDATED)
             .then(|| share_update_access_level(&n.description))
             .flatten(),
+        custom_fields: None,
+        enrichment: None,
     }
 }
+
+/// Whose custom field values a SHAREUPDATE's `share.updated` event carries: the most specific
+/// thing the notification names (its meter, else its property, else the customer's account).
+/// `None` for every other notification, and for a SHAREUPDATE that names nothing.
+pub fn share_update_target(n: &Notification) -> Option<CustomFieldTarget> {
+    if notification_event_type(&n.notification_type_code) != SHARE_UPDATED {
+        return None;
+    }
+    match (n.meter_id, n.property_id, n.account_id) {
+        (Some(m), _, _) => Some(CustomFieldTarget::Meter(m)),
+        (None, Some(p), _) => Some(CustomFieldTarget::Property(p)),
+        (None, None, Some(a)) => Some(CustomFieldTarget::Account(a)),
+        (None, None, None) => None,
+    }
+}
+
+/// The custom field values re-read for the SHAREUPDATEs of one PM response, by target (see
+/// [`share_update_target`]); a target missing from the map could not be read.
+pub type CustomFieldsByTarget = BTreeMap<CustomFieldTarget, BTreeMap<String, String>>;
 
 /// The new access level a SHAREUPDATE's description names, e.g. `Harbor Office - Access level
 /// revised to Exchange Data - Read Only by Sam Patel.` gives `Read`. PM's labels map to the
@@ -185,10 +207,16 @@ pub fn notification_event(origin: &Origin, n: &Notification) -> CloudEvent {
 /// DISCONNECT event's `id`. Pure and deterministic: the same response gives the same events,
 /// and event ids are those of [`notification_event`]. UNSHAREs listed before their DISCONNECT
 /// (PM creates the DISCONNECT first) are not grouped.
+///
+/// With [`NotificationCorrelator::with_custom_fields`], `share.updated` events also get the
+/// custom field values the caller re-read from PM (or `enrichment: "unavailable"`).
 #[derive(Debug, Clone, Default)]
 pub struct NotificationCorrelator {
     /// accountId -> (its DISCONNECT's notificationCreatedByAccountId, correlation id).
     disconnects: BTreeMap<i64, (Option<String>, String)>,
+    /// The custom field values read for this response's SHAREUPDATEs; `None`: not read at all
+    /// (the events carry neither `customFields` nor the flag).
+    custom_fields: Option<CustomFieldsByTarget>,
 }
 
 impl NotificationCorrelator {
@@ -197,9 +225,20 @@ impl NotificationCorrelator {
         Self::default()
     }
 
+    /// `share.updated` events get `customFields` from `fields` (by [`share_update_target`]);
+    /// one whose target is missing from it is flagged `enrichment: "unavailable"` instead (see
+    /// [`crate::enrich_custom_fields`]). Ids stay those of [`notification_event`].
+    pub fn with_custom_fields(mut self, fields: CustomFieldsByTarget) -> Self {
+        self.custom_fields = Some(fields);
+        self
+    }
+
     /// The event of the next notification of the response.
     pub fn event(&mut self, origin: &Origin, n: &Notification) -> CloudEvent {
         let mut event = notification_event(origin, n);
+        if let (Some(fields), Some(target)) = (&self.custom_fields, share_update_target(n)) {
+            crate::enrich_custom_fields(&mut event, fields.get(&target));
+        }
         let by = n
             .notification_created_by_account_id
             .as_deref()

@@ -70,10 +70,52 @@ fn data_schema_of(event_type: &str) -> Option<Value> {
     })
 }
 
+fn data_is_notification(event_type: &str) -> bool {
+    matches!(
+        event_type,
+        SHARE_REVOKED
+            | SHARE_UPDATED
+            | CONNECTION_TERMINATED
+            | PROPERTY_TRANSFERRED
+            | NOTIFICATION_RECEIVED
+    )
+}
+
+/// Drop the `$defs` entries nothing refers to any more.
+fn prune_unused_defs(schema: &mut Map<String, Value>) {
+    let Some(Value::Object(defs)) = schema.remove("$defs") else {
+        return;
+    };
+    let mut refs = Vec::new();
+    collect_refs(&Value::Object(schema.clone()), &mut refs);
+    let mut kept = Map::new();
+    for (name, def) in defs {
+        if refs.iter().any(|r| r == &format!("#/$defs/{name}")) {
+            kept.insert(name, def);
+        }
+    }
+    if !kept.is_empty() {
+        schema.insert("$defs".into(), Value::Object(kept));
+    }
+}
+
+fn collect_refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(o) => {
+            if let Some(r) = o.get("$ref").and_then(Value::as_str) {
+                out.push(r.to_string());
+            }
+            o.values().for_each(|x| collect_refs(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_refs(x, out)),
+        _ => {}
+    }
+}
+
 fn description_of(event_type: &str) -> &'static str {
     match event_type {
         SHARE_REVOKED => "PM UNSHARE notification: access to a property or meter was removed.",
-        SHARE_UPDATED => "PM SHAREUPDATE notification: an access level changed; accessLevel is the new level. accountId is the customer whose share changed, notificationCreatedBy/notificationCreatedByAccountId the editor.",
+        SHARE_UPDATED => "PM SHAREUPDATE notification: an access level or the custom field values of a share changed; accessLevel is the new level, customFields the values re-read from PM (absent with enrichment \"unavailable\" when the read failed). accountId is the customer whose share changed, notificationCreatedBy/notificationCreatedByAccountId the editor.",
         CONNECTION_TERMINATED => "PM DISCONNECT notification: a customer is no longer connected.",
         PROPERTY_TRANSFERRED => "PM TRANSFERPROPERTY notification: a property was transferred (accountId and username are the new owner's).",
         NOTIFICATION_RECEIVED => "A PM notification whose code has no type of its own; notificationTypeCode carries it.",
@@ -96,6 +138,14 @@ fn description_of(event_type: &str) -> &'static str {
 pub fn data_schema(event_type: &str) -> Option<Value> {
     let mut data = data_schema_of(event_type)?;
     let obj = data.as_object_mut()?;
+    // Only share.updated re-reads custom fields: the other notification types never carry them.
+    if event_type != SHARE_UPDATED && data_is_notification(event_type) {
+        if let Some(p) = obj.get_mut("properties").and_then(Value::as_object_mut) {
+            p.remove("customFields");
+            p.remove("enrichment");
+        }
+        prune_unused_defs(obj);
+    }
     // Each specific notification type carries exactly its PM code.
     if let Some((code, _)) = KNOWN_NOTIFICATION_CODES
         .iter()

@@ -2,7 +2,7 @@
 
 /// A PM `UNSHARE` notification: access to a property or meter was removed.
 pub const SHARE_REVOKED: &str = "gov.energystar.pm.share.revoked";
-/// A PM `SHAREUPDATE` notification: an access level changed.
+/// A PM `SHAREUPDATE` notification: an access level or the custom field values of a share changed.
 pub const SHARE_UPDATED: &str = "gov.energystar.pm.share.updated";
 /// A PM `DISCONNECT` notification: a customer connection ended.
 pub const CONNECTION_TERMINATED: &str = "gov.energystar.pm.connection.terminated";

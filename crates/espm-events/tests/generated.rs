@@ -383,3 +383,39 @@ fn schemas_reject_wrong_events() {
     bad["data"]["resolution"] = "maybe".into();
     assert!(!common::is_valid(CONNECTION_RESOLVED, &bad));
 }
+
+/// Only `share.updated` carries `customFields` (a name -> string map) and its flag; a value of
+/// another shape, or another flag, fails the schema.
+#[test]
+fn share_updated_data_carries_custom_fields_or_the_flag() {
+    let ex = common::examples();
+    let good = serde_json::to_value(&ex[SHARE_UPDATED].data).unwrap();
+    assert_eq!(good["customFields"]["Customer Number"], "D987");
+    assert!(common::is_valid_data(SHARE_UPDATED, &good));
+    let mut flagged = good.clone();
+    flagged.as_object_mut().unwrap().remove("customFields");
+    flagged["enrichment"] = "unavailable".into();
+    assert!(common::is_valid_data(SHARE_UPDATED, &flagged));
+    let mut bad = good.clone();
+    bad["customFields"]["Customer Number"] = 987.into();
+    assert!(!common::is_valid_data(SHARE_UPDATED, &bad));
+    let mut bad = good.clone();
+    bad["customFields"] = serde_json::json!(["D987"]);
+    assert!(!common::is_valid_data(SHARE_UPDATED, &bad));
+    flagged["enrichment"] = "maybe".into();
+    assert!(!common::is_valid_data(SHARE_UPDATED, &flagged));
+    let data = data_schemas();
+    for ty in [
+        SHARE_REVOKED,
+        CONNECTION_TERMINATED,
+        PROPERTY_TRANSFERRED,
+        NOTIFICATION_RECEIVED,
+    ] {
+        let props = &data[ty]["properties"];
+        assert!(props.get("customFields").is_none(), "{ty}");
+        assert!(props.get("enrichment").is_none(), "{ty}");
+        assert!(data[ty].get("$defs").is_none(), "{ty}: unused $defs left");
+    }
+    assert!(data[SHARE_UPDATED]["properties"]["customFields"].is_object());
+    assert!(data[SHARE_UPDATED]["properties"]["enrichment"].is_object());
+}

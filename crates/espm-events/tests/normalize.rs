@@ -1076,3 +1076,68 @@ proptest! {
         }
     }
 }
+
+fn share_update(id: i64, property: Option<i64>, meter: Option<i64>) -> espm_model::Notification {
+    espm_model::Notification {
+        notification_type_code: "SHAREUPDATE".into(),
+        notification_id: id,
+        description: "Harbor Office - Custom field values revised by Sam Patel.".into(),
+        account_id: Some(68_005),
+        username: Some("harbor_admin".into()),
+        property_id: property,
+        meter_id: meter,
+        notification_created_date: Some("2025-03-04T08:00:00".into()),
+        notification_created_by: Some("harbor_sam".into()),
+        notification_created_by_account_id: Some("98866".into()),
+    }
+}
+
+/// `share.updated` gets the custom field values read for its target (meter, else property, else
+/// account), or the flag when they could not be read; without values read at all it carries
+/// neither. Every other event, and every id, stays as it was.
+#[test]
+fn share_updated_carries_the_custom_fields_read_for_its_target_or_the_flag() {
+    let o = origin();
+    let on_meter = share_update(1, Some(5), Some(9));
+    let on_property = share_update(2, Some(5), None);
+    let on_account = share_update(3, None, None);
+    assert_eq!(
+        share_update_target(&on_meter),
+        Some(CustomFieldTarget::Meter(9))
+    );
+    assert_eq!(
+        share_update_target(&on_property),
+        Some(CustomFieldTarget::Property(5))
+    );
+    assert_eq!(
+        share_update_target(&on_account),
+        Some(CustomFieldTarget::Account(68_005))
+    );
+    let mut unshare = share_update(4, Some(5), None);
+    unshare.notification_type_code = "UNSHARE".into();
+    assert_eq!(share_update_target(&unshare), None);
+
+    let values: BTreeMap<String, String> = [("Lot Number".to_string(), "2".to_string())].into();
+    let mut fields = CustomFieldsByTarget::new();
+    fields.insert(CustomFieldTarget::Property(5), values);
+    let mut c = NotificationCorrelator::new().with_custom_fields(fields);
+    let read = c.event(&o, &on_property);
+    assert_eq!(read.data["customFields"], json!({"Lot Number": "2"}));
+    assert!(read.data.get("enrichment").is_none());
+    let missed = c.event(&o, &on_meter);
+    assert_eq!(missed.data["enrichment"], "unavailable");
+    assert!(missed.data.get("customFields").is_none());
+    let revoked = c.event(&o, &unshare);
+    assert!(revoked.data.get("enrichment").is_none());
+    for ev in [&read, &missed, &revoked] {
+        assert_valid(ev);
+    }
+    let plain = NotificationCorrelator::new().event(&o, &on_property);
+    assert!(plain.data.get("customFields").is_none() && plain.data.get("enrichment").is_none());
+    assert_eq!(plain.id, read.id, "ids do not depend on the values");
+    assert_eq!(
+        notification_event(&o, &on_meter).id,
+        missed.id,
+        "nor on the flag"
+    );
+}

@@ -45,6 +45,32 @@ pub(crate) fn linked_notification(
 }
 
 impl Journal {
+    /// Which of `ids` are stored for `scope` already (their events were committed with them):
+    /// the clear of peek-then-clear need not enrich them again.
+    pub fn known_notifications(
+        &self,
+        scope: &Scope,
+        ids: &[i64],
+    ) -> Result<std::collections::HashSet<i64>, JournalError> {
+        let conn = self.reader();
+        let mut st = conn
+            .prepare_cached(
+                "SELECT 1 FROM notifications WHERE environment = ?1 AND account = ?2 \
+                 AND notification_id = ?3",
+            )
+            .j()?;
+        let mut known = std::collections::HashSet::new();
+        for id in ids {
+            if st
+                .exists(params![scope.environment, scope.account, id])
+                .j()?
+            {
+                known.insert(*id);
+            }
+        }
+        Ok(known)
+    }
+
     /// Commit the notifications parsed from raw body `raw` and their events, in one transaction:
     /// notifications are deduplicated on (environment, account, notification id), events are
     /// appended to the outbox unless their id was ever enqueued before, and the raw body is
@@ -169,5 +195,32 @@ impl Journal {
     pub fn enqueue(&self, events: &[CloudEvent]) -> Result<usize, JournalError> {
         let now = now_ms();
         self.write(|tx| append_events(tx, events, now))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Journal, NotificationEntry, Scope};
+
+    /// The notifications committed for one scope, and only those, are known.
+    #[test]
+    fn known_notifications_are_those_committed_for_the_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.db")).unwrap();
+        let scope = Scope::new("sim", "acme");
+        let raw = j
+            .record_raw(&scope, "notification/list", 200, b"<x/>")
+            .unwrap();
+        let entry = NotificationEntry {
+            notification_id: 7,
+            type_code: "SHAREUPDATE".into(),
+            json: serde_json::json!({}),
+        };
+        assert!(j.known_notifications(&scope, &[7]).unwrap().is_empty());
+        j.commit_notifications(&scope, raw, &[entry], &[]).unwrap();
+        let known = j.known_notifications(&scope, &[7, 8]).unwrap();
+        assert_eq!(known, [7].into());
+        let other = Scope::new("sim", "other");
+        assert!(j.known_notifications(&other, &[7]).unwrap().is_empty());
     }
 }

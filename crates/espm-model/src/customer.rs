@@ -43,3 +43,15 @@ pub struct CustomFieldValues {
 impl crate::PmDocument for CustomFieldValues {
     const ROOT: &'static str = "customFieldList";
 }
+
+/// Whose custom field values PM's `GET /account|property|meter/{id}/customFieldList` reads: a
+/// connection's (the customer's account), a property share's or a meter share's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CustomFieldTarget {
+    /// `GET /account/{id}/customFieldList`.
+    Account(i64),
+    /// `GET /property/{id}/customFieldList`.
+    Property(i64),
+    /// `GET /meter/{id}/customFieldList`.
+    Meter(i64),
+}

@@ -29,7 +29,7 @@ mod salvage;
 mod stream;
 mod time;
 
-pub use customer::{CustomFieldValues, Customer};
+pub use customer::{CustomFieldTarget, CustomFieldValues, Customer};
 pub use document::{parse, root_element, to_xml, DocumentError, PmDocument};
 pub use notification::{Notification, NotificationList};
 pub use pending::{

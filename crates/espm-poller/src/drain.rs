@@ -5,9 +5,10 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use espm_client::{BodyStream, ClientError};
+use espm_client::{BodyStream, ClientError, PmClient};
 use espm_events::{
-    event_time, quarantine_event, BodyQuarantinedData, NotificationCorrelator, Origin,
+    event_time, quarantine_event, BodyQuarantinedData, CustomFieldsByTarget,
+    NotificationCorrelator, Origin,
 };
 use espm_journal::{
     Journal, JournalError, NotificationEntry, QuarantineOutcome, RawId, Scope, SpoolWriter,
@@ -15,7 +16,7 @@ use espm_journal::{
 use espm_model::{ListItem, Notification, NotificationStream};
 use tokio_util::sync::CancellationToken;
 
-use crate::{DrainMode, PollError, Poller, PollerStatus};
+use crate::{share_fields, DrainMode, PollError, Poller, PollerStatus};
 
 const ENDPOINT: &str = "notification/list";
 
@@ -193,6 +194,9 @@ impl Poller {
         };
         let t0 = Instant::now();
         let received = self.receive(endpoint, &mut stream, clear, shutdown).await?;
+        // The body is in hand: give back the account's PM turn the stream holds, so the
+        // pre-pass of the commit can call PM.
+        drop(stream);
         drop(holding);
         tracing::debug!(account = %account, raw_id = %received.id, bytes = received.len, ms = t0.elapsed().as_millis() as u64, "body journalled");
         if clear {
@@ -594,6 +598,8 @@ impl Poller {
             origin: self.origin.clone(),
             wake: self.wake.clone(),
             status: Some(self.status.clone()),
+            client: Some(self.client.clone()),
+            lookup_budget: self.customers.budget,
         }
     }
 }
@@ -674,6 +680,11 @@ struct Committer {
     origin: Origin,
     wake: Vec<std::sync::Arc<tokio::sync::Notify>>,
     status: Option<std::sync::Arc<PollerStatus>>,
+    /// Reads the custom field values of `share.updated` events; `None` (`journal reprocess`):
+    /// not read, the events are flagged.
+    client: Option<PmClient>,
+    /// The time the custom field reads of one body may take, all together.
+    lookup_budget: Duration,
 }
 
 impl Committer {
@@ -701,6 +712,15 @@ impl Committer {
             wrapped.extend_from_slice(b"</notificationList>");
             return match espm_model::parse::<espm_model::NotificationList>(&wrapped) {
                 Ok(list) => {
+                    let mut scan = share_fields::Scan::default();
+                    for n in &list.notifications {
+                        if let Some(t) = espm_events::share_update_target(n) {
+                            if !scan.targets.contains(&t) {
+                                scan.targets.push(t);
+                            }
+                        }
+                    }
+                    let fields = self.custom_fields(&scan).await;
                     let c = self.clone();
                     let id = body.id;
                     let n = list.notifications.len();
@@ -714,7 +734,7 @@ impl Committer {
                                 c.build_part(
                                     &list.notifications,
                                     true,
-                                    &mut NotificationCorrelator::new(),
+                                    &mut NotificationCorrelator::new().with_custom_fields(fields),
                                 ),
                                 &mut d,
                             )?;
@@ -753,13 +773,39 @@ impl Committer {
         clear: bool,
         out: &mut DrainOutcome,
     ) -> Result<Processed, PollError> {
+        // The pre-pass: the body is journalled already, so this delays only its commit, by at
+        // most the lookup budget.
+        let fields = match &self.client {
+            Some(_) => {
+                let scan = share_fields::scan_journalled(&self.journal, &self.scope, raw_id).await;
+                self.custom_fields(&scan).await
+            }
+            None => CustomFieldsByTarget::new(),
+        };
         let c = self.clone();
         let (p, delta) = self
             .journal
-            .call(move |j| c.process_blocking(j, raw_id, &endpoint, clear))
+            .call(move |j| c.process_blocking(j, raw_id, &endpoint, clear, fields))
             .await?;
         out.add(&delta);
         Ok(p)
+    }
+
+    /// The custom field values of `scan`'s targets, read from PM within the lookup budget;
+    /// without a client (`journal reprocess`) none, so every `share.updated` is flagged.
+    async fn custom_fields(&self, scan: &share_fields::Scan) -> CustomFieldsByTarget {
+        match &self.client {
+            Some(client) if !scan.targets.is_empty() || scan.skipped > 0 => {
+                share_fields::read_custom_fields(
+                    client,
+                    scan,
+                    self.lookup_budget,
+                    &self.scope.account,
+                )
+                .await
+            }
+            _ => CustomFieldsByTarget::new(),
+        }
     }
 
     /// Parse the journalled body as a stream and commit it in parts; the body is marked
@@ -771,11 +817,12 @@ impl Committer {
         raw_id: RawId,
         endpoint: &str,
         clear: bool,
+        fields: CustomFieldsByTarget,
     ) -> Result<(Processed, DrainOutcome), JournalError> {
         let account = self.scope.account.clone();
         let mut stored_out = DrainOutcome::default();
         let mut commit = Duration::ZERO;
-        let result = self.parse_parts(j, raw_id, endpoint, &mut |part| {
+        let result = self.parse_parts(j, raw_id, endpoint, fields, &mut |part| {
             let t = Instant::now();
             self.store_part(j, raw_id, part, &mut stored_out)?;
             commit += t.elapsed();
@@ -810,14 +857,16 @@ impl Committer {
         j: &Journal,
         raw_id: RawId,
         endpoint: &str,
+        fields: CustomFieldsByTarget,
         store: &mut dyn FnMut(Part) -> Result<(), JournalError>,
     ) -> Result<(Processed, DrainOutcome, Duration), JournalError> {
         let account = self.scope.account.clone();
         let mut out = DrainOutcome::default();
         let mut stream = NotificationStream::new(j.raw_reader(raw_id));
         let mut part: Vec<Notification> = Vec::with_capacity(COMMIT_PART);
-        // One per body: a DISCONNECT and its UNSHAREs may fall into different parts.
-        let mut correlator = NotificationCorrelator::new();
+        // One per body: a DISCONNECT and its UNSHAREs may fall into different parts; the custom
+        // field values read by the pre-pass go on the body's share.updated events.
+        let mut correlator = NotificationCorrelator::new().with_custom_fields(fields);
         let (mut n, mut bad, mut first) = (0usize, 0usize, true);
         let mut parse = Duration::ZERO;
         loop {
@@ -1052,6 +1101,8 @@ pub async fn reprocess(journal: &Journal, raw: RawId) -> Result<Reprocessed, Pol
         },
         wake: Vec::new(),
         status: None,
+        client: None,
+        lookup_budget: Duration::ZERO,
     };
     let mut out = DrainOutcome::default();
     let p = committer

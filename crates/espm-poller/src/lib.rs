@@ -12,7 +12,10 @@
 //! 4. parses per notification: one bad `<notification>` is quarantined with its bytes and a
 //!    `gov.energystar.pm.bridge.body_quarantined` event (one transaction), the good ones go on;
 //! 5. stores parsed notifications idempotently and appends their events to the outbox in the
-//!    same transaction, then wakes the sink drivers.
+//!    same transaction, then wakes the sink drivers. Before that commit, an async pre-pass
+//!    reads the custom field values of the body's SHAREUPDATEs from PM, within a time budget,
+//!    for their `share.updated` events (`share_fields`); a failed read flags the event, never
+//!    holds or drops it.
 //!
 //! A crash between any two steps loses nothing that PM handed out intact: before step 3 PM's
 //! response was never received; after it, the bytes are on disk (journal or spool) and a restart
@@ -22,6 +25,7 @@
 mod customers;
 mod drain;
 mod pending;
+mod share_fields;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -852,3 +852,209 @@ async fn a_pending_walk_notifies_its_waiter_after_the_snapshot_is_journalled() {
     stop.cancel();
     task.await.unwrap();
 }
+
+const CUSTOMER_PASS: &str = "Cust-Pass-1";
+
+/// A customer who can log in to PM's test-environment calls, connected, with an accepted
+/// property share whose custom fields are `Lot Number = 1`. The property id.
+async fn accepted_share_with_fields(e: &Env, username: &str) -> (i64, i64) {
+    let c = e
+        .post(
+            "/customers",
+            json!({"username": username, "password": CUSTOMER_PASS, "organization": "Tess Org"}),
+        )
+        .await;
+    let cid = c["accountId"].as_i64().unwrap();
+    e.post("/connections", json!({ "accountId": cid })).await;
+    let client = e.client();
+    client
+        .answer(
+            espm_client::PendingKind::Connection,
+            cid,
+            espm_model::Action::Accept,
+            None,
+        )
+        .await
+        .unwrap();
+    let p = e
+        .post(
+            "/shares/property",
+            json!({"accountId": cid, "name": "Test Tower", "accessLevel": "Read",
+                   "customFields": {"Lot Number": "1"}}),
+        )
+        .await["propertyId"]
+        .as_i64()
+        .unwrap();
+    client
+        .answer(
+            espm_client::PendingKind::PropertyShare,
+            p,
+            espm_model::Action::Accept,
+            None,
+        )
+        .await
+        .unwrap();
+    (cid, p)
+}
+
+/// PM's test-environment call, as the customer: new custom field values for an accepted
+/// property share (PM notifies a SHAREUPDATE).
+async fn customer_edits_fields(e: &Env, username: &str, property: i64, pairs: &[(&str, &str)]) {
+    let mut xml = String::from("<customFieldList>");
+    for (n, v) in pairs {
+        xml.push_str(&format!("<customField name=\"{n}\">{v}</customField>"));
+    }
+    xml.push_str("</customFieldList>");
+    let url = format!(
+        "{}/property/{property}/customFieldList/recipient/{}",
+        e.sim.test_base_url(),
+        espm_sim::PROVIDER_ACCOUNT_ID
+    );
+    let r = reqwest::Client::new()
+        .put(url)
+        .basic_auth(username, Some(CUSTOMER_PASS))
+        .header("Content-Type", "application/xml")
+        .body(xml)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+}
+
+fn share_updates(j: &Journal) -> Vec<espm_events::CloudEvent> {
+    outbox(j)
+        .into_iter()
+        .filter(|r| r.event.ty == "gov.energystar.pm.share.updated")
+        .map(|r| r.event)
+        .collect()
+}
+
+/// The FAQ's "the customer edited custom field values: how am I told?": `share.updated` carries
+/// the values re-read from PM after the edit. A read PM refuses, or one that does not finish
+/// within the lookup budget, never holds the event back: it goes out at once, flagged
+/// `enrichment: "unavailable"`, valid against its schema, with the id it would have had anyway.
+#[tokio::test]
+async fn share_updated_carries_the_custom_fields_re_read_and_a_failed_read_only_flags() {
+    let e = env().await;
+    let j = Journal::open(&e.journal_path).unwrap();
+    let (_, p) = accepted_share_with_fields(&e, "tess_tester").await;
+    let poller =
+        e.poller(&j, DrainMode::PeekThenClear)
+            .with_customer_lookup(espm_poller::CustomerLookup {
+                ttl: Duration::from_secs(60),
+                budget: Duration::from_millis(500),
+            });
+    poller.drain_once().await.unwrap();
+    customer_edits_fields(&e, "tess_tester", p, &[("Lot Number", "2"), ("Zone", "B")]).await;
+    poller.drain_once().await.unwrap();
+    let updated = share_updates(&j);
+    assert_eq!(updated.len(), 1, "{updated:?}");
+    let ev = &updated[0];
+    assert_eq!(
+        ev.data["customFields"],
+        json!({"Lot Number": "2", "Zone": "B"}),
+        "{}",
+        ev.data
+    );
+    assert!(ev.data.get("enrichment").is_none(), "{}", ev.data);
+    assert_eq!(ev.data["propertyId"], p);
+    espm_testkit::schemas::assert_valid(ev);
+    let origin = espm_events::Origin::new("sim", "acct");
+    let n = ev.data["notificationId"].as_i64().unwrap();
+    assert_eq!(ev.id, origin.event_id(&format!("notification/{n}")));
+
+    // PM refuses the read: the event still goes out, flagged, and valid.
+    customer_edits_fields(&e, "tess_tester", p, &[("Lot Number", "3")]).await;
+    e.faults(json!({"http500": 1.0, "paths": [format!("/property/{p}/customFieldList")]}))
+        .await;
+    poller.drain_once().await.unwrap();
+    let updated = share_updates(&j);
+    assert_eq!(updated.len(), 2);
+    let refused = &updated[1];
+    assert_eq!(
+        refused.data["enrichment"], "unavailable",
+        "{}",
+        refused.data
+    );
+    assert!(refused.data.get("customFields").is_none());
+    espm_testkit::schemas::assert_valid(refused);
+    let n = refused.data["notificationId"].as_i64().unwrap();
+    assert_eq!(refused.id, origin.event_id(&format!("notification/{n}")));
+
+    // PM takes 10 s to answer: the drain waits for the budget only.
+    e.faults(json!({})).await;
+    customer_edits_fields(&e, "tess_tester", p, &[("Lot Number", "4")]).await;
+    e.faults(json!({"latency_ms": 10_000, "paths": [format!("/property/{p}/customFieldList")]}))
+        .await;
+    let started = std::time::Instant::now();
+    poller.drain_once().await.unwrap();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(4), "the drain waited {took:?}");
+    let updated = share_updates(&j);
+    assert_eq!(updated.len(), 3);
+    assert_eq!(updated[2].data["enrichment"], "unavailable");
+    espm_testkit::schemas::assert_valid(&updated[2]);
+    // A schema that took anything would prove nothing: a wrong customFields fails it.
+    let mut bad: Value = serde_json::from_slice(&ev.to_json_bytes()).unwrap();
+    bad["data"]["customFields"] = json!({"Lot Number": 2});
+    assert!(!espm_testkit::schemas::event_errors(&bad).is_empty());
+}
+
+/// A body journalled before a crash is committed at start-up with the custom field values read
+/// then; `journal reprocess` (no PM client) still emits a valid event, flagged.
+#[tokio::test]
+async fn recovered_and_reprocessed_share_updates_are_read_again_or_flagged() {
+    let e = env().await;
+    let j = Journal::open(&e.journal_path).unwrap();
+    let (_, p) = accepted_share_with_fields(&e, "rec_tester").await;
+    // Clear the connection's and share's own notifications, if any.
+    e.poller(&j, DrainMode::Clear).drain_once().await.unwrap();
+    let before = outbox(&j).len();
+    customer_edits_fields(&e, "rec_tester", p, &[("Lot Number", "9")]).await;
+    // What a SIGKILL right after journalling a clear=true body leaves behind: PM's bytes.
+    let body = e.client().notifications_raw(true).await.unwrap().bytes;
+    let scope = Scope::new("sim", "acct");
+    j.record_raw(&scope, "notification/list?clear=true", 200, &body)
+        .unwrap();
+    let poller = e.poller(&j, DrainMode::Clear);
+    assert_eq!(poller.recover().await.unwrap(), 1);
+    let updated = share_updates(&j);
+    assert_eq!(outbox(&j).len(), before + 1);
+    assert_eq!(updated.len(), 1);
+    assert_eq!(updated[0].data["customFields"], json!({"Lot Number": "9"}));
+    espm_testkit::schemas::assert_valid(&updated[0]);
+
+    // The same bytes quarantined and reprocessed in another journal: no PM client, flagged.
+    let dir = tempfile::tempdir().unwrap();
+    let other = Journal::open(&dir.path().join("j.db")).unwrap();
+    let raw2 = other
+        .record_raw(&scope, "notification/list?clear=true", 200, &body)
+        .unwrap();
+    let origin = espm_events::Origin::new("sim", "acct");
+    other
+        .quarantine(raw2, "parsed by an older release", |id, digest| {
+            espm_events::quarantine_event(
+                &origin,
+                &espm_events::BodyQuarantinedData {
+                    endpoint: "notification/list?clear=true".into(),
+                    raw_id: id.0,
+                    sha256: digest.to_string(),
+                    fragment_of: None,
+                    error: "parsed by an older release".into(),
+                    received_at: "2026-01-01T00:00:00Z".into(),
+                },
+            )
+        })
+        .unwrap();
+    let r = espm_poller::reprocess(&other, raw2).await.unwrap();
+    assert_eq!(r.notifications, 1);
+    let flagged = share_updates(&other);
+    assert_eq!(flagged.len(), 1);
+    assert_eq!(flagged[0].data["enrichment"], "unavailable");
+    assert!(flagged[0].data.get("customFields").is_none());
+    espm_testkit::schemas::assert_valid(&flagged[0]);
+    assert_eq!(
+        flagged[0].id, updated[0].id,
+        "ids do not depend on the values"
+    );
+}

@@ -4,6 +4,7 @@
 //!   (`/sim`: customers, connection and share requests, customer actions, bulk notifications,
 //!   faults, the ledger, the world);
 //! - [`events`]: CloudEvent builders for sink and journal tests;
+//! - [`schemas`]: events checked against their published JSON Schemas;
 //! - [`tansu`]: a throw-away Kafka-protocol broker;
 //! - [`e2e`]: the `espm-bridge` binary as a child process, config snippets, polling helpers.
 //!
@@ -13,6 +14,7 @@
 
 pub mod e2e;
 pub mod events;
+pub mod schemas;
 pub mod sim;
 pub mod tansu;
 

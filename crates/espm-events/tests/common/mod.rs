@@ -125,6 +125,15 @@ pub fn examples() -> BTreeMap<String, CloudEvent> {
     for ev in normalize_document(&o, &fixture("notifications/mixed.xml")).unwrap() {
         out.entry(ev.ty.clone()).or_insert(ev);
     }
+    // share.updated as the poller emits it: with the custom field values re-read from PM.
+    if let Some(ev) = out.get_mut(SHARE_UPDATED) {
+        let fields: BTreeMap<String, String> = [
+            ("Customer Number".to_string(), "D987".to_string()),
+            ("Meter Number".to_string(), "M-2207".to_string()),
+        ]
+        .into();
+        enrich_custom_fields(ev, Some(&fields));
+    }
     let unknown = espm_model::Notification {
         notification_type_code: "PROPERTYDELETE".into(),
         notification_id: 700_199,
