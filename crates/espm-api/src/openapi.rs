@@ -196,7 +196,7 @@ const OPERATIONS: &[Operation] = &[
         id: "getCustomer",
         method: "get",
         path: "/api/v1/accounts/{account}/customers/{customerId}",
-        summary: "One connected customer, with its username (PM's GET /customer/{id}, the only place PM gives it).",
+        summary: "One connected customer, with its username (PM's GET /customer/{id}, the only place PM gives it). The answer also refreshes the customer cache that events are enriched from.",
         params: &[
             ACCOUNT,
             Param { name: "customerId", location: "path", required: true, schema: id_schema, description: "The customer's account id." },

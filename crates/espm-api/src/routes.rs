@@ -435,11 +435,7 @@ async fn get_customer(
         Ok(id) => id,
         Err(r) => return r,
     };
-    let client = match state.commander.client(&account) {
-        Ok(c) => c,
-        Err(e) => return error(e),
-    };
-    match client.customer(customer_id).await {
+    match state.commander.customer(&account, customer_id).await {
         Ok(c) => {
             let info = c.account_info.unwrap_or_default();
             Json(CustomerView {
@@ -454,7 +450,7 @@ async fn get_customer(
             })
             .into_response()
         }
-        Err(e) => error(CommandError::Pm(e)),
+        Err(e) => error(e),
     }
 }
 

@@ -85,6 +85,7 @@ struct Api {
     ctl: SimControl,
     base: String,
     http: reqwest::Client,
+    journal: Journal,
     _dir: tempfile::TempDir,
 }
 
@@ -97,7 +98,7 @@ async fn start() -> Api {
     cfg.retry = RetryPolicy::none();
     cfg.timeout = Duration::from_secs(10);
     let commander = Commander::new(
-        journal,
+        journal.clone(),
         [Account {
             client: PmClient::new(cfg).unwrap(),
             scope: Scope::new("sim", "main"),
@@ -114,6 +115,7 @@ async fn start() -> Api {
         ctl,
         base: format!("http://{addr}"),
         http: reqwest::Client::new(),
+        journal,
         _dir: dir,
     }
 }
@@ -310,6 +312,14 @@ async fn customers_are_created_listed_and_read_with_their_username() {
         .await
         .unwrap();
     assert_eq!(one["username"], "acme_customer");
+    // Reading the customer refreshed the cache share events are enriched from.
+    let cached = api
+        .journal
+        .cached_customers(&Scope::new("sim", "main"), &[id])
+        .unwrap();
+    let entry = cached.values().next().expect("getCustomer refreshes the cache");
+    assert_eq!(entry.customer.username.as_deref(), Some("acme_customer"));
+    assert!(entry.is_fresh(Duration::from_secs(60), std::time::SystemTime::now()));
 }
 
 /// schemathesis, an independent checker, against the document the API serves: no 5xx, every

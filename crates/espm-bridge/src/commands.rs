@@ -821,7 +821,10 @@ async fn pm(
             return Ok(ExitCode::SUCCESS);
         }
         PmCommand::Customer { id } => {
-            let c = client.customer(id).await.context("PM refused the call")?;
+            let c = commander
+                .customer(&acct.name, id)
+                .await
+                .context("PM refused the call")?;
             let info = c.account_info.unwrap_or_default();
             print_json(&serde_json::json!({
                 "customerId": id,

@@ -640,6 +640,32 @@ impl Commander {
     pub fn client(&self, account: &str) -> Result<PmClient, CommandError> {
         Ok(self.slot(account)?.account.client.clone())
     }
+
+    /// PM's `GET /customer/{id}` as `account`, and the answer refreshes the journal's customer
+    /// cache that share events are enriched from: asking for a customer is how an operator or
+    /// a service refreshes it on demand. A cache that cannot be written only logs.
+    pub async fn customer(
+        &self,
+        account: &str,
+        customer_id: i64,
+    ) -> Result<espm_model::Customer, CommandError> {
+        let slot = self.slot(account)?;
+        let customer = slot.account.client.customer(customer_id).await?;
+        let cached = espm_journal::CachedCustomer {
+            customer: espm_events::CustomerData::from_pm(&customer),
+            fetched_at: std::time::SystemTime::now(),
+        };
+        let scope = slot.account.scope.clone();
+        if let Err(e) = self
+            .inner
+            .journal
+            .call(move |j| j.store_customers(&scope, &[(customer_id, cached)]))
+            .await
+        {
+            tracing::warn!(account = %account, customer_id, error = %e, "refreshing the customer cache failed");
+        }
+        Ok(customer)
+    }
 }
 
 fn door_label(origin: &str) -> &'static str {

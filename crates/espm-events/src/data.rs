@@ -251,6 +251,20 @@ pub struct CustomerData {
     pub organization: Option<String>,
 }
 
+impl CustomerData {
+    /// What events carry of PM's `GET /customer/{id}` answer (blank values are absent).
+    pub fn from_pm(c: &espm_model::Customer) -> Self {
+        let blank = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
+        Self {
+            username: blank(&c.username),
+            organization: c
+                .account_info
+                .as_ref()
+                .and_then(|i| blank(&i.organization)),
+        }
+    }
+}
+
 /// A property as PM's `GET /property/{id}` describes it: which property (and so which site) a
 /// share is about, without relying on the basics PM lists with the share.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

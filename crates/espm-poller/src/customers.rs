@@ -38,16 +38,6 @@ impl Default for CustomerLookup {
     }
 }
 
-fn customer_data(c: espm_model::Customer) -> CustomerData {
-    CustomerData {
-        username: c.username.filter(|u| !u.trim().is_empty()),
-        organization: c
-            .account_info
-            .and_then(|i| i.organization)
-            .filter(|o| !o.trim().is_empty()),
-    }
-}
-
 impl Poller {
     /// Give every event that names a customer (see [`customer_to_enrich`]) that customer, from
     /// the journal's cache or PM; flag those whose lookup failed. Never fails.
@@ -94,7 +84,7 @@ impl Poller {
             let outcome = tokio::time::timeout_at(deadline, self.client.customer(id)).await;
             match outcome {
                 Ok(Ok(c)) => {
-                    let customer = customer_data(c);
+                    let customer = CustomerData::from_pm(&c);
                     fetched.push((
                         id,
                         CachedCustomer {

@@ -1910,16 +1910,8 @@ impl World {
     }
 }
 
-/// Which custom-field list to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CustomFieldTarget {
-    /// `/account/{id}/customFieldList`.
-    Account(i64),
-    /// `/property/{id}/customFieldList`.
-    Property(i64),
-    /// `/meter/{id}/customFieldList`.
-    Meter(i64),
-}
+/// Which custom-field list to read: the model's, so the simulator and the client name it once.
+pub use espm_model::CustomFieldTarget;
 
 #[cfg(test)]
 mod tests {
