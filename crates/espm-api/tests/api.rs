@@ -317,7 +317,10 @@ async fn customers_are_created_listed_and_read_with_their_username() {
         .journal
         .cached_customers(&Scope::new("sim", "main"), &[id])
         .unwrap();
-    let entry = cached.values().next().expect("getCustomer refreshes the cache");
+    let entry = cached
+        .values()
+        .next()
+        .expect("getCustomer refreshes the cache");
     assert_eq!(entry.customer.username.as_deref(), Some("acme_customer"));
     assert!(entry.is_fresh(Duration::from_secs(60), std::time::SystemTime::now()));
 }

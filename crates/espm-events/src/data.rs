@@ -257,10 +257,7 @@ impl CustomerData {
         let blank = |v: &Option<String>| v.clone().filter(|s| !s.trim().is_empty());
         Self {
             username: blank(&c.username),
-            organization: c
-                .account_info
-                .as_ref()
-                .and_then(|i| blank(&i.organization)),
+            organization: c.account_info.as_ref().and_then(|i| blank(&i.organization)),
         }
     }
 }
