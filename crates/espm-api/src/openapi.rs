@@ -3,7 +3,7 @@
 //! `schemas/openapi.json` and served at `/api/v1/openapi.json`.
 
 use espm_command::{
-    AnswerBody, CommandView, CreateCustomerBody, DisconnectBody, ProblemKind, RequestKind,
+    AnswerBody, CommandView, CreateCustomerBody, DisconnectBody, PendingKind, ProblemKind,
     UnshareBody,
 };
 use schemars::generate::{SchemaGenerator, SchemaSettings};
@@ -47,7 +47,7 @@ fn id_schema() -> Value {
     json!({"type": "integer", "format": "int64", "minimum": 1})
 }
 fn kind_schema() -> Value {
-    let kinds: Vec<&str> = RequestKind::ALL.iter().map(|k| k.as_str()).collect();
+    let kinds: Vec<&str> = PendingKind::ALL.iter().map(|k| k.as_str()).collect();
     json!({"type": "string", "enum": kinds})
 }
 fn command_id_schema() -> Value {

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use espm_command::{
     AnswerBody, Command, CommandError, CommandView, Commander, CreateCustomerBody, DisconnectBody,
-    Door, PendingItem, Problem, ProblemKind, RequestKind, Submission, UnshareBody,
+    Door, PendingItem, PendingKind, Problem, ProblemKind, Submission, UnshareBody,
 };
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
@@ -174,8 +174,8 @@ fn parse_id(name: &str, raw: &str) -> Result<i64, Response> {
     }
 }
 
-fn parse_kind(raw: &str) -> Result<RequestKind, Response> {
-    RequestKind::parse(raw).ok_or_else(|| {
+fn parse_kind(raw: &str) -> Result<PendingKind, Response> {
+    PendingKind::parse(raw).ok_or_else(|| {
         invalid(format!(
             "kind must be connection, property_share or meter_share, not {raw:?}"
         ))

@@ -11,7 +11,7 @@ use espm_arcadia::{AccountRef, SetProperty};
 use espm_config::{ArcadiaSinkConfig, BridgeConfig, RetryPolicy, Secret, SinkConfig};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{ArcadiaCommand, RequestKind};
+use crate::cli::ArcadiaCommand;
 
 /// App id and key of the demo's Arcadia simulator; they never leave the process and its temp dir.
 const DEMO_APP_ID: &str = "demo-app";
@@ -170,11 +170,11 @@ pub async fn provider_desk(cfg: BridgeConfig, password: Secret, stop: Cancellati
         let Ok(journal) = espm_journal::Journal::open(&cfg.journal.path) else {
             continue;
         };
-        for (kind, id_field) in [
-            (RequestKind::Connection, "accountId"),
-            (RequestKind::Property, "propertyId"),
+        for kind in [
+            espm_model::PendingKind::Connection,
+            espm_model::PendingKind::PropertyShare,
         ] {
-            let list = crate::commands::journal_kind(kind);
+            let (list, id_field) = (kind.as_str(), kind.id_field());
             let Ok(pending) = journal.pending_snapshot(&scope, list) else {
                 continue;
             };
@@ -192,12 +192,8 @@ pub async fn provider_desk(cfg: BridgeConfig, password: Secret, stop: Cancellati
                 if journal.record_answer(&scope, list, id, "accepted").is_err() {
                     continue;
                 }
-                let pm_kind = match kind {
-                    RequestKind::Connection => espm_client::PendingKind::Connection,
-                    _ => espm_client::PendingKind::PropertyShare,
-                };
                 if let Err(e) = client
-                    .answer(pm_kind, id, espm_model::Action::Accept, Some("Welcome"))
+                    .answer(kind, id, espm_model::Action::Accept, Some("Welcome"))
                     .await
                 {
                     tracing::debug!(error = %e, list, id, "demo provider desk: accept failed");

@@ -348,7 +348,7 @@ pub enum DlqCommand {
     },
 }
 
-/// What a pending request is.
+/// What a pending request is: the command line's short names for the model's pending kinds.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum RequestKind {
     /// A connection request (id = the customer's accountId).
@@ -357,6 +357,16 @@ pub enum RequestKind {
     Property,
     /// A meter share (id = meterId).
     Meter,
+}
+
+impl From<RequestKind> for espm_model::PendingKind {
+    fn from(k: RequestKind) -> Self {
+        match k {
+            RequestKind::Connection => espm_model::PendingKind::Connection,
+            RequestKind::Property => espm_model::PendingKind::PropertyShare,
+            RequestKind::Meter => espm_model::PendingKind::MeterShare,
+        }
+    }
 }
 
 /// `pm` subcommands.

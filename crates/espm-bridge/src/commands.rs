@@ -764,7 +764,7 @@ async fn pm(
         }],
     );
     let answer = |kind: RequestKind, id, decision, note| Cmd::Answer {
-        kind: command_kind(kind),
+        kind: kind.into(),
         request_id: id,
         decision,
         note,
@@ -840,7 +840,7 @@ async fn pm(
         }
         PmCommand::Pending { kind, customer } => {
             let items = commander
-                .pending(&acct.name, kind.map(command_kind), customer)
+                .pending(&acct.name, kind.map(Into::into), customer)
                 .await?;
             for item in items {
                 println!("{}", serde_json::to_string(&item)?);
@@ -1014,21 +1014,4 @@ fn read_new_customer(path: &Path) -> Result<espm_command::CreateCustomerBody> {
     }
     serde_json::from_slice(&bytes)
         .with_context(|| format!("{}: not a createCustomer JSON body", path.display()))
-}
-
-fn command_kind(k: RequestKind) -> espm_command::RequestKind {
-    match k {
-        RequestKind::Connection => espm_command::RequestKind::Connection,
-        RequestKind::Property => espm_command::RequestKind::PropertyShare,
-        RequestKind::Meter => espm_command::RequestKind::MeterShare,
-    }
-}
-
-/// The journal's (and the events') name of a pending list.
-pub(crate) fn journal_kind(k: RequestKind) -> &'static str {
-    match k {
-        RequestKind::Connection => espm_events::PendingKind::Connection.as_str(),
-        RequestKind::Property => espm_events::PendingKind::PropertyShare.as_str(),
-        RequestKind::Meter => espm_events::PendingKind::MeterShare.as_str(),
-    }
 }

@@ -74,55 +74,8 @@ impl BodyStream {
 /// How much of an error page is read for its message.
 const ERROR_BODY_LIMIT: usize = 64 * 1024;
 
-/// Which pending list / answer endpoint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PendingKind {
-    /// Connection requests: `/connect/account/...`.
-    Connection,
-    /// Property shares: `/share/property/...`.
-    PropertyShare,
-    /// Meter shares: `/share/meter/...`.
-    MeterShare,
-}
-
-impl PendingKind {
-    /// All three kinds.
-    pub const ALL: [PendingKind; 3] = [
-        PendingKind::Connection,
-        PendingKind::PropertyShare,
-        PendingKind::MeterShare,
-    ];
-
-    /// Path of the first page, relative to the base URI.
-    pub fn list_path(self) -> &'static str {
-        match self {
-            PendingKind::Connection => "/connect/account/pending/list",
-            PendingKind::PropertyShare => "/share/property/pending/list",
-            PendingKind::MeterShare => "/share/meter/pending/list",
-        }
-    }
-
-    /// The metrics/tracing endpoint label of the list.
-    pub fn list_endpoint(self) -> &'static str {
-        &self.list_path()[1..]
-    }
-
-    fn answer_prefix(self) -> &'static str {
-        match self {
-            PendingKind::Connection => "/connect/account/",
-            PendingKind::PropertyShare => "/share/property/",
-            PendingKind::MeterShare => "/share/meter/",
-        }
-    }
-
-    fn answer_endpoint(self) -> &'static str {
-        match self {
-            PendingKind::Connection => "connect/account/{id}",
-            PendingKind::PropertyShare => "share/property/{id}",
-            PendingKind::MeterShare => "share/meter/{id}",
-        }
-    }
-}
+/// Which pending list / answer endpoint (the model's type, re-exported).
+pub use espm_model::PendingKind;
 
 /// Whose custom fields [`PmClient::custom_fields`] reads (the model's type, re-exported).
 pub use espm_model::CustomFieldTarget;

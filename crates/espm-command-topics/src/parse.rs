@@ -2,7 +2,7 @@
 //! (CloudEvents Kafka and NATS protocol bindings), the command type, its `data`, the account it
 //! names. No I/O, no panics on input: whatever cannot be read becomes a problem to answer with.
 
-use espm_command::{Command, CreateCustomerBody, Decision, RequestKind};
+use espm_command::{Command, CreateCustomerBody, Decision, PendingKind};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -61,7 +61,7 @@ pub struct AnswerData {
     #[serde(default)]
     pub account: Option<String>,
     /// Which pending list: `connection`, `property_share` or `meter_share`.
-    pub kind: RequestKind,
+    pub kind: PendingKind,
     /// The request's id on that list (account, property or meter id).
     pub request_id: i64,
     /// `accept` or `reject`.
@@ -382,7 +382,7 @@ mod tests {
         assert_eq!(
             p.command,
             Ok(Command::Answer {
-                kind: RequestKind::Connection,
+                kind: PendingKind::Connection,
                 request_id: 7,
                 decision: Decision::Accept,
                 note: None

@@ -16,54 +16,8 @@ pub use espm_model::NOTE_MAX_CHARS;
 /// A command id (an `Idempotency-Key`) is 1 to this many visible ASCII characters.
 pub const ID_MAX_LEN: usize = 128;
 
-/// Which pending list a request is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum RequestKind {
-    /// A connection request (its id is the customer's account id).
-    Connection,
-    /// A property share (its id is the property id).
-    PropertyShare,
-    /// A meter share (its id is the meter id).
-    MeterShare,
-}
-
-impl RequestKind {
-    /// Every kind.
-    pub const ALL: [RequestKind; 3] = [
-        RequestKind::Connection,
-        RequestKind::PropertyShare,
-        RequestKind::MeterShare,
-    ];
-
-    /// `connection`, `property_share` or `meter_share`: the journal's and the events' name.
-    pub fn as_str(self) -> &'static str {
-        self.events().as_str()
-    }
-
-    /// The normalizer's kind.
-    pub fn events(self) -> espm_events::PendingKind {
-        match self {
-            RequestKind::Connection => espm_events::PendingKind::Connection,
-            RequestKind::PropertyShare => espm_events::PendingKind::PropertyShare,
-            RequestKind::MeterShare => espm_events::PendingKind::MeterShare,
-        }
-    }
-
-    /// The client's kind.
-    pub fn client(self) -> espm_client::PendingKind {
-        match self {
-            RequestKind::Connection => espm_client::PendingKind::Connection,
-            RequestKind::PropertyShare => espm_client::PendingKind::PropertyShare,
-            RequestKind::MeterShare => espm_client::PendingKind::MeterShare,
-        }
-    }
-
-    /// Parse `connection`, `property_share` or `meter_share`.
-    pub fn parse(s: &str) -> Option<RequestKind> {
-        RequestKind::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-}
+/// Which pending list a request is on: the model's one statement of the kinds.
+pub use espm_model::PendingKind;
 
 /// Accept or reject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
@@ -267,7 +221,7 @@ pub enum Command {
     #[serde(rename_all = "camelCase")]
     Answer {
         /// The pending list.
-        kind: RequestKind,
+        kind: PendingKind,
         /// The request's id on it.
         request_id: i64,
         /// Accept or reject.
@@ -325,7 +279,7 @@ impl Command {
     pub fn account_id(&self) -> Option<i64> {
         match self {
             Command::Answer {
-                kind: RequestKind::Connection,
+                kind: PendingKind::Connection,
                 request_id,
                 ..
             } => Some(*request_id),
@@ -340,9 +294,9 @@ impl Command {
             Command::Answer {
                 kind, request_id, ..
             } => Some(match kind {
-                RequestKind::Connection => format!("account/{request_id}"),
-                RequestKind::PropertyShare => format!("property/{request_id}"),
-                RequestKind::MeterShare => format!("meter/{request_id}"),
+                PendingKind::Connection => format!("account/{request_id}"),
+                PendingKind::PropertyShare => format!("property/{request_id}"),
+                PendingKind::MeterShare => format!("meter/{request_id}"),
             }),
             Command::Disconnect { customer_id, .. } => Some(format!("account/{customer_id}")),
             Command::UnshareProperty { property_id, .. } => Some(format!("property/{property_id}")),
@@ -491,7 +445,7 @@ mod tests {
     #[test]
     fn a_note_over_pm_limit_is_refused_before_any_call() {
         let c = |n: usize| Command::Answer {
-            kind: RequestKind::Connection,
+            kind: PendingKind::Connection,
             request_id: 5,
             decision: Decision::Accept,
             note: Some("é".repeat(n)),

@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::command::{check_id, Command, RequestKind};
+use crate::command::{check_id, Command, PendingKind};
 use crate::problem::{Problem, ProblemKind};
 use crate::CommandError;
 
@@ -156,7 +156,7 @@ impl CommandView {
 #[serde(rename_all = "camelCase")]
 pub struct PendingItem {
     /// Its list.
-    pub kind: RequestKind,
+    pub kind: PendingKind,
     /// The id to answer it by (account, property or meter id).
     pub request_id: i64,
     /// The customer account that asks (the property data administrator's for shares).
@@ -442,15 +442,15 @@ impl Commander {
             Command::Answer {
                 kind, request_id, ..
             } => {
-                let pages = client.pending_all(kind.client()).await.map_err(pm)?;
+                let pages = client.pending_all(*kind).await.map_err(pm)?;
                 let listed = pages.iter().any(|p| match kind {
-                    RequestKind::Connection => {
+                    PendingKind::Connection => {
                         p.accounts.iter().any(|a| a.account_id == *request_id)
                     }
-                    RequestKind::PropertyShare => {
+                    PendingKind::PropertyShare => {
                         p.properties.iter().any(|a| a.property_id == *request_id)
                     }
-                    RequestKind::MeterShare => p.meters.iter().any(|a| a.meter_id == *request_id),
+                    PendingKind::MeterShare => p.meters.iter().any(|a| a.meter_id == *request_id),
                 });
                 Ok(if listed {
                     Check::NeedsCall
@@ -591,13 +591,13 @@ impl Commander {
     pub async fn pending(
         &self,
         account: &str,
-        kind: Option<RequestKind>,
+        kind: Option<PendingKind>,
         customer: Option<i64>,
     ) -> Result<Vec<PendingItem>, CommandError> {
         let scope = self.slot(account)?.account.scope.clone();
-        let kinds: Vec<RequestKind> = match kind {
+        let kinds: Vec<PendingKind> = match kind {
             Some(k) => vec![k],
-            None => RequestKind::ALL.to_vec(),
+            None => PendingKind::ALL.to_vec(),
         };
         let items = self
             .inner
@@ -611,9 +611,9 @@ impl Commander {
                             continue;
                         }
                         let id_field = match k {
-                            RequestKind::Connection => "accountId",
-                            RequestKind::PropertyShare => "propertyId",
-                            RequestKind::MeterShare => "meterId",
+                            PendingKind::Connection => "accountId",
+                            PendingKind::PropertyShare => "propertyId",
+                            PendingKind::MeterShare => "meterId",
                         };
                         let Some(request_id) = t.data.get(id_field).and_then(Value::as_i64) else {
                             continue;
@@ -705,7 +705,7 @@ async fn call_pm(client: &PmClient, command: &Command) -> Outcome {
                 crate::Decision::Reject => espm_model::Action::Reject,
             };
             match client
-                .answer(kind.client(), *request_id, action, note.as_deref())
+                .answer(*kind, *request_id, action, note.as_deref())
                 .await
             {
                 Ok(()) => done(acct),

@@ -25,7 +25,7 @@ mod problem;
 
 pub use command::{
     check_id, AddressBody, AnswerBody, Command, ContactBody, CreateCustomerBody, Decision,
-    DisconnectBody, OrganizationBody, Password, RequestKind, UnshareBody, ID_MAX_LEN,
+    DisconnectBody, OrganizationBody, Password, PendingKind, UnshareBody, ID_MAX_LEN,
     NOTE_MAX_CHARS,
 };
 pub use commander::{Account, CommandView, Commander, Door, PendingItem, Submission};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use espm_client::{ClientConfig, PmClient, RetryPolicy};
 use espm_command::{
-    Account, Command, CommandError, Commander, Decision, Door, ProblemKind, RequestKind, Submission,
+    Account, Command, CommandError, Commander, Decision, Door, PendingKind, ProblemKind, Submission,
 };
 use espm_events::Origin;
 use espm_journal::{Journal, NewCommand, Scope};
@@ -88,7 +88,7 @@ fn account(sim: &SimServer) -> Account {
 
 fn accept(id: i64) -> Command {
     Command::Answer {
-        kind: RequestKind::Connection,
+        kind: PendingKind::Connection,
         request_id: id,
         decision: Decision::Accept,
         note: Some("welcome".into()),
@@ -229,7 +229,7 @@ async fn pm_refusals_keep_their_meaning_and_final_ones_are_not_repeated() {
         .submit(
             "too-long",
             Command::Answer {
-                kind: RequestKind::Connection,
+                kind: PendingKind::Connection,
                 request_id: stranger,
                 decision: Decision::Reject,
                 note: Some("x".repeat(1001)),

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use espm_events::PendingKind;
+use espm_model::PendingKind;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 

@@ -58,10 +58,10 @@ pub use normalize::{
     normalize_document, normalize_pm_time, notification_data, notification_event,
     notification_events, pending_key, pending_requested_episode, pending_requested_event,
     pending_resolved_event, pending_snapshot_value, policy_event, property_data,
-    property_share_requested_data, quarantine_event, share_update_access_level,
-    share_update_target, subject_for, CustomFieldsByTarget, NormalizeError, NotificationCorrelator,
-    Origin, PendingDiff, PendingEntry, PendingKind, TrackedRequest, ID_NAMESPACE,
-    RESOLVE_AFTER_MISSED_WALKS,
+    property_share_requested_data, quarantine_event, requested_type, resolved_type,
+    share_update_access_level, share_update_target, subject_for, CustomFieldsByTarget,
+    NormalizeError, NotificationCorrelator, Origin, PendingDiff, PendingEntry, PendingKind,
+    TrackedRequest, ID_NAMESPACE, RESOLVE_AFTER_MISSED_WALKS,
 };
 pub use partition::{partition_key, partition_key_doc, partition_key_fields};
 pub use schema::{asyncapi_yaml, data_schema, data_schemas, event_schema, event_schemas};

@@ -273,73 +273,24 @@ pub fn notification_events(origin: &Origin, notifications: &[Notification]) -> V
 // ---------------------------------------------------------------------------------------------
 // Pending requests
 
-/// The three pending lists. Written `connection`, `property_share` and `meter_share` in JSON and
-/// TOML (the configuration's policy rules use it too).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-    serde::Serialize,
-    serde::Deserialize,
-    schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum PendingKind {
-    /// `GET /connect/account/pending/list`.
-    Connection,
-    /// `GET /share/property/pending/list`.
-    PropertyShare,
-    /// `GET /share/meter/pending/list`.
-    MeterShare,
+/// The three pending lists: the model's one statement of them.
+pub use espm_model::PendingKind;
+
+/// The `...requested` event type of a kind.
+pub fn requested_type(kind: PendingKind) -> &'static str {
+    match kind {
+        PendingKind::Connection => CONNECTION_REQUESTED,
+        PendingKind::PropertyShare => PROPERTY_SHARE_REQUESTED,
+        PendingKind::MeterShare => METER_SHARE_REQUESTED,
+    }
 }
 
-impl PendingKind {
-    /// All kinds.
-    pub const ALL: [PendingKind; 3] = [
-        PendingKind::Connection,
-        PendingKind::PropertyShare,
-        PendingKind::MeterShare,
-    ];
-
-    /// `connection`, `property_share` or `meter_share`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PendingKind::Connection => "connection",
-            PendingKind::PropertyShare => "property_share",
-            PendingKind::MeterShare => "meter_share",
-        }
-    }
-
-    /// The `...requested` event type.
-    pub fn requested_type(self) -> &'static str {
-        match self {
-            PendingKind::Connection => CONNECTION_REQUESTED,
-            PendingKind::PropertyShare => PROPERTY_SHARE_REQUESTED,
-            PendingKind::MeterShare => METER_SHARE_REQUESTED,
-        }
-    }
-
-    /// The `...resolved` event type.
-    pub fn resolved_type(self) -> &'static str {
-        match self {
-            PendingKind::Connection => CONNECTION_RESOLVED,
-            PendingKind::PropertyShare => PROPERTY_SHARE_RESOLVED,
-            PendingKind::MeterShare => METER_SHARE_RESOLVED,
-        }
-    }
-
-    /// The `data` field holding the id `resolution_of` is asked about.
-    fn id_field(self) -> &'static str {
-        match self {
-            PendingKind::Connection => "accountId",
-            PendingKind::PropertyShare => "propertyId",
-            PendingKind::MeterShare => "meterId",
-        }
+/// The `...resolved` event type of a kind.
+pub fn resolved_type(kind: PendingKind) -> &'static str {
+    match kind {
+        PendingKind::Connection => CONNECTION_RESOLVED,
+        PendingKind::PropertyShare => PROPERTY_SHARE_RESOLVED,
+        PendingKind::MeterShare => METER_SHARE_RESOLVED,
     }
 }
 
@@ -608,7 +559,7 @@ pub fn pending_requested_episode(
         .and_then(|a| a.created_date.as_deref())
         .and_then(normalize_pm_time);
     origin.event(
-        kind.requested_type(),
+        requested_type(kind),
         &pending_id_name(kind, &key, episode, "requested"),
         entry.subject(),
         time,
@@ -712,7 +663,7 @@ pub fn pending_resolved_event(
         PendingKind::MeterShare => subject_for(account, property, meter),
     };
     origin.event(
-        kind.resolved_type(),
+        resolved_type(kind),
         &pending_id_name(kind, key, episode, "resolved"),
         subject,
         Some(observed),

@@ -20,6 +20,7 @@
 
 mod customer;
 mod document;
+mod kind;
 mod notification;
 mod pending;
 mod property;
@@ -31,6 +32,7 @@ mod time;
 
 pub use customer::{CustomFieldTarget, CustomFieldValues, Customer};
 pub use document::{parse, root_element, to_xml, DocumentError, PmDocument};
+pub use kind::PendingKind;
 pub use notification::{Notification, NotificationList};
 pub use pending::{
     AccessLevel, AccountInfo, Address, Audit, CustomField, CustomFieldList, GrossFloorArea, Link,

@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use espm_command::{Command, CommandError, Commander, Decision, Door, RequestKind, Submission};
+use espm_command::{Command, CommandError, Commander, Decision, Door, Submission};
 use espm_config::{ConfigProblem, PolicyConfig};
 use espm_events::{
     policy_event, Origin, PendingKind, PolicyAnswer, PolicyDecidedBy, PolicyDecidedData,
@@ -197,7 +197,7 @@ impl Policy {
         let mut evals: Vec<Eval> = items
             .into_iter()
             .filter_map(|it| {
-                let req = Request::from_data(it.kind.events(), &it.request)?;
+                let req = Request::from_data(it.kind, &it.request)?;
                 let rule = first_match(&self.rules, &req).map(|r| r.index);
                 let command_id = command_id(&self.account, &req, &it.request);
                 Some(Eval {
@@ -366,11 +366,7 @@ impl Policy {
         note: Option<String>,
         requester: String,
     ) -> Result<espm_command::CommandView, PolicyError> {
-        let kind = match e.req.kind {
-            PendingKind::Connection => RequestKind::Connection,
-            PendingKind::PropertyShare => RequestKind::PropertyShare,
-            PendingKind::MeterShare => RequestKind::MeterShare,
-        };
+        let kind = e.req.kind;
         let view = self
             .commander
             .submit(Submission {

@@ -131,7 +131,7 @@ impl World {
             .await
             .unwrap()
             .into_iter()
-            .map(|p| (p.kind.events(), p.request_id))
+            .map(|p| (p.kind, p.request_id))
             .collect();
         out.sort();
         out

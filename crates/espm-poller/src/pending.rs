@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use espm_client::PendingKind as ClientKind;
 use espm_events::{diff_pending, PendingEntry, PendingKind, Resolution, TrackedRequest};
 use espm_model::{parse, PendingList};
 
@@ -17,32 +16,14 @@ pub struct PendingOutcome {
     pub resolved: BTreeMap<&'static str, usize>,
 }
 
-const KINDS: [(PendingKind, ClientKind, &str); 3] = [
-    (
-        PendingKind::Connection,
-        ClientKind::Connection,
-        "connect/account/pending/list",
-    ),
-    (
-        PendingKind::PropertyShare,
-        ClientKind::PropertyShare,
-        "share/property/pending/list",
-    ),
-    (
-        PendingKind::MeterShare,
-        ClientKind::MeterShare,
-        "share/meter/pending/list",
-    ),
-];
-
 impl Poller {
     /// Walk the three pending lists once. A list whose walk fails is skipped this round (an
     /// incomplete list would report requests as resolved); the others still run.
     pub async fn pending_once(&self) -> Result<PendingOutcome, PollError> {
         let mut out = PendingOutcome::default();
         let mut first_err = None;
-        for (kind, client_kind, endpoint) in KINDS {
-            match self.walk(kind, client_kind, endpoint).await {
+        for kind in PendingKind::ALL {
+            match self.walk(kind).await {
                 Ok((req, res)) => {
                     out.requested.insert(kind.as_str(), req);
                     out.resolved.insert(kind.as_str(), res);
@@ -59,23 +40,15 @@ impl Poller {
         }
     }
 
-    async fn walk(
-        &self,
-        kind: PendingKind,
-        client_kind: ClientKind,
-        endpoint: &'static str,
-    ) -> Result<(usize, usize), PollError> {
+    async fn walk(&self, kind: PendingKind) -> Result<(usize, usize), PollError> {
+        let endpoint = kind.list_endpoint();
         let account = self.account().to_string();
         let mut next: Option<String> = None;
         let mut raw_ids = Vec::new();
         let mut visited = std::collections::HashSet::new();
         let mut entries = Vec::new();
         loop {
-            let raw = match self
-                .client
-                .pending_page_raw(client_kind, next.as_deref())
-                .await
-            {
+            let raw = match self.client.pending_page_raw(kind, next.as_deref()).await {
                 Ok(r) => r,
                 Err(e) => {
                     metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => endpoint, "outcome" => "error").increment(1);
