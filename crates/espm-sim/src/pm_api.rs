@@ -171,15 +171,15 @@ pub fn router(state: SimState) -> Router<()> {
         .route("/invite/account/{id}/meter/{mid}", post(invite_meter))
         .route(
             "/account/{id}/customFieldList/recipient/{rid}",
-            put(account_fields_update),
+            put(fields_update_of(CustomFieldTarget::Account)),
         )
         .route(
             "/property/{id}/customFieldList/recipient/{rid}",
-            put(property_fields_update),
+            put(fields_update_of(CustomFieldTarget::Property)),
         )
         .route(
             "/meter/{id}/customFieldList/recipient/{rid}",
-            put(meter_fields_update),
+            put(fields_update_of(CustomFieldTarget::Meter)),
         )
         .route_layer(middleware::from_fn(customer_only));
     Router::new()
@@ -865,46 +865,23 @@ fn fields_update(
     })
 }
 
-async fn account_fields_update(
-    State(state): State<SimState>,
-    Extension(who): Extension<Caller>,
-    Path(ids): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    fields_update(
-        &state,
-        who,
-        &ids,
-        &headers,
-        &body,
-        CustomFieldTarget::Account,
-    )
-}
-
-async fn property_fields_update(
-    State(state): State<SimState>,
-    Extension(who): Extension<Caller>,
-    Path(ids): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    fields_update(
-        &state,
-        who,
-        &ids,
-        &headers,
-        &body,
-        CustomFieldTarget::Property,
-    )
-}
-
-async fn meter_fields_update(
-    State(state): State<SimState>,
-    Extension(who): Extension<Caller>,
-    Path(ids): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    fields_update(&state, who, &ids, &headers, &body, CustomFieldTarget::Meter)
+/// The handler of `PUT /account|property|meter/{id}/customFieldList/recipient/{rid}`: one
+/// handler for the three routes, told its target. (The type is axum's handler signature.)
+#[allow(clippy::type_complexity)]
+fn fields_update_of(
+    make: fn(i64) -> CustomFieldTarget,
+) -> impl Fn(
+    State<SimState>,
+    Extension<Caller>,
+    Path<(String, String)>,
+    HeaderMap,
+    Bytes,
+) -> std::future::Ready<Response>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    move |State(state), Extension(who), Path(ids), headers, body| {
+        std::future::ready(fields_update(&state, who, &ids, &headers, &body, make))
+    }
 }

@@ -1105,6 +1105,21 @@ impl World {
         self.request_connection(customer, custom_fields)
     }
 
+    /// PM's refusal of an invite for a property or meter already shared with us, or pending.
+    fn check_new_share(what: &str, shared: bool, pending: bool) -> Result<(), SimError> {
+        if shared {
+            return Err(SimError::Rejected(format!(
+                "This {what} is already shared with this account."
+            )));
+        }
+        if pending {
+            return Err(SimError::Rejected(format!(
+                "A share of this {what} with this account is already pending."
+            )));
+        }
+        Ok(())
+    }
+
     /// `POST /invite/account/{recipient}/property/{id}?accessLevel=..` as `customer`, who must own
     /// the property: a pending property share made in the test environment.
     pub fn invite_property(
@@ -1119,16 +1134,11 @@ impl World {
         if self.property(property_id)?.owner != customer {
             return Err(SimError::AccessDenied);
         }
-        if self.property_shares.contains_key(&property_id) {
-            return Err(SimError::Rejected(
-                "This property is already shared with this account.".into(),
-            ));
-        }
-        if self.has_pending_property(property_id) {
-            return Err(SimError::Rejected(
-                "A share of this property with this account is already pending.".into(),
-            ));
-        }
+        Self::check_new_share(
+            "property",
+            self.property_shares.contains_key(&property_id),
+            self.has_pending_property(property_id),
+        )?;
         self.share_property(customer, Some(property_id), None, access, custom_fields)?;
         if let Some(p) = self.pending_properties.last_mut() {
             p.test_env = true;
@@ -1151,16 +1161,11 @@ impl World {
         if self.meter_owner(meter_id) != Some(customer) {
             return Err(SimError::AccessDenied);
         }
-        if self.meter_shares.contains_key(&meter_id) {
-            return Err(SimError::Rejected(
-                "This meter is already shared with this account.".into(),
-            ));
-        }
-        if self.has_pending_meter(meter_id) {
-            return Err(SimError::Rejected(
-                "A share of this meter with this account is already pending.".into(),
-            ));
-        }
+        Self::check_new_share(
+            "meter",
+            self.meter_shares.contains_key(&meter_id),
+            self.has_pending_meter(meter_id),
+        )?;
         self.share_meter(customer, None, Some(meter_id), access, custom_fields)?;
         if let Some(p) = self.pending_meters.last_mut() {
             p.test_env = true;
