@@ -75,8 +75,11 @@ struct Life {
 
 fn crash_config(dir: &Path, sim: &espm_sim::SimServer, mode: &str) -> (PathBuf, PathBuf) {
     let events_path = dir.join("events.jsonl");
+    // The simulator's SHAREUPDATEs name properties it does not have: their custom-field
+    // re-reads all fail, one PM call at a time. A short budget keeps them from slowing every
+    // drain (and so the reads the faults land on); the events still go out, flagged.
     let config = format!(
-        "{}{}{}",
+        "{}{}customer_lookup_timeout = \"100ms\"\n{}",
         journal_toml(dir),
         account_toml("crashy", &sim.base_url(), "crash", PASSWORD_ENV, mode),
         file_sink_toml("audit", &events_path),
