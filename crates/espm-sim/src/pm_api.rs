@@ -167,8 +167,14 @@ async fn customer_only(req: Request, next: Next) -> Response {
 pub fn router(state: SimState) -> Router<()> {
     let test_env = Router::new()
         .route("/invite/account/{id}", post(invite_account))
-        .route("/invite/account/{id}/property/{pid}", post(invite_property))
-        .route("/invite/account/{id}/meter/{mid}", post(invite_meter))
+        .route(
+            "/invite/account/{id}/property/{pid}",
+            post(invite_of(crate::World::invite_property)),
+        )
+        .route(
+            "/invite/account/{id}/meter/{mid}",
+            post(invite_of(crate::World::invite_meter)),
+        )
         .route(
             "/account/{id}/customFieldList/recipient/{rid}",
             put(fields_update_of(CustomFieldTarget::Account)),
@@ -811,35 +817,33 @@ fn invite_parts(
     Ok((recipient, target, access, fields))
 }
 
-async fn invite_property(
-    State(state): State<SimState>,
-    Extension(who): Extension<Caller>,
-    Path(ids): Path<(String, String)>,
-    Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match invite_parts(&ids, &q, &headers, &body) {
-        Ok((recipient, pid, access, fields)) => run(&state, |w| {
-            w.invite_property(customer_of(who), recipient, pid, access, fields)
-        }),
-        Err(r) => r,
-    }
-}
+/// What an invite of a property or a meter asks of the world.
+type Invite = fn(&mut crate::World, i64, i64, i64, Access, CustomFields) -> Result<(), SimError>;
 
-async fn invite_meter(
-    State(state): State<SimState>,
-    Extension(who): Extension<Caller>,
-    Path(ids): Path<(String, String)>,
-    Query(q): Query<HashMap<String, String>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    match invite_parts(&ids, &q, &headers, &body) {
-        Ok((recipient, mid, access, fields)) => run(&state, |w| {
-            w.invite_meter(customer_of(who), recipient, mid, access, fields)
-        }),
-        Err(r) => r,
+/// The handler of `POST /invite/account/{id}/property/{pid}` and `.../meter/{mid}`: one handler
+/// for both routes, told which invite. (The type is axum's handler signature.)
+#[allow(clippy::type_complexity)]
+fn invite_of(
+    invite: Invite,
+) -> impl Fn(
+    State<SimState>,
+    Extension<Caller>,
+    Path<(String, String)>,
+    Query<HashMap<String, String>>,
+    HeaderMap,
+    Bytes,
+) -> std::future::Ready<Response>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    move |State(state), Extension(who), Path(ids), Query(q), headers, body| {
+        std::future::ready(match invite_parts(&ids, &q, &headers, &body) {
+            Ok((recipient, target, access, fields)) => run(&state, |w| {
+                invite(w, customer_of(who), recipient, target, access, fields)
+            }),
+            Err(r) => r,
+        })
     }
 }
 
