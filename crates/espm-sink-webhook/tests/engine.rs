@@ -130,18 +130,26 @@ struct Running {
 
 impl Running {
     fn start(journal: &Journal, cfg: &WebhookSinkConfig) -> Self {
-        let sink = Arc::new(WebhookSink::new(cfg).unwrap());
-        let shutdown = CancellationToken::new();
-        let state = Arc::new(SinkState::new());
-        let task = tokio::spawn(run_sink(
-            journal.clone(),
-            sink,
+        Self::start_with(
+            journal,
+            cfg,
             DriverConfig {
                 batch_size: 10,
                 idle_poll: Duration::from_millis(20),
                 retry_initial: Duration::from_millis(10),
                 retry_max: Duration::from_millis(50),
             },
+        )
+    }
+
+    fn start_with(journal: &Journal, cfg: &WebhookSinkConfig, driver: DriverConfig) -> Self {
+        let sink = Arc::new(WebhookSink::new(cfg).unwrap());
+        let shutdown = CancellationToken::new();
+        let state = Arc::new(SinkState::new());
+        let task = tokio::spawn(run_sink(
+            journal.clone(),
+            sink,
+            driver,
             Arc::new(Notify::new()),
             shutdown.clone(),
             state.clone(),
@@ -357,4 +365,58 @@ async fn continuous_failure_disables_the_endpoint_and_the_flag_survives_a_restar
     let running = Running::start(&journal, &cfg);
     until("both delivered", || rx.delivered().len() == 2).await;
     running.stop().await;
+}
+
+/// An endpoint that is down for everything is an outage, not 1,000 failing events: the backlog
+/// stays in the outbox behind the cursor (one probe event per back-off delay goes into the retry
+/// queue), and once the endpoint is back it flows from the outbox at full speed. Moving every
+/// event into the retry queue made a 1,000,000-event backlog drain at 2,810 events/s (issue 9).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_keeps_the_backlog_in_the_outbox_and_probes_at_the_back_off_pace() {
+    const EVENTS: usize = 2_000;
+    const BATCH: usize = 10;
+    let (url, rx) = receiver().await;
+    rx.script.lock().unwrap().always = Some(503);
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&dir.path().join("j.db")).unwrap();
+    journal
+        .enqueue(&(1..=EVENTS).map(event).collect::<Vec<_>>())
+        .unwrap();
+    let secret = secret_file();
+    let cfg = config(&url, secret.path(), vec![Duration::from_millis(500); 100]);
+    let probe = Duration::from_millis(200);
+    let running = Running::start_with(
+        &journal,
+        &cfg,
+        DriverConfig {
+            batch_size: BATCH,
+            idle_poll: Duration::from_millis(20),
+            retry_initial: probe,
+            retry_max: probe,
+        },
+    );
+    let outage = Duration::from_secs(2);
+    tokio::time::sleep(outage).await;
+    let queued = journal.retry_count("hook").unwrap();
+    // The first batch, then at most one probe per back-off delay (jitter: up to 1.5x shorter).
+    let most = BATCH as u64 + 2 * (outage.as_millis() / probe.as_millis()) as u64 + 2;
+    assert!(
+        queued >= 1 && queued <= most,
+        "{queued} events moved into the retry queue during a {outage:?} outage (at most {most})"
+    );
+    assert!(journal.cursor("hook").unwrap() < journal.head_seq().unwrap());
+    assert!(rx.delivered().is_empty());
+
+    rx.script.lock().unwrap().always = None;
+    until("every event delivered", || {
+        rx.delivered().iter().collect::<BTreeSet<_>>().len() == EVENTS
+    })
+    .await;
+    until("an empty retry queue", || {
+        journal.retry_count("hook").unwrap() == 0
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(journal.cursor("hook").unwrap(), journal.head_seq().unwrap());
+    assert_eq!(journal.dlq_count(Some("hook")).unwrap(), 0);
 }

@@ -8,6 +8,12 @@
 //! survives restarts, and a crash re-delivers rather than loses (at least once). Order is not kept
 //! across a retry: an event retried after 5 minutes arrives after the events enqueued behind it.
 //!
+//! An endpoint that fails every attempt of a round is down, not failing event by event: until an
+//! attempt succeeds again the driver reads one new event per back-off delay (a probe, which goes
+//! into the retry queue like any other) and leaves the rest of the backlog in the outbox behind
+//! the cursor, where it flows at full speed once the endpoint is back. Moving a whole backlog into
+//! the retry queue made it crawl out at a few thousand events a second (issue 9).
+//!
 //! Endpoint health lives in the journal too: an [`Outcome::Disabled`] (410 Gone), or every attempt
 //! failing for `disable_after`, disables the endpoint; the driver keeps running, polls the flag,
 //! and resumes once `espm-bridge webhook enable NAME` clears it.
@@ -83,6 +89,9 @@ pub(crate) async fn run(
     state.cursor.store(cursor, Ordering::Relaxed);
     metrics.refresh(&journal, true).await;
     let mut started = false;
+    // While the endpoint is down: when the next new event may be read, as a probe.
+    let mut outage: Option<tokio::time::Instant> = None;
+    let mut probe_backoff = new_backoff(&cfg);
 
     while !shutdown.is_cancelled() {
         // Endpoint health: a disabled endpoint waits for an operator, without a restart.
@@ -135,10 +144,16 @@ pub(crate) async fn run(
 
         let now = SystemTime::now();
         let n = name.clone();
+        let fresh_limit = match outage {
+            None => batch_size,
+            Some(at) if tokio::time::Instant::now() >= at => 1,
+            Some(_) => 0,
+        };
         let read = blocking(&journal, move |j| {
             let due = j.due_retries(&n, now, batch_size)?;
-            let fresh = if due.len() < batch_size {
-                j.read_outbox(&n, cursor, batch_size - due.len())?
+            let room = fresh_limit.min(batch_size - due.len());
+            let fresh = if room > 0 {
+                j.read_outbox(&n, cursor, room)?
             } else {
                 Vec::new()
             };
@@ -151,13 +166,18 @@ pub(crate) async fn run(
         };
 
         if due.is_empty() && fresh.is_empty() {
-            metrics.empty();
+            if outage.is_none() {
+                metrics.empty();
+            }
             let n = name.clone();
             let next = blocking(&journal, move |j| j.next_retry_at(&n))
                 .await
                 .ok()
                 .flatten();
             let mut wait = cfg.idle_poll;
+            if let Some(at) = outage {
+                wait = wait.min(at.saturating_duration_since(tokio::time::Instant::now()));
+            }
             if let Some(at) = next {
                 wait = wait.min(
                     at.duration_since(SystemTime::now())
@@ -230,6 +250,7 @@ pub(crate) async fn run(
         let mut delivered: Vec<SystemTime> = Vec::new();
         let mut failed_attempts = false;
         let mut last_failure = None;
+        let mut longest_retry_after = Duration::ZERO;
         for (item, outcome) in items.into_iter().zip(outcomes) {
             let seq = item.row.seq;
             match outcome {
@@ -260,6 +281,10 @@ pub(crate) async fn run(
                     failed_attempts |= attempts > 0;
                     // Not sent at all (closing, or the batch was stopped): due again at once;
                     // otherwise the sink's delay (its schedule, or the endpoint's Retry-After).
+                    if attempts > 0 {
+                        longest_retry_after =
+                            longest_retry_after.max(retry_after.unwrap_or(Duration::ZERO));
+                    }
                     let delay = match (attempts, retry_after) {
                         (0, _) => Duration::ZERO,
                         (_, Some(d)) => d.min(MAX_RETRY_DELAY),
@@ -310,6 +335,7 @@ pub(crate) async fn run(
             }
         }
 
+        let settlement_succeeded = settlement.succeeded;
         let dead_n = settlement.dead_letters.len() as u64;
         let disable = settlement.disable.clone();
         let new_cursor = settlement.cursor;
@@ -319,6 +345,26 @@ pub(crate) async fn run(
             journal_failed!(e, "cannot store the round's outcomes");
         }
         backoff.reset();
+        match settlement_succeeded {
+            Some(true) => {
+                if outage.take().is_some() {
+                    tracing::info!(sink = %name, "endpoint answering again; delivering the backlog");
+                }
+                probe_backoff.reset();
+            }
+            Some(false) => {
+                let delay = probe_backoff
+                    .next_backoff()
+                    .unwrap_or(cfg.retry_max)
+                    .max(longest_retry_after.min(MAX_RETRY_DELAY));
+                if outage.is_none() {
+                    tracing::warn!(sink = %name, probe_in = %humanize(delay),
+                        "every attempt of the round failed: endpoint down; the backlog waits in the outbox, one event probes per back-off delay");
+                }
+                outage = Some(tokio::time::Instant::now() + delay);
+            }
+            None => {}
+        }
         cursor = cursor.max(new_cursor);
         state.cursor.store(cursor, Ordering::Relaxed);
         if !delivered.is_empty() {
