@@ -40,7 +40,7 @@ fn append(c: &mut Criterion) {
                     .map(|n| NotificationEntry {
                         notification_id: n as i64,
                         type_code: "SHARE_UPDATE".into(),
-                        json: serde_json::json!({ "notificationId": n }),
+                        json: serde_json::json!({ "notificationId": n }).to_string(),
                     })
                     .collect();
                 let events: Vec<_> = (start..start + BATCH).map(event).collect();

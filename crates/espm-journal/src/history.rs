@@ -135,8 +135,10 @@ impl Journal {
             let s = &entry.scope;
             let mut st = tx
                 .prepare_cached(
-                    "SELECT raw_id FROM notification_raw WHERE environment = ?1 AND account = ?2 \
-                     AND notification_id = ?3 ORDER BY raw_id",
+                    // The body that first carried it, and any that carried it again.
+                    "SELECT first_raw_id FROM notifications WHERE environment = ?1 AND account = ?2 \
+                     AND notification_id = ?3 UNION SELECT raw_id FROM notification_raw \
+                     WHERE environment = ?1 AND account = ?2 AND notification_id = ?3 ORDER BY 1",
                 )
                 .j()?;
             let raws = st

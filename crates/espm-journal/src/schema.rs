@@ -314,7 +314,7 @@ mod tests {
         let entry = |id: i64| NotificationEntry {
             notification_id: id,
             type_code: "UNSHARE".into(),
-            json: serde_json::json!({}),
+            json: "{}".into(),
         };
         let raw = j
             .record_raw(&scope, "notification/list", 200, b"<x/>")

@@ -12,7 +12,7 @@ fn note(id: i64) -> NotificationEntry {
     NotificationEntry {
         notification_id: id,
         type_code: "SHARE_UPDATE".into(),
-        json: serde_json::json!({ "notificationId": id }),
+        json: serde_json::json!({ "notificationId": id }).to_string(),
     }
 }
 
@@ -610,4 +610,37 @@ fn history_shows_an_event_waiting_for_a_retry() {
         "{:?}",
         h.events[0].deliveries
     );
+}
+
+/// A notification listed twice in one body (PM has been seen to repeat one): its event is
+/// appended once, and a second commit of the same part (a crash before the body was marked)
+/// appends nothing; history names the body once.
+#[test]
+fn a_notification_listed_twice_in_one_commit_appends_its_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&dir.path().join("j.db")).unwrap();
+    let s = scope();
+    let raw = j
+        .record_raw(&s, "/notification/list?clear=true", 200, b"x")
+        .unwrap();
+    let items = [note(5), note(6), note(5)];
+    let events = [ev_for("n5", 5), ev_for("n6", 6), ev_for("n5", 5)];
+    let stats = j
+        .commit_notifications_part(&s, raw, &items, &events, false)
+        .unwrap();
+    assert_eq!(
+        (
+            stats.new_notifications,
+            stats.duplicate_notifications,
+            stats.new_events
+        ),
+        (2, 1, 2)
+    );
+    assert_eq!(ids(&j.read_outbox("a", 0, 10).unwrap()), ["n5", "n6"]);
+    let again = j.commit_notifications(&s, raw, &items, &events).unwrap();
+    assert_eq!((again.new_notifications, again.new_events), (0, 0));
+    assert_eq!(j.read_outbox("a", 0, 10).unwrap().len(), 2);
+    let h = j.notification_history(Some(&s), 5).unwrap().remove(0);
+    assert_eq!(h.raw_ids, vec![raw]);
+    assert_eq!(h.events.len(), 1);
 }

@@ -970,7 +970,7 @@ impl Committer {
             entries.push(NotificationEntry {
                 notification_id: notification.notification_id,
                 type_code: notification.notification_type_code.clone(),
-                json: serde_json::to_value(notification).unwrap_or(serde_json::Value::Null),
+                json: serde_json::to_string(notification).unwrap_or_else(|_| "null".into()),
             });
             events.push(event);
         }
