@@ -9,7 +9,7 @@
 //!   [`RESOLVE_AFTER_MISSED_WALKS`] complete walks missed it).
 //! - [`customer_to_enrich`] / [`enrich_customer`]: share events carry their customer's username
 //!   and organisation, looked up by the caller; a failed lookup flags the event instead.
-//! - [`share_update_target`] / [`NotificationCorrelator::with_custom_fields`]: `share.updated`
+//! - [`share_update_target`] / [`NotificationCorrelator::with_custom_fields`] (or `add_custom_fields`, per part): `share.updated`
 //!   carries the custom field values the caller re-read from PM, or the same flag.
 //! - [`quarantine_event`]: the bridge's error event for a PM body that failed to parse.
 //! - [`normalize_document`]: a whole `notificationList` or `pendingList` body -> events.

@@ -233,6 +233,14 @@ impl NotificationCorrelator {
         self
     }
 
+    /// [`NotificationCorrelator::with_custom_fields`] for a response read in parts: the values
+    /// read for one part join those of the parts before it.
+    pub fn add_custom_fields(&mut self, fields: CustomFieldsByTarget) {
+        self.custom_fields
+            .get_or_insert_with(Default::default)
+            .extend(fields);
+    }
+
     /// The event of the next notification of the response.
     pub fn event(&mut self, origin: &Origin, n: &Notification) -> CloudEvent {
         let mut event = notification_event(origin, n);

@@ -34,6 +34,35 @@ struct Part {
     last: bool,
 }
 
+/// The state of one journalled body between the blocking parse of a part, the reads of its
+/// custom field values and its blocking commit.
+struct BodyParse {
+    stream: NotificationStream<espm_journal::RawReader>,
+    /// One per body: a DISCONNECT and its UNSHAREs may fall into different parts, and values
+    /// read for one part serve the SHAREUPDATEs of the next.
+    correlator: NotificationCorrelator,
+    targets: share_fields::BodyTargets,
+    /// When the body's custom field reads must be done by (set by the first).
+    deadline: Option<tokio::time::Instant>,
+    processed: Processed,
+    out: DrainOutcome,
+    first: bool,
+    parse: Duration,
+    commit: Duration,
+}
+
+/// What [`Committer::parse_part`] found.
+enum Step {
+    /// The next notifications; `scan`: the custom field targets to read for them.
+    Part {
+        part: Vec<Notification>,
+        last: bool,
+        scan: Option<share_fields::Scan>,
+    },
+    /// The body is not a notification list: quarantined whole.
+    NotAList,
+}
+
 /// A body is journalled in parts of about this size as it arrives: memory holds one part.
 const PART_BYTES: usize = 1024 * 1024;
 
@@ -712,15 +741,11 @@ impl Committer {
             wrapped.extend_from_slice(b"</notificationList>");
             return match espm_model::parse::<espm_model::NotificationList>(&wrapped) {
                 Ok(list) => {
-                    let mut scan = share_fields::Scan::default();
-                    for n in &list.notifications {
-                        if let Some(t) = espm_events::share_update_target(n) {
-                            if !scan.targets.contains(&t) {
-                                scan.targets.push(t);
-                            }
-                        }
-                    }
-                    let fields = self.custom_fields(&scan).await;
+                    let scan = share_fields::BodyTargets::new(share_fields::MAX_TARGETS).choose(
+                        &share_fields::share_updates(&list.notifications),
+                        &Default::default(),
+                    );
+                    let fields = self.read_fields(&scan, &mut None).await;
                     let c = self.clone();
                     let id = body.id;
                     let n = list.notifications.len();
@@ -764,8 +789,11 @@ impl Committer {
     /// Parse a journalled notification body as a stream and commit it: good notifications in
     /// parts of [`COMMIT_PART`] (sinks start on a huge drain before all of it is stored), each bad
     /// part quarantined with its bytes and event as it comes. Memory holds one part, never the
-    /// body. The raw body is marked processed only with the last part; a crash before that
-    /// leaves it to [`Poller::recover`], and every step is idempotent.
+    /// body. Between a part's parse and its commit, the custom field values of its SHAREUPDATEs
+    /// are read from PM ([`share_fields`]), so the body is parsed once. The raw body is marked
+    /// processed only with the last part; a crash before that leaves it to
+    /// [`Poller::recover`], and every step is idempotent. (Committing on a second thread while
+    /// the next part parses was tried: on two cores it gained nothing and cost 20 MiB of RSS.)
     async fn process_journalled(
         &self,
         raw_id: RawId,
@@ -773,67 +801,90 @@ impl Committer {
         clear: bool,
         out: &mut DrainOutcome,
     ) -> Result<Processed, PollError> {
-        // The pre-pass: the body is journalled already, so this delays only its commit, by at
-        // most the lookup budget.
-        let fields = match &self.client {
-            Some(_) => {
-                let scan = share_fields::scan_journalled(&self.journal, &self.scope, raw_id).await;
-                self.custom_fields(&scan).await
-            }
-            None => CustomFieldsByTarget::new(),
+        let mut body = BodyParse {
+            stream: NotificationStream::new(self.journal.raw_reader(raw_id)),
+            correlator: NotificationCorrelator::new(),
+            targets: share_fields::BodyTargets::new(share_fields::MAX_TARGETS),
+            deadline: None,
+            processed: Processed {
+                notifications: 0,
+                bad: 0,
+            },
+            out: DrainOutcome::default(),
+            first: true,
+            parse: Duration::ZERO,
+            commit: Duration::ZERO,
         };
-        let c = self.clone();
-        let (p, delta) = self
-            .journal
-            .call(move |j| c.process_blocking(j, raw_id, &endpoint, clear, fields))
-            .await?;
-        out.add(&delta);
-        Ok(p)
+        // Every SHAREUPDATE gets its values or the flag (no client, `journal reprocess`: always
+        // the flag), even in a body with nothing to read.
+        body.correlator
+            .add_custom_fields(CustomFieldsByTarget::new());
+        loop {
+            let c = self.clone();
+            let ep = endpoint.clone();
+            let (b, step) = self
+                .journal
+                .call(move |j| {
+                    let step = c.parse_part(j, raw_id, &ep, &mut body)?;
+                    Ok((body, step))
+                })
+                .await?;
+            body = b;
+            let (part, last) = match step {
+                Step::Part { part, last, scan } => {
+                    if let Some(scan) = scan {
+                        let fields = self.read_fields(&scan, &mut body.deadline).await;
+                        body.correlator.add_custom_fields(fields);
+                    }
+                    (part, last)
+                }
+                Step::NotAList => break,
+            };
+            let c = self.clone();
+            body = self
+                .journal
+                .call(move |j| {
+                    let t = Instant::now();
+                    let built = c.build_part(&part, last, &mut body.correlator);
+                    body.parse += t.elapsed();
+                    let t = Instant::now();
+                    c.store_part(j, raw_id, built, &mut body.out)?;
+                    body.commit += t.elapsed();
+                    Ok(body)
+                })
+                .await?;
+            if last {
+                break;
+            }
+        }
+        Ok(self.finish_body(body, clear, out))
     }
 
-    /// The custom field values of `scan`'s targets, read from PM within the lookup budget;
-    /// without a client (`journal reprocess`) none, so every `share.updated` is flagged.
-    async fn custom_fields(&self, scan: &share_fields::Scan) -> CustomFieldsByTarget {
+    /// The custom field values of `scan`'s targets, read from PM by the body's deadline (set by
+    /// its first read: the lookup budget is for the whole body).
+    async fn read_fields(
+        &self,
+        scan: &share_fields::Scan,
+        deadline: &mut Option<tokio::time::Instant>,
+    ) -> CustomFieldsByTarget {
         match &self.client {
             Some(client) if !scan.targets.is_empty() || scan.skipped > 0 => {
-                share_fields::read_custom_fields(
-                    client,
-                    scan,
-                    self.lookup_budget,
-                    &self.scope.account,
-                )
-                .await
+                let by = *deadline
+                    .get_or_insert_with(|| tokio::time::Instant::now() + self.lookup_budget);
+                share_fields::read_custom_fields(client, scan, by, &self.scope.account).await
             }
             _ => CustomFieldsByTarget::new(),
         }
     }
 
-    /// Parse the journalled body as a stream and commit it in parts; the body is marked
-    /// processed by its last part only. (Committing on a second thread while the next part
-    /// parses was tried: on two cores it gained nothing and cost 20 MiB of RSS.)
-    fn process_blocking(
-        &self,
-        j: &Journal,
-        raw_id: RawId,
-        endpoint: &str,
-        clear: bool,
-        fields: CustomFieldsByTarget,
-    ) -> Result<(Processed, DrainOutcome), JournalError> {
-        let account = self.scope.account.clone();
-        let mut stored_out = DrainOutcome::default();
-        let mut commit = Duration::ZERO;
-        let result = self.parse_parts(j, raw_id, endpoint, fields, &mut |part| {
-            let t = Instant::now();
-            self.store_part(j, raw_id, part, &mut stored_out)?;
-            commit += t.elapsed();
-            Ok(())
-        });
-        let (processed, mut out, parse) = result?;
-        out.add(&stored_out);
+    /// Metrics and the log line of a body parsed to its end.
+    fn finish_body(&self, body: BodyParse, clear: bool, out: &mut DrainOutcome) -> Processed {
+        let account = &self.scope.account;
+        out.add(&body.out);
         let Processed {
             notifications: n,
             bad,
-        } = processed;
+        } = body.processed;
         let outcome = if bad > 0 { "parse_error" } else { "ok" };
         metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => ENDPOINT, "outcome" => outcome).increment(1);
         self.set_parse_failing(bad > 0);
@@ -842,43 +893,37 @@ impl Committer {
         }
         if n > 0 || bad > 0 {
             tracing::info!(
-                account = %account, clear, received = n, new = out.new_notifications, quarantined = bad,
-                parse_ms = parse.as_millis() as u64, commit_ms = commit.as_millis() as u64,
+                account = %account, clear, received = n, new = body.out.new_notifications, quarantined = bad,
+                parse_ms = body.parse.as_millis() as u64, commit_ms = body.commit.as_millis() as u64,
                 "drained notifications"
             );
         }
-        Ok((processed, out))
+        body.processed
     }
 
-    /// The parsing half of [`Committer::process_blocking`]: reads the body, quarantines bad
-    /// fragments, and hands normalized parts to `store` (the last one marked).
-    fn parse_parts(
+    /// Parse the next part of a body (up to [`COMMIT_PART`] notifications), quarantining bad
+    /// fragments as they come, and choose the custom field targets it needs read. A body that
+    /// is not a list at all is quarantined whole ([`Step::NotAList`]).
+    fn parse_part(
         &self,
         j: &Journal,
         raw_id: RawId,
         endpoint: &str,
-        fields: CustomFieldsByTarget,
-        store: &mut dyn FnMut(Part) -> Result<(), JournalError>,
-    ) -> Result<(Processed, DrainOutcome, Duration), JournalError> {
-        let account = self.scope.account.clone();
-        let mut out = DrainOutcome::default();
-        let mut stream = NotificationStream::new(j.raw_reader(raw_id));
+        body: &mut BodyParse,
+    ) -> Result<Step, JournalError> {
+        let account = &self.scope.account;
         let mut part: Vec<Notification> = Vec::with_capacity(COMMIT_PART);
-        // One per body: a DISCONNECT and its UNSHAREs may fall into different parts; the custom
-        // field values read by the pre-pass go on the body's share.updated events.
-        let mut correlator = NotificationCorrelator::new().with_custom_fields(fields);
-        let (mut n, mut bad, mut first) = (0usize, 0usize, true);
-        let mut parse = Duration::ZERO;
-        loop {
+        let last = loop {
             let t = Instant::now();
-            let item = stream.next_item();
-            parse += t.elapsed();
+            let item = body.stream.next_item();
+            body.parse += t.elapsed();
             // A journal read that failed is not a parse error: the body stays unprocessed.
-            if let Some(e) = stream.get_ref().failed() {
+            if let Some(e) = body.stream.get_ref().failed() {
                 return Err(JournalError::Corrupt(format!(
                     "reading journalled body {raw_id}: {e}"
                 )));
             }
+            let first = std::mem::replace(&mut body.first, false);
             match item {
                 Err(not_a_list) => {
                     if !first {
@@ -890,26 +935,16 @@ impl Committer {
                     let error = not_a_list.to_string();
                     tracing::error!(account = %account, raw_id = %raw_id, error = %error, "PM notification body does not parse: quarantined");
                     self.quarantine_blocking(j, endpoint, raw_id, &error)?;
-                    out.quarantined += 1;
-                    return Ok((
-                        Processed {
-                            notifications: 0,
-                            bad: 1,
-                        },
-                        out,
-                        parse,
-                    ));
+                    body.out.quarantined += 1;
+                    body.processed.bad = 1;
+                    return Ok(Step::NotAList);
                 }
-                Ok(None) => break,
+                Ok(None) => break true,
                 Ok(Some(ListItem::Notification(x))) => {
-                    n += 1;
+                    body.processed.notifications += 1;
                     part.push(x);
                     if part.len() == COMMIT_PART {
-                        let t = Instant::now();
-                        let built = self.build_part(&part, false, &mut correlator);
-                        parse += t.elapsed();
-                        part.clear();
-                        store(built)?;
+                        break false;
                     }
                 }
                 Ok(Some(ListItem::Bad { bytes, error, cut })) => {
@@ -936,22 +971,25 @@ impl Committer {
                         })?;
                     tracing::error!(account = %account, raw_id = %raw_id, error = %error, outcome = ?outcome, "one part of a PM notification body does not parse: quarantined, the rest goes on");
                     self.counted_quarantine(outcome);
-                    out.quarantined += 1;
-                    bad += 1;
+                    body.out.quarantined += 1;
+                    body.processed.bad += 1;
                 }
             }
-            first = false;
-        }
-        // The last part marks the body processed.
-        store(self.build_part(&part, true, &mut correlator))?;
-        Ok((
-            Processed {
-                notifications: n,
-                bad,
-            },
-            out,
-            parse,
-        ))
+        };
+        let scan = match &self.client {
+            Some(_) => {
+                let updates = share_fields::share_updates(&part);
+                if updates.is_empty() {
+                    None
+                } else {
+                    let ids: Vec<i64> = updates.iter().map(|(id, _)| *id).collect();
+                    let known = j.known_notifications(&self.scope, &ids)?;
+                    Some(body.targets.choose(&updates, &known))
+                }
+            }
+            None => None,
+        };
+        Ok(Step::Part { part, last, scan })
     }
 
     /// Normalize one part: the notifications' journal entries and their events.
