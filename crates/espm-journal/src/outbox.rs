@@ -8,8 +8,9 @@ use super::*;
 pub struct OutboxRow {
     /// Outbox sequence number: strictly increasing, never reused.
     pub seq: i64,
-    /// The event.
-    pub event: CloudEvent,
+    /// The event; shared, so a sink's batch and the driver's copy for dead letters need no deep
+    /// clone of it.
+    pub event: std::sync::Arc<CloudEvent>,
     /// When it was appended to the outbox.
     pub enqueued_at: SystemTime,
 }
@@ -145,7 +146,7 @@ impl Journal {
             let (seq, json, at) = row.j()?;
             out.push(OutboxRow {
                 seq,
-                event: parse_event(seq, &json)?,
+                event: parse_event(seq, &json)?.into(),
                 enqueued_at: from_ms(at),
             });
         }

@@ -202,7 +202,7 @@ impl Journal {
             out.push(RetryRow {
                 row: OutboxRow {
                     seq,
-                    event: parse_event(seq, &json)?,
+                    event: parse_event(seq, &json)?.into(),
                     enqueued_at: from_ms(enq),
                 },
                 attempts: u32::try_from(attempts).unwrap_or(u32::MAX),

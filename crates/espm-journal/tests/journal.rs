@@ -253,7 +253,7 @@ fn dlq_replay_targets_one_sink() {
     assert_eq!(dl[0].seq, 1);
     assert_eq!(dl[0].reason, "HTTP 400");
     assert_eq!(dl[0].attempts, 3);
-    assert_eq!(dl[0].event, rows[0].event);
+    assert_eq!(dl[0].event, *rows[0].event);
     assert_eq!(j.dlq_count(Some("hook")).unwrap(), 1);
     assert_eq!(j.dlq_count(Some("kafka")).unwrap(), 0);
     assert_eq!(j.dlq_count(None).unwrap(), 1);

@@ -142,7 +142,7 @@ impl World {
             .read_outbox("test", 0, 10_000)
             .unwrap()
             .into_iter()
-            .map(|r| r.event)
+            .map(|r| std::sync::Arc::unwrap_or_clone(r.event))
             .filter(|e| e.ty == POLICY_DECIDED)
             .collect()
     }
@@ -260,7 +260,7 @@ async fn requests_end_accepted_rejected_or_pending_once_each_across_a_restart() 
         .read_outbox("test", 0, 10_000)
         .unwrap()
         .into_iter()
-        .map(|r| r.event)
+        .map(|r| std::sync::Arc::unwrap_or_clone(r.event))
         .filter(|e| e.causationid.as_deref() == Some(command_id.as_str()))
         .collect();
     assert_eq!(results.len(), 1);

@@ -478,7 +478,7 @@ fn events_of(j: &Journal, ty: &str) -> Vec<Value> {
     outbox(j)
         .into_iter()
         .filter(|r| r.event.ty == ty)
-        .map(|r| r.event.data)
+        .map(|r| r.event.data.clone())
         .collect()
 }
 
@@ -925,7 +925,7 @@ fn share_updates(j: &Journal) -> Vec<espm_events::CloudEvent> {
     outbox(j)
         .into_iter()
         .filter(|r| r.event.ty == "gov.energystar.pm.share.updated")
-        .map(|r| r.event)
+        .map(|r| std::sync::Arc::unwrap_or_clone(r.event))
         .collect()
 }
 

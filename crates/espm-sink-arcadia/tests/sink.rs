@@ -53,12 +53,13 @@ fn sink(sim: &ArcadiaSimServer) -> ArcadiaSink {
 fn envelope(seq: i64, ty: &str, data: Value) -> Envelope {
     Envelope {
         seq,
-        event: serde_json::from_value(json!({
+        event: serde_json::from_value::<espm_sink::CloudEvent>(json!({
             "specversion": "1.0", "id": format!("e{seq}"), "source": "s", "type": ty,
             "datacontenttype": "application/json", "dataschema": "",
             "espmenvironment": "sim", "espmaccount": "a", "data": data
         }))
-        .unwrap(),
+        .unwrap()
+        .into(),
         enqueued_at: SystemTime::now(),
         attempts: 0,
     }

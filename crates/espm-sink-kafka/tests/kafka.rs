@@ -38,7 +38,7 @@ fn envelopes(events: Vec<CloudEvent>) -> Vec<Envelope> {
         .enumerate()
         .map(|(i, event)| Envelope {
             seq: i as i64 + 1,
-            event,
+            event: event.into(),
             enqueued_at: SystemTime::now(),
             attempts: 0,
         })

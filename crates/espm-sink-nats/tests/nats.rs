@@ -50,7 +50,7 @@ fn event(id: &str, ty: &str) -> CloudEvent {
 fn env(seq: i64, ev: CloudEvent) -> Envelope {
     Envelope {
         seq,
-        event: ev,
+        event: ev.into(),
         enqueued_at: SystemTime::now(),
         attempts: 0,
     }

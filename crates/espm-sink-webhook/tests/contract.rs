@@ -140,7 +140,7 @@ async fn deliver_all(cfg: &WebhookSinkConfig, events: &[CloudEvent]) {
         .enumerate()
         .map(|(i, e)| Envelope {
             seq: i as i64 + 1,
-            event: e.clone(),
+            event: e.clone().into(),
             enqueued_at: SystemTime::now(),
             attempts: 0,
         })

@@ -132,7 +132,7 @@ fn every_failed_attempt_is_counted_by_reason() {
                 out = sink
                     .deliver(&[Envelope {
                         seq: 1,
-                        event: event.clone(),
+                        event: event.clone().into(),
                         enqueued_at: SystemTime::now(),
                         attempts,
                     }])

@@ -219,7 +219,7 @@ fn event(id: &str, ty: &str) -> CloudEvent {
 fn envelope(seq: i64) -> Envelope {
     Envelope {
         seq,
-        event: event(&format!("evt-{seq}"), "gov.energystar.pm.share.revoked"),
+        event: event(&format!("evt-{seq}"), "gov.energystar.pm.share.revoked").into(),
         enqueued_at: SystemTime::now(),
         attempts: 0,
     }
@@ -290,7 +290,7 @@ async fn signs_per_standard_webhooks_with_every_rotated_secret() {
     );
     assert_eq!(r.headers["x-tenant"], "acme-t0k3n");
     let back: CloudEvent = serde_json::from_slice(&r.body).unwrap();
-    assert_eq!(back, env.event);
+    assert_eq!(back, *env.event);
 }
 
 #[tokio::test]

@@ -24,8 +24,8 @@ pub use file::FileSink;
 pub struct Envelope {
     /// Outbox sequence number (monotonic per journal).
     pub seq: i64,
-    /// The event itself.
-    pub event: CloudEvent,
+    /// The event itself (shared with the outbox row it was read from).
+    pub event: std::sync::Arc<CloudEvent>,
     /// When the event entered the outbox; end-to-end latency and retry max-age count from here.
     pub enqueued_at: SystemTime,
     /// Delivery attempts already made by this sink for this event before this batch (0 first time).

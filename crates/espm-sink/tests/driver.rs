@@ -325,7 +325,7 @@ async fn disabled_stops_and_keeps_events() {
         .read_outbox("hook", 2, 10)
         .unwrap()
         .into_iter()
-        .map(|r| r.event.id)
+        .map(|r| r.event.id.clone())
         .collect();
     assert_eq!(left, vec!["c", "d"]);
     assert_eq!(j.dlq_count(Some("hook")).unwrap(), 0);
@@ -465,7 +465,7 @@ async fn console_sink_prints_one_json_line_per_event() {
         .enumerate()
         .map(|(i, id)| Envelope {
             seq: i as i64 + 1,
-            event: ev(id),
+            event: ev(id).into(),
             enqueued_at: std::time::SystemTime::now(),
             attempts: 0,
         })
@@ -496,7 +496,7 @@ async fn file_sink_reports_retry_when_it_cannot_write() {
     let out = sink
         .deliver(&[Envelope {
             seq: 1,
-            event: ev("a"),
+            event: ev("a").into(),
             enqueued_at: std::time::SystemTime::now(),
             attempts: 0,
         }])

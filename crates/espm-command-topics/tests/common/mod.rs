@@ -94,7 +94,7 @@ impl World {
             .read_outbox("test", 0, 10_000)
             .unwrap()
             .into_iter()
-            .map(|r| r.event)
+            .map(|r| std::sync::Arc::unwrap_or_clone(r.event))
             .collect()
     }
 
