@@ -46,6 +46,8 @@ struct BodyParse {
     deadline: Option<tokio::time::Instant>,
     processed: Processed,
     out: DrainOutcome,
+    /// SHAREUPDATEs over the body's cap of targets.
+    skipped: usize,
     first: bool,
     parse: Duration,
     commit: Duration,
@@ -811,6 +813,7 @@ impl Committer {
                 bad: 0,
             },
             out: DrainOutcome::default(),
+            skipped: 0,
             first: true,
             parse: Duration::ZERO,
             commit: Duration::ZERO,
@@ -833,6 +836,7 @@ impl Committer {
             let (part, last) = match step {
                 Step::Part { part, last, scan } => {
                     if let Some(scan) = scan {
+                        body.skipped += scan.skipped;
                         let fields = self.read_fields(&scan, &mut body.deadline).await;
                         body.correlator.add_custom_fields(fields);
                     }
@@ -888,6 +892,9 @@ impl Committer {
         let outcome = if bad > 0 { "parse_error" } else { "ok" };
         metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => ENDPOINT, "outcome" => outcome).increment(1);
         self.set_parse_failing(bad > 0);
+        if body.skipped > 0 {
+            tracing::warn!(account = %account, skipped = body.skipped, cap = share_fields::MAX_TARGETS, "a body names more shares than are re-read at once: the rest of its share.updated events go out flagged enrichment=unavailable");
+        }
         if clear {
             metrics::counter!("espm_bridge_notifications_drained_total", "account" => account.clone()).increment(n as u64);
         }

@@ -103,10 +103,8 @@ pub(crate) async fn read_custom_fields(
     deadline: tokio::time::Instant,
     account: &str,
 ) -> CustomFieldsByTarget {
+    // Logged once per body by the drain, counted here.
     count(account, "skipped", scan.skipped as u64);
-    if scan.skipped > 0 {
-        tracing::warn!(account = %account, skipped = scan.skipped, cap = MAX_TARGETS, "a body names more shares than are re-read at once: the rest of its share.updated events go out flagged enrichment=unavailable");
-    }
     let mut reads = futures::stream::iter(scan.targets.iter().copied())
         .map(|target| async move {
             let r = tokio::time::timeout_at(deadline, client.custom_fields(target)).await;
@@ -114,6 +112,7 @@ pub(crate) async fn read_custom_fields(
         })
         .buffer_unordered(CONCURRENCY);
     let mut out = CustomFieldsByTarget::new();
+    let (mut failed, mut timed_out, mut first_error) = (0u64, 0u64, String::new());
     while let Some((target, r)) = reads.next().await {
         match r {
             Ok(Ok(fields)) => {
@@ -123,14 +122,22 @@ pub(crate) async fn read_custom_fields(
                 count(account, "fetched", 1);
             }
             Ok(Err(e)) => {
-                tracing::warn!(account = %account, target = ?target, error = %e, "custom field read failed; its share.updated events go out flagged enrichment=unavailable");
-                count(account, "failed", 1);
+                failed += 1;
+                if failed == 1 {
+                    first_error = format!("{target:?}: {e}");
+                }
             }
-            Err(_) => {
-                tracing::warn!(account = %account, target = ?target, "custom field reads took too long; share.updated events go out flagged enrichment=unavailable");
-                count(account, "timeout", 1);
-            }
+            Err(_) => timed_out += 1,
         }
+    }
+    count(account, "failed", failed);
+    count(account, "timeout", timed_out);
+    // One line per part, not per target: a burst can name a thousand shares.
+    if failed > 0 {
+        tracing::warn!(account = %account, failed, first_error = %first_error, "custom field reads failed; their share.updated events go out flagged enrichment=unavailable");
+    }
+    if timed_out > 0 {
+        tracing::warn!(account = %account, timed_out, "custom field reads took too long; their share.updated events go out flagged enrichment=unavailable");
     }
     out
 }

@@ -250,7 +250,6 @@ pub(crate) async fn run(
         let mut delivered: Vec<SystemTime> = Vec::new();
         let mut failed_attempts = false;
         let mut last_failure = None;
-        let mut longest_retry_after = Duration::ZERO;
         for (item, outcome) in items.into_iter().zip(outcomes) {
             let seq = item.row.seq;
             match outcome {
@@ -281,10 +280,6 @@ pub(crate) async fn run(
                     failed_attempts |= attempts > 0;
                     // Not sent at all (closing, or the batch was stopped): due again at once;
                     // otherwise the sink's delay (its schedule, or the endpoint's Retry-After).
-                    if attempts > 0 {
-                        longest_retry_after =
-                            longest_retry_after.max(retry_after.unwrap_or(Duration::ZERO));
-                    }
                     let delay = match (attempts, retry_after) {
                         (0, _) => Duration::ZERO,
                         (_, Some(d)) => d.min(MAX_RETRY_DELAY),
@@ -353,10 +348,9 @@ pub(crate) async fn run(
                 probe_backoff.reset();
             }
             Some(false) => {
-                let delay = probe_backoff
-                    .next_backoff()
-                    .unwrap_or(cfg.retry_max)
-                    .max(longest_retry_after.min(MAX_RETRY_DELAY));
+                // The driver's back-off, not the failed events' delays: those are their retry
+                // schedule (5 minutes and more), far too slow to notice that the endpoint is back.
+                let delay = probe_backoff.next_backoff().unwrap_or(cfg.retry_max);
                 if outage.is_none() {
                     tracing::warn!(sink = %name, probe_in = %humanize(delay),
                         "every attempt of the round failed: endpoint down; the backlog waits in the outbox, one event probes per back-off delay");
