@@ -282,14 +282,25 @@ impl Journal {
                 .j()?
                 > 0;
             if was {
-                tx.prepare_cached(
-                    "UPDATE sink_retries SET next_attempt_at = MIN(next_attempt_at, ?2) WHERE sink = ?1",
-                )
-                .j()?
-                .execute(params![sink, now])
-                .j()?;
+                retries_due_at(tx, sink, now)?;
             }
             Ok(was)
         })
     }
+
+    /// Make `sink`'s whole retry queue due now: its endpoint was down and is back, so what failed
+    /// meanwhile need not wait for its schedule. Returns how many rows it moved forward.
+    pub fn retries_due_now(&self, sink: &str) -> Result<usize, JournalError> {
+        let now = now_ms();
+        self.write(|tx| retries_due_at(tx, sink, now))
+    }
+}
+
+fn retries_due_at(tx: &Transaction<'_>, sink: &str, at: i64) -> Result<usize, JournalError> {
+    tx.prepare_cached(
+        "UPDATE sink_retries SET next_attempt_at = ?2 WHERE sink = ?1 AND next_attempt_at > ?2",
+    )
+    .j()?
+    .execute(params![sink, at])
+    .j()
 }

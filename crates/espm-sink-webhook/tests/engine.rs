@@ -371,7 +371,8 @@ async fn continuous_failure_disables_the_endpoint_and_the_flag_survives_a_restar
 /// stays in the outbox behind the cursor (one probe event per back-off delay goes into the retry
 /// queue), and once the endpoint is back it flows from the outbox at full speed. Moving every
 /// event into the retry queue made a 1,000,000-event backlog drain at 2,810 events/s (issue 9).
-/// The probes keep the driver's back-off pace, not the queued events' schedule (an hour here).
+/// The probes keep the driver's back-off pace, not the queued events' schedule (an hour here),
+/// and the events queued during the outage go again once it ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_keeps_the_backlog_in_the_outbox_and_probes_at_the_back_off_pace() {
     const EVENTS: usize = 2_000;
@@ -408,24 +409,9 @@ async fn an_outage_keeps_the_backlog_in_the_outbox_and_probes_at_the_back_off_pa
     assert!(journal.cursor("hook").unwrap() < journal.head_seq().unwrap());
     assert!(rx.delivered().is_empty());
 
-    // Back up: the next probe succeeds and the backlog flows; the queued events wait for
-    // their own schedule.
+    // Back up: the next probe succeeds, the backlog flows, and what failed during the outage
+    // goes again at once instead of in an hour.
     rx.script.lock().unwrap().always = None;
-    until("the backlog delivered", || {
-        journal.cursor("hook").unwrap() == journal.head_seq().unwrap()
-    })
-    .await;
-    let queued = journal.retry_count("hook").unwrap() as usize;
-    until("every event outside the retry queue delivered", || {
-        rx.delivered().iter().collect::<BTreeSet<_>>().len() == EVENTS - queued
-    })
-    .await;
-    running.stop().await;
-
-    // An operator's disable + enable makes the queue due at once: nothing was lost.
-    journal.disable_sink("hook", "test").unwrap();
-    assert!(journal.enable_sink("hook").unwrap());
-    let running = Running::start(&journal, &cfg);
     until("every event delivered", || {
         rx.delivered().iter().collect::<BTreeSet<_>>().len() == EVENTS
     })

@@ -11,7 +11,8 @@
 //! An endpoint that fails every attempt of a round is down, not failing event by event: until an
 //! attempt succeeds again the driver reads one new event per back-off delay (a probe, which goes
 //! into the retry queue like any other) and leaves the rest of the backlog in the outbox behind
-//! the cursor, where it flows at full speed once the endpoint is back. Moving a whole backlog into
+//! the cursor, where it flows at full speed once the endpoint is back, and its retry queue falls
+//! due at once (a poison event gets one extra attempt then). Moving a whole backlog into
 //! the retry queue made it crawl out at a few thousand events a second (issue 9).
 //!
 //! Endpoint health lives in the journal too: an [`Outcome::Disabled`] (410 Gone), or every attempt
@@ -343,7 +344,10 @@ pub(crate) async fn run(
         match settlement_succeeded {
             Some(true) => {
                 if outage.take().is_some() {
-                    tracing::info!(sink = %name, "endpoint answering again; delivering the backlog");
+                    // What failed while it was down goes again now, not on its schedule.
+                    let n = name.clone();
+                    let due = blocking(&journal, move |j| j.retries_due_now(&n)).await;
+                    tracing::info!(sink = %name, retries_due_now = ?due, "endpoint answering again; delivering the backlog and the retry queue");
                 }
                 probe_backoff.reset();
             }
