@@ -61,7 +61,7 @@ pub use normalize::{
     property_share_requested_data, quarantine_event, requested_type, resolved_type,
     share_update_access_level, share_update_target, subject_for, CustomFieldsByTarget,
     NormalizeError, NotificationCorrelator, Origin, PendingDiff, PendingEntry, PendingKind,
-    TrackedRequest, ID_NAMESPACE, RESOLVE_AFTER_MISSED_WALKS,
+    TrackedRequest, CORRELATED_DISCONNECTS, ID_NAMESPACE, RESOLVE_AFTER_MISSED_WALKS,
 };
 pub use partition::{partition_key, partition_key_doc, partition_key_fields};
 pub use schema::{asyncapi_yaml, data_schema, data_schemas, event_schema, event_schemas};

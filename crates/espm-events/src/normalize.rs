@@ -201,12 +201,17 @@ pub fn notification_event(origin: &Origin, n: &Notification) -> CloudEvent {
     )
 }
 
+/// The most recent DISCONNECTs (distinct accounts) a [`NotificationCorrelator`] remembers.
+pub const CORRELATED_DISCONNECTS: usize = 10_000;
+
 /// Normalises the notifications of one PM response in order, grouping those of one action:
 /// a DISCONNECT and the UNSHAREs PM sends with it (same `accountId`; same
 /// `notificationCreatedByAccountId` where both say) get the `correlationid` extension, the
 /// DISCONNECT event's `id`. Pure and deterministic: the same response gives the same events,
 /// and event ids are those of [`notification_event`]. UNSHAREs listed before their DISCONNECT
-/// (PM creates the DISCONNECT first) are not grouped.
+/// (PM creates the DISCONNECT first) are not grouped, nor are UNSHAREs more than
+/// [`CORRELATED_DISCONNECTS`] DISCONNECTs of other accounts after their own: PM lists them
+/// together, and a body of a million notifications must not grow the process.
 ///
 /// With [`NotificationCorrelator::with_custom_fields`], `share.updated` events also get the
 /// custom field values the caller re-read from PM (or `enrichment: "unavailable"`).
@@ -214,6 +219,8 @@ pub fn notification_event(origin: &Origin, n: &Notification) -> CloudEvent {
 pub struct NotificationCorrelator {
     /// accountId -> (its DISCONNECT's notificationCreatedByAccountId, correlation id).
     disconnects: BTreeMap<i64, (Option<String>, String)>,
+    /// The accounts of `disconnects`, oldest first, to forget the oldest past the bound.
+    disconnect_order: std::collections::VecDeque<i64>,
     /// The custom field values read for this response's SHAREUPDATEs; `None`: not read at all
     /// (the events carry neither `customFields` nor the flag).
     custom_fields: Option<CustomFieldsByTarget>,
@@ -255,7 +262,18 @@ impl NotificationCorrelator {
             .map(str::to_string);
         event.correlationid = match (event.ty.as_str(), n.account_id) {
             (CONNECTION_TERMINATED, Some(account)) => {
-                self.disconnects.insert(account, (by, event.id.clone()));
+                if self
+                    .disconnects
+                    .insert(account, (by, event.id.clone()))
+                    .is_none()
+                {
+                    self.disconnect_order.push_back(account);
+                    if self.disconnect_order.len() > CORRELATED_DISCONNECTS {
+                        if let Some(oldest) = self.disconnect_order.pop_front() {
+                            self.disconnects.remove(&oldest);
+                        }
+                    }
+                }
                 Some(event.id.clone())
             }
             (SHARE_REVOKED, Some(account)) => self

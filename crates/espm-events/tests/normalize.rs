@@ -1047,6 +1047,33 @@ fn a_disconnect_and_its_unshares_share_a_correlationid() {
     );
 }
 
+/// The correlator remembers a bounded number of DISCONNECTs: a body of a million keeps the
+/// process's memory flat, and an UNSHARE right after its DISCONNECT (as PM lists them) is
+/// still grouped.
+#[test]
+fn the_correlator_forgets_disconnects_past_its_bound() {
+    let mut c = NotificationCorrelator::new();
+    let n = espm_events::CORRELATED_DISCONNECTS as i64;
+    let first = c.event(&origin(), &notif("DISCONNECT", 1, 0, None));
+    let mut last = first.clone();
+    for a in 1..=n {
+        last = c.event(&origin(), &notif("DISCONNECT", 1 + a, a, None));
+    }
+    // Account 0's DISCONNECT is one past the bound: forgotten; account n's is remembered.
+    let old = c.event(&origin(), &notif("UNSHARE", n + 2, 0, None));
+    assert_eq!(old.correlationid, None);
+    let recent = c.event(&origin(), &notif("UNSHARE", n + 3, n, None));
+    assert_eq!(recent.correlationid.as_deref(), Some(last.id.as_str()));
+    // Within the bound, the first is still there.
+    let mut c = NotificationCorrelator::new();
+    c.event(&origin(), &notif("DISCONNECT", 1, 0, None));
+    for a in 1..n {
+        c.event(&origin(), &notif("DISCONNECT", 1 + a, a, None));
+    }
+    let kept = c.event(&origin(), &notif("UNSHARE", n + 2, 0, None));
+    assert_eq!(kept.correlationid.as_deref(), Some(first.id.as_str()));
+}
+
 proptest! {
     /// Any list: ids unchanged, only DISCONNECT and UNSHARE events correlated, and an UNSHARE's
     /// correlationid is the id of an earlier DISCONNECT event of its account.
