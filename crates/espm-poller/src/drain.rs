@@ -805,7 +805,10 @@ impl Committer {
     ) -> Result<Processed, PollError> {
         let mut body = BodyParse {
             stream: NotificationStream::new(self.journal.raw_reader(raw_id)),
-            correlator: NotificationCorrelator::new(),
+            // Every SHAREUPDATE gets its values or the flag (no client, `journal reprocess`:
+            // always the flag), even in a body with nothing to read.
+            correlator: NotificationCorrelator::new()
+                .with_custom_fields(CustomFieldsByTarget::new()),
             targets: share_fields::BodyTargets::new(share_fields::MAX_TARGETS),
             deadline: None,
             processed: Processed {
@@ -818,10 +821,6 @@ impl Committer {
             parse: Duration::ZERO,
             commit: Duration::ZERO,
         };
-        // Every SHAREUPDATE gets its values or the flag (no client, `journal reprocess`: always
-        // the flag), even in a body with nothing to read.
-        body.correlator
-            .add_custom_fields(CustomFieldsByTarget::new());
         loop {
             let c = self.clone();
             let ep = endpoint.clone();
