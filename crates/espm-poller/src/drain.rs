@@ -23,8 +23,9 @@ const ENDPOINT: &str = "notification/list";
 /// Suffix of the endpoint recorded for one bad `<notification>` cut out of a list.
 const FRAGMENT: &str = "#notification";
 
-/// Notifications committed per journal transaction.
-const COMMIT_PART: usize = 2000;
+/// Notifications committed per journal transaction. 2,000 peaked at 64.9–65.9 MiB on a
+/// 1,000,000 burst, 1,000 at 59.5–60.1 MiB, at the same speed (espm-load, side by side).
+const COMMIT_PART: usize = 1000;
 
 /// One normalized part of a body, ready for the journal.
 struct Part {
