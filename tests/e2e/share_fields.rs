@@ -11,7 +11,6 @@ use std::time::Duration;
 use espm_client::{Action, ClientConfig, PendingKind, PmClient, RetryPolicy};
 use espm_sim::{ClearCommit, FaultConfig, FaultKind, PROVIDER_ACCOUNT_ID};
 use espm_testkit::schemas::assert_valid_json;
-use futures::StreamExt;
 use serde_json::{json, Value};
 use support::*;
 
@@ -43,22 +42,8 @@ async fn edit_fields(test_base: &str, property: i64, pairs: &[(&str, &str)]) -> 
 
 /// Every event on the stream so far, read by a fresh pull consumer.
 async fn stream_events(js: &async_nats::jetstream::Context, stream: &str) -> Vec<Value> {
-    let Ok(st) = js.get_stream(stream).await else {
-        return Vec::new();
-    };
-    let cons = st
-        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
-        .await
-        .unwrap();
     let mut out = Vec::new();
-    let mut msgs = cons
-        .fetch()
-        .max_messages(1000)
-        .expires(Duration::from_millis(500))
-        .messages()
-        .await
-        .unwrap();
-    while let Some(Ok(m)) = msgs.next().await {
+    for m in jetstream_messages(js, stream, 1000, Duration::from_millis(500)).await {
         let v: Value = serde_json::from_slice(&m.payload).unwrap();
         let h = m.headers.clone().unwrap_or_default();
         assert_eq!(

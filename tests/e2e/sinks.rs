@@ -288,23 +288,8 @@ max_in_flight = 4
     // NATS: read the stream back with a pull consumer.
     let client = async_nats::connect("127.0.0.1:4222").await.unwrap();
     let js = async_nats::jetstream::new(client);
-    let st = js.get_stream(&stream).await.unwrap();
-    let cons = st
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            durable_name: None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
     let mut nats_values = Vec::new();
-    let mut msgs = cons
-        .fetch()
-        .max_messages(1000)
-        .expires(Duration::from_secs(2))
-        .messages()
-        .await
-        .unwrap();
-    while let Some(Ok(m)) = msgs.next().await {
+    for m in jetstream_messages(&js, &stream, 1000, Duration::from_secs(2)).await {
         let v: Value = serde_json::from_slice(&m.payload).unwrap();
         let h = m.headers.clone().unwrap();
         assert_eq!(
