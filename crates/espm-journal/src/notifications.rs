@@ -166,6 +166,10 @@ impl Journal {
                 let ids: std::collections::HashSet<i64> =
                     items.iter().map(|i| i.notification_id).collect();
                 let mut unlinked = Vec::new();
+                // The new events of the part's notifications, appended as one page (one row,
+                // whatever the part's size), and what links each to its notification.
+                let mut page: Vec<&CloudEvent> = Vec::new();
+                let mut links: Vec<i64> = Vec::new();
                 for ev in events {
                     let Some(nid) = linked_notification(ev, items, &ids) else {
                         unlinked.push(ev.clone());
@@ -179,12 +183,16 @@ impl Journal {
                         let key = params![scope.environment, scope.account, nid, ev.id];
                         // Appended by an earlier commit (before version 5 too: the link was
                         // always written with the event).
-                        if linked.exists(key).j()? {
+                        if linked.exists(key).j()? || !appended.insert((nid, ev.id.as_str())) {
                             continue;
                         }
                     }
-                    stats.new_events += 1;
-                    let seq = insert_outbox(tx, ev, now)?;
+                    page.push(ev);
+                    links.push(nid);
+                }
+                let first = insert_page(tx, &page, now)?;
+                stats.new_events += page.len();
+                for (i, (ev, nid)) in page.iter().zip(&links).enumerate() {
                     ev_link
                         .execute(params![
                             scope.environment,
@@ -192,7 +200,7 @@ impl Journal {
                             nid,
                             ev.id,
                             ev.ty,
-                            seq
+                            first + i as i64
                         ])
                         .j()?;
                 }

@@ -86,6 +86,49 @@ pub(crate) fn insert_outbox(
     Ok(tx.last_insert_rowid())
 }
 
+/// The highest sequence number ever assigned, inside a transaction (0 for an empty journal).
+fn head(tx: &Transaction<'_>) -> Result<i64, JournalError> {
+    Ok(tx
+        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")
+        .j()?
+        .query_row([], |r| r.get(0))
+        .optional()
+        .j()?
+        .unwrap_or(0))
+}
+
+/// Append `events` as one untargeted page (schema version 9): one row whose `event_json` holds
+/// them one per line, `seq` the last one's sequence number. Returns the first one's sequence
+/// number; the others follow it one by one.
+pub(crate) fn insert_page(
+    tx: &Transaction<'_>,
+    events: &[&CloudEvent],
+    now: i64,
+) -> Result<i64, JournalError> {
+    let first = head(tx)? + 1;
+    let Some(ev) = events.first() else {
+        return Ok(first);
+    };
+    let mut json = String::with_capacity(events.len() * 1024);
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            // serde_json escapes every newline inside a string: a line is one event.
+            json.push('\n');
+        }
+        json.push_str(&event_json(e)?);
+    }
+    let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
+    // An explicit seq above sqlite_sequence moves it on: no later row can reuse these numbers.
+    tx.prepare_cached(
+        "INSERT INTO outbox(seq, event_id, event_type, target_sink, event_json, enqueued_at, events) \
+         VALUES (?1, ?2, ?3, NULL, ?4, ?5, ?6)",
+    )
+    .j()?
+    .execute(params![first + n - 1, ev.id, ev.ty, json, now, n])
+    .j()?;
+    Ok(first)
+}
+
 pub(crate) fn register_sink(conn: &Connection, sink: &str, now: i64) -> Result<(), JournalError> {
     conn.prepare_cached(
         "INSERT INTO sinks(name, cursor, registered_at, updated_at) VALUES (?1, 0, ?2, ?2) \
@@ -125,30 +168,46 @@ impl Journal {
         limit: usize,
     ) -> Result<Vec<OutboxRow>, JournalError> {
         let conn = self.reader();
+        // A page holds up to a part's events: rows are fewer than events, so `limit` rows are
+        // always enough, and the loop stops at `limit` events.
         let mut st = conn
             .prepare_cached(
-                "SELECT seq, event_json, enqueued_at FROM outbox \
+                "SELECT seq, events, event_json, enqueued_at FROM outbox \
                  WHERE seq > ?1 AND (target_sink IS NULL OR target_sink = ?2) ORDER BY seq LIMIT ?3",
             )
             .j()?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = st
-            .query_map(params![after_seq, sink, limit], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })
-            .j()?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (seq, json, at) = row.j()?;
-            out.push(OutboxRow {
-                seq,
-                event: parse_event(seq, &json)?.into(),
-                enqueued_at: from_ms(at),
-            });
+        let limit_rows = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut rows = st.query(params![after_seq, sink, limit_rows]).j()?;
+        let mut out = Vec::with_capacity(limit.min(1024));
+        while out.len() < limit {
+            let Some(r) = rows.next().j()? else { break };
+            let seq: i64 = r.get(0).j()?;
+            let events: i64 = r.get(1).j()?;
+            let json = r
+                .get_ref(2)
+                .j()?
+                .as_str()
+                .map_err(|e| JournalError::Corrupt(format!("outbox seq {seq}: {e}")))?;
+            let enqueued_at = from_ms(r.get(3).j()?);
+            let first = seq - events + 1;
+            let mut lines = 0;
+            for (i, line) in json.split('\n').enumerate() {
+                lines += 1;
+                let at = first + i as i64;
+                if at <= after_seq || out.len() >= limit {
+                    continue;
+                }
+                out.push(OutboxRow {
+                    seq: at,
+                    event: parse_event(at, line)?.into(),
+                    enqueued_at,
+                });
+            }
+            if lines != events {
+                return Err(JournalError::Corrupt(format!(
+                    "outbox seq {seq}: a page of {events} events holds {lines} lines"
+                )));
+            }
         }
         Ok(out)
     }
@@ -259,7 +318,8 @@ impl Journal {
             .unwrap_or(0);
         let (pending, oldest): (i64, Option<i64>) = conn
             .prepare_cached(
-                "SELECT COUNT(*), MIN(enqueued_at) FROM outbox \
+                // A page the cursor is inside counts only the events after it.
+                "SELECT COALESCE(SUM(MIN(events, seq - ?1)), 0), MIN(enqueued_at) FROM outbox \
                  WHERE seq > ?1 AND (target_sink IS NULL OR target_sink = ?2)",
             )
             .j()?

@@ -644,3 +644,74 @@ fn a_notification_listed_twice_in_one_commit_appends_its_event_once() {
     assert_eq!(h.raw_ids, vec![raw]);
     assert_eq!(h.events.len(), 1);
 }
+
+/// A part's events take one outbox row (a page), yet every event keeps a sequence number of its
+/// own: a sink reads them one by one from any cursor, even inside the page; its depth counts only
+/// the events after the cursor; compaction keeps the page until every event in it was passed.
+#[test]
+fn a_parts_events_share_one_page_and_keep_their_own_sequence_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    let j = Journal::open(&path).unwrap();
+    let s = scope();
+    j.enqueue(&[ev("before")]).unwrap();
+    let raw = j
+        .record_raw(&s, "/notification/list", 200, b"<x/>")
+        .unwrap();
+    let notes: Vec<_> = (1..=5).map(note).collect();
+    let events: Vec<_> = (1..=5).map(|i| ev_for(&format!("e{i}"), i)).collect();
+    let stats = j.commit_notifications(&s, raw, &notes, &events).unwrap();
+    assert_eq!(stats.new_events, 5);
+    j.enqueue(&[ev("after")]).unwrap();
+
+    let rows: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM outbox", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 3, "one row before, one page, one row after");
+    assert_eq!(j.head_seq().unwrap(), 7);
+
+    let all = j.read_outbox("k", 0, 100).unwrap();
+    assert_eq!(
+        all.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=7).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        ids(&all),
+        vec!["before", "e1", "e2", "e3", "e4", "e5", "after"]
+    );
+    // Batches smaller than the page, starting inside it.
+    assert_eq!(
+        ids(&j.read_outbox("k", 0, 2).unwrap()),
+        vec!["before", "e1"]
+    );
+    assert_eq!(ids(&j.read_outbox("k", 2, 2).unwrap()), vec!["e2", "e3"]);
+    assert_eq!(
+        ids(&j.read_outbox("k", 4, 10).unwrap()),
+        vec!["e4", "e5", "after"]
+    );
+
+    j.set_cursor("k", 4).unwrap();
+    assert_eq!(j.outbox_depth("k").unwrap().pending, 3);
+    // The cursor is inside the page: only the row before it goes.
+    assert_eq!(
+        j.compact(Duration::ZERO, far_future()).unwrap().outbox_rows,
+        1
+    );
+    assert_eq!(
+        ids(&j.read_outbox("k", 4, 10).unwrap()),
+        vec!["e4", "e5", "after"]
+    );
+    j.set_cursor("k", 6).unwrap();
+    assert_eq!(
+        j.compact(Duration::ZERO, far_future()).unwrap().outbox_rows,
+        5
+    );
+    assert_eq!(ids(&j.read_outbox("k", 6, 10).unwrap()), vec!["after"]);
+    assert_eq!(j.outbox_depth("k").unwrap().pending, 1);
+
+    // The history still finds each event by its own sequence number.
+    let h = j.notification_history(Some(&s), 3).unwrap();
+    assert_eq!(h[0].events[0].event_id, "e3");
+    assert_eq!(h[0].events[0].seq, 4);
+}

@@ -1,13 +1,13 @@
-//! State-machine property test: random interleavings of enqueue, per-sink read + cursor moves,
-//! compaction and reopen never skip or lose an undelivered event for any sink.
+//! State-machine property test: random interleavings of enqueue, commits of notifications (whose
+//! events share one outbox page per commit), per-sink read + cursor moves, compaction and reopen never skip or lose an undelivered event for any sink.
 
 mod common;
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime};
 
-use common::ev;
-use espm_journal::Journal;
+use common::{ev, ev_for, scope};
+use espm_journal::{Journal, NotificationEntry};
 use proptest::prelude::*;
 
 const SINKS: [&str; 3] = ["a", "b", "c"];
@@ -16,6 +16,8 @@ const SINKS: [&str; 3] = ["a", "b", "c"];
 enum Op {
     /// Enqueue events with these ids (from a small space, so duplicates happen).
     Enqueue(Vec<u8>),
+    /// Commit notifications with these ids, one event each (a page), as a drain part does.
+    Commit(Vec<u8>),
     /// Sink reads up to `limit` after its cursor and acknowledges the first `ack` of them.
     Consume {
         sink: usize,
@@ -31,6 +33,7 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => prop::collection::vec(0u8..40, 0..6).prop_map(Op::Enqueue),
+        3 => prop::collection::vec(0u8..40, 0..8).prop_map(Op::Commit),
         4 => (0..SINKS.len(), 1usize..6, 0usize..6)
             .prop_map(|(sink, limit, ack)| Op::Consume { sink, limit, ack }),
         2 => Just(Op::Compact),
@@ -67,6 +70,30 @@ proptest! {
                         }
                     }
                     prop_assert_eq!(j.enqueue(&events).unwrap(), expected);
+                }
+                Op::Commit(ids) => {
+                    let raw = j.record_raw(&scope(), "/notification/list", 200, b"<x/>").unwrap();
+                    let notes: Vec<_> = ids
+                        .iter()
+                        .map(|i| NotificationEntry {
+                            notification_id: i64::from(*i),
+                            type_code: "UNSHARE".into(),
+                            json: "{}".into(),
+                        })
+                        .collect();
+                    let events: Vec<_> = ids
+                        .iter()
+                        .map(|i| ev_for(&format!("n{i}"), i64::from(*i)))
+                        .collect();
+                    let mut expected = 0;
+                    for e in &events {
+                        if seen.insert(e.id.clone()) {
+                            log.push(e.id.clone());
+                            expected += 1;
+                        }
+                    }
+                    let stats = j.commit_notifications(&scope(), raw, &notes, &events).unwrap();
+                    prop_assert_eq!(stats.new_events, expected);
                 }
                 Op::Consume { sink, limit, ack } => {
                     let name = SINKS[sink];
