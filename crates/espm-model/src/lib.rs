@@ -20,6 +20,7 @@
 
 mod customer;
 mod document;
+mod fast;
 mod kind;
 mod notification;
 mod pending;

@@ -160,9 +160,22 @@ fn pos(reader: &quick_xml::Reader<&[u8]>) -> usize {
     usize::try_from(reader.buffer_position()).unwrap_or(usize::MAX)
 }
 
-/// Parse one `<notification>` element inside a copy of the original root start tag, so that
-/// namespace declarations on the root still apply.
+/// Parse one `<notification>` element: PM's plain layout straight from quick-xml's events
+/// ([`crate::fast`]), anything else with serde ([`parse_fragment_serde`]).
 pub(crate) fn parse_fragment(
+    root_open: &[u8],
+    root_name: &[u8],
+    fragment: &[u8],
+) -> Result<Notification, String> {
+    match crate::fast::notification(fragment) {
+        Some(n) => Ok(n),
+        None => parse_fragment_serde(root_open, root_name, fragment),
+    }
+}
+
+/// Parse one `<notification>` element with serde, inside a copy of the original root start tag,
+/// so that namespace declarations on the root still apply.
+pub(crate) fn parse_fragment_serde(
     root_open: &[u8],
     root_name: &[u8],
     fragment: &[u8],

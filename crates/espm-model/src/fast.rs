@@ -1,0 +1,295 @@
+//! A fast path for the common `<notification>`: its children read straight from quick-xml's
+//! events, without serde's deserializer (a third of the drain's parse time in a burst, issue 9).
+//!
+//! It only answers for the plain form PM writes: known children, each once, holding plain text
+//! (entities allowed) with no surrounding whitespace, no prefixes, comments, CDATA, attributes on
+//! the children, carriage returns or non-ASCII text. Anything else is `None`, and the caller
+//! parses the fragment with serde as before, so both paths agree on every input (property test
+//! below, and the `salvage_notifications` fuzz target goes through it).
+
+use quick_xml::events::Event;
+
+use crate::Notification;
+
+/// The notification in `fragment` (one `<notification>` element), or `None` when the fast path
+/// cannot say (then serde decides, errors included).
+pub(crate) fn notification(fragment: &[u8]) -> Option<Notification> {
+    let mut reader = quick_xml::Reader::from_reader(fragment);
+    match reader.read_event().ok()? {
+        Event::Start(e)
+            if e.name().as_ref() == b"notification" && e.attributes_raw().is_empty() => {}
+        _ => return None,
+    }
+    let mut n = Notification::default();
+    let (mut code, mut id) = (false, false);
+    let mut seen = 0u16;
+    loop {
+        let child = match reader.read_event().ok()? {
+            Event::Start(e) if e.attributes_raw().is_empty() => field(e.name().as_ref())?,
+            Event::End(e) if e.name().as_ref() == b"notification" => break,
+            Event::Text(t) if t.iter().all(|b| matches!(b, b' ' | b'\n' | b'\t')) => continue,
+            _ => return None,
+        };
+        let bit = 1u16 << child as u16;
+        if seen & bit != 0 {
+            return None; // a duplicate: serde's error to give
+        }
+        seen |= bit;
+        // quick-xml hands text and entity references out as separate events.
+        let mut text = String::new();
+        let end = loop {
+            match reader.read_event().ok()? {
+                Event::Text(t) => {
+                    if t.iter().any(|b| *b == b'\r' || !b.is_ascii()) {
+                        return None;
+                    }
+                    text.push_str(&t.decode().ok()?);
+                }
+                Event::GeneralRef(r) => {
+                    let c = match r.resolve_char_ref().ok()? {
+                        Some(c) => c,
+                        None => match r.as_ref() {
+                            b"amp" => '&',
+                            b"lt" => '<',
+                            b"gt" => '>',
+                            b"quot" => '"',
+                            b"apos" => '\'',
+                            _ => return None,
+                        },
+                    };
+                    if !c.is_ascii() || c.is_ascii_whitespace() || c.is_ascii_control() {
+                        return None;
+                    }
+                    text.push(c);
+                }
+                Event::End(e) => break e,
+                _ => return None,
+            }
+        };
+        if field(end.name().as_ref()) != Some(child)
+            || text.is_empty()
+            || text.starts_with(|c: char| c.is_ascii_whitespace())
+            || text.ends_with(|c: char| c.is_ascii_whitespace())
+        {
+            return None;
+        }
+        match child {
+            Field::NotificationTypeCode => {
+                n.notification_type_code = text;
+                code = true;
+            }
+            Field::NotificationId => {
+                n.notification_id = int(&text)?;
+                id = true;
+            }
+            Field::Description => n.description = text,
+            Field::AccountId => n.account_id = Some(int(&text)?),
+            Field::Username => n.username = Some(text),
+            Field::PropertyId => n.property_id = Some(int(&text)?),
+            Field::MeterId => n.meter_id = Some(int(&text)?),
+            Field::NotificationCreatedDate => n.notification_created_date = Some(text),
+            Field::NotificationCreatedBy => n.notification_created_by = Some(text),
+            Field::NotificationCreatedByAccountId => {
+                n.notification_created_by_account_id = Some(text)
+            }
+        }
+    }
+    // Nothing may follow the element but whitespace.
+    loop {
+        match reader.read_event().ok()? {
+            Event::Eof => break,
+            Event::Text(t) if t.iter().all(|b| matches!(b, b' ' | b'\n' | b'\t')) => {}
+            _ => return None,
+        }
+    }
+    (code && id).then_some(n)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    NotificationTypeCode,
+    NotificationId,
+    Description,
+    AccountId,
+    Username,
+    PropertyId,
+    MeterId,
+    NotificationCreatedDate,
+    NotificationCreatedBy,
+    NotificationCreatedByAccountId,
+}
+
+fn field(name: &[u8]) -> Option<Field> {
+    Some(match name {
+        b"notificationTypeCode" => Field::NotificationTypeCode,
+        b"notificationId" => Field::NotificationId,
+        b"description" => Field::Description,
+        b"accountId" => Field::AccountId,
+        b"username" => Field::Username,
+        b"propertyId" => Field::PropertyId,
+        b"meterId" => Field::MeterId,
+        b"notificationCreatedDate" => Field::NotificationCreatedDate,
+        b"notificationCreatedBy" => Field::NotificationCreatedBy,
+        b"notificationCreatedByAccountId" => Field::NotificationCreatedByAccountId,
+        _ => return None,
+    })
+}
+
+/// Plain decimal digits with an optional minus: anything serde might read differently (a plus
+/// sign, leading zeros are fine for both) is left to serde.
+fn int(text: &str) -> Option<i64> {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::salvage::parse_fragment_serde;
+    use crate::to_xml;
+    use proptest::prelude::*;
+
+    fn arb_notification() -> impl Strategy<Value = Notification> {
+        let text = || "[ -~]{0,12}";
+        let opt_text = || prop::option::of("[ -~é\r\n]{0,12}");
+        (
+            (
+                prop_oneof![
+                    Just("UNSHARE".to_string()),
+                    Just("SHAREUPDATE".to_string()),
+                    "[A-Z]{1,10}"
+                ],
+                any::<i64>(),
+                text(),
+            ),
+            (
+                prop::option::of(any::<i64>()),
+                opt_text(),
+                prop::option::of(any::<i64>()),
+                prop::option::of(any::<i64>()),
+            ),
+            (opt_text(), opt_text(), opt_text()),
+        )
+            .prop_map(
+                |(
+                    (code, id, description),
+                    (account, username, property, meter),
+                    (date, by, by_id),
+                )| {
+                    Notification {
+                        notification_type_code: code,
+                        notification_id: id,
+                        description,
+                        account_id: account,
+                        username,
+                        property_id: property,
+                        meter_id: meter,
+                        notification_created_date: date,
+                        notification_created_by: by,
+                        notification_created_by_account_id: by_id,
+                    }
+                },
+            )
+    }
+
+    /// The `<notification>` element of a one-notification list, as PM's writer lays it out.
+    fn fragment(n: &Notification) -> String {
+        let xml = to_xml(&crate::NotificationList {
+            notifications: vec![n.clone()],
+        });
+        let start = xml.find("<notification>").unwrap_or(0);
+        let end = xml.rfind("</notification>").map_or(xml.len(), |e| e + 15);
+        xml[start..end].to_string()
+    }
+
+    /// Edits that PM's writer does not make but a body may hold.
+    fn perturb(xml: &str, edit: u8, at: usize) -> String {
+        let cut = xml
+            .char_indices()
+            .map(|(i, _)| i)
+            .nth(at % xml.chars().count().max(1))
+            .unwrap_or(0);
+        let (a, b) = xml.split_at(cut);
+        let insert = match edit % 12 {
+            0 => " ",
+            1 => "\r\n",
+            2 => "<!-- c -->",
+            3 => "<![CDATA[x]]>",
+            4 => "&amp;",
+            5 => "<extra>1</extra>",
+            6 => "<notificationId>9</notificationId>",
+            7 => "é",
+            8 => "\t",
+            9 => "<accountId/>",
+            10 => "+",
+            _ => "0",
+        };
+        format!("{a}{insert}{b}")
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// What the fast path answers, serde answers the same; PM's plain layout takes the
+        /// fast path.
+        #[test]
+        fn the_fast_path_agrees_with_serde(n in arb_notification()) {
+            let xml = fragment(&n);
+            let fast = notification(xml.as_bytes());
+            let serde = parse_fragment_serde(b"", b"notificationList", xml.as_bytes());
+            if let Some(f) = &fast {
+                prop_assert_eq!(Ok(f.clone()), serde.clone(), "{}", xml);
+            }
+            let plain = [&n.description]
+                .into_iter()
+                .chain(n.username.iter())
+                .chain(n.notification_created_date.iter())
+                .chain(n.notification_created_by.iter())
+                .chain(n.notification_created_by_account_id.iter())
+                .all(|t| !t.is_empty() && t.is_ascii() && t.trim() == t && !t.contains('\r'));
+            if plain && !n.notification_type_code.is_empty() {
+                prop_assert!(fast.is_some(), "plain layout not taken fast: {}", xml);
+            }
+        }
+
+        /// Whatever is done to the element, the fast path never answers differently from serde.
+        #[test]
+        fn an_edited_element_never_parses_differently(
+            n in arb_notification(),
+            edits in prop::collection::vec((any::<u8>(), any::<usize>()), 1..4),
+        ) {
+            let mut xml = fragment(&n);
+            for (edit, at) in edits {
+                xml = perturb(&xml, edit, at);
+            }
+            if let Some(f) = notification(xml.as_bytes()) {
+                let serde = parse_fragment_serde(b"", b"notificationList", xml.as_bytes());
+                prop_assert_eq!(Ok(f), serde, "{}", xml);
+            }
+        }
+    }
+
+    #[test]
+    fn pm_layout_is_read_fast() {
+        let xml = "<notification>\n  <notificationTypeCode>UNSHARE</notificationTypeCode>\n  \
+                   <notificationId>42</notificationId>\n  <description>A &amp; B</description>\n  \
+                   <accountId>-7</accountId>\n</notification>";
+        let n = notification(xml.as_bytes()).expect("fast");
+        assert_eq!(n.notification_id, 42);
+        assert_eq!(n.description, "A & B");
+        assert_eq!(n.account_id, Some(-7));
+        assert_eq!(n.username, None);
+        for odd in [
+            "<notification><notificationId>1</notificationId></notification>",
+            "<notification><notificationTypeCode>X</notificationTypeCode><notificationId>1</notificationId><notificationId>2</notificationId></notification>",
+            "<notification><notificationTypeCode>X</notificationTypeCode><notificationId>+1</notificationId></notification>",
+            "<notification><notificationTypeCode> X</notificationTypeCode><notificationId>1</notificationId></notification>",
+            "<p:notification><notificationTypeCode>X</notificationTypeCode><notificationId>1</notificationId></p:notification>",
+        ] {
+            assert_eq!(notification(odd.as_bytes()), None, "{odd}");
+        }
+    }
+}
