@@ -15,8 +15,9 @@ pub struct KafkaRequest {
     pub topic: String,
     /// Rendered partition key; `None` when the key template rendered empty.
     pub key: Option<String>,
-    /// Record headers in order (`ce_*` attributes and `content-type`).
-    pub headers: Vec<(String, String)>,
+    /// Record headers in order (`ce_*` attributes and `content-type`); the names are static, so
+    /// a record allocates none.
+    pub headers: Vec<(&'static str, String)>,
     /// Record value.
     pub payload: Vec<u8>,
 }
@@ -79,10 +80,7 @@ impl RequestBuilder {
         let (headers, payload) = match self.mode {
             KafkaMode::Binary => (binary_headers(ev), data_json(ev)),
             KafkaMode::Structured => (
-                vec![(
-                    "content-type".to_string(),
-                    STRUCTURED_CONTENT_TYPE.to_string(),
-                )],
+                vec![("content-type", STRUCTURED_CONTENT_TYPE.to_string())],
                 ev.to_json_bytes(),
             ),
         };
@@ -102,15 +100,31 @@ fn data_json(ev: &CloudEvent) -> Vec<u8> {
 
 /// Every context attribute as a `ce_` header, except `datacontenttype`, which the binding maps
 /// to `content-type` (our data is always JSON).
-fn binary_headers(ev: &CloudEvent) -> Vec<(String, String)> {
-    let mut h: Vec<(String, String)> = ev
+fn binary_headers(ev: &CloudEvent) -> Vec<(&'static str, String)> {
+    let mut h: Vec<(&'static str, String)> = ev
         .attributes()
         .into_iter()
         .filter(|(name, _)| *name != "datacontenttype")
-        .map(|(name, value)| (format!("ce_{name}"), value.into_owned()))
+        .map(|(name, value)| (header_name(name), value.into_owned()))
         .collect();
-    h.push(("content-type".to_string(), BINARY_CONTENT_TYPE.to_string()));
+    h.push(("content-type", BINARY_CONTENT_TYPE.to_string()));
     h
+}
+
+/// `ce_` and the attribute's name, built once per name for the life of the process (a
+/// `format!` per header and record was a measurable share of a burst, issue 9).
+fn header_name(attribute: &'static str) -> &'static str {
+    static NAMES: std::sync::LazyLock<Vec<(&'static str, &'static str)>> =
+        std::sync::LazyLock::new(|| {
+            espm_events::ATTRIBUTE_NAMES
+                .iter()
+                .map(|n| (*n, &*Box::leak(format!("ce_{n}").into_boxed_str())))
+                .collect()
+        });
+    NAMES
+        .iter()
+        .find(|(n, _)| *n == attribute)
+        .map_or("ce_unknown", |(_, h)| h)
 }
 
 /// Kafka's topic name rules ([`espm_config::kafka_topic_name`]) on a rendered topic.
@@ -154,7 +168,7 @@ mod tests {
     fn header<'a>(r: &'a KafkaRequest, k: &str) -> Option<&'a str> {
         r.headers
             .iter()
-            .find(|(n, _)| n == k)
+            .find(|(n, _)| *n == k)
             .map(|(_, v)| v.as_str())
     }
 
@@ -166,7 +180,7 @@ mod tests {
         assert_eq!(r.topic, "espm.gov.energystar.pm.share.revoked");
         assert_eq!(r.key.as_deref(), Some("8833843022"));
         assert_eq!(header(&r, "ce_partitionkey"), Some("8833843022"));
-        let names: Vec<&str> = r.headers.iter().map(|(k, _)| k.as_str()).collect();
+        let names: Vec<&str> = r.headers.iter().map(|(k, _)| *k).collect();
         assert_eq!(
             names,
             [
@@ -222,7 +236,7 @@ mod tests {
         assert_eq!(
             r.headers,
             vec![(
-                "content-type".to_string(),
+                "content-type",
                 "application/cloudevents+json; charset=UTF-8".to_string()
             )]
         );
