@@ -127,6 +127,38 @@ pub const ATTRIBUTE_NAMES: &[&str] = &[
     "partitionkey",
 ];
 
+/// A protocol binding's header name for each context attribute (`ce_id` for Kafka, `ce-id` for
+/// HTTP and NATS): built once per binding and process, so a record allocates no header name
+/// (a `format!` per header and record was a measurable share of a burst, issue 9).
+#[derive(Debug)]
+pub struct AttributeHeaders {
+    names: Vec<(&'static str, &'static str)>,
+}
+
+impl AttributeHeaders {
+    /// `prefix` and each of [`ATTRIBUTE_NAMES`]. Meant for a `static` (the names live as long as
+    /// the process).
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            names: ATTRIBUTE_NAMES
+                .iter()
+                .map(|n| {
+                    let name: &'static str = Box::leak(format!("{prefix}{n}").into_boxed_str());
+                    (*n, name)
+                })
+                .collect(),
+        }
+    }
+
+    /// The header name of `attribute` (one of [`ATTRIBUTE_NAMES`]).
+    pub fn get(&self, attribute: &str) -> Option<&'static str> {
+        self.names
+            .iter()
+            .find(|(n, _)| *n == attribute)
+            .map(|(_, h)| *h)
+    }
+}
+
 /// The JSON form: the stored fields plus the derived `partitionkey`.
 #[derive(Serialize)]
 struct Wire<'a> {
@@ -171,5 +203,22 @@ impl Serialize for CloudEvent {
             data: &self.data,
         }
         .serialize(serializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every attribute gets the binding's prefix; nothing else gets a header name.
+    #[test]
+    fn attribute_headers_prefix_every_attribute_and_nothing_else() {
+        let kafka = AttributeHeaders::new("ce_");
+        let http = AttributeHeaders::new("ce-");
+        for n in ATTRIBUTE_NAMES {
+            assert_eq!(kafka.get(n), Some(format!("ce_{n}").as_str()));
+            assert_eq!(http.get(n), Some(format!("ce-{n}").as_str()));
+        }
+        assert_eq!(kafka.get("data"), None);
     }
 }

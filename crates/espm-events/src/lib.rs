@@ -42,7 +42,7 @@ mod template;
 mod types;
 
 pub use cloudevent::CloudEvent;
-pub use cloudevent::{percent_encode_header, ATTRIBUTE_NAMES};
+pub use cloudevent::{percent_encode_header, AttributeHeaders, ATTRIBUTE_NAMES};
 pub use data::{
     BodyQuarantinedData, CommandAction, CommandErrorData, CommandOutcome, CommandResultData,
     CustomerData, Enrichment, PolicyAnswer, PolicyDecidedBy, PolicyDecidedData, PolicyImpliedBy,

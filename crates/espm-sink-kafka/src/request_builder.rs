@@ -1,7 +1,7 @@
 //! Pure mapping of a CloudEvent to a Kafka record (CloudEvents Kafka protocol binding 1.0).
 
 use espm_config::KafkaMode;
-use espm_events::{CloudEvent, Template};
+use espm_events::{AttributeHeaders, CloudEvent, Template};
 
 /// `content-type` of a binary-mode record: the value is the JSON of `data`.
 pub const BINARY_CONTENT_TYPE: &str = "application/json";
@@ -98,6 +98,10 @@ fn data_json(ev: &CloudEvent) -> Vec<u8> {
     serde_json::to_vec(&ev.data).unwrap_or_default()
 }
 
+/// The Kafka binding's header names: `ce_` and the attribute.
+static HEADERS: std::sync::LazyLock<AttributeHeaders> =
+    std::sync::LazyLock::new(|| AttributeHeaders::new("ce_"));
+
 /// Every context attribute as a `ce_` header, except `datacontenttype`, which the binding maps
 /// to `content-type` (our data is always JSON).
 fn binary_headers(ev: &CloudEvent) -> Vec<(&'static str, String)> {
@@ -105,26 +109,10 @@ fn binary_headers(ev: &CloudEvent) -> Vec<(&'static str, String)> {
         .attributes()
         .into_iter()
         .filter(|(name, _)| *name != "datacontenttype")
-        .map(|(name, value)| (header_name(name), value.into_owned()))
+        .filter_map(|(name, value)| Some((HEADERS.get(name)?, value.into_owned())))
         .collect();
     h.push(("content-type", BINARY_CONTENT_TYPE.to_string()));
     h
-}
-
-/// `ce_` and the attribute's name, built once per name for the life of the process (a
-/// `format!` per header and record was a measurable share of a burst, issue 9).
-fn header_name(attribute: &'static str) -> &'static str {
-    static NAMES: std::sync::LazyLock<Vec<(&'static str, &'static str)>> =
-        std::sync::LazyLock::new(|| {
-            espm_events::ATTRIBUTE_NAMES
-                .iter()
-                .map(|n| (*n, &*Box::leak(format!("ce_{n}").into_boxed_str())))
-                .collect()
-        });
-    NAMES
-        .iter()
-        .find(|(n, _)| *n == attribute)
-        .map_or("ce_unknown", |(_, h)| h)
 }
 
 /// Kafka's topic name rules ([`espm_config::kafka_topic_name`]) on a rendered topic.

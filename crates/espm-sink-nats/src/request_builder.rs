@@ -33,6 +33,10 @@ pub struct NatsRequest {
     pub payload: Bytes,
 }
 
+/// The NATS binding's header names: `ce-` and the attribute.
+static HEADERS: std::sync::LazyLock<espm_events::AttributeHeaders> =
+    std::sync::LazyLock::new(|| espm_events::AttributeHeaders::new("ce-"));
+
 /// Build the subject, headers and payload for `event`.
 ///
 /// With `jetstream`, the `Nats-Msg-Id` header carries the event id so the stream's duplicate
@@ -40,10 +44,9 @@ pub struct NatsRequest {
 pub fn build_request(subject: &Template, event: &CloudEvent, jetstream: bool) -> NatsRequest {
     let mut headers = HeaderMap::new();
     for (name, value) in event.attributes() {
-        headers.insert(
-            format!("ce-{name}").as_str(),
-            percent_encode(&value).as_str(),
-        );
+        if let Some(name) = HEADERS.get(name) {
+            headers.insert(name, percent_encode(&value).as_str());
+        }
     }
     headers.insert("content-type", CONTENT_TYPE);
     if jetstream {

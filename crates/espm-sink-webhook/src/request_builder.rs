@@ -75,6 +75,10 @@ pub struct WebhookRequest {
     pub headers: HeaderMap,
 }
 
+/// The HTTP binding's header names: `ce-` and the attribute.
+static HEADERS: std::sync::LazyLock<espm_events::AttributeHeaders> =
+    std::sync::LazyLock::new(|| espm_events::AttributeHeaders::new("ce-"));
+
 /// Build the request for `event`, signed at `timestamp` (unix seconds).
 ///
 /// Structured mode sends the whole event as `application/cloudevents+json`. Binary mode (the
@@ -102,8 +106,9 @@ pub fn build(
                 if name == "datacontenttype" {
                     continue;
                 }
+                let Some(n) = HEADERS.get(name) else { continue };
                 if let (Ok(n), Ok(v)) = (
-                    HeaderName::from_bytes(format!("ce-{name}").as_bytes()),
+                    HeaderName::from_bytes(n.as_bytes()),
                     HeaderValue::from_str(&percent_encode_header(&value)),
                 ) {
                     headers.insert(n, v);
