@@ -45,7 +45,7 @@ pub(crate) fn store_dead_letter(
     attempts: u32,
     now: i64,
 ) -> Result<(), JournalError> {
-    let json = event_json(&row.event)?;
+    let json = row.event.to_stored_json();
     // UNIQUE(sink, seq): a driver that crashed after storing but before moving its cursor
     // dead-letters the same row again; keep one entry with the latest reason.
     conn.prepare_cached(

@@ -33,12 +33,8 @@ pub struct SinkCursor {
     pub cursor: i64,
 }
 
-/// An event as the journal stores it ([`CloudEvent::to_stored_json`]: one line, without what its
-/// type implies).
-pub(crate) fn event_json(event: &CloudEvent) -> Result<String, JournalError> {
-    Ok(event.to_stored_json())
-}
-
+/// An event the journal stored ([`CloudEvent::to_stored_json`]: one line, without what its type
+/// implies; rows in the full form read the same).
 pub(crate) fn parse_event(seq: i64, json: &str) -> Result<CloudEvent, JournalError> {
     CloudEvent::from_stored_json(json)
         .map_err(|e| JournalError::Corrupt(format!("outbox seq {seq}: {e}")))
@@ -65,28 +61,12 @@ pub(crate) fn append_events(
         if logged.exists([&ev.id]).j()? {
             continue;
         }
-        let seq = insert_outbox(tx, ev, now)?;
+        // A page of one: these events are few, and each is compacted on its own.
+        let seq = insert_page(tx, &[ev], now)?;
         ins_log.execute(params![ev.id, ev.ty, seq, now]).j()?;
         appended += 1;
     }
     Ok(appended)
-}
-
-/// Insert one untargeted outbox row; returns its sequence number.
-pub(crate) fn insert_outbox(
-    tx: &Transaction<'_>,
-    ev: &CloudEvent,
-    now: i64,
-) -> Result<i64, JournalError> {
-    let json = event_json(ev)?;
-    tx.prepare_cached(
-        "INSERT INTO outbox(event_id, event_type, target_sink, event_json, enqueued_at) \
-         VALUES (?1, ?2, NULL, ?3, ?4)",
-    )
-    .j()?
-    .execute(params![ev.id, ev.ty, json, now])
-    .j()?;
-    Ok(tx.last_insert_rowid())
 }
 
 /// The highest sequence number ever assigned, inside a transaction (0 for an empty journal).
@@ -118,7 +98,7 @@ pub(crate) fn insert_page(
             // serde_json escapes every newline inside a string: a line is one event.
             json.push('\n');
         }
-        json.push_str(&event_json(e)?);
+        json.push_str(&e.to_stored_json());
     }
     let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
     // An explicit seq above sqlite_sequence moves it on: no later row can reuse these numbers.

@@ -71,7 +71,7 @@ pub struct SinkHealth {
 }
 
 fn store_retry(conn: &Connection, sink: &str, r: &NewRetry) -> Result<(), JournalError> {
-    let json = event_json(&r.row.event)?;
+    let json = r.row.event.to_stored_json();
     conn.prepare_cached(
         "INSERT INTO sink_retries(sink, seq, event_json, enqueued_at, attempts, next_attempt_at, last_error) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \

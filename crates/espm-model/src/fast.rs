@@ -27,7 +27,7 @@ pub(crate) fn notification(fragment: &[u8]) -> Option<Notification> {
         let child = match reader.read_event().ok()? {
             Event::Start(e) if e.attributes_raw().is_empty() => field(e.name().as_ref())?,
             Event::End(e) if e.name().as_ref() == b"notification" => break,
-            Event::Text(t) if t.iter().all(|b| matches!(b, b' ' | b'\n' | b'\t')) => continue,
+            Event::Text(t) if blank(&t) => continue,
             _ => return None,
         };
         let bit = 1u16 << child as u16;
@@ -98,11 +98,16 @@ pub(crate) fn notification(fragment: &[u8]) -> Option<Notification> {
     loop {
         match reader.read_event().ok()? {
             Event::Eof => break,
-            Event::Text(t) if t.iter().all(|b| matches!(b, b' ' | b'\n' | b'\t')) => {}
+            Event::Text(t) if blank(&t) => {}
             _ => return None,
         }
     }
     (code && id).then_some(n)
+}
+
+/// Layout between elements: spaces, tabs and newlines only (a carriage return is serde's).
+fn blank(text: &[u8]) -> bool {
+    text.iter().all(|b| matches!(b, b' ' | b'\n' | b'\t'))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
