@@ -43,8 +43,8 @@ pub struct CloudEvent {
     /// with it carry the DISCONNECT event's `id`. Absent on every other event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlationid: Option<String>,
-    /// The event payload, PM's own field names in camelCase.
-    pub data: serde_json::Value,
+    /// The event payload, PM's own field names in camelCase, as the JSON text it was encoded to.
+    pub data: crate::Data,
 }
 
 impl CloudEvent {
@@ -72,7 +72,7 @@ impl CloudEvent {
     /// Extension `partitionkey`: the PM account id of the customer the event is about, per
     /// [`crate::partition_key`]; `None` when the event is about no customer account.
     pub fn partitionkey(&self) -> Option<String> {
-        crate::partition_key(&self.ty, &self.data)
+        crate::partition::partition_key_of(&self.ty, &self.data)
     }
 
     /// Every context attribute that has a value, in a fixed order (`datacontenttype` included),
@@ -185,7 +185,7 @@ struct Wire<'a> {
     correlationid: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     partitionkey: Option<String>,
-    data: &'a serde_json::Value,
+    data: &'a crate::Data,
 }
 
 /// The only `specversion` and `datacontenttype` our events have, left out of the stored form.
@@ -213,7 +213,7 @@ struct Stored {
     causationid: Option<String>,
     #[serde(default)]
     correlationid: Option<String>,
-    data: serde_json::Value,
+    data: crate::Data,
 }
 
 impl CloudEvent {
@@ -340,7 +340,7 @@ mod tests {
                         espmaccount: acct,
                         causationid,
                         correlationid,
-                        data: serde_json::to_value(data).unwrap_or_default(),
+                        data: crate::Data::of(&data),
                     }
                 },
             )
@@ -377,7 +377,7 @@ mod tests {
             espmaccount: "acme".into(),
             causationid: None,
             correlationid: None,
-            data: serde_json::json!({"accountId": 5}),
+            data: serde_json::json!({"accountId": 5}).into(),
         };
         let stored = ev.to_stored_json();
         for left_out in [

@@ -39,22 +39,27 @@ pub fn customer_to_enrich(event: &CloudEvent) -> Option<i64> {
 /// failed or was not attempted in time) sets `enrichment: "unavailable"` instead. An event whose
 /// `data` is not an object is left alone.
 pub fn enrich_customer(event: &mut CloudEvent, customer: Option<&CustomerData>) {
-    let Some(data) = event.data.as_object_mut() else {
+    if !event.data.is_object() {
         return;
-    };
-    match customer.and_then(|c| serde_json::to_value(c).ok()) {
-        Some(c) => {
-            data.insert("customer".into(), c);
-            data.remove("enrichment");
-        }
-        None => {
-            data.remove("customer");
-            data.insert(
-                "enrichment".into(),
-                Value::from(Enrichment::Unavailable.as_str()),
-            );
-        }
     }
+    event.data.edit(|v| {
+        let Some(data) = v.as_object_mut() else {
+            return;
+        };
+        match customer.and_then(|c| serde_json::to_value(c).ok()) {
+            Some(c) => {
+                data.insert("customer".into(), c);
+                data.remove("enrichment");
+            }
+            None => {
+                data.remove("customer");
+                data.insert(
+                    "enrichment".into(),
+                    Value::from(Enrichment::Unavailable.as_str()),
+                );
+            }
+        }
+    });
 }
 
 /// The property whose name, address (and, for property shares, gross floor area) `event`
@@ -79,28 +84,33 @@ pub fn enrich_property(event: &mut CloudEvent, property: Option<&PropertyData>) 
         event.ty.as_str(),
         METER_SHARE_REQUESTED | METER_SHARE_RESOLVED
     );
-    let Some(data) = event.data.as_object_mut() else {
+    if !event.data.is_object() {
         return;
-    };
-    let value = property.and_then(|p| {
-        let mut p = p.clone();
-        if meter {
-            p.gross_floor_area = None;
-        }
-        serde_json::to_value(p).ok()
-    });
-    match value {
-        Some(p) => {
-            data.insert("property".into(), p);
-        }
-        None => {
-            data.remove("property");
-            data.insert(
-                "enrichment".into(),
-                Value::from(Enrichment::Unavailable.as_str()),
-            );
-        }
     }
+    event.data.edit(|v| {
+        let Some(data) = v.as_object_mut() else {
+            return;
+        };
+        let value = property.and_then(|p| {
+            let mut p = p.clone();
+            if meter {
+                p.gross_floor_area = None;
+            }
+            serde_json::to_value(p).ok()
+        });
+        match value {
+            Some(p) => {
+                data.insert("property".into(), p);
+            }
+            None => {
+                data.remove("property");
+                data.insert(
+                    "enrichment".into(),
+                    Value::from(Enrichment::Unavailable.as_str()),
+                );
+            }
+        }
+    });
 }
 
 /// Add the custom field values re-read for a `share.updated` event to its `data`: `Some` sets
@@ -114,22 +124,27 @@ pub fn enrich_custom_fields(
     if event.ty != SHARE_UPDATED {
         return;
     }
-    let Some(data) = event.data.as_object_mut() else {
+    if !event.data.is_object() {
         return;
-    };
-    match fields.and_then(|f| serde_json::to_value(f).ok()) {
-        Some(f) => {
-            data.insert("customFields".into(), f);
-            data.remove("enrichment");
-        }
-        None => {
-            data.remove("customFields");
-            data.insert(
-                "enrichment".into(),
-                Value::from(Enrichment::Unavailable.as_str()),
-            );
-        }
     }
+    event.data.edit(|v| {
+        let Some(data) = v.as_object_mut() else {
+            return;
+        };
+        match fields.and_then(|f| serde_json::to_value(f).ok()) {
+            Some(f) => {
+                data.insert("customFields".into(), f);
+                data.remove("enrichment");
+            }
+            None => {
+                data.remove("customFields");
+                data.insert(
+                    "enrichment".into(),
+                    Value::from(Enrichment::Unavailable.as_str()),
+                );
+            }
+        }
+    });
 }
 
 #[cfg(test)]

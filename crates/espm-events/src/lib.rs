@@ -37,6 +37,7 @@ pub mod data;
 mod enrich;
 mod normalize;
 mod partition;
+mod payload;
 mod schema;
 mod template;
 mod types;
@@ -64,6 +65,7 @@ pub use normalize::{
     TrackedRequest, CORRELATED_DISCONNECTS, ID_NAMESPACE, RESOLVE_AFTER_MISSED_WALKS,
 };
 pub use partition::{partition_key, partition_key_doc, partition_key_fields};
+pub use payload::Data;
 pub use schema::{asyncapi_yaml, data_schema, data_schemas, event_schema, event_schemas};
 pub use template::{Template, TemplateError};
 pub use types::*;

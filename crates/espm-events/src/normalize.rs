@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::data::*;
 use crate::types::*;
-use crate::CloudEvent;
+use crate::{CloudEvent, Data};
 
 /// Namespace of the UUIDv5 event ids. Never change it: ids must stay stable across releases.
 pub const ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f1c_0f4e_8b7a_4d1e_9c39_2a5e_7d3b_9f10);
@@ -55,7 +55,7 @@ impl Origin {
         id_name: &str,
         subject: Option<String>,
         time: Option<String>,
-        data: Value,
+        data: Data,
     ) -> CloudEvent {
         CloudEvent {
             specversion: "1.0".to_string(),
@@ -197,7 +197,7 @@ pub fn notification_event(origin: &Origin, n: &Notification) -> CloudEvent {
         &format!("notification/{}", n.notification_id),
         subject_for(n.account_id, n.property_id, n.meter_id),
         time,
-        to_value(&data),
+        Data::of(&data),
     )
 }
 
@@ -589,7 +589,7 @@ pub fn pending_requested_episode(
         &pending_id_name(kind, &key, episode, "requested"),
         entry.subject(),
         time,
-        pending_snapshot_value(entry),
+        pending_snapshot_value(entry).into(),
     )
 }
 
@@ -693,7 +693,7 @@ pub fn pending_resolved_event(
         &pending_id_name(kind, key, episode, "resolved"),
         subject,
         Some(observed),
-        data,
+        data.into(),
     )
 }
 
@@ -902,7 +902,7 @@ pub fn quarantine_event(origin: &Origin, data: &BodyQuarantinedData) -> CloudEve
         &format!("quarantine/{}", data.sha256),
         None,
         Some(data.received_at.clone()),
-        to_value(data),
+        Data::of(data),
     )
 }
 
@@ -924,7 +924,7 @@ pub fn command_event(
         &format!("command/{}/{state}/{}", data.command_id, data.attempts),
         subject,
         Some(data.finished_at.clone()),
-        to_value(data),
+        Data::of(data),
     );
     ev.causationid = Some(data.command_id.clone());
     ev
@@ -950,7 +950,7 @@ pub fn policy_event(origin: &Origin, data: &PolicyDecidedData) -> CloudEvent {
         &format!("{scope}/{}", data.command_id),
         Some(subject),
         Some(data.decided_at.clone()),
-        to_value(data),
+        Data::of(data),
     )
 }
 

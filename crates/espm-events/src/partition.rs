@@ -18,6 +18,8 @@
 
 use serde_json::Value;
 
+use crate::Data;
+
 use crate::types::*;
 
 /// The `data` fields that name the customer account of an event type, in order of preference.
@@ -71,19 +73,33 @@ pub fn partition_key_doc(event_type: &str) -> &'static str {
 pub fn partition_key(event_type: &str, data: &Value) -> Option<String> {
     partition_key_fields(event_type)
         .iter()
-        .find_map(|field| match data.get(field)? {
-            Value::Number(n) => Some(n.to_string()),
-            Value::String(s) => {
-                let s = s.trim();
-                (!s.is_empty() && !s.chars().any(char::is_control)).then(|| s.to_string())
-            }
-            _ => None,
-        })
+        .find_map(|field| key_of(data.get(field)?))
+}
+
+/// [`partition_key`] read from `data`'s text, without parsing the rest of it.
+pub(crate) fn partition_key_of(event_type: &str, data: &Data) -> Option<String> {
+    let fields = partition_key_fields(event_type);
+    if fields.is_empty() {
+        return None;
+    }
+    data.members(fields).iter().flatten().find_map(key_of)
+}
+
+fn key_of(v: &Value) -> Option<String> {
+    match v {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) => {
+            let s = s.trim();
+            (!s.is_empty() && !s.chars().any(char::is_control)).then(|| s.to_string())
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
 
     #[test]
@@ -124,6 +140,28 @@ mod tests {
         );
         for ty in EVENT_TYPES {
             assert!(!partition_key_doc(ty).is_empty());
+        }
+    }
+
+    proptest! {
+        /// The key read from the text is the key read from the parsed value, for every type.
+        #[test]
+        fn the_key_from_text_is_the_key_from_the_value(
+            ty in proptest::sample::select(EVENT_TYPES.to_vec()),
+            account in proptest::option::of(prop_oneof![
+                any::<i64>().prop_map(Value::from),
+                "[0-9 \n]{0,4}".prop_map(Value::from),
+                Just(Value::Null),
+            ]),
+            by in proptest::option::of("[0-9 ]{0,4}".prop_map(Value::from)),
+            nested in any::<bool>(),
+        ) {
+            let mut v = json!({"x": {"accountId": 9}});
+            if let Some(a) = account { v["accountId"] = a; }
+            if let Some(b) = by { v["notificationCreatedByAccountId"] = b; }
+            if nested { v = json!({"inner": v}); }
+            let text = Data::from_json(&v.to_string()).unwrap();
+            prop_assert_eq!(partition_key_of(ty, &text), partition_key(ty, &v));
         }
     }
 }

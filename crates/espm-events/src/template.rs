@@ -110,7 +110,7 @@ impl Template {
                 Part::Lit(s) => out.push_str(s),
                 Part::Attr(a) => out.push_str(ev.attribute(a).as_deref().unwrap_or("")),
                 Part::Data(path) => {
-                    let mut v = &ev.data;
+                    let mut v: &serde_json::Value = ev.data.value();
                     for seg in path {
                         v = match v.get(seg) {
                             Some(x) => x,
@@ -147,7 +147,8 @@ mod tests {
             espmaccount: "acme".into(),
             causationid: None,
             correlationid: None,
-            data: serde_json::json!({"accountId": 8833843022i64, "propertyInfo": {"name": "A"}}),
+            data: serde_json::json!({"accountId": 8833843022i64, "propertyInfo": {"name": "A"}})
+                .into(),
         }
     }
 

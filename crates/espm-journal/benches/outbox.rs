@@ -18,7 +18,9 @@ fn event(n: u64) -> CloudEvent {
         espmaccount: "bench".into(),
         causationid: None,
         correlationid: None,
-        data: serde_json::json!({ "notificationId": n, "propertyId": n, "accessLevel": "READ_WRITE" }),
+        data:
+            serde_json::json!({ "notificationId": n, "propertyId": n, "accessLevel": "READ_WRITE" })
+                .into(),
     }
 }
 

@@ -288,7 +288,7 @@ mod tests {
             espmaccount: "acme".into(),
             causationid: None,
             correlationid: None,
-            data: serde_json::json!({ "notificationId": notification_id }),
+            data: serde_json::json!({ "notificationId": notification_id }).into(),
         }
     }
 

@@ -151,7 +151,7 @@ impl World {
         self.decisions()
             .into_iter()
             .filter(|e| e.data["kind"] == kind.as_str() && e.data["requestId"] == id)
-            .map(|e| e.data)
+            .map(|e| e.data.into_value())
             .collect()
     }
 }

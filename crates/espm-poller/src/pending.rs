@@ -132,15 +132,19 @@ impl Poller {
                     let Some(by) = j.answer_by(&scope, kind.as_str(), id)? else {
                         continue;
                     };
-                    if let (Some(command_id), Some(obj)) = (by.command_id, ev.data.as_object_mut())
-                    {
-                        let mut answered = serde_json::Map::new();
-                        answered.insert("commandId".into(), command_id.into());
-                        if let Some(r) = by.requester {
-                            answered.insert("requester".into(), r.into());
+                    let Some(command_id) = by.command_id else {
+                        continue;
+                    };
+                    ev.data.edit(|data| {
+                        if let Some(obj) = data.as_object_mut() {
+                            let mut answered = serde_json::Map::new();
+                            answered.insert("commandId".into(), command_id.into());
+                            if let Some(r) = by.requester {
+                                answered.insert("requester".into(), r.into());
+                            }
+                            obj.insert("answeredBy".into(), answered.into());
                         }
-                        obj.insert("answeredBy".into(), answered.into());
-                    }
+                    });
                 }
                 Ok(diff)
             })

@@ -478,7 +478,7 @@ fn events_of(j: &Journal, ty: &str) -> Vec<Value> {
     outbox(j)
         .into_iter()
         .filter(|r| r.event.ty == ty)
-        .map(|r| r.event.data.clone())
+        .map(|r| r.event.data.value().clone())
         .collect()
 }
 

@@ -115,7 +115,7 @@ impl Mapping {
     pub fn plan(&self, event: &CloudEvent) -> Plan {
         match event.ty.as_str() {
             espm_events::PROPERTY_SHARE_RESOLVED => {
-                match serde_json::from_value::<PropertyShareResolvedData>(event.data.clone()) {
+                match serde_json::from_str::<PropertyShareResolvedData>(event.data.json()) {
                     Ok(d) => self.share_resolved(&d),
                     Err(e) => Plan::Skip(format!("unreadable property_share.resolved data: {e}")),
                 }
@@ -305,7 +305,7 @@ fn building_area(info: &PropertyInfoData) -> Option<String> {
 }
 
 fn notification(event: &CloudEvent) -> Result<NotificationData, String> {
-    serde_json::from_value(event.data.clone())
+    serde_json::from_str(event.data.json())
         .map_err(|e| format!("unreadable {} data: {e}", event.ty))
 }
 
@@ -421,14 +421,19 @@ mod tests {
             a.customer_org_name.clone()
         };
         let mut e = resolved("accepted", "Square Feet");
-        e.data["customer"] = json!({"username": "jdoe", "organization": "ACME Corporation"});
+        e.data.edit(|d| {
+            d["customer"] = json!({"username": "jdoe", "organization": "ACME Corporation"})
+        });
         assert_eq!(org_name(&e).as_deref(), Some("ACME Corporation"));
-        e.data["customer"] = json!({"username": "jdoe"});
+        e.data.edit(|d| d["customer"] = json!({"username": "jdoe"}));
         assert_eq!(org_name(&e).as_deref(), Some("jdoe"), "no organisation");
-        e.data["customer"] = json!({"username": "jdoe", "organization": "  "});
+        e.data
+            .edit(|d| d["customer"] = json!({"username": "jdoe", "organization": "  "}));
         assert_eq!(org_name(&e).as_deref(), Some("jdoe"), "a blank one is none");
         let mut flagged = resolved("accepted", "Square Feet");
-        flagged.data["enrichment"] = json!("unavailable");
+        flagged
+            .data
+            .edit(|d| d["enrichment"] = json!("unavailable"));
         assert_eq!(org_name(&flagged).as_deref(), Some("jdoe"), "lookup failed");
     }
 

@@ -28,7 +28,7 @@ fn event(n: u32, account_id: u64, ty: &str) -> CloudEvent {
         espmaccount: "acme".into(),
         causationid: None,
         correlationid: None,
-        data: serde_json::json!({"accountId": account_id, "n": n}),
+        data: serde_json::json!({"accountId": account_id, "n": n}).into(),
     }
 }
 
@@ -240,7 +240,7 @@ async fn permanent_rejections_dead_letter() {
         .insert("message.max.bytes".into(), "2000".into());
     let sink = KafkaSink::new(&cfg).unwrap();
     let mut big = event(2, 1, "t");
-    big.data = serde_json::json!({"accountId": 1, "blob": "x".repeat(10_000)});
+    big.data = serde_json::json!({"accountId": 1, "blob": "x".repeat(10_000)}).into();
     let outcomes = sink
         .deliver(&envelopes(vec![event(1, 1, "t"), big, event(3, 1, "t")]))
         .await;
@@ -326,15 +326,17 @@ async fn default_key_is_the_customer_partitionkey() {
     let sink = KafkaSink::new(&cfg).unwrap();
     sink.start().await.unwrap();
     let mut revoked = event(1, 98_866, "gov.energystar.pm.share.revoked");
-    revoked.data = serde_json::json!({"notificationTypeCode": "UNSHARE", "accountId": 98_866});
+    revoked.data =
+        serde_json::json!({"notificationTypeCode": "UNSHARE", "accountId": 98_866}).into();
     let mut updated = event(2, 0, "gov.energystar.pm.property.transferred");
     updated.data = serde_json::json!({
         "notificationTypeCode": "TRANSFERPROPERTY",
         "accountId": 8_833_843_022i64,
         "notificationCreatedByAccountId": "98866",
-    });
+    })
+    .into();
     let mut quarantined = event(3, 0, "gov.energystar.pm.bridge.body_quarantined");
-    quarantined.data = serde_json::json!({"endpoint": "/notification/list", "rawId": 1});
+    quarantined.data = serde_json::json!({"endpoint": "/notification/list", "rawId": 1}).into();
     let outcomes = sink
         .deliver(&envelopes(vec![revoked, updated, quarantined]))
         .await;

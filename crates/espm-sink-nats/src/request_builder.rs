@@ -119,7 +119,7 @@ mod tests {
             espmaccount: "acme".into(),
             causationid: None,
             correlationid: None,
-            data: serde_json::json!({"propertyId": 5000006, "name": "Main St *HQ*"}),
+            data: serde_json::json!({"propertyId": 5000006, "name": "Main St *HQ*"}).into(),
         }
     }
 
@@ -260,7 +260,7 @@ mod tests {
                     espmaccount: acct,
                     causationid: None,
                     correlationid: None,
-                    data: serde_json::json!({"k": "v"}),
+                    data: serde_json::json!({"k": "v"}).into(),
                 }
             })
     }

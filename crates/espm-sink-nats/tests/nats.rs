@@ -43,7 +43,7 @@ fn event(id: &str, ty: &str) -> CloudEvent {
         espmaccount: "acme".into(),
         causationid: None,
         correlationid: None,
-        data: serde_json::json!({"propertyId": 5000006, "note": id}),
+        data: serde_json::json!({"propertyId": 5000006, "note": id}).into(),
     }
 }
 
@@ -569,7 +569,7 @@ async fn a_message_over_max_payload_is_a_dead_letter_not_an_endless_retry() {
     let js = js().await;
     sink.start().await.unwrap();
     let mut big = event("big-1", "gov.energystar.pm.share.revoked");
-    big.data = serde_json::json!({ "blob": "x".repeat(2 * 1024 * 1024) });
+    big.data = serde_json::json!({ "blob": "x".repeat(2 * 1024 * 1024) }).into();
     let ok = event("small-1", "gov.energystar.pm.share.revoked");
     let out = sink.deliver(&[env(1, big), env(2, ok)]).await;
     assert!(

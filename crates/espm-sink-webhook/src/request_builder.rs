@@ -117,7 +117,7 @@ pub fn build(
             let ct = HeaderValue::from_str(&event.datacontenttype)
                 .unwrap_or_else(|_| HeaderValue::from_static("application/json"));
             headers.insert(CONTENT_TYPE, ct);
-            serde_json::to_vec(&event.data).unwrap_or_default()
+            event.data.json().as_bytes().to_vec()
         }
     };
     headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
@@ -165,7 +165,7 @@ mod tests {
             espmaccount: "acme".into(),
             causationid: None,
             correlationid: None,
-            data: serde_json::json!({"propertyId": 5000006}),
+            data: serde_json::json!({"propertyId": 5000006}).into(),
         }
     }
 

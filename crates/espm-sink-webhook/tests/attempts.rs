@@ -58,7 +58,7 @@ fn event(i: usize) -> CloudEvent {
         espmaccount: "acme".into(),
         causationid: None,
         correlationid: None,
-        data: serde_json::json!({ "propertyId": i }),
+        data: serde_json::json!({ "propertyId": i }).into(),
     }
 }
 

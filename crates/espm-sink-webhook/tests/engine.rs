@@ -97,7 +97,7 @@ fn event(i: usize) -> CloudEvent {
         espmaccount: "acme".into(),
         causationid: None,
         correlationid: None,
-        data: serde_json::json!({"n": i}),
+        data: serde_json::json!({"n": i}).into(),
     }
 }
 

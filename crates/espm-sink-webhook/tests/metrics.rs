@@ -124,7 +124,7 @@ fn every_failed_attempt_is_counted_by_reason() {
                 espmaccount: "acme".into(),
                 causationid: None,
                 correlationid: None,
-                data: serde_json::json!({}),
+                data: serde_json::json!({}).into(),
             };
             // One attempt per `deliver`, as the driver's retry queue calls it.
             let mut out = Vec::new();

@@ -212,7 +212,7 @@ fn event(id: &str, ty: &str) -> CloudEvent {
         espmaccount: "acme".into(),
         causationid: None,
         correlationid: None,
-        data: serde_json::json!({"propertyId": 5000006, "note": "ünïcode ✓"}),
+        data: serde_json::json!({"propertyId": 5000006, "note": "ünïcode ✓"}).into(),
     }
 }
 

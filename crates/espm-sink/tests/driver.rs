@@ -33,7 +33,7 @@ fn ev(id: &str) -> CloudEvent {
         espmaccount: "acme".into(),
         causationid: None,
         correlationid: None,
-        data: serde_json::json!({ "id": id }),
+        data: serde_json::json!({ "id": id }).into(),
     }
 }
 

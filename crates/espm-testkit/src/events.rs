@@ -54,7 +54,7 @@ impl EventBuilder {
             espmaccount: "acme".into(),
             causationid: None,
             correlationid: None,
-            data: json!({ "n": id }),
+            data: json!({ "n": id }).into(),
         })
     }
 
@@ -98,7 +98,7 @@ impl EventBuilder {
 
     /// `data`, replacing what was there.
     pub fn data(mut self, data: Value) -> Self {
-        self.0.data = data;
+        self.0.data = data.into();
         self
     }
 

@@ -18,14 +18,14 @@ pub fn ev(id: &str) -> CloudEvent {
         espmaccount: "acme".into(),
         causationid: None,
         correlationid: None,
-        data: serde_json::json!({ "n": id }),
+        data: serde_json::json!({ "n": id }).into(),
     }
 }
 
 /// A test event linked to a notification id.
 pub fn ev_for(id: &str, notification_id: i64) -> CloudEvent {
     let mut e = ev(id);
-    e.data = serde_json::json!({ "notificationId": notification_id });
+    e.data = serde_json::json!({ "notificationId": notification_id }).into();
     e
 }
 
