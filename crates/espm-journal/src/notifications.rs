@@ -33,7 +33,9 @@ pub(crate) fn linked_notification(
     items: &[NotificationEntry],
     ids: &std::collections::HashSet<i64>,
 ) -> Option<i64> {
-    let from_data = event.data.get("notificationId").and_then(|v| match v {
+    // One member read from the text: parsing all of `data` per event was a fifth of a commit.
+    let member = event.data.members(&["notificationId"]).into_iter().next();
+    let from_data = member.flatten().and_then(|v| match v {
         serde_json::Value::Number(n) => n.as_i64(),
         serde_json::Value::String(s) => s.parse().ok(),
         _ => None,
