@@ -39,9 +39,6 @@ pub fn customer_to_enrich(event: &CloudEvent) -> Option<i64> {
 /// failed or was not attempted in time) sets `enrichment: "unavailable"` instead. An event whose
 /// `data` is not an object is left alone.
 pub fn enrich_customer(event: &mut CloudEvent, customer: Option<&CustomerData>) {
-    if !event.data.is_object() {
-        return;
-    }
     event.data.edit(|v| {
         let Some(data) = v.as_object_mut() else {
             return;
@@ -84,9 +81,6 @@ pub fn enrich_property(event: &mut CloudEvent, property: Option<&PropertyData>) 
         event.ty.as_str(),
         METER_SHARE_REQUESTED | METER_SHARE_RESOLVED
     );
-    if !event.data.is_object() {
-        return;
-    }
     event.data.edit(|v| {
         let Some(data) = v.as_object_mut() else {
             return;
@@ -122,9 +116,6 @@ pub fn enrich_custom_fields(
     fields: Option<&std::collections::BTreeMap<String, String>>,
 ) {
     if event.ty != SHARE_UPDATED {
-        return;
-    }
-    if !event.data.is_object() {
         return;
     }
     event.data.edit(|v| {
