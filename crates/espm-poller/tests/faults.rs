@@ -300,6 +300,45 @@ async fn a_failed_commit_is_retried_in_process_in_order() {
     assert_eq!(p.status().not_ready_reason(), None);
 }
 
+/// A body of several parts commits them in order, and none past one that failed: a retry finds
+/// the rest, and every event is in the outbox once, in PM's order.
+#[tokio::test]
+async fn a_body_commits_its_parts_in_order_and_none_past_a_failed_one() {
+    let e = env().await;
+    let j = e.journal();
+    e.put(1..=2500);
+    e.sql(
+        "CREATE TRIGGER fail_part BEFORE INSERT ON notifications WHEN NEW.notification_id = 1500 \
+         BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END;",
+    );
+    let p = e.poller(&j, DrainMode::Clear, 0, e.spool());
+    assert!(p.drain_once().await.is_err());
+    let committed = notification_ids(&j);
+    assert!(
+        !committed.is_empty(),
+        "the parts before the failed one commit"
+    );
+    assert_eq!(
+        committed,
+        (1..=committed.len() as i64).collect::<Vec<_>>(),
+        "a prefix of the body, none of it at or past the failed notification"
+    );
+    assert!(committed.len() < 1500);
+    e.sql("DROP TRIGGER fail_part;");
+    assert_eq!(p.drain_once().await.unwrap().recovered, 1);
+    let in_order: Vec<i64> = j
+        .read_outbox("probe", 0, 100_000)
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.event.data.get("notificationId").and_then(|v| v.as_i64()))
+        .collect();
+    assert_eq!(
+        in_order,
+        (1..=2500).collect::<Vec<_>>(),
+        "every event once, in PM's order"
+    );
+}
+
 #[tokio::test]
 async fn a_poison_notification_blocks_neither_the_others_nor_the_clear() {
     let e = env().await;
