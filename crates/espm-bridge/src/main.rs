@@ -91,21 +91,35 @@ fn exit_code(e: &anyhow::Error) -> u8 {
 #[cfg(all(test, not(target_env = "msvc")))]
 mod tests {
     /// jemalloc runs with the options of `MALLOC_CONF` (a symbol the linker could drop, or that
-    /// jemalloc could ignore under another name, and the process would silently run with eight
-    /// arenas per core and a ten-second decay).
+    /// jemalloc could ignore under another name, and the process would silently run with four
+    /// arenas per CPU and a ten-second decay).
     #[test]
     fn jemalloc_runs_with_our_options() {
         if std::env::var_os("MALLOC_CONF").is_some() {
             return; // An operator's options win; nothing of ours to check.
         }
-        // SAFETY: the names are jemalloc's, the types those its manual gives them.
-        let (arenas, dirty, muzzy) = unsafe {
-            (
-                tikv_jemalloc_ctl::raw::read::<u32>(b"opt.narenas\0").unwrap(),
-                tikv_jemalloc_ctl::raw::read::<isize>(b"opt.dirty_decay_ms\0").unwrap(),
-                tikv_jemalloc_ctl::raw::read::<isize>(b"opt.muzzy_decay_ms\0").unwrap(),
+        let arenas: u32 = opt(c"opt.narenas");
+        let dirty: isize = opt(c"opt.dirty_decay_ms");
+        let muzzy: isize = opt(c"opt.muzzy_decay_ms");
+        assert_eq!((arenas, dirty, muzzy), (1, 500, 0));
+    }
+
+    /// One of jemalloc's options, by its `mallctl` name.
+    fn opt<T: Default>(name: &std::ffi::CStr) -> T {
+        let mut value = T::default();
+        let mut len = std::mem::size_of::<T>();
+        // SAFETY: `value` is a T of `len` bytes, the type jemalloc's manual gives the option;
+        // nothing is written.
+        let rc = unsafe {
+            tikv_jemalloc_sys::mallctl(
+                name.as_ptr(),
+                (&mut value as *mut T).cast(),
+                &mut len,
+                std::ptr::null_mut(),
+                0,
             )
         };
-        assert_eq!((arenas, dirty, muzzy), (1, 500, 0));
+        assert_eq!(rc, 0, "mallctl {name:?}");
+        value
     }
 }
