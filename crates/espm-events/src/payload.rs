@@ -121,9 +121,10 @@ impl Clone for Data {
     }
 }
 
+/// The JSON text, as [`fmt::Display`] shows it.
 impl fmt::Debug for Data {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.raw.get())
+        fmt::Display::fmt(self, f)
     }
 }
 

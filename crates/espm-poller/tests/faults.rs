@@ -120,13 +120,17 @@ impl Env {
     }
 }
 
-fn notification_ids(j: &Journal) -> Vec<i64> {
-    let mut ids: Vec<i64> = j
-        .read_outbox("probe", 0, 100_000)
+/// The notification ids of the outbox's events, in outbox order.
+fn outbox_notification_ids(j: &Journal) -> Vec<i64> {
+    j.read_outbox("probe", 0, 100_000)
         .unwrap()
         .iter()
         .filter_map(|r| r.event.data.get("notificationId").and_then(|v| v.as_i64()))
-        .collect();
+        .collect()
+}
+
+fn notification_ids(j: &Journal) -> Vec<i64> {
+    let mut ids = outbox_notification_ids(j);
     ids.sort();
     ids.dedup();
     ids
@@ -326,12 +330,7 @@ async fn a_body_commits_its_parts_in_order_and_none_past_a_failed_one() {
     assert!(committed.len() < 1500);
     e.sql("DROP TRIGGER fail_part;");
     assert_eq!(p.drain_once().await.unwrap().recovered, 1);
-    let in_order: Vec<i64> = j
-        .read_outbox("probe", 0, 100_000)
-        .unwrap()
-        .iter()
-        .filter_map(|r| r.event.data.get("notificationId").and_then(|v| v.as_i64()))
-        .collect();
+    let in_order = outbox_notification_ids(&j);
     assert_eq!(
         in_order,
         (1..=2500).collect::<Vec<_>>(),
