@@ -81,6 +81,11 @@ pub struct WebhookSink {
     idle: Arc<Notify>,
     /// Set by a 410 Gone, cleared by the next 2xx; reported by `health`.
     gone: AtomicBool,
+    /// Cancelled by a 410 Gone, so that no round in flight sends anything more; replaced by
+    /// `start`, which the driver calls again once an operator re-enables the endpoint.
+    gone_stop: std::sync::Mutex<CancellationToken>,
+    /// `max_in_flight` permits shared by every round in flight: the limit is the endpoint's.
+    permits: Arc<tokio::sync::Semaphore>,
 }
 
 fn config_error(sink: &str, message: impl Into<String>) -> SinkError {
@@ -187,7 +192,17 @@ impl WebhookSink {
             active: Arc::new(AtomicUsize::new(0)),
             idle: Arc::new(Notify::new()),
             gone: AtomicBool::new(false),
+            gone_stop: std::sync::Mutex::new(CancellationToken::new()),
+            permits: Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight)),
         })
+    }
+
+    /// Whether a 410 Gone answered any round since the last `start`.
+    fn gone_since_start(&self) -> bool {
+        self.gone_stop
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_cancelled()
     }
 
     fn record_failure(&self, label: String) {
@@ -207,7 +222,7 @@ impl WebhookSink {
     async fn deliver_one(&self, envelope: &Envelope, stop: &CancellationToken) -> Outcome {
         let policy = &self.retry;
         let before = envelope.attempts;
-        if stop.is_cancelled() {
+        if stop.is_cancelled() || self.gone_since_start() {
             return Outcome::Retry {
                 reason: if self.closing.is_cancelled() {
                     "not sent: sink is closing".into()
@@ -241,6 +256,21 @@ impl WebhookSink {
             unix_now(),
             self.mode,
         );
+        // The permit is taken last: a 410 or `close` while waiting for it sends nothing.
+        let Ok(_permit) = self.permits.acquire().await else {
+            return Outcome::Retry {
+                reason: "not sent: sink is closing".into(),
+                retry_after: None,
+                attempts: 0,
+            };
+        };
+        if stop.is_cancelled() || self.gone_since_start() {
+            return Outcome::Retry {
+                reason: "not sent: the endpoint was disabled or the sink is closing".into(),
+                retry_after: None,
+                attempts: 0,
+            };
+        }
         let attempt = self.service.send(request).await;
         let made = before + 1;
         let (kind, retry_after) = match attempt {
@@ -252,6 +282,10 @@ impl WebhookSink {
                 self.gone.store(true, Ordering::Relaxed);
                 self.record_failure("http_410".into());
                 stop.cancel();
+                self.gone_stop
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .cancel();
                 tracing::warn!(sink = %self.name, seq = envelope.seq, "endpoint answered 410 Gone; disabling");
                 return Outcome::Disabled {
                     reason: "endpoint answered HTTP 410 Gone".into(),
@@ -321,6 +355,26 @@ impl Sink for WebhookSink {
     fn delivery_mode(&self) -> DeliveryMode {
         DeliveryMode::PerEvent {
             disable_after: self.disable_after,
+        }
+    }
+
+    /// Called again once an operator re-enables the endpoint: a 410 from before stops nothing.
+    async fn start(&self) -> Result<(), SinkError> {
+        let mut gone = self.gone_stop.lock().unwrap_or_else(|p| p.into_inner());
+        if gone.is_cancelled() {
+            *gone = CancellationToken::new();
+        }
+        Ok(())
+    }
+
+    /// Two rounds at once share the `max_in_flight` permits, so the endpoint is not left idle
+    /// while a round's last answers come in and it is settled; with one in flight, rounds go
+    /// one after the other to keep the batch order.
+    fn pipeline_depth(&self) -> usize {
+        if self.max_in_flight > 1 {
+            2
+        } else {
+            1
         }
     }
 

@@ -423,3 +423,149 @@ async fn an_outage_keeps_the_backlog_in_the_outbox_and_probes_at_the_back_off_pa
     running.stop().await;
     assert_eq!(journal.dlq_count(Some("hook")).unwrap(), 0);
 }
+
+/// A receiver that holds every request until `need` are in flight together (once), then answers
+/// each 200 after `hold`; it records the most requests it ever had in flight at once.
+#[derive(Default)]
+struct Gate {
+    in_flight: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    need: usize,
+    hold: Duration,
+    open: Notify,
+    opened: std::sync::atomic::AtomicBool,
+    ids: Mutex<BTreeSet<String>>,
+}
+
+async fn gated_receiver(need: usize, hold: Duration) -> (String, Arc<Gate>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    async fn handle(State(g): State<Arc<Gate>>, headers: HeaderMap) -> StatusCode {
+        let now = g.in_flight.fetch_add(1, SeqCst) + 1;
+        g.most.fetch_max(now, SeqCst);
+        if now >= g.need {
+            g.opened.store(true, SeqCst);
+            g.open.notify_waiters();
+        }
+        while !g.opened.load(SeqCst) {
+            let opened = g.open.notified();
+            if g.opened.load(SeqCst) {
+                break;
+            }
+            opened.await;
+        }
+        tokio::time::sleep(g.hold).await;
+        let id = headers["webhook-id"].to_str().unwrap().to_string();
+        g.ids.lock().unwrap().insert(id);
+        g.in_flight.fetch_sub(1, SeqCst);
+        StatusCode::OK
+    }
+    let g = Arc::new(Gate {
+        need,
+        hold,
+        ..Gate::default()
+    });
+    let app = Router::new()
+        .route("/hook", post(handle))
+        .with_state(g.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), g)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_round_goes_out_before_the_last_one_is_answered_within_the_endpoints_limit() {
+    // Rounds of 3 and `max_in_flight = 4`: the receiver only answers once 4 requests are in
+    // flight together, which takes two rounds on the wire at once; it then holds each a while,
+    // so two rounds could have 6 in flight if each had the limit to itself.
+    let (url, gate) = gated_receiver(4, Duration::from_millis(20)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::open(&dir.path().join("j.db")).unwrap();
+    journal
+        .enqueue(&(1..=30).map(event).collect::<Vec<_>>())
+        .unwrap();
+    let secret = secret_file();
+    let mut cfg = config(&url, secret.path(), vec![Duration::from_millis(10)]);
+    cfg.max_in_flight = 4;
+    let running = Running::start_with(
+        &journal,
+        &cfg,
+        DriverConfig {
+            batch_size: 3,
+            idle_poll: Duration::from_millis(20),
+            retry_initial: Duration::from_millis(10),
+            retry_max: Duration::from_millis(50),
+        },
+    );
+    until("every event delivered", || {
+        gate.ids.lock().unwrap().len() == 30
+    })
+    .await;
+    until("the cursor over all of them", || {
+        running.state.cursor() == 30
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(gate.most.load(std::sync::atomic::Ordering::SeqCst), 4);
+    assert_eq!(journal.retry_count("hook").unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_whose_outcomes_cannot_be_stored_goes_again_though_a_later_round_was_answered() {
+    // evt-1 fails in the first round and the journal refuses to queue its retry; the second
+    // round is on the wire meanwhile and answered. Settling that one would move the cursor over
+    // evt-1, which would then never be sent again.
+    let (url, rx) = receiver().await;
+    rx.script.lock().unwrap().by_id.insert("evt-1".into(), 503);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    let journal = Journal::open(&path).unwrap();
+    journal
+        .enqueue(&(1..=6).map(event).collect::<Vec<_>>())
+        .unwrap();
+    let sql = |s: &str| {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(s)
+            .unwrap()
+    };
+    sql("CREATE TRIGGER refuse BEFORE INSERT ON sink_retries \
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;");
+    let secret = secret_file();
+    let mut cfg = config(&url, secret.path(), vec![Duration::from_millis(10); 5]);
+    cfg.max_in_flight = 4;
+    let running = Running::start_with(
+        &journal,
+        &cfg,
+        DriverConfig {
+            batch_size: 2,
+            idle_poll: Duration::from_millis(20),
+            retry_initial: Duration::from_millis(10),
+            retry_max: Duration::from_millis(50),
+        },
+    );
+    until("a refused settle", || {
+        running
+            .state
+            .last_error()
+            .is_some_and(|e| e.contains("disk is full"))
+    })
+    .await;
+    until("the second round answered", || {
+        let d = rx.delivered();
+        (2..=4).all(|i| d.contains(&format!("evt-{i}")))
+    })
+    .await;
+    assert_eq!(running.state.cursor(), 0, "nothing settled past evt-1");
+    sql("DROP TRIGGER refuse;");
+    rx.script.lock().unwrap().by_id.clear();
+    until("evt-1 delivered", || {
+        rx.delivered().contains(&"evt-1".to_string())
+    })
+    .await;
+    until("the cursor over all of them", || {
+        running.state.cursor() == 6
+    })
+    .await;
+    running.stop().await;
+}

@@ -165,7 +165,8 @@ pub trait Sink: Send + Sync + 'static {
     async fn deliver(&self, batch: &[Envelope]) -> Vec<Outcome>;
 
     /// How many batches the driver may have in flight at once ([`Sink::submit`]ted, not yet
-    /// acknowledged). 1, the default, means one batch at a time.
+    /// acknowledged; in [`DeliveryMode::PerEvent`], rounds [`Sink::deliver`]ed at once). 1, the
+    /// default, means one batch at a time.
     fn pipeline_depth(&self) -> usize {
         1
     }

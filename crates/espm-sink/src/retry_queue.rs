@@ -8,6 +8,11 @@
 //! survives restarts, and a crash re-delivers rather than loses (at least once). Order is not kept
 //! across a retry: an event retried after 5 minutes arrives after the events enqueued behind it.
 //!
+//! A sink with a [`Sink::pipeline_depth`] above 1 has that many rounds on the wire at once (each
+//! [`Sink::deliver`]ed on a task of its own), so the endpoint is not left idle while a round's
+//! last answers come in and it is settled. Rounds settle in order; when a round's outcomes
+//! cannot be stored, the rounds sent behind it are not settled either, and all of them go again.
+//!
 //! An endpoint that fails every attempt of a round is down, not failing event by event: until an
 //! attempt succeeds again the driver reads one new event per back-off delay (a probe, which goes
 //! into the retry queue like any other) and leaves the rest of the backlog in the outbox behind
@@ -19,6 +24,7 @@
 //! failing for `disable_after`, disables the endpoint; the driver keeps running, polls the flag,
 //! and resumes once `espm-bridge webhook enable NAME` clears it.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -94,41 +100,52 @@ pub(crate) async fn run(
     let mut outage: Option<tokio::time::Instant> = None;
     let mut probe_backoff = new_backoff(&cfg);
 
-    while !shutdown.is_cancelled() {
+    // Rounds handed to the sink, oldest first, and the last outbox position read.
+    let depth = sink.pipeline_depth().max(1);
+    let mut window: VecDeque<Round> = VecDeque::with_capacity(depth);
+    let mut read_pos = cursor;
+
+    loop {
+        // At shutdown, read nothing new but settle the rounds already sent.
+        if shutdown.is_cancelled() && window.is_empty() {
+            return;
+        }
         // Endpoint health: a disabled endpoint waits for an operator, without a restart.
         let n = name.clone();
         let health = match blocking(&journal, move |j| j.sink_health(&n)).await {
             Ok(h) => h,
             Err(e) => journal_failed!(e, "cannot read endpoint health"),
         };
+        let disabled = health.disabled_reason.is_some();
         if let Some(reason) = health.disabled_reason.clone() {
-            if !state.is_disabled() {
-                tracing::error!(sink = %name, %reason, "endpoint disabled; events stay queued until `espm-bridge webhook enable {name}`");
-                metrics.failure("disabled", 1);
-                state.disable(reason);
+            if window.is_empty() {
+                if !state.is_disabled() {
+                    tracing::error!(sink = %name, %reason, "endpoint disabled; events stay queued until `espm-bridge webhook enable {name}`");
+                    metrics.failure("disabled", 1);
+                    state.disable(reason);
+                }
+                if sleep_or_shutdown(
+                    DISABLED_POLL.min(cfg.idle_poll.max(Duration::from_millis(50))),
+                    &shutdown,
+                )
+                .await
+                {
+                    return;
+                }
+                continue;
             }
-            if sleep_or_shutdown(
-                DISABLED_POLL.min(cfg.idle_poll.max(Duration::from_millis(50))),
-                &shutdown,
-            )
-            .await
-            {
-                return;
-            }
-            continue;
-        }
-        if state.is_disabled() {
+        } else if state.is_disabled() {
             tracing::info!(sink = %name, "endpoint re-enabled; resuming delivery");
             state.clear_disabled();
             started = false;
         }
 
-        if !started {
+        if !started && window.is_empty() {
             match sink.start().await {
                 Ok(()) => {
                     started = true;
                     state.connected.store(true, Ordering::Relaxed);
-                    tracing::info!(sink = %name, kind = sink.kind(), cursor, "sink started (per-event retries)");
+                    tracing::info!(sink = %name, kind = sink.kind(), cursor, depth, "sink started (per-event retries)");
                 }
                 Err(e) => {
                     tracing::warn!(sink = %name, error = %e, "sink start failed");
@@ -143,30 +160,62 @@ pub(crate) async fn run(
             }
         }
 
-        let now = SystemTime::now();
-        let n = name.clone();
-        let fresh_limit = match outage {
-            None => batch_size,
-            Some(at) if tokio::time::Instant::now() >= at => 1,
-            Some(_) => 0,
-        };
-        let read = blocking(&journal, move |j| {
-            let due = j.due_retries(&n, now, batch_size)?;
-            let room = fresh_limit.min(batch_size - due.len());
-            let fresh = if room > 0 {
-                j.read_outbox(&n, cursor, room)?
-            } else {
-                Vec::new()
+        // Keep up to `depth` rounds in flight, so the endpoint never waits for the journal.
+        // Only a round read with nothing in flight takes due retries (a retry is never sent
+        // twice at once), and an endpoint that is down gets one round at a time.
+        let mut read_error = None;
+        while window.len() < depth
+            && !shutdown.is_cancelled()
+            && !disabled
+            && (outage.is_none() || window.is_empty())
+        {
+            let fresh_limit = match outage {
+                None => batch_size,
+                Some(at) if tokio::time::Instant::now() >= at => 1,
+                Some(_) => 0,
             };
-            Ok((due, fresh))
-        })
-        .await;
-        let (due, fresh): (Vec<RetryRow>, Vec<OutboxRow>) = match read {
-            Ok(r) => r,
-            Err(e) => journal_failed!(e, "cannot read outbox"),
-        };
+            let with_due = window.is_empty();
+            let now = SystemTime::now();
+            let n = name.clone();
+            let from = read_pos;
+            let read = blocking(&journal, move |j| {
+                let due = if with_due {
+                    j.due_retries(&n, now, batch_size)?
+                } else {
+                    Vec::new()
+                };
+                let room = fresh_limit.min(batch_size - due.len());
+                let fresh = if room > 0 {
+                    j.read_outbox(&n, from, room)?
+                } else {
+                    Vec::new()
+                };
+                Ok((due, fresh, room))
+            })
+            .await;
+            let (due, fresh, room): (Vec<RetryRow>, Vec<OutboxRow>, usize) = match read {
+                Ok(r) => r,
+                Err(e) => {
+                    read_error = Some(e);
+                    break;
+                }
+            };
+            if due.is_empty() && fresh.is_empty() {
+                break;
+            }
+            let more = room > 0 && fresh.len() == room;
+            let round = send_round(&sink, due, fresh, from);
+            read_pos = round.settlement.cursor;
+            window.push_back(round);
+            if !more {
+                break; // the outbox has nothing more right now
+            }
+        }
 
-        if due.is_empty() && fresh.is_empty() {
+        let Some(round) = window.pop_front() else {
+            if let Some(e) = read_error {
+                journal_failed!(e, "cannot read outbox");
+            }
             if outage.is_none() {
                 metrics.empty();
             }
@@ -191,54 +240,21 @@ pub(crate) async fn run(
                 _ = shutdown.cancelled() => return,
             }
             continue;
-        }
+        };
 
-        let mut settlement = Settlement {
-            cursor: fresh.last().map_or(cursor, |r| r.seq),
-            ..Settlement::default()
-        };
-        let mut items = Vec::new();
-        for r in due {
-            if sink.accepts(&r.row.event) {
-                items.push(Item {
-                    row: r.row,
-                    attempts: r.attempts,
-                    from_queue: true,
-                });
-            } else {
-                // The filter changed since it was queued: the sink no longer wants it.
-                settlement.settled_retries.push(r.row.seq);
-            }
-        }
-        items.extend(
-            fresh
-                .into_iter()
-                .filter(|r| sink.accepts(&r.event))
-                .map(|row| Item {
-                    row,
-                    attempts: 0,
-                    from_queue: false,
-                }),
-        );
-        let envelopes: Vec<Envelope> = items
-            .iter()
-            .map(|i| Envelope {
-                seq: i.row.seq,
-                event: i.row.event.clone(),
-                enqueued_at: i.row.enqueued_at,
-                attempts: i.attempts,
-            })
-            .collect();
-        let mut outcomes = if envelopes.is_empty() {
-            Vec::new()
-        } else {
-            sink.deliver(&envelopes).await
-        };
-        if outcomes.len() != envelopes.len() {
-            tracing::error!(sink = %name, expected = envelopes.len(), got = outcomes.len(),
+        let Round {
+            items,
+            mut settlement,
+            outcomes,
+            sent,
+        } = round;
+        // A delivery task that died hands back nothing: its events go again, unsent.
+        let mut outcomes = outcomes.await.unwrap_or_default();
+        if outcomes.len() != sent {
+            tracing::error!(sink = %name, expected = sent, got = outcomes.len(),
                 "sink returned a wrong number of outcomes; retrying the rest");
             outcomes.resize(
-                envelopes.len(),
+                sent,
                 Outcome::Retry {
                     reason: "sink returned no outcome".into(),
                     retry_after: None,
@@ -337,7 +353,12 @@ pub(crate) async fn run(
         let new_cursor = settlement.cursor;
         let n = name.clone();
         if let Err(e) = blocking(&journal, move |j| j.settle_batch(&n, &settlement)).await {
-            // Nothing moved: the round is delivered again later (at least once).
+            // Nothing moved: this round and those sent behind it are delivered again later (at
+            // least once); a later round must never move the cursor over this one's events.
+            for later in window.drain(..) {
+                drop(later.outcomes.await);
+            }
+            read_pos = cursor;
             journal_failed!(e, "cannot store the round's outcomes");
         }
         backoff.reset();
@@ -387,5 +408,71 @@ pub(crate) async fn run(
         if let Some(reason) = disable {
             tracing::error!(sink = %name, %reason, "disabling endpoint");
         }
+    }
+}
+
+/// A round handed to the sink whose outcomes are outstanding.
+struct Round {
+    items: Vec<Item>,
+    /// What settling it stores, so far: its cursor and the retries the sink no longer wants.
+    settlement: Settlement,
+    /// How many envelopes were sent.
+    sent: usize,
+    outcomes: tokio::task::JoinHandle<Vec<Outcome>>,
+}
+
+/// Hand a round (due retries first, then new events read after `from`) to the sink on a task
+/// of its own, so that the next round can be read and sent while this one is on the wire.
+fn send_round(sink: &Arc<dyn Sink>, due: Vec<RetryRow>, fresh: Vec<OutboxRow>, from: i64) -> Round {
+    let mut settlement = Settlement {
+        cursor: fresh.last().map_or(from, |r| r.seq),
+        ..Settlement::default()
+    };
+    let mut items = Vec::new();
+    for r in due {
+        if sink.accepts(&r.row.event) {
+            items.push(Item {
+                row: r.row,
+                attempts: r.attempts,
+                from_queue: true,
+            });
+        } else {
+            // The filter changed since it was queued: the sink no longer wants it.
+            settlement.settled_retries.push(r.row.seq);
+        }
+    }
+    items.extend(
+        fresh
+            .into_iter()
+            .filter(|r| sink.accepts(&r.event))
+            .map(|row| Item {
+                row,
+                attempts: 0,
+                from_queue: false,
+            }),
+    );
+    let envelopes: Vec<Envelope> = items
+        .iter()
+        .map(|i| Envelope {
+            seq: i.row.seq,
+            event: i.row.event.clone(),
+            enqueued_at: i.row.enqueued_at,
+            attempts: i.attempts,
+        })
+        .collect();
+    let sent = envelopes.len();
+    let sink = sink.clone();
+    let outcomes = tokio::spawn(async move {
+        if envelopes.is_empty() {
+            Vec::new()
+        } else {
+            sink.deliver(&envelopes).await
+        }
+    });
+    Round {
+        items,
+        settlement,
+        sent,
+        outcomes,
     }
 }
