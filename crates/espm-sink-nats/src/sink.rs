@@ -213,11 +213,13 @@ impl NatsSink {
             }
             out
         });
+        // `server_info` clones the whole INFO (strings, URLs): once per batch, not per event.
+        let max = conn.client.server_info().max_payload;
         for env in batch {
             // The semaphore is never closed; without a permit the publish is simply unbounded.
             let permit = self.in_flight.clone().acquire_owned().await.ok();
             let req = build_request(&self.subject, &env.event, true);
-            let p = match too_large(conn, &req) {
+            let p = match too_large(max, &req) {
                 Some(dead) => service::PendingAck::Failed(dead),
                 None => service::publish_js(&conn.js, req).await,
             };
@@ -237,9 +239,10 @@ impl NatsSink {
 
     async fn deliver_core(&self, conn: &Connection, batch: &[Envelope]) -> Vec<Outcome> {
         let mut out = Vec::with_capacity(batch.len());
+        let max = conn.client.server_info().max_payload;
         for env in batch {
             let req = build_request(&self.subject, &env.event, false);
-            if let Some(dead) = too_large(conn, &req) {
+            if let Some(dead) = too_large(max, &req) {
                 out.push(Some(dead));
                 continue;
             }
@@ -271,16 +274,15 @@ impl NatsSink {
     }
 }
 
-/// A message the server would refuse whatever we do (over its `max_payload`) is a dead letter,
-/// not a retry: retrying would block the sink forever.
-fn too_large(conn: &Connection, req: &crate::NatsRequest) -> Option<Outcome> {
-    let max = conn.client.server_info().max_payload;
+/// A message the server would refuse whatever we do (over its `max_payload`, read once per
+/// batch) is a dead letter, not a retry: retrying would block the sink forever.
+fn too_large(max: usize, req: &crate::NatsRequest) -> Option<Outcome> {
     let headers: usize = req
         .headers
         .iter()
         .map(|(k, vs)| {
             vs.iter()
-                .map(|v| k.to_string().len() + v.as_str().len() + 4)
+                .map(|v| AsRef::<str>::as_ref(k).len() + v.as_str().len() + 4)
                 .sum::<usize>()
         })
         .sum::<usize>()
