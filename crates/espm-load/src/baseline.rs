@@ -2,21 +2,33 @@
 //! 9): what the destination does with the same records from a bare client, and what a naive
 //! bridge (poll `clear=true`, parse, publish; no journal) achieves against the same simulator.
 //! Ratios across runs would compare different machines' moods; these are side by side.
+//!
+//! Every leg sends the records the bridge's sink would send (its own request builder: key,
+//! `ce_`/`ce-` headers, `Nats-Msg-Id`, Standard Webhooks signature, value) and is measured the
+//! way the bridge is: until the same kind of reader (a Kafka consumer, a JetStream ordered
+//! consumer, the loopback receiver) has every record. The reader shares the broker and the two
+//! cores with the sender, as it does in the bridge's leg.
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use async_nats::jetstream::context::Publish;
 use espm_events::{notification_event, Origin};
+use espm_events::{CloudEvent, Template};
 use espm_model::NotificationList;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 
-use crate::receivers::{self, Recorder};
-use crate::run::{create_topic, post_burst, start_sim, unique_suffix, PM_PASSWORD, PM_USER};
+use crate::receivers::{self, now_us, Recorder};
+use crate::run::{
+    create_topic, post_burst, start_sim, toml_str, unique_suffix, KAFKA_PARTITIONS, PM_PASSWORD,
+    PM_USER, WHSEC,
+};
 use crate::SinkKind;
 
 /// Kafka delivery reports awaited at most this far behind the sends (librdkafka batches them).
@@ -25,6 +37,8 @@ const KAFKA_IN_FLIGHT: usize = 50_000;
 const NATS_IN_FLIGHT: usize = 256;
 /// Concurrent webhook POSTs: the `max_in_flight` espm-load configures for the bridge's sink.
 const WEBHOOK_IN_FLIGHT: usize = 64;
+/// How long a leg's reader may take to get every record after the last acknowledgement.
+const READ_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Where a baseline publishes: the same kind of destination as the bridge's sink in the run.
 pub enum Destination {
@@ -51,7 +65,8 @@ impl Destination {
         }
     }
 
-    async fn open(&self) -> anyhow::Result<Publisher> {
+    /// A fresh topic, stream or receiver, with a reader recording into `rec`.
+    async fn open(&self, rec: &Recorder) -> anyhow::Result<Publisher> {
         let sfx = unique_suffix();
         Ok(match self {
             Destination::Kafka { brokers } => {
@@ -65,7 +80,30 @@ impl Destination {
                     .set("queue.buffering.max.messages", "1000000")
                     .create()
                     .context("cannot create the baseline Kafka producer")?;
-                Publisher::Kafka { producer, topic }
+                // The run's sink configuration, with its default key and binding mode.
+                let cfg: espm_config::KafkaSinkConfig = toml::from_str(&format!(
+                    "name = \"baseline\"\nbrokers = {}\ntopic = {}\n",
+                    toml_str(brokers),
+                    toml_str(&topic)
+                ))
+                .context("baseline Kafka sink configuration")?;
+                let builder = espm_sink_kafka::RequestBuilder::new(
+                    Template::parse(&cfg.topic).map_err(anyhow::Error::msg)?,
+                    Template::parse(&cfg.key).map_err(anyhow::Error::msg)?,
+                    cfg.mode,
+                );
+                let reader = tokio::spawn(receivers::consume_kafka(
+                    brokers.clone(),
+                    topic.clone(),
+                    KAFKA_PARTITIONS,
+                    rec.clone(),
+                ));
+                Publisher::Kafka {
+                    producer,
+                    topic,
+                    builder,
+                    reader,
+                }
             }
             Destination::Nats { url } => {
                 let client = async_nats::connect(url)
@@ -81,40 +119,83 @@ impl Destination {
                 })
                 .await
                 .context("cannot create the baseline JetStream stream")?;
+                let reader = tokio::spawn(receivers::consume_nats(
+                    js.clone(),
+                    stream.clone(),
+                    subject.clone(),
+                    rec.clone(),
+                ));
                 Publisher::Nats {
                     js,
                     stream,
-                    subject: format!("{subject}.events"),
+                    prefix: subject.clone(),
+                    // The run's subject template.
+                    subject: Template::parse(&format!("{subject}.{{environment}}.{{type}}"))
+                        .map_err(anyhow::Error::msg)?,
+                    reader,
                 }
             }
             Destination::Webhook => {
                 let up = Arc::new(AtomicBool::new(true));
-                let (addr, server) = receivers::webhook_receiver(Recorder::default(), up).await?;
+                let (addr, server) = receivers::webhook_receiver(rec.clone(), up).await?;
+                let cfg: espm_config::WebhookSinkConfig = toml::from_str(&format!(
+                    "name = \"baseline\"\nurl = \"http://{addr}/hook\"\nsecret_env = \"X\"\n"
+                ))
+                .context("baseline webhook sink configuration")?;
                 Publisher::Webhook {
                     http: reqwest::Client::new(),
                     url: format!("http://{addr}/hook"),
                     server,
+                    signer: espm_sink_webhook::Signer::from_secrets(&[WHSEC])
+                        .map_err(|_| anyhow::anyhow!("internal: the load secret does not parse"))?,
+                    mode: cfg.mode,
                 }
             }
         })
     }
 }
 
-/// An open destination.
+/// One record exactly as the bridge's sink builds it (its own request builder, with the
+/// configuration the run gives the bridge): same key, headers and value.
+#[derive(Clone)]
+enum Record {
+    Kafka(espm_sink_kafka::KafkaRequest),
+    Nats(espm_sink_nats::NatsRequest),
+    Webhook(espm_sink_webhook::request_builder::WebhookRequest),
+}
+
+impl Record {
+    fn size(&self) -> usize {
+        match self {
+            Record::Kafka(r) => r.payload.len(),
+            Record::Nats(r) => r.payload.len(),
+            Record::Webhook(r) => r.body.len(),
+        }
+    }
+}
+
+/// An open destination, with a reader like the run's receiving what is sent to it.
 enum Publisher {
     Kafka {
         producer: FutureProducer,
         topic: String,
+        builder: espm_sink_kafka::RequestBuilder,
+        reader: tokio::task::JoinHandle<anyhow::Result<()>>,
     },
     Nats {
         js: async_nats::jetstream::Context,
         stream: String,
-        subject: String,
+        /// The stream's subjects are `prefix.>`.
+        prefix: String,
+        subject: Template,
+        reader: tokio::task::JoinHandle<anyhow::Result<()>>,
     },
     Webhook {
         http: reqwest::Client,
         url: String,
         server: tokio::task::JoinHandle<()>,
+        signer: espm_sink_webhook::Signer,
+        mode: espm_config::WebhookMode,
     },
 }
 
@@ -129,12 +210,66 @@ impl Publisher {
         }
     }
 
-    /// Send one record; the returned future resolves at its acknowledgement.
-    async fn send(&self, key: &[u8], payload: Vec<u8>) -> anyhow::Result<Ack> {
+    /// The record the bridge's sink would send for `event`.
+    fn build(&self, event: &CloudEvent) -> anyhow::Result<Record> {
         Ok(match self {
-            Publisher::Kafka { producer, topic } => {
+            Publisher::Kafka { builder, .. } => Record::Kafka(
+                builder
+                    .build(event)
+                    .context("baseline: the Kafka record does not build")?,
+            ),
+            Publisher::Nats { subject, .. } => {
+                Record::Nats(espm_sink_nats::build_request(subject, event, true))
+            }
+            Publisher::Webhook { signer, mode, .. } => {
+                let now = chrono::Utc::now().timestamp();
+                Record::Webhook(espm_sink_webhook::request_builder::build(
+                    event,
+                    signer,
+                    &reqwest::header::HeaderMap::new(),
+                    now,
+                    *mode,
+                ))
+            }
+        })
+    }
+
+    /// Point records built for another destination of the same kind at this one (a JetStream
+    /// subject names its stream; a Kafka record's topic is the publisher's).
+    fn retarget(&self, records: &mut [Record]) {
+        if let Publisher::Nats { prefix, .. } = self {
+            for r in records {
+                if let Record::Nats(r) = r {
+                    if let Some((_, rest)) = r.subject.split_once('.') {
+                        r.subject = format!("{prefix}.{rest}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Send one record; the returned future resolves at its acknowledgement.
+    async fn send(&self, record: Record) -> anyhow::Result<Ack> {
+        Ok(match (self, record) {
+            (
+                Publisher::Kafka {
+                    producer, topic, ..
+                },
+                Record::Kafka(r),
+            ) => {
+                let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
+                for (k, v) in &r.headers {
+                    headers = headers.insert(Header {
+                        key: k,
+                        value: Some(v.as_bytes()),
+                    });
+                }
+                let mut rec = FutureRecord::to(topic).payload(&r.payload).headers(headers);
+                if let Some(key) = &r.key {
+                    rec = rec.key(key);
+                }
                 let fut = producer
-                    .send_result(FutureRecord::to(topic).key(key).payload(&payload))
+                    .send_result(rec)
                     .map_err(|(e, _)| anyhow::anyhow!("baseline produce failed: {e}"))?;
                 Box::pin(async move {
                     match fut.await {
@@ -144,9 +279,12 @@ impl Publisher {
                     }
                 })
             }
-            Publisher::Nats { js, subject, .. } => {
+            (Publisher::Nats { js, .. }, Record::Nats(r)) => {
                 let ack = js
-                    .publish(subject.clone(), payload.into())
+                    .send_publish(
+                        r.subject,
+                        Publish::build().payload(r.payload).headers(r.headers),
+                    )
                     .await
                     .context("baseline publish failed")?;
                 Box::pin(async move {
@@ -154,13 +292,8 @@ impl Publisher {
                     Ok(())
                 })
             }
-            Publisher::Webhook { http, url, .. } => {
-                let req = http
-                    .post(url)
-                    .header("content-type", "application/json")
-                    // The receiver only checks that the header is there.
-                    .header("webhook-signature", "v1,baseline")
-                    .body(payload);
+            (Publisher::Webhook { http, url, .. }, Record::Webhook(r)) => {
+                let req = http.post(url).headers(r.headers).body(r.body);
                 Box::pin(async move {
                     req.send()
                         .await
@@ -169,13 +302,17 @@ impl Publisher {
                     Ok(())
                 })
             }
+            _ => anyhow::bail!("internal: a record for another destination"),
         })
     }
 
     async fn close(self) {
         match self {
-            Publisher::Kafka { .. } => {}
-            Publisher::Nats { js, stream, .. } => {
+            Publisher::Kafka { reader, .. } => reader.abort(),
+            Publisher::Nats {
+                js, stream, reader, ..
+            } => {
+                reader.abort();
                 let _ = js.delete_stream(&stream).await;
             }
             Publisher::Webhook { server, .. } => server.abort(),
@@ -194,26 +331,53 @@ async fn settle(inflight: &mut FuturesUnordered<Ack>, keep: usize) -> anyhow::Re
     Ok(())
 }
 
-/// A naive bridge: clear, parse, normalize, publish, acks awaited pipelined; nothing journalled.
-/// Returns (records/s from the first POST to the last acknowledgement, mean record size).
+/// Wait until the leg's reader has `n` notifications; their last first receive (µs).
+async fn received(rec: &Recorder, n: usize) -> anyhow::Result<i64> {
+    let deadline = Instant::now() + READ_TIMEOUT;
+    while rec.unique() < n {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the baseline's reader got {} of {n} records in {READ_TIMEOUT:?}",
+            rec.unique()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(rec.snapshot().2)
+}
+
+/// What the naive bridge leg measured and sent.
+pub struct Naive {
+    /// Notifications/s from the first POST to the last one read back.
+    pub per_s: f64,
+    /// Mean record value size.
+    pub size: usize,
+    /// The records it sent, for the bare client to send again.
+    records: Vec<Record>,
+}
+
+/// A naive bridge: clear, parse, normalize, publish the records the sink would, acks awaited
+/// pipelined; nothing journalled. Measured like the bridge: from the first POST until the
+/// leg's reader has every notification.
 pub async fn naive_bridge(
     dest: &Destination,
     notifications: usize,
     chunk: usize,
-) -> anyhow::Result<(f64, usize)> {
+) -> anyhow::Result<Naive> {
     let sim = start_sim().await?;
-    let publisher = dest.open().await?;
+    let rec = Recorder::default();
+    let publisher = dest.open(&rec).await?;
     let window = publisher.window();
     let http = reqwest::Client::new();
     let origin = Origin {
         environment: "sim".into(),
         account: "load".into(),
     };
-    let started = Instant::now();
+    let started = now_us();
     post_burst(&http, &sim, notifications, chunk).await?;
     let mut inflight = FuturesUnordered::new();
-    let (mut done, mut bytes) = (0usize, 0usize);
-    while done < notifications {
+    let mut records = Vec::with_capacity(notifications);
+    let mut bytes = 0usize;
+    while records.len() < notifications {
         let body = http
             .get(format!("{}/notification/list?clear=true", sim.base_url()))
             .basic_auth(PM_USER, Some(PM_PASSWORD))
@@ -232,35 +396,47 @@ pub async fn naive_bridge(
             continue;
         }
         for n in &list.notifications {
-            let event = notification_event(&origin, n);
-            let payload = event.to_json_bytes();
-            bytes += payload.len();
-            inflight.push(publisher.send(event.id.as_bytes(), payload).await?);
+            let record = publisher.build(&notification_event(&origin, n))?;
+            bytes += record.size();
+            // Kept for the bare client's leg (not timed there, here a clone).
+            records.push(record.clone());
+            inflight.push(publisher.send(record).await?);
             settle(&mut inflight, window).await?;
-            done += 1;
         }
     }
     settle(&mut inflight, 0).await?;
-    let elapsed = started.elapsed().as_secs_f64().max(1e-6);
+    let last = received(&rec, notifications).await?;
     publisher.close().await;
     sim.shutdown().await;
-    Ok((done as f64 / elapsed, bytes / done.max(1)))
+    let done = records.len();
+    Ok(Naive {
+        per_s: per_s(done, started, last),
+        size: bytes / done.max(1),
+        records,
+    })
 }
 
-/// A bare client sending `records` records of `size` bytes. Records/s.
-pub async fn raw_client(dest: &Destination, records: usize, size: usize) -> anyhow::Result<f64> {
-    let publisher = dest.open().await?;
+/// A bare client sending the naive bridge's records again, to a fresh destination, acks
+/// awaited pipelined. Records/s from the first send until the leg's reader has every one.
+pub async fn raw_client(dest: &Destination, naive: Naive) -> anyhow::Result<f64> {
+    let rec = Recorder::default();
+    let publisher = dest.open(&rec).await?;
     let window = publisher.window();
-    let payload = vec![b'x'; size];
+    let mut records = naive.records;
+    publisher.retarget(&mut records);
+    let n = records.len();
     let mut inflight = FuturesUnordered::new();
-    let started = Instant::now();
-    for i in 0..records {
-        let key = format!("raw-{i}");
-        inflight.push(publisher.send(key.as_bytes(), payload.clone()).await?);
+    let started = now_us();
+    for record in records {
+        inflight.push(publisher.send(record).await?);
         settle(&mut inflight, window).await?;
     }
     settle(&mut inflight, 0).await?;
-    let per_s = records as f64 / started.elapsed().as_secs_f64().max(1e-6);
+    let last = received(&rec, n).await?;
     publisher.close().await;
-    Ok(per_s)
+    Ok(per_s(n, started, last))
+}
+
+fn per_s(n: usize, from_us: i64, to_us: i64) -> f64 {
+    n as f64 / ((to_us - from_us) as f64 / 1e6).max(1e-6)
 }

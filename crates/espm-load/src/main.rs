@@ -90,8 +90,10 @@ struct Args {
 
     /// After each kafka, nats or webhook run, two baselines on the same destination, side by
     /// side: a naive bridge (clear=true, parse, publish; no journal) and a bare client sending
-    /// records of the same size (an idempotent rdkafka producer; async-nats JetStream publish
-    /// with PubAcks pipelined, 256 outstanding; reqwest POSTs, 64 concurrent). Prints the
+    /// the same records again (an idempotent rdkafka producer; async-nats JetStream publish
+    /// with PubAcks pipelined, 256 outstanding; reqwest POSTs, 64 concurrent). Both send what
+    /// the bridge's sink would (its request builder: same key, headers and value) and are
+    /// measured like the bridge, until the same kind of reader has every record. Prints the
     /// bridge's ratio to each.
     #[arg(long)]
     baselines: bool,
@@ -312,9 +314,11 @@ async fn baselines(
 ) -> anyhow::Result<String> {
     let kind = kind.as_str();
     eprintln!("espm-load: {kind} baselines on the same destination");
-    let (naive, size) =
-        baseline::naive_bridge(dest, settings.notifications, settings.chunk).await?;
-    let raw = baseline::raw_client(dest, settings.notifications, size).await?;
+    let naive = baseline::naive_bridge(dest, settings.notifications, settings.chunk).await?;
+    let size = naive.size;
+    let naive_per_s = naive.per_s;
+    let raw = baseline::raw_client(dest, naive).await?;
+    let naive = naive_per_s;
     Ok(format!(
         "baselines {kind}: bridge={bridge_per_s:.0}/s naive_bridge={naive:.0}/s \
          raw_client={raw:.0}/s (records of {size} bytes) bridge/naive={:.2} bridge/raw={:.2}",

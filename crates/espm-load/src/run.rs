@@ -24,8 +24,8 @@ pub(crate) const PM_PASSWORD: &str = "load-password";
 const PASSWORD_ENV: &str = "ESPM_LOAD_PM_PASSWORD";
 const WHSEC_ENV: &str = "ESPM_LOAD_WHSEC";
 /// A throw-away signing secret for the loopback receiver (not a credential of anything).
-const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-const KAFKA_PARTITIONS: i32 = 3;
+pub(crate) const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub(crate) const KAFKA_PARTITIONS: i32 = 3;
 pub(crate) const NOTIFICATION_TYPES: [&str; 4] =
     ["UNSHARE", "SHAREUPDATE", "DISCONNECT", "TRANSFERPROPERTY"];
 
@@ -171,7 +171,7 @@ pub(crate) fn unique_suffix() -> String {
     )
 }
 
-fn toml_str(s: &str) -> String {
+pub(crate) fn toml_str(s: &str) -> String {
     // serde_json string escaping is valid TOML basic-string escaping for these values.
     serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\"")) // ok: fallback never hit for &str
 }
