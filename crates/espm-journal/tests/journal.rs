@@ -742,3 +742,67 @@ fn a_new_journal_has_16_kib_pages_and_an_old_one_keeps_its_own() {
     drop(j);
     assert_eq!(page_size(&old), 4096);
 }
+
+/// A part larger than one multi-row statement, with notifications repeated inside one
+/// statement's rows, across statements and in the row-by-row rest, and some stored by an
+/// earlier body: each is stored once, the first time, its event appended once and in order, and
+/// history names every body that carried it.
+#[test]
+fn a_large_part_with_repeats_stores_each_notification_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let j = Journal::open(&dir.path().join("j.db")).unwrap();
+    let s = scope();
+    let earlier = j
+        .record_raw(&s, "/notification/list?clear=true", 200, b"a")
+        .unwrap();
+    let before = [3, 70, 145];
+    j.commit_notifications(
+        &s,
+        earlier,
+        &before.map(note),
+        &before.map(|i| ev_for(&format!("n{i}"), i)),
+    )
+    .unwrap();
+    let raw = j
+        .record_raw(&s, "/notification/list?clear=true", 200, b"b")
+        .unwrap();
+    let mut order: Vec<i64> = (1..=150).collect();
+    order.insert(20, 10); // inside the first statement's rows
+    order.insert(100, 30); // the second statement repeats one of the first
+    order.push(5); // the row-by-row rest repeats one of the first statement
+    let items: Vec<_> = order.iter().map(|i| note(*i)).collect();
+    let events: Vec<_> = order.iter().map(|i| ev_for(&format!("n{i}"), *i)).collect();
+    let stats = j
+        .commit_notifications_part(&s, raw, &items, &events, true)
+        .unwrap();
+    assert_eq!(
+        (
+            stats.new_notifications,
+            stats.duplicate_notifications,
+            stats.new_events
+        ),
+        (147, 6, 147)
+    );
+    let expected: Vec<String> = (1..=150)
+        .filter(|i| !before.contains(i))
+        .map(|i| format!("n{i}"))
+        .collect();
+    let read = j.read_outbox("a", 3, 1000).unwrap();
+    assert_eq!(ids(&read), expected);
+    let h = j.notification_history(Some(&s), 70).unwrap().remove(0);
+    assert_eq!(h.raw_ids, vec![earlier, raw]);
+    assert_eq!(h.events.len(), 1);
+    for repeated in [10, 30, 5] {
+        let h = j
+            .notification_history(Some(&s), repeated)
+            .unwrap()
+            .remove(0);
+        assert_eq!(h.raw_ids, vec![raw], "{repeated}");
+        assert_eq!(h.events.len(), 1, "{repeated}");
+    }
+    // Committing the part again (a crash before the body was marked) adds nothing.
+    let again = j
+        .commit_notifications_part(&s, raw, &items, &events, true)
+        .unwrap();
+    assert_eq!((again.new_notifications, again.new_events), (0, 0));
+}
