@@ -47,129 +47,6 @@ pub(crate) fn linked_notification(
     }
 }
 
-/// Rows per multi-row `INSERT`: one statement per this many rows instead of one per row (the
-/// rest of a part goes row by row, so only two shapes of statement are ever prepared).
-const ROWS_PER_INSERT: usize = 64;
-
-/// `INSERT ... VALUES (?, ...), ...` for `rows` rows of `cols` columns each.
-fn multi_row_sql(head: &str, cols: usize, rows: usize, tail: &str) -> String {
-    let row = format!("({})", vec!["?"; cols].join(", "));
-    format!("{head} VALUES {}{tail}", vec![row; rows].join(", "))
-}
-
-/// Insert the notifications not stored yet; returns the ids this call stored.
-fn insert_notifications(
-    tx: &Transaction<'_>,
-    scope: &Scope,
-    raw: RawId,
-    items: &[NotificationEntry],
-    now: i64,
-) -> Result<std::collections::HashSet<i64>, JournalError> {
-    const HEAD: &str = "INSERT OR IGNORE INTO notifications(environment, account, \
-                        notification_id, type_code, json, first_seen_at, first_raw_id)";
-    let mut stored = std::collections::HashSet::with_capacity(items.len());
-    let mut chunks = items.chunks_exact(ROWS_PER_INSERT);
-    if items.len() >= ROWS_PER_INSERT {
-        let mut st = tx
-            .prepare_cached(&multi_row_sql(
-                HEAD,
-                7,
-                ROWS_PER_INSERT,
-                " RETURNING notification_id",
-            ))
-            .j()?;
-        for chunk in &mut chunks {
-            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(7 * chunk.len());
-            for item in chunk {
-                values.extend_from_slice(&[
-                    &scope.environment,
-                    &scope.account,
-                    &item.notification_id,
-                    &item.type_code,
-                    &item.json,
-                    &now,
-                    &raw.0,
-                ]);
-            }
-            // RETURNING names only the rows inserted, not those ignored.
-            let mut rows = st.query(values.as_slice()).j()?;
-            while let Some(r) = rows.next().j()? {
-                stored.insert(r.get::<_, i64>(0).j()?);
-            }
-        }
-    }
-    let mut one = tx
-        .prepare_cached(&format!("{HEAD} VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))
-        .j()?;
-    for item in chunks.remainder() {
-        let n = one
-            .execute(params![
-                scope.environment,
-                scope.account,
-                item.notification_id,
-                item.type_code,
-                item.json,
-                now,
-                raw.0
-            ])
-            .j()?;
-        if n == 1 {
-            stored.insert(item.notification_id);
-        }
-    }
-    Ok(stored)
-}
-
-/// Link each event of a page (its first at sequence number `first`) to its notification.
-fn insert_event_links(
-    tx: &Transaction<'_>,
-    scope: &Scope,
-    page: &[&CloudEvent],
-    links: &[i64],
-    first: i64,
-) -> Result<(), JournalError> {
-    const HEAD: &str = "INSERT INTO notification_events(environment, account, notification_id, \
-                        event_id, event_type, seq)";
-    let seqs: Vec<i64> = (0..page.len()).map(|i| first + i as i64).collect();
-    let rows: Vec<(&&CloudEvent, (&i64, &i64))> =
-        page.iter().zip(links.iter().zip(&seqs)).collect();
-    let mut chunks = rows.chunks_exact(ROWS_PER_INSERT);
-    if rows.len() >= ROWS_PER_INSERT {
-        let mut st = tx
-            .prepare_cached(&multi_row_sql(HEAD, 6, ROWS_PER_INSERT, ""))
-            .j()?;
-        for chunk in &mut chunks {
-            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(6 * chunk.len());
-            for (ev, (nid, seq)) in chunk {
-                values.extend_from_slice(&[
-                    &scope.environment,
-                    &scope.account,
-                    *nid,
-                    &ev.id,
-                    &ev.ty,
-                    *seq,
-                ]);
-            }
-            st.execute(values.as_slice()).j()?;
-        }
-    }
-    let mut one = tx
-        .prepare_cached(&format!("{HEAD} VALUES (?1, ?2, ?3, ?4, ?5, ?6)"))
-        .j()?;
-    for (ev, (nid, seq)) in chunks.remainder() {
-        one.execute(params![
-            scope.environment,
-            scope.account,
-            nid,
-            ev.id,
-            ev.ty,
-            seq
-        ])
-        .j()?;
-    }
-    Ok(())
-}
-
 impl Journal {
     /// Which of `ids` are stored for `scope` already (their events were committed with them):
     /// the clear of peek-then-clear need not enrich them again.
@@ -229,6 +106,12 @@ impl Journal {
         self.write(|tx| {
             let mut stats = CommitStats::default();
             {
+                let mut ins = tx
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO notifications(environment, account, notification_id, \
+                         type_code, json, first_seen_at, first_raw_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    )
+                    .j()?;
                 let mut link = tx
                     .prepare_cached(
                         "INSERT OR IGNORE INTO notification_raw(environment, account, notification_id, raw_id) \
@@ -238,16 +121,25 @@ impl Journal {
                 // Notifications first stored by this transaction: none of their events can be in
                 // the outbox yet, so their links need no lookup (two of five statements per
                 // notification saved on a burst, where every notification is new).
-                let stored = insert_notifications(tx, scope, raw, items, now)?;
                 let mut fresh = std::collections::HashSet::with_capacity(items.len());
                 for item in items {
-                    // The first of a notification listed twice is the one stored.
-                    if stored.contains(&item.notification_id) && fresh.insert(item.notification_id)
-                    {
+                    let n = ins
+                        .execute(params![
+                            scope.environment,
+                            scope.account,
+                            item.notification_id,
+                            item.type_code,
+                            item.json,
+                            now,
+                            raw.0
+                        ])
+                        .j()?;
+                    if n == 1 {
                         stats.new_notifications += 1;
+                        // `first_raw_id` names this body; `notification_raw` holds the others.
+                        fresh.insert(item.notification_id);
                     } else {
                         stats.duplicate_notifications += 1;
-                        // `first_raw_id` names the body that first carried it; this one too.
                         link.execute(params![
                             scope.environment,
                             scope.account,
@@ -264,6 +156,12 @@ impl Journal {
                     .prepare_cached(
                         "SELECT 1 FROM notification_events WHERE environment = ?1 AND account = ?2 \
                          AND notification_id = ?3 AND event_id = ?4",
+                    )
+                    .j()?;
+                let mut ev_link = tx
+                    .prepare_cached(
+                        "INSERT INTO notification_events(environment, account, notification_id, \
+                         event_id, event_type, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )
                     .j()?;
                 // A set, not a scan: one drain can hold tens of thousands of notifications.
@@ -296,7 +194,18 @@ impl Journal {
                 }
                 let first = insert_page(tx, &page, now)?;
                 stats.new_events += page.len();
-                insert_event_links(tx, scope, &page, &links, first)?;
+                for (i, (ev, nid)) in page.iter().zip(&links).enumerate() {
+                    ev_link
+                        .execute(params![
+                            scope.environment,
+                            scope.account,
+                            nid,
+                            ev.id,
+                            ev.ty,
+                            first + i as i64
+                        ])
+                        .j()?;
+                }
                 stats.new_events += append_events(tx, &unlinked, now)?;
             }
             if last {
