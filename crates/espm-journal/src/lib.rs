@@ -2,7 +2,10 @@
 //!
 //! The journal owns the only copy of every notification drained from Portfolio Manager, so every
 //! write is a SQLite transaction in WAL mode with `synchronous=FULL`: when a method returns `Ok`,
-//! the data is on disk.
+//! the data is on disk. The one exception is a part of a body committed by
+//! [`Journal::commit_notifications_part`]: it is derived from the raw body, which is on disk
+//! already, so it is committed without waiting for the disk (a power cut can undo it, and the
+//! body is then parsed again), and the next durable write takes it to disk with it.
 //!
 //! The API is synchronous. [`Journal`] is `Clone + Send + Sync` (an `Arc` inside) and cheap to
 //! clone; async callers use the one wrapper, [`Journal::call`], which runs a call on the blocking
@@ -316,6 +319,33 @@ impl Journal {
         Ok(out)
     }
 
+    /// [`Journal::write`] without waiting for the disk at commit (`synchronous=NORMAL` for this
+    /// transaction): only for rows derived from bytes an earlier durable commit holds (a part of
+    /// a journalled body). A power cut can undo such a commit, never what it came from, which is
+    /// then parsed again (duplicates, not loss). The WAL is one file written in order, so the
+    /// next durable commit (a sink's cursor, the next body) makes this one durable too: no
+    /// cursor can outlive the events it passed.
+    pub(crate) fn write_relaxed<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, JournalError>,
+    ) -> Result<T, JournalError> {
+        let mut conn = self.writer();
+        conn.pragma_update(None, "synchronous", "NORMAL").j()?;
+        let out = (|| -> Result<T, JournalError> {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .j()?;
+            let out = f(&tx)?;
+            tx.commit().j()?;
+            Ok(out)
+        })();
+        // Back to FULL whatever happened: every other write must be durable when it returns.
+        let restored = conn.pragma_update(None, "synchronous", "FULL").j();
+        let out = out?;
+        restored?;
+        Ok(out)
+    }
+
     /// Free bytes on the journal's filesystem.
     pub fn free_space(&self) -> Result<u64, JournalError> {
         spool::free_bytes(&self.inner.path)
@@ -353,5 +383,40 @@ impl Journal {
                 .j()?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synchronous(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// A relaxed write does not wait for the disk, and every write after it does again, also
+    /// after one that failed: only a body's parts are relaxed, never what is not derived.
+    #[test]
+    fn a_relaxed_write_leaves_the_journal_durable_for_every_other_write() {
+        const NORMAL: i64 = 1;
+        const FULL: i64 = 2;
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.db")).unwrap();
+        assert_eq!(synchronous(&j.writer()), FULL);
+        let inside = j.write_relaxed(|tx| Ok(synchronous(tx))).unwrap();
+        assert_eq!(inside, NORMAL);
+        assert_eq!(synchronous(&j.writer()), FULL);
+        let failed: Result<(), JournalError> =
+            j.write_relaxed(|_| Err(JournalError::Corrupt("refused".into())));
+        assert!(failed.is_err());
+        assert_eq!(synchronous(&j.writer()), FULL);
+        let scope = Scope::new("sim", "acme");
+        let raw = j
+            .record_raw(&scope, "notification/list", 200, b"<x/>")
+            .unwrap();
+        j.commit_notifications_part(&scope, raw, &[], &[], true)
+            .unwrap();
+        assert_eq!(synchronous(&j.writer()), FULL);
     }
 }
