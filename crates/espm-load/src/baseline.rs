@@ -46,13 +46,18 @@ pub enum Destination {
     Kafka { brokers: String },
     /// NATS with JetStream (a fresh stream is created per leg and deleted after).
     Nats { url: String },
-    /// A loopback webhook receiver like the run's (started per leg).
-    Webhook,
+    /// A loopback webhook receiver like the run's (started per leg), answering after `delay`.
+    Webhook { delay: Duration },
 }
 
 impl Destination {
     /// The destination of `kind`'s run.
-    pub fn of(kind: SinkKind, kafka: Option<&str>, nats_url: &str) -> Option<Destination> {
+    pub fn of(
+        kind: SinkKind,
+        kafka: Option<&str>,
+        nats_url: &str,
+        receiver_delay: Duration,
+    ) -> Option<Destination> {
         match kind {
             SinkKind::Kafka => kafka.map(|b| Destination::Kafka {
                 brokers: b.to_string(),
@@ -60,7 +65,9 @@ impl Destination {
             SinkKind::Nats => Some(Destination::Nats {
                 url: nats_url.to_string(),
             }),
-            SinkKind::Webhook => Some(Destination::Webhook),
+            SinkKind::Webhook => Some(Destination::Webhook {
+                delay: receiver_delay,
+            }),
             SinkKind::File => None,
         }
     }
@@ -135,9 +142,9 @@ impl Destination {
                     reader,
                 }
             }
-            Destination::Webhook => {
+            Destination::Webhook { delay } => {
                 let up = Arc::new(AtomicBool::new(true));
-                let (addr, server) = receivers::webhook_receiver(rec.clone(), up).await?;
+                let (addr, server) = receivers::webhook_receiver(rec.clone(), up, *delay).await?;
                 let cfg: espm_config::WebhookSinkConfig = toml::from_str(&format!(
                     "name = \"baseline\"\nurl = \"http://{addr}/hook\"\nsecret_env = \"X\"\n"
                 ))

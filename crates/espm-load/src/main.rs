@@ -115,6 +115,11 @@ struct Args {
     #[arg(long)]
     backlog: bool,
 
+    /// Webhook only: the loopback receiver waits this long before answering each POST, as an
+    /// endpoint across a network would (the bridge's leg and the baselines alike), e.g. `20ms`.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    receiver_delay: Duration,
+
     /// Keep every run's directory (bridge config, JSON log, journal, file sink output), not only
     /// those of incomplete runs.
     #[arg(long)]
@@ -241,6 +246,7 @@ async fn real_main(args: Args) -> anyhow::Result<bool> {
         nats_url: args.nats_url.clone(),
         bridge_log_level: args.bridge_log_level.clone(),
         keep: args.keep,
+        receiver_delay: args.receiver_delay,
     };
 
     if args.backlog && args.sink != SinkChoice::Webhook {
@@ -274,7 +280,12 @@ async fn real_main(args: Args) -> anyhow::Result<bool> {
             _ => None,
         };
         let outcome = run::run(&settings, kind, brokers.as_deref()).await;
-        let dest = baseline::Destination::of(kind, brokers.as_deref(), &settings.nats_url);
+        let dest = baseline::Destination::of(
+            kind,
+            brokers.as_deref(),
+            &settings.nats_url,
+            settings.receiver_delay,
+        );
         if let (true, Some(dest), Ok(r)) = (args.baselines, dest, &outcome) {
             match baselines(kind, &dest, &settings, r.events_per_s).await {
                 Ok(line) => println!("{line}"),

@@ -197,6 +197,7 @@ pub async fn consume_nats(
 pub async fn webhook_receiver(
     rec: Recorder,
     up: Arc<AtomicBool>,
+    delay: Duration,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let app = axum::Router::new().route(
         "/hook",
@@ -204,6 +205,10 @@ pub async fn webhook_receiver(
             let rec = rec.clone();
             let up = up.clone();
             async move {
+                // An endpoint across a network: the answer comes a round trip later.
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 let at = now_us();
                 if !up.load(Ordering::Relaxed) {
                     return StatusCode::SERVICE_UNAVAILABLE;

@@ -49,6 +49,8 @@ pub struct Settings {
     pub rate: Option<u64>,
     /// `--backlog`: the sink is down until every event is journalled, then comes back.
     pub backlog: bool,
+    /// `--receiver-delay`: how long the webhook receiver waits before answering each POST.
+    pub receiver_delay: Duration,
 }
 
 /// Sink-specific state between set-up, consuming and clean-up.
@@ -224,7 +226,9 @@ async fn prepare(
         }
         SinkKind::Webhook => {
             let up = Arc::new(AtomicBool::new(!settings.backlog));
-            let (addr, server) = receivers::webhook_receiver(rec.clone(), up.clone()).await?;
+            let (addr, server) =
+                receivers::webhook_receiver(rec.clone(), up.clone(), settings.receiver_delay)
+                    .await?;
             let toml = format!(
                 "[[sinks]]\ntype = \"webhook\"\nname = \"load-webhook\"\n\
                  url = \"http://{addr}/hook\"\nsecret_env = \"{WHSEC_ENV}\"\n\
