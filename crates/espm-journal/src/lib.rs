@@ -167,6 +167,20 @@ fn immutable_uri(path: &Path) -> String {
     uri
 }
 
+/// Run `f` in one write transaction on `conn` and commit it.
+fn in_transaction<T>(
+    conn: &mut Connection,
+    f: impl FnOnce(&Transaction<'_>) -> Result<T, JournalError>,
+) -> Result<T, JournalError> {
+    // IMMEDIATE takes the write lock up front, so a busy journal fails here, not mid-way.
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .j()?;
+    let out = f(&tx)?;
+    tx.commit().j()?;
+    Ok(out)
+}
+
 /// Lock a connection; a poisoned lock only means another thread panicked mid-call, and SQLite
 /// rolled back its open transaction when the statement/transaction was dropped.
 fn lock(m: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
@@ -309,14 +323,7 @@ impl Journal {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, JournalError>,
     ) -> Result<T, JournalError> {
-        let mut conn = self.writer();
-        // IMMEDIATE takes the write lock up front, so a busy journal fails here, not mid-way.
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .j()?;
-        let out = f(&tx)?;
-        tx.commit().j()?;
-        Ok(out)
+        in_transaction(&mut self.writer(), f)
     }
 
     /// [`Journal::write`] without waiting for the disk at commit (`synchronous=NORMAL` for this
@@ -331,14 +338,7 @@ impl Journal {
     ) -> Result<T, JournalError> {
         let mut conn = self.writer();
         conn.pragma_update(None, "synchronous", "NORMAL").j()?;
-        let out = (|| -> Result<T, JournalError> {
-            let tx = conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-                .j()?;
-            let out = f(&tx)?;
-            tx.commit().j()?;
-            Ok(out)
-        })();
+        let out = in_transaction(&mut conn, f);
         // Back to FULL whatever happened: every other write must be durable when it returns.
         let restored = conn.pragma_update(None, "synchronous", "FULL").j();
         let out = out?;

@@ -130,16 +130,7 @@ struct Running {
 
 impl Running {
     fn start(journal: &Journal, cfg: &WebhookSinkConfig) -> Self {
-        Self::start_with(
-            journal,
-            cfg,
-            DriverConfig {
-                batch_size: 10,
-                idle_poll: Duration::from_millis(20),
-                retry_initial: Duration::from_millis(10),
-                retry_max: Duration::from_millis(50),
-            },
-        )
+        Self::start_with(journal, cfg, fast(10))
     }
 
     fn start_with(journal: &Journal, cfg: &WebhookSinkConfig, driver: DriverConfig) -> Self {
@@ -164,6 +155,16 @@ impl Running {
     async fn stop(self) {
         self.shutdown.cancel();
         self.task.await.unwrap();
+    }
+}
+
+/// A driver that reads `batch_size` events per round and backs off briefly.
+fn fast(batch_size: usize) -> DriverConfig {
+    DriverConfig {
+        batch_size,
+        idle_poll: Duration::from_millis(20),
+        retry_initial: Duration::from_millis(10),
+        retry_max: Duration::from_millis(50),
     }
 }
 
@@ -487,16 +488,7 @@ async fn the_next_round_goes_out_before_the_last_one_is_answered_within_the_endp
     let secret = secret_file();
     let mut cfg = config(&url, secret.path(), vec![Duration::from_millis(10)]);
     cfg.max_in_flight = 4;
-    let running = Running::start_with(
-        &journal,
-        &cfg,
-        DriverConfig {
-            batch_size: 3,
-            idle_poll: Duration::from_millis(20),
-            retry_initial: Duration::from_millis(10),
-            retry_max: Duration::from_millis(50),
-        },
-    );
+    let running = Running::start_with(&journal, &cfg, fast(3));
     until("every event delivered", || {
         gate.ids.lock().unwrap().len() == 30
     })
@@ -534,16 +526,7 @@ async fn a_round_whose_outcomes_cannot_be_stored_goes_again_though_a_later_round
     let secret = secret_file();
     let mut cfg = config(&url, secret.path(), vec![Duration::from_millis(10); 5]);
     cfg.max_in_flight = 4;
-    let running = Running::start_with(
-        &journal,
-        &cfg,
-        DriverConfig {
-            batch_size: 2,
-            idle_poll: Duration::from_millis(20),
-            retry_initial: Duration::from_millis(10),
-            retry_max: Duration::from_millis(50),
-        },
-    );
+    let running = Running::start_with(&journal, &cfg, fast(2));
     until("a refused settle", || {
         running
             .state
