@@ -81,9 +81,9 @@ pub struct WebhookSink {
     idle: Arc<Notify>,
     /// Set by a 410 Gone, cleared by the next 2xx; reported by `health`.
     gone: AtomicBool,
-    /// Cancelled by a 410 Gone, so that no round in flight sends anything more; replaced by
-    /// `start`, which the driver calls again once an operator re-enables the endpoint.
-    gone_stop: std::sync::Mutex<CancellationToken>,
+    /// Set by a 410 Gone, so that no round in flight sends anything more; cleared by `start`,
+    /// which the driver calls again once an operator re-enables the endpoint.
+    gone_since_start: AtomicBool,
     /// `max_in_flight` permits shared by every round in flight: the limit is the endpoint's.
     permits: Arc<tokio::sync::Semaphore>,
 }
@@ -192,17 +192,14 @@ impl WebhookSink {
             active: Arc::new(AtomicUsize::new(0)),
             idle: Arc::new(Notify::new()),
             gone: AtomicBool::new(false),
-            gone_stop: std::sync::Mutex::new(CancellationToken::new()),
+            gone_since_start: AtomicBool::new(false),
             permits: Arc::new(tokio::sync::Semaphore::new(cfg.max_in_flight)),
         })
     }
 
     /// Whether a 410 Gone answered any round since the last `start`.
     fn gone_since_start(&self) -> bool {
-        self.gone_stop
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_cancelled()
+        self.gone_since_start.load(Ordering::Relaxed)
     }
 
     fn record_failure(&self, label: String) {
@@ -249,14 +246,8 @@ impl WebhookSink {
             };
         }
 
-        let request = request_builder::build(
-            &envelope.event,
-            &self.signer,
-            &self.headers,
-            unix_now(),
-            self.mode,
-        );
-        // The permit is taken last: a 410 or `close` while waiting for it sends nothing.
+        // The permit first: a 410 or `close` while waiting for it sends nothing, and the
+        // signature's timestamp is taken when the request goes out.
         let Ok(_permit) = self.permits.acquire().await else {
             return Outcome::Retry {
                 reason: "not sent: sink is closing".into(),
@@ -271,6 +262,13 @@ impl WebhookSink {
                 attempts: 0,
             };
         }
+        let request = request_builder::build(
+            &envelope.event,
+            &self.signer,
+            &self.headers,
+            unix_now(),
+            self.mode,
+        );
         let attempt = self.service.send(request).await;
         let made = before + 1;
         let (kind, retry_after) = match attempt {
@@ -282,10 +280,7 @@ impl WebhookSink {
                 self.gone.store(true, Ordering::Relaxed);
                 self.record_failure("http_410".into());
                 stop.cancel();
-                self.gone_stop
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .cancel();
+                self.gone_since_start.store(true, Ordering::Relaxed);
                 tracing::warn!(sink = %self.name, seq = envelope.seq, "endpoint answered 410 Gone; disabling");
                 return Outcome::Disabled {
                     reason: "endpoint answered HTTP 410 Gone".into(),
@@ -360,10 +355,7 @@ impl Sink for WebhookSink {
 
     /// Called again once an operator re-enables the endpoint: a 410 from before stops nothing.
     async fn start(&self) -> Result<(), SinkError> {
-        let mut gone = self.gone_stop.lock().unwrap_or_else(|p| p.into_inner());
-        if gone.is_cancelled() {
-            *gone = CancellationToken::new();
-        }
+        self.gone_since_start.store(false, Ordering::Relaxed);
         Ok(())
     }
 
