@@ -176,6 +176,17 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// A journal in a fresh directory (kept while the guard lives) with events 1..=`n` enqueued.
+fn journal_with(n: usize) -> (tempfile::TempDir, std::path::PathBuf, Journal) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    let journal = Journal::open(&path).unwrap();
+    journal
+        .enqueue(&(1..=n).map(event).collect::<Vec<_>>())
+        .unwrap();
+    (dir, path, journal)
+}
+
 fn secret_file() -> tempfile::NamedTempFile {
     let mut f = tempfile::NamedTempFile::new().unwrap();
     writeln!(f, "{SECRET}").unwrap();
@@ -186,12 +197,7 @@ fn secret_file() -> tempfile::NamedTempFile {
 async fn a_failing_event_waits_in_the_journal_while_the_others_are_delivered() {
     let (url, rx) = receiver().await;
     rx.script.lock().unwrap().by_id.insert("evt-1".into(), 503);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("j.db");
-    let journal = Journal::open(&path).unwrap();
-    journal
-        .enqueue(&(1..=5).map(event).collect::<Vec<_>>())
-        .unwrap();
+    let (_dir, path, journal) = journal_with(5);
     let secret = secret_file();
 
     // A long first delay: the failed event cannot come back during this phase.
@@ -251,11 +257,7 @@ async fn a_failing_event_waits_in_the_journal_while_the_others_are_delivered() {
 async fn each_event_is_retried_on_its_schedule_then_dead_lettered() {
     let (url, rx) = receiver().await;
     rx.script.lock().unwrap().always = Some(500);
-    let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::open(&dir.path().join("j.db")).unwrap();
-    journal
-        .enqueue(&(1..=3).map(event).collect::<Vec<_>>())
-        .unwrap();
+    let (_dir, _, journal) = journal_with(3);
     let secret = secret_file();
     let cfg = config(&url, secret.path(), vec![Duration::from_millis(1); 2]);
     let running = Running::start(&journal, &cfg);
@@ -276,12 +278,7 @@ async fn each_event_is_retried_on_its_schedule_then_dead_lettered() {
 async fn gone_disables_the_endpoint_until_it_is_enabled_again_without_a_restart() {
     let (url, rx) = receiver().await;
     rx.script.lock().unwrap().first = vec![410];
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("j.db");
-    let journal = Journal::open(&path).unwrap();
-    journal
-        .enqueue(&(1..=3).map(event).collect::<Vec<_>>())
-        .unwrap();
+    let (_dir, path, journal) = journal_with(3);
     let secret = secret_file();
     let cfg = config(&url, secret.path(), vec![Duration::from_millis(1); 3]);
     let running = Running::start(&journal, &cfg);
@@ -320,12 +317,7 @@ async fn gone_disables_the_endpoint_until_it_is_enabled_again_without_a_restart(
 async fn continuous_failure_disables_the_endpoint_and_the_flag_survives_a_restart() {
     let (url, rx) = receiver().await;
     rx.script.lock().unwrap().always = Some(503);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("j.db");
-    let journal = Journal::open(&path).unwrap();
-    journal
-        .enqueue(&(1..=2).map(event).collect::<Vec<_>>())
-        .unwrap();
+    let (_dir, _, journal) = journal_with(2);
     let secret = secret_file();
     let mut cfg = config(&url, secret.path(), vec![Duration::from_millis(1); 1000]);
     cfg.disable_after = Duration::from_millis(1);
@@ -380,11 +372,7 @@ async fn an_outage_keeps_the_backlog_in_the_outbox_and_probes_at_the_back_off_pa
     const BATCH: usize = 10;
     let (url, rx) = receiver().await;
     rx.script.lock().unwrap().always = Some(503);
-    let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::open(&dir.path().join("j.db")).unwrap();
-    journal
-        .enqueue(&(1..=EVENTS).map(event).collect::<Vec<_>>())
-        .unwrap();
+    let (_dir, _, journal) = journal_with(EVENTS);
     let secret = secret_file();
     let cfg = config(&url, secret.path(), vec![Duration::from_secs(3600); 10]);
     let probe = Duration::from_millis(200);
@@ -480,11 +468,7 @@ async fn the_next_round_goes_out_before_the_last_one_is_answered_within_the_endp
     // flight together, which takes two rounds on the wire at once; it then holds each a while,
     // so two rounds could have 6 in flight if each had the limit to itself.
     let (url, gate) = gated_receiver(4, Duration::from_millis(20)).await;
-    let dir = tempfile::tempdir().unwrap();
-    let journal = Journal::open(&dir.path().join("j.db")).unwrap();
-    journal
-        .enqueue(&(1..=30).map(event).collect::<Vec<_>>())
-        .unwrap();
+    let (_dir, _, journal) = journal_with(30);
     let secret = secret_file();
     let mut cfg = config(&url, secret.path(), vec![Duration::from_millis(10)]);
     cfg.max_in_flight = 4;
@@ -509,12 +493,7 @@ async fn a_round_whose_outcomes_cannot_be_stored_goes_again_though_a_later_round
     // evt-1, which would then never be sent again.
     let (url, rx) = receiver().await;
     rx.script.lock().unwrap().by_id.insert("evt-1".into(), 503);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("j.db");
-    let journal = Journal::open(&path).unwrap();
-    journal
-        .enqueue(&(1..=6).map(event).collect::<Vec<_>>())
-        .unwrap();
+    let (_dir, path, journal) = journal_with(6);
     let sql = |s: &str| {
         rusqlite::Connection::open(&path)
             .unwrap()
