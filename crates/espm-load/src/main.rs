@@ -36,6 +36,9 @@ use clap::{Parser, ValueEnum};
 ///               the notification out in a `clear=true` response (PM queueing excluded; it is
 ///               reported as pm_queue_p50/p99)
 ///   peak_rss    the bridge's VmHWM from /proc just before SIGTERM
+///   bridge_cpu  the CPU time (user + system) the bridge used over the run, and per event:
+///               steadier than events/s where the bridge, the broker and the reader share
+///               the cores
 ///
 /// The process exits non-zero if any notification in the simulator's ledger did not arrive
 /// before --timeout; the bridge log and journal of that run are kept and their path printed.

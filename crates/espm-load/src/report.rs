@@ -33,6 +33,8 @@ pub struct RunResult {
     pub queue_ms: (f64, f64),
     /// The bridge's VmHWM just before SIGTERM, KiB.
     pub peak_rss_kib: Option<u64>,
+    /// CPU time (user + system) the bridge used over the run, just before SIGTERM.
+    pub bridge_cpu: Option<Duration>,
     /// First POST to last receive.
     pub elapsed: Duration,
     /// Why the run ended early, if it did.
@@ -78,6 +80,15 @@ pub fn line(r: &RunResult) -> String {
         r.elapsed.as_secs_f64(),
         r.duplicates
     );
+    if let Some(cpu) = r.bridge_cpu {
+        // CPU per event varies far less between runs than events/s on a shared machine.
+        let per_event = cpu.as_secs_f64() * 1e6 / r.received.max(1) as f64;
+        let _ = write!(
+            s,
+            " bridge_cpu={:.2}s ({per_event:.1}us/event)",
+            cpu.as_secs_f64()
+        );
+    }
     if !r.complete() {
         let _ = write!(s, " INCOMPLETE {} of {}", r.received, r.expected);
         if let Some(n) = &r.note {
@@ -155,6 +166,7 @@ mod tests {
             bridge_ms: (4.0, 20.5),
             queue_ms: (6.0, 79.0),
             peak_rss_kib: Some(2048),
+            bridge_cpu: Some(Duration::from_millis(250)),
             elapsed: Duration::from_secs(1),
             note: None,
             dir: None,
@@ -168,6 +180,7 @@ mod tests {
             l.contains(" bridge_p50=4ms bridge_p99=20ms pm_queue_p50=6ms"),
             "{l}"
         );
+        assert!(l.contains(" bridge_cpu=0.25s (25000.0us/event)"), "{l}");
         assert!(!l.contains("INCOMPLETE"));
         let t = markdown(&[r]);
         assert!(

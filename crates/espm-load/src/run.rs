@@ -346,6 +346,18 @@ impl Bridge {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 
+    /// CPU time (user + system) the bridge has used so far, from /proc/<pid>/stat.
+    fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the command name (which may hold spaces) start at the state, field 3;
+        // utime and stime are fields 14 and 15, in USER_HZ ticks (100 per second in Linux's ABI).
+        let rest = stat.get(stat.rfind(')')? + 1..)?;
+        let mut fields = rest.split_whitespace().skip(11);
+        let utime: u64 = fields.next()?.parse().ok()?;
+        let stime: u64 = fields.next()?.parse().ok()?;
+        Some(Duration::from_millis((utime + stime) * 10))
+    }
+
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
@@ -482,6 +494,7 @@ pub async fn run(
     )
     .await;
     let peak_rss_kib = bridge.peak_rss_kib();
+    let bridge_cpu = bridge.cpu_time();
     let exit = bridge.stop(Duration::from_secs(30)).await;
     cleanup(prepared).await;
     let (first_post_us, note) = match measured {
@@ -552,6 +565,7 @@ pub async fn run(
         bridge_ms: (percentile(&bridge, 0.50), percentile(&bridge, 0.99)),
         queue_ms: (percentile(&queue, 0.50), percentile(&queue, 0.99)),
         peak_rss_kib,
+        bridge_cpu,
         elapsed: Duration::from_micros(u64::try_from(elapsed_us).unwrap_or(0)),
         note,
         dir: None,
