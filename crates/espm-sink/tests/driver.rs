@@ -300,6 +300,64 @@ async fn pipelined_batches_never_skip_a_failed_event_and_count_every_send() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settle_the_journal_refuses_is_never_passed_over_by_a_later_one() {
+    // e3 is dead-lettered in the first batch and the journal refuses to store dead letters.
+    // Settles run while later batches are sent and answered; storing any of those would move
+    // the cursor over e3, whose dead letter would then be lost.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    let j = Journal::open(&path).unwrap();
+    let ids: Vec<String> = (1..=40).map(|i| format!("e{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    j.enqueue(&evs(&refs)).unwrap();
+    let sql = |s: &str| {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch(s)
+            .unwrap()
+    };
+    sql("CREATE TRIGGER refuse BEFORE INSERT ON dead_letters \
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;");
+    let sink = Arc::new(ScriptSink {
+        depth: 4,
+        ..ScriptSink::new("p").rule(|e| match e.event.id.as_str() {
+            "e3" => Outcome::DeadLetter {
+                reason: "too large".into(),
+                attempts: 1,
+            },
+            _ => Outcome::Delivered,
+        })
+    });
+    let r = spawn(&j, sink.clone(), fast_cfg(5));
+    wait_for("a refused settle", || {
+        r.state
+            .last_error()
+            .is_some_and(|e| e.contains("disk is full"))
+    })
+    .await;
+    wait_for("later batches answered, more than once", || {
+        sink.delivered_ids().iter().filter(|d| *d == "e20").count() >= 2
+    })
+    .await;
+    assert!(
+        r.state.cursor() < 3,
+        "cursor {} passed e3",
+        r.state.cursor()
+    );
+    assert_eq!(j.cursor("p").unwrap(), r.state.cursor());
+    assert!(j.dlq_list(Some("p")).unwrap().is_empty());
+
+    sql("DROP TRIGGER refuse;");
+    wait_for("cursor at 40", || r.state.cursor() == 40).await;
+    r.shutdown.cancel();
+    r.handle.await.unwrap();
+    assert_eq!(j.cursor("p").unwrap(), 40);
+    let dl = j.dlq_list(Some("p")).unwrap();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].event_id, "e3");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disabled_stops_and_keeps_events() {
     let (_d, j) = journal();
     j.enqueue(&evs(&["a", "b", "c", "d"])).unwrap();
