@@ -263,8 +263,11 @@ enum Stop {
 ///
 /// A sink with a [`Sink::pipeline_depth`] above 1 has that many batches in flight: the next
 /// ones are [`Sink::submit`]ted while the oldest one's acknowledgements are awaited, so the
-/// broker never waits for the journal. Settling stays in order; after a failure the batches
-/// sent behind the failed event are read again from the cursor (sent twice, never skipped).
+/// broker never waits for the journal. A settle is stored on the blocking pool while the next
+/// batches are read and sent; settles land in order, and one the journal refuses is never
+/// passed over by a later one: the batches behind it are read again from the stored cursor.
+/// After a failed delivery the batches sent behind the failed event are read again from the
+/// cursor (sent twice, never skipped).
 ///
 /// On `shutdown` it takes no new batch; the batches in flight are finished unless the caller
 /// drops this future (bound it with a grace timeout), in which case their events are delivered
