@@ -117,10 +117,11 @@ fn store_disabled(
 }
 
 impl Journal {
-    /// Store one batch's result atomically (see [`Settlement`]).
+    /// Store one batch's result atomically (see [`Settlement`]), without waiting for the disk
+    /// (as [`Journal::settle`]: a power cut may undo it, and the round is then delivered again).
     pub fn settle_batch(&self, sink: &str, s: &Settlement) -> Result<(), JournalError> {
         let now = now_ms();
-        self.write(|tx| {
+        self.write_relaxed(|tx| {
             for d in &s.dead_letters {
                 store_dead_letter(tx, sink, &d.row, &d.reason, d.attempts, now)?;
             }
