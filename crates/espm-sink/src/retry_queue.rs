@@ -10,8 +10,7 @@
 //!
 //! A sink with a [`Sink::pipeline_depth`] above 1 has that many rounds on the wire at once (each
 //! [`Sink::deliver`]ed on a task of its own), so the endpoint is not left idle while a round's
-//! last answers come in and it is settled. A round that went well is settled on the blocking
-//! pool while the next rounds are read and sent. Rounds settle in order; when a round's outcomes
+//! last answers come in and it is settled. Rounds settle in order; when a round's outcomes
 //! cannot be stored, the rounds sent behind it are not settled either, and all of them go again.
 //!
 //! An endpoint that fails every attempt of a round is down, not failing event by event: until an
@@ -105,17 +104,10 @@ pub(crate) async fn run(
     let depth = sink.pipeline_depth().max(1);
     let mut window: VecDeque<Round> = VecDeque::with_capacity(depth);
     let mut read_pos = cursor;
-    // A round's settle stored while the next rounds are read and sent (only a round that went
-    // well: any other settles before the driver goes on, as its outcome steers what comes next).
-    let mut settling: Option<Settling> = None;
 
     loop {
         // At shutdown, read nothing new but settle the rounds already sent.
         if shutdown.is_cancelled() && window.is_empty() {
-            if let Some(s) = settling.take() {
-                // A failure here only means that round is delivered again after restart.
-                let _ = s.land(&journal, &state, &mut metrics).await;
-            }
             return;
         }
         // Endpoint health: a disabled endpoint waits for an operator, without a restart.
@@ -164,20 +156,6 @@ pub(crate) async fn run(
                         return;
                     }
                     continue;
-                }
-            }
-        }
-
-        // With nothing in flight, the last settle lands first: the next read may take due
-        // retries, and one that settle re-schedules or removes must not be sent again.
-        if window.is_empty() {
-            if let Some(s) = settling.take() {
-                match s.land(&journal, &state, &mut metrics).await {
-                    Ok(c) => cursor = cursor.max(c),
-                    Err(e) => {
-                        read_pos = cursor;
-                        journal_failed!(e, "cannot store the round's outcomes");
-                    }
                 }
             }
         }
@@ -369,46 +347,19 @@ pub(crate) async fn run(
             }
         }
 
-        // Rounds settle in order: a later round must never move the cursor over the events
-        // of one whose outcomes could not be stored.
-        if let Some(s) = settling.take() {
-            match s.land(&journal, &state, &mut metrics).await {
-                Ok(c) => cursor = cursor.max(c),
-                Err(e) => {
-                    for later in window.drain(..) {
-                        drop(later.outcomes.await);
-                    }
-                    read_pos = cursor;
-                    journal_failed!(e, "cannot store the round's outcomes");
-                }
-            }
-        }
         let settlement_succeeded = settlement.succeeded;
+        let dead_n = settlement.dead_letters.len() as u64;
         let disable = settlement.disable.clone();
-        let went_well = settlement_succeeded == Some(true)
-            && disable.is_none()
-            && outage.is_none()
-            && !shutdown.is_cancelled();
-        let round = Settling::start(&journal, &name, settlement, delivered, now);
-        if went_well {
-            // The journal stores it while the next rounds are read and sent.
-            settling = Some(round);
-            backoff.reset();
-            probe_backoff.reset();
-            continue;
-        }
-        match round.land(&journal, &state, &mut metrics).await {
-            Ok(c) => cursor = cursor.max(c),
-            Err(e) => {
-                // Nothing moved: this round and those sent behind it are delivered again later
-                // (at least once); a later round must never move the cursor over this one's
-                // events.
-                for later in window.drain(..) {
-                    drop(later.outcomes.await);
-                }
-                read_pos = cursor;
-                journal_failed!(e, "cannot store the round's outcomes");
+        let new_cursor = settlement.cursor;
+        let n = name.clone();
+        if let Err(e) = blocking(&journal, move |j| j.settle_batch(&n, &settlement)).await {
+            // Nothing moved: this round and those sent behind it are delivered again later (at
+            // least once); a later round must never move the cursor over this one's events.
+            for later in window.drain(..) {
+                drop(later.outcomes.await);
             }
+            read_pos = cursor;
+            journal_failed!(e, "cannot store the round's outcomes");
         }
         backoff.reset();
         match settlement_succeeded {
@@ -433,81 +384,30 @@ pub(crate) async fn run(
             }
             None => {}
         }
-        if settlement_succeeded != Some(true) {
-            if let Some(reason) = last_failure {
-                state.fail(reason);
+        cursor = cursor.max(new_cursor);
+        state.cursor.store(cursor, Ordering::Relaxed);
+        if !delivered.is_empty() {
+            metrics.published(delivered.len() as u64);
+            for at in &delivered {
+                metrics.latency(*at, now);
             }
+            write(&state.last_delivery, Some(now));
+            state.connected.store(true, Ordering::Relaxed);
+        } else if let Some(reason) = last_failure {
+            state.fail(reason);
         }
+        if dead_n > 0 {
+            metrics.dead_lettered(dead_n);
+        }
+        let n = name.clone();
+        if let Ok(queued) = blocking(&journal, move |j| j.retry_count(&n)).await {
+            metrics::gauge!("espm_bridge_sink_retry_queue", "sink" => name.clone())
+                .set(queued as f64);
+        }
+        metrics.refresh(&journal, dead_n > 0).await;
         if let Some(reason) = disable {
             tracing::error!(sink = %name, %reason, "disabling endpoint");
         }
-    }
-}
-
-/// One round's settlement on the blocking pool, and what to record once it is stored.
-struct Settling {
-    task: tokio::task::JoinHandle<Result<(), String>>,
-    cursor: i64,
-    dead: u64,
-    delivered: Vec<SystemTime>,
-    answered_at: SystemTime,
-}
-
-impl Settling {
-    fn start(
-        journal: &Journal,
-        sink: &str,
-        settlement: Settlement,
-        delivered: Vec<SystemTime>,
-        answered_at: SystemTime,
-    ) -> Settling {
-        let (j, n) = (journal.clone(), sink.to_string());
-        let cursor = settlement.cursor;
-        let dead = settlement.dead_letters.len() as u64;
-        Settling {
-            task: tokio::spawn(async move {
-                blocking(&j, move |j| j.settle_batch(&n, &settlement)).await
-            }),
-            cursor,
-            dead,
-            delivered,
-            answered_at,
-        }
-    }
-
-    /// Wait until it is stored; then the cursor, metrics and state move. Returns the round's
-    /// cursor.
-    async fn land(
-        self,
-        journal: &Journal,
-        state: &SinkState,
-        metrics: &mut Metrics,
-    ) -> Result<i64, String> {
-        match self.task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(e) => return Err(format!("journal: {e}")),
-        }
-        let cursor = state.cursor.load(Ordering::Relaxed).max(self.cursor);
-        state.cursor.store(cursor, Ordering::Relaxed);
-        if !self.delivered.is_empty() {
-            metrics.published(self.delivered.len() as u64);
-            for at in &self.delivered {
-                metrics.latency(*at, self.answered_at);
-            }
-            write(&state.last_delivery, Some(self.answered_at));
-            state.connected.store(true, Ordering::Relaxed);
-        }
-        if self.dead > 0 {
-            metrics.dead_lettered(self.dead);
-        }
-        let n = metrics.sink.clone();
-        if let Ok(queued) = blocking(journal, move |j| j.retry_count(&n)).await {
-            metrics::gauge!("espm_bridge_sink_retry_queue", "sink" => metrics.sink.clone())
-                .set(queued as f64);
-        }
-        metrics.refresh(journal, self.dead > 0).await;
-        Ok(self.cursor)
     }
 }
 
