@@ -263,11 +263,8 @@ enum Stop {
 ///
 /// A sink with a [`Sink::pipeline_depth`] above 1 has that many batches in flight: the next
 /// ones are [`Sink::submit`]ted while the oldest one's acknowledgements are awaited, so the
-/// broker never waits for the journal. A settle is stored on the blocking pool while the next
-/// batches are read and sent; settles land in order, and one the journal refuses is never
-/// passed over by a later one: the batches behind it are read again from the stored cursor.
-/// After a failed delivery the batches sent behind the failed event are read again from the
-/// cursor (sent twice, never skipped).
+/// broker never waits for the journal. Settling stays in order; after a failure the batches
+/// sent behind the failed event are read again from the cursor (sent twice, never skipped).
 ///
 /// On `shutdown` it takes no new batch; the batches in flight are finished unless the caller
 /// drops this future (bound it with a grace timeout), in which case their events are delivered
@@ -318,18 +315,10 @@ pub async fn run_sink(
     // Batches handed to the sink, oldest first, and the last outbox position read.
     let mut window: VecDeque<InFlight> = VecDeque::with_capacity(depth);
     let mut read_pos = cursor;
-    // The cursor stored in the journal is `cursor`; `walked` is where the last settle, stored
-    // or still `settling`, takes it.
-    let mut walked = cursor;
-    let mut settling: Option<Settling> = None;
 
     loop {
         // At shutdown, take no new batch but settle what is already in flight.
         if shutdown.is_cancelled() && window.is_empty() {
-            if let Some(s) = settling.take() {
-                // A failure here only means those events are delivered again after restart.
-                let _ = s.land(&journal, &state, &mut metrics, &mut attempts).await;
-            }
             return;
         }
         if !started {
@@ -374,22 +363,6 @@ pub async fn run_sink(
         }
 
         let Some(batch) = window.pop_front() else {
-            // Nothing in flight: the settle behind us lands before the driver waits.
-            if let Some(s) = settling.take() {
-                match s.land(&journal, &state, &mut metrics, &mut attempts).await {
-                    Ok(c) => cursor = c,
-                    Err(e) => {
-                        walked = cursor;
-                        read_pos = cursor;
-                        if journal_failed(&name, e, &state, &metrics, &mut backoff, &cfg, &shutdown)
-                            .await
-                        {
-                            return;
-                        }
-                        continue;
-                    }
-                }
-            }
             if let Some(e) = read_error {
                 tracing::error!(sink = %name, error = %e, "cannot read outbox");
                 state.fail(e);
@@ -409,7 +382,7 @@ pub async fn run_sink(
             continue;
         };
         let mut walk = Walk {
-            new_cursor: walked,
+            new_cursor: cursor,
             dead: Vec::new(),
             delivered: Vec::new(),
         };
@@ -434,6 +407,7 @@ pub async fn run_sink(
             dead,
             delivered,
         } = walk;
+        let now = SystemTime::now();
 
         if stop.is_some() {
             // Batches sent after the failed one are read again from the cursor; their attempts
@@ -452,44 +426,42 @@ pub async fn run_sink(
             read_pos = new_cursor;
         }
 
-        // Settles land in order: the one before this must be stored first, or its dead letters
-        // could be passed over by this one's cursor.
-        let mut landed = match settling.take() {
-            Some(s) => s.land(&journal, &state, &mut metrics, &mut attempts).await,
-            None => Ok(cursor),
-        };
-        if let Ok(c) = landed {
-            cursor = c;
-            if new_cursor != walked || !dead.is_empty() {
-                let s = Settling::start(&journal, &name, dead, new_cursor, delivered);
-                walked = new_cursor;
-                if stop.is_none() && !shutdown.is_cancelled() {
-                    // The journal stores it while the next batches are read and sent.
-                    settling = Some(s);
-                } else {
-                    landed = s.land(&journal, &state, &mut metrics, &mut attempts).await;
+        if new_cursor != cursor || !dead.is_empty() {
+            let n = name.clone();
+            let dead_n = dead.len() as u64;
+            match blocking(&journal, move |j| j.settle(&n, &dead, new_cursor)).await {
+                Ok(()) => {
+                    cursor = new_cursor;
+                    state.cursor.store(cursor, Ordering::Relaxed);
+                    attempts.retain(|seq, _| *seq > cursor);
+                    if !delivered.is_empty() {
+                        metrics.published(delivered.len() as u64);
+                        for at in &delivered {
+                            metrics.latency(*at, now);
+                        }
+                        write(&state.last_delivery, Some(now));
+                    }
+                    if dead_n > 0 {
+                        metrics.dead_lettered(dead_n);
+                    }
+                    metrics.refresh(&journal, dead_n > 0).await;
                 }
-            }
-        }
-        match landed {
-            Ok(c) => {
-                cursor = c;
-                if settling.is_none() {
-                    walked = cursor;
+                Err(e) => {
+                    // Nothing moved: everything after the cursor is delivered again later (at
+                    // least once).
+                    tracing::error!(sink = %name, error = %e, "cannot store sink cursor");
+                    state.fail(e);
+                    metrics.failure("journal", 1);
+                    for later in window.drain(..) {
+                        drop(later.acks.await);
+                    }
+                    read_pos = cursor;
+                    let delay = backoff.next_backoff().unwrap_or(cfg.retry_max);
+                    if sleep_or_shutdown(delay, &shutdown).await {
+                        return;
+                    }
+                    continue;
                 }
-            }
-            Err(e) => {
-                // Nothing moved: everything after the cursor is delivered again later (at
-                // least once).
-                for later in window.drain(..) {
-                    drop(later.acks.await);
-                }
-                walked = cursor;
-                read_pos = cursor;
-                if journal_failed(&name, e, &state, &metrics, &mut backoff, &cfg, &shutdown).await {
-                    return;
-                }
-                continue;
             }
         }
 
@@ -526,86 +498,6 @@ pub async fn run_sink(
                 }
             }
         }
-    }
-}
-
-/// A failed journal read or write: recorded, then the driver backs off. Returns true on
-/// shutdown.
-async fn journal_failed(
-    name: &str,
-    error: String,
-    state: &SinkState,
-    metrics: &Metrics,
-    backoff: &mut ExponentialBackoff,
-    cfg: &DriverConfig,
-    shutdown: &CancellationToken,
-) -> bool {
-    tracing::error!(sink = %name, %error, "cannot store sink cursor");
-    state.fail(error);
-    metrics.failure("journal", 1);
-    let delay = backoff.next_backoff().unwrap_or(cfg.retry_max);
-    sleep_or_shutdown(delay, shutdown).await
-}
-
-/// One settle (cursor and dead letters in one journal transaction) on the blocking pool, and
-/// what to record once it is stored.
-struct Settling {
-    task: tokio::task::JoinHandle<Result<(), String>>,
-    cursor: i64,
-    dead: u64,
-    delivered: Vec<SystemTime>,
-    acked_at: SystemTime,
-}
-
-impl Settling {
-    fn start(
-        journal: &Journal,
-        sink: &str,
-        dead: Vec<NewDeadLetter>,
-        cursor: i64,
-        delivered: Vec<SystemTime>,
-    ) -> Settling {
-        let (j, n) = (journal.clone(), sink.to_string());
-        let dead_n = dead.len() as u64;
-        Settling {
-            task: tokio::spawn(
-                async move { blocking(&j, move |j| j.settle(&n, &dead, cursor)).await },
-            ),
-            cursor,
-            dead: dead_n,
-            delivered,
-            acked_at: SystemTime::now(),
-        }
-    }
-
-    /// Wait until it is stored; then the cursor, metrics and state move. Returns the stored
-    /// cursor.
-    async fn land(
-        self,
-        journal: &Journal,
-        state: &SinkState,
-        metrics: &mut Metrics,
-        attempts: &mut HashMap<i64, u32>,
-    ) -> Result<i64, String> {
-        match self.task.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(e) => return Err(format!("journal: {e}")),
-        }
-        state.cursor.store(self.cursor, Ordering::Relaxed);
-        attempts.retain(|seq, _| *seq > self.cursor);
-        if !self.delivered.is_empty() {
-            metrics.published(self.delivered.len() as u64);
-            for at in &self.delivered {
-                metrics.latency(*at, self.acked_at);
-            }
-            write(&state.last_delivery, Some(self.acked_at));
-        }
-        if self.dead > 0 {
-            metrics.dead_lettered(self.dead);
-        }
-        metrics.refresh(journal, self.dead > 0).await;
-        Ok(self.cursor)
     }
 }
 
