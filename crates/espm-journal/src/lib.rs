@@ -2,12 +2,10 @@
 //!
 //! The journal owns the only copy of every notification drained from Portfolio Manager, so every
 //! write is a SQLite transaction in WAL mode with `synchronous=FULL`: when a method returns `Ok`,
-//! the data is on disk. Two kinds of write are committed without waiting for the disk, because a
-//! power cut that undoes them costs duplicates, never loss: a part of a body committed by
-//! [`Journal::commit_notifications_part`] (it is derived from the raw body, which is on disk
-//! already, and the body is then parsed again), and a sink's settle ([`Journal::settle`],
-//! [`Journal::settle_batch`]: the events it passed are delivered again). The WAL is written in
-//! order, so the next durable write, or SQLite's next checkpoint, takes them to disk with it.
+//! the data is on disk. The one exception is a part of a body committed by
+//! [`Journal::commit_notifications_part`]: it is derived from the raw body, which is on disk
+//! already, so it is committed without waiting for the disk (a power cut can undo it, and the
+//! body is then parsed again), and the next durable write takes it to disk with it.
 //!
 //! The API is synchronous. [`Journal`] is `Clone + Send + Sync` (an `Arc` inside) and cheap to
 //! clone; async callers use the one wrapper, [`Journal::call`], which runs a call on the blocking
@@ -329,10 +327,10 @@ impl Journal {
     }
 
     /// [`Journal::write`] without waiting for the disk at commit (`synchronous=NORMAL` for this
-    /// transaction): only for writes a power cut may undo at the cost of duplicates, never of
-    /// loss: rows derived from bytes an earlier durable commit holds (a part of a journalled
-    /// body, then parsed again), and a sink's settle (its events are then delivered again). The
-    /// WAL is one file written in order, so a later commit never survives an earlier one: no
+    /// transaction): only for rows derived from bytes an earlier durable commit holds (a part of
+    /// a journalled body). A power cut can undo such a commit, never what it came from, which is
+    /// then parsed again (duplicates, not loss). The WAL is one file written in order, so the
+    /// next durable commit (a sink's cursor, the next body) makes this one durable too: no
     /// cursor can outlive the events it passed.
     pub(crate) fn write_relaxed<T>(
         &self,

@@ -220,9 +220,7 @@ impl Journal {
     }
 
     /// Atomically store dead letters and move the cursor: what the driver does after a batch, so
-    /// a crash can neither lose a dead letter nor skip an event. Committed without waiting for
-    /// the disk: a power cut may undo it, and the events it passed are then delivered (and
-    /// dead-lettered) again; a settle per batch costs no fsync.
+    /// a crash can neither lose a dead letter nor skip an event.
     pub fn settle(
         &self,
         sink: &str,
@@ -230,7 +228,7 @@ impl Journal {
         cursor: i64,
     ) -> Result<(), JournalError> {
         let now = now_ms();
-        self.write_relaxed(|tx| {
+        self.write(|tx| {
             for d in dead_letters {
                 store_dead_letter(tx, sink, &d.row, &d.reason, d.attempts, now)?;
             }

@@ -117,11 +117,10 @@ fn store_disabled(
 }
 
 impl Journal {
-    /// Store one batch's result atomically (see [`Settlement`]), without waiting for the disk
-    /// (as [`Journal::settle`]: a power cut may undo it, and the round is then delivered again).
+    /// Store one batch's result atomically (see [`Settlement`]).
     pub fn settle_batch(&self, sink: &str, s: &Settlement) -> Result<(), JournalError> {
         let now = now_ms();
-        self.write_relaxed(|tx| {
+        self.write(|tx| {
             for d in &s.dead_letters {
                 store_dead_letter(tx, sink, &d.row, &d.reason, d.attempts, now)?;
             }
