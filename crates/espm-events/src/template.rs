@@ -4,6 +4,8 @@
 //! `{partitionkey}`), the short forms `{environment}` and `{account}`, and `{data.<field>}` /
 //! `{data.<a>.<b>}` for fields of `data`. `{{` and `}}` are literal braces.
 
+use std::borrow::Cow;
+
 use crate::CloudEvent;
 
 /// Why a template could not be parsed or rendered.
@@ -104,11 +106,22 @@ impl Template {
     /// Render for one event. A missing attribute or data field renders as the empty string,
     /// numbers render in decimal, and booleans as `true`/`false`.
     pub fn render(&self, ev: &CloudEvent) -> String {
+        self.render_with(ev, |name| ev.attribute(name))
+    }
+
+    /// [`Template::render`] with the event's attributes looked up through `attribute`: a caller
+    /// that needs an attribute derived from `data` more than once (`partitionkey`) computes it
+    /// once.
+    pub fn render_with<'a>(
+        &self,
+        ev: &CloudEvent,
+        attribute: impl Fn(&str) -> Option<Cow<'a, str>>,
+    ) -> String {
         let mut out = String::new();
         for p in &self.parts {
             match p {
                 Part::Lit(s) => out.push_str(s),
-                Part::Attr(a) => out.push_str(ev.attribute(a).as_deref().unwrap_or("")),
+                Part::Attr(a) => out.push_str(attribute(a).as_deref().unwrap_or("")),
                 Part::Data(path) => {
                     let mut v: &serde_json::Value = ev.data.value();
                     for seg in path {

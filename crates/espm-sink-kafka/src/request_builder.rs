@@ -1,7 +1,9 @@
 //! Pure mapping of a CloudEvent to a Kafka record (CloudEvents Kafka protocol binding 1.0).
 
 use espm_config::KafkaMode;
-use espm_events::{AttributeHeaders, CloudEvent, Template};
+use std::borrow::Cow;
+
+use espm_events::{AttributeHeaders, CloudEvent, Template, ATTRIBUTE_NAMES};
 
 /// `content-type` of a binary-mode record: the value is the JSON of `data`.
 pub const BINARY_CONTENT_TYPE: &str = "application/json";
@@ -73,12 +75,21 @@ impl RequestBuilder {
 
     /// Map one event to a record.
     pub fn build(&self, ev: &CloudEvent) -> Result<KafkaRequest, BuildError> {
-        let topic = self.topic.render(ev);
+        // `partitionkey` is read from `data`; the key template and its header share one reading.
+        let partitionkey = std::cell::OnceCell::new();
+        let attribute = |name: &str| match name {
+            "partitionkey" => partitionkey
+                .get_or_init(|| ev.partitionkey())
+                .as_deref()
+                .map(Cow::Borrowed),
+            _ => ev.attribute(name),
+        };
+        let topic = self.topic.render_with(ev, attribute);
         validate_topic(&topic)?;
-        let key = self.key.render(ev);
+        let key = self.key.render_with(ev, attribute);
         let key = (!key.is_empty()).then_some(key);
         let (headers, payload) = match self.mode {
-            KafkaMode::Binary => (binary_headers(ev), data_json(ev)),
+            KafkaMode::Binary => (binary_headers(attribute), data_json(ev)),
             KafkaMode::Structured => (
                 vec![("content-type", STRUCTURED_CONTENT_TYPE.to_string())],
                 ev.to_json_bytes(),
@@ -104,12 +115,14 @@ static HEADERS: std::sync::LazyLock<AttributeHeaders> =
 
 /// Every context attribute as a `ce_` header, except `datacontenttype`, which the binding maps
 /// to `content-type` (our data is always JSON).
-fn binary_headers(ev: &CloudEvent) -> Vec<(&'static str, String)> {
-    let mut h: Vec<(&'static str, String)> = ev
-        .attributes()
-        .into_iter()
-        .filter(|(name, _)| *name != "datacontenttype")
-        .filter_map(|(name, value)| Some((HEADERS.get(name)?, value.into_owned())))
+fn binary_headers<'a>(
+    attribute: impl Fn(&str) -> Option<Cow<'a, str>>,
+) -> Vec<(&'static str, String)> {
+    // In the order of `CloudEvent::attributes`.
+    let mut h: Vec<(&'static str, String)> = ATTRIBUTE_NAMES
+        .iter()
+        .filter(|name| **name != "datacontenttype")
+        .filter_map(|name| Some((HEADERS.get(name)?, attribute(name)?.into_owned())))
         .collect();
     h.push(("content-type", BINARY_CONTENT_TYPE.to_string()));
     h
