@@ -113,10 +113,7 @@ impl Env {
 
     /// A second connection to the journal file, for injecting faults with triggers.
     fn sql(&self, sql: &str) {
-        rusqlite::Connection::open(self.journal_path())
-            .unwrap()
-            .execute_batch(sql)
-            .unwrap();
+        espm_testkit::journal_sql(&self.journal_path(), sql);
     }
 }
 

@@ -494,12 +494,7 @@ async fn a_round_whose_outcomes_cannot_be_stored_goes_again_though_a_later_round
     let (url, rx) = receiver().await;
     rx.script.lock().unwrap().by_id.insert("evt-1".into(), 503);
     let (_dir, path, journal) = journal_with(6);
-    let sql = |s: &str| {
-        rusqlite::Connection::open(&path)
-            .unwrap()
-            .execute_batch(s)
-            .unwrap()
-    };
+    let sql = |s: &str| espm_testkit::journal_sql(&path, s);
     sql("CREATE TRIGGER refuse BEFORE INSERT ON sink_retries \
          BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;");
     let secret = secret_file();

@@ -310,12 +310,7 @@ async fn a_settle_the_journal_refuses_is_never_passed_over_by_a_later_one() {
     let ids: Vec<String> = (1..=40).map(|i| format!("e{i}")).collect();
     let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
     j.enqueue(&evs(&refs)).unwrap();
-    let sql = |s: &str| {
-        rusqlite::Connection::open(&path)
-            .unwrap()
-            .execute_batch(s)
-            .unwrap()
-    };
+    let sql = |s: &str| espm_testkit::journal_sql(&path, s);
     sql("CREATE TRIGGER refuse BEFORE INSERT ON dead_letters \
          BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;");
     let sink = Arc::new(ScriptSink {
