@@ -3,6 +3,7 @@
 //! latency percentiles and the bridge's peak RSS. A measuring tool, never a test.
 
 mod baseline;
+mod compare;
 mod receivers;
 mod report;
 mod run;
@@ -52,6 +53,7 @@ use clap::{Parser, ValueEnum};
 ///   target/release/espm-load --sink webhook --notifications 20000
 ///   target/release/espm-load --sink kafka --kafka-brokers 127.0.0.1:9092 --timeout 20m
 ///   target/release/espm-load --sink nats --rate 1000 --duration 60s
+///   target/release/espm-load --sink kafka --against /tmp/before/espm-bridge --pairs 3
 #[derive(Debug, Parser)]
 #[command(name = "espm-load", version, verbatim_doc_comment)]
 struct Args {
@@ -131,6 +133,16 @@ struct Args {
     /// `RUST_LOG` for the bridge child (its JSON log goes to a file in the run's directory).
     #[arg(long, default_value = "info")]
     bridge_log_level: String,
+
+    /// Compare with another espm-bridge build: --pairs runs of each, alternating (that build
+    /// first) on the same broker, each line labelled `this` or `against`, then a summary of the
+    /// medians of events/s and of bridge CPU per event, and their ratio.
+    #[arg(long, conflicts_with = "baselines")]
+    against: Option<PathBuf>,
+
+    /// Runs of each build with --against.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=50))]
+    pairs: u64,
 }
 
 /// The `--sink` choice.
@@ -256,6 +268,10 @@ async fn real_main(args: Args) -> anyhow::Result<bool> {
         bail!("--backlog needs --sink webhook (its receiver is the sink that can be stopped)");
     }
 
+    if let Some(against) = &args.against {
+        return compare_builds(&args, settings, against.clone()).await;
+    }
+
     let mut results = Vec::new();
     let mut all_ok = true;
     for kind in args.sink.kinds() {
@@ -265,22 +281,13 @@ async fn real_main(args: Args) -> anyhow::Result<bool> {
             settings.notifications
         );
         // The broker lives exactly as long as its run.
-        let mut broker = None;
-        let brokers = match (kind, &args.kafka_brokers) {
-            (SinkKind::Kafka, Some(b)) => Some(b.clone()),
-            (SinkKind::Kafka, None) => match start_tansu().await {
-                Ok(t) => {
-                    let b = t.bootstrap();
-                    broker = Some(t);
-                    Some(b)
-                }
-                Err(e) => {
-                    all_ok = false;
-                    println!("sink=kafka FAILED: {e:#}");
-                    continue;
-                }
-            },
-            _ => None,
+        let (broker, brokers) = match broker_for(kind, &args.kafka_brokers).await {
+            Ok(b) => b,
+            Err(e) => {
+                all_ok = false;
+                println!("sink=kafka FAILED: {e:#}");
+                continue;
+            }
         };
         let outcome = run::run(&settings, kind, brokers.as_deref()).await;
         let dest = baseline::Destination::of(
@@ -314,6 +321,81 @@ async fn real_main(args: Args) -> anyhow::Result<bool> {
     if args.markdown && !results.is_empty() {
         println!();
         print!("{}", report::markdown(&results));
+    }
+    Ok(all_ok)
+}
+
+/// The Kafka brokers of a `kind` run: those given, or a throw-away tansu (kept alive by the
+/// returned handle); none for the other sinks.
+async fn broker_for(
+    kind: SinkKind,
+    given: &Option<String>,
+) -> anyhow::Result<(Option<tansu::Tansu>, Option<String>)> {
+    match (kind, given) {
+        (SinkKind::Kafka, Some(b)) => Ok((None, Some(b.clone()))),
+        (SinkKind::Kafka, None) => {
+            let t = start_tansu().await?;
+            let b = t.bootstrap();
+            Ok((Some(t), Some(b)))
+        }
+        _ => Ok((None, None)),
+    }
+}
+
+/// `--against`: alternate runs of the other build and this one, then compare the medians.
+async fn compare_builds(
+    args: &Args,
+    settings: run::Settings,
+    against: PathBuf,
+) -> anyhow::Result<bool> {
+    if !against.is_file() {
+        bail!("--against: no espm-bridge binary at {}", against.display());
+    }
+    let other = run::Settings {
+        bridge_bin: against,
+        ..settings.clone()
+    };
+    let mut all_ok = true;
+    for kind in args.sink.kinds() {
+        let (broker, brokers) = match broker_for(kind, &args.kafka_brokers).await {
+            Ok(b) => b,
+            Err(e) => {
+                all_ok = false;
+                println!("sink=kafka FAILED: {e:#}");
+                continue;
+            }
+        };
+        let (mut this_runs, mut other_runs) = (Vec::new(), Vec::new());
+        for pair in 1..=args.pairs {
+            for (label, s) in [("against", &other), ("this", &settings)] {
+                eprintln!(
+                    "espm-load: {} pair {pair} of {}, {label}: {}",
+                    kind.as_str(),
+                    args.pairs,
+                    s.bridge_bin.display()
+                );
+                match run::run(s, kind, brokers.as_deref()).await {
+                    Ok(r) => {
+                        println!("{label} {}", report::line(&r));
+                        all_ok &= r.complete();
+                        if label == "this" {
+                            this_runs.push(r);
+                        } else {
+                            other_runs.push(r);
+                        }
+                    }
+                    Err(e) => {
+                        all_ok = false;
+                        println!("{label} sink={} FAILED: {e:#}", kind.as_str());
+                    }
+                }
+            }
+        }
+        drop(broker);
+        println!(
+            "{}",
+            compare::summary(kind.as_str(), &this_runs, &other_runs)
+        );
     }
     Ok(all_ok)
 }

@@ -30,6 +30,7 @@ pub(crate) const NOTIFICATION_TYPES: [&str; 4] =
     ["UNSHARE", "SHAREUPDATE", "DISCONNECT", "TRANSFERPROPERTY"];
 
 /// What every run shares.
+#[derive(Clone)]
 pub struct Settings {
     /// The espm-bridge binary.
     pub bridge_bin: PathBuf,
