@@ -281,13 +281,9 @@ async fn real_main(args: Args) -> anyhow::Result<bool> {
             settings.notifications
         );
         // The broker lives exactly as long as its run.
-        let (broker, brokers) = match broker_for(kind, &args.kafka_brokers).await {
-            Ok(b) => b,
-            Err(e) => {
-                all_ok = false;
-                println!("sink=kafka FAILED: {e:#}");
-                continue;
-            }
+        let Some((broker, brokers)) = broker_for(kind, &args.kafka_brokers).await else {
+            all_ok = false;
+            continue;
         };
         let outcome = run::run(&settings, kind, brokers.as_deref()).await;
         let dest = baseline::Destination::of(
@@ -326,19 +322,24 @@ async fn real_main(args: Args) -> anyhow::Result<bool> {
 }
 
 /// The Kafka brokers of a `kind` run: those given, or a throw-away tansu (kept alive by the
-/// returned handle); none for the other sinks.
+/// returned handle); none for the other sinks. `None` (reported) when tansu does not start.
 async fn broker_for(
     kind: SinkKind,
     given: &Option<String>,
-) -> anyhow::Result<(Option<tansu::Tansu>, Option<String>)> {
+) -> Option<(Option<tansu::Tansu>, Option<String>)> {
     match (kind, given) {
-        (SinkKind::Kafka, Some(b)) => Ok((None, Some(b.clone()))),
-        (SinkKind::Kafka, None) => {
-            let t = start_tansu().await?;
-            let b = t.bootstrap();
-            Ok((Some(t), Some(b)))
-        }
-        _ => Ok((None, None)),
+        (SinkKind::Kafka, Some(b)) => Some((None, Some(b.clone()))),
+        (SinkKind::Kafka, None) => match start_tansu().await {
+            Ok(t) => {
+                let b = t.bootstrap();
+                Some((Some(t), Some(b)))
+            }
+            Err(e) => {
+                println!("sink=kafka FAILED: {e:#}");
+                None
+            }
+        },
+        _ => Some((None, None)),
     }
 }
 
@@ -357,13 +358,9 @@ async fn compare_builds(
     };
     let mut all_ok = true;
     for kind in args.sink.kinds() {
-        let (broker, brokers) = match broker_for(kind, &args.kafka_brokers).await {
-            Ok(b) => b,
-            Err(e) => {
-                all_ok = false;
-                println!("sink=kafka FAILED: {e:#}");
-                continue;
-            }
+        let Some((broker, brokers)) = broker_for(kind, &args.kafka_brokers).await else {
+            all_ok = false;
+            continue;
         };
         let (mut this_runs, mut other_runs) = (Vec::new(), Vec::new());
         for pair in 1..=args.pairs {
