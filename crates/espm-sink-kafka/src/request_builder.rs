@@ -1,9 +1,9 @@
 //! Pure mapping of a CloudEvent to a Kafka record (CloudEvents Kafka protocol binding 1.0).
 
-use espm_config::KafkaMode;
 use std::borrow::Cow;
 
-use espm_events::{AttributeHeaders, CloudEvent, Template, ATTRIBUTE_NAMES};
+use espm_config::KafkaMode;
+use espm_events::{AttributeHeaders, CloudEvent, Template};
 
 /// `content-type` of a binary-mode record: the value is the JSON of `data`.
 pub const BINARY_CONTENT_TYPE: &str = "application/json";
@@ -118,11 +118,10 @@ static HEADERS: std::sync::LazyLock<AttributeHeaders> =
 fn binary_headers<'a>(
     attribute: impl Fn(&str) -> Option<Cow<'a, str>>,
 ) -> Vec<(&'static str, String)> {
-    // In the order of `CloudEvent::attributes`.
-    let mut h: Vec<(&'static str, String)> = ATTRIBUTE_NAMES
-        .iter()
-        .filter(|name| **name != "datacontenttype")
-        .filter_map(|name| Some((HEADERS.get(name)?, attribute(name)?.into_owned())))
+    let mut h: Vec<(&'static str, String)> = CloudEvent::attributes_with(attribute)
+        .into_iter()
+        .filter(|(name, _)| *name != "datacontenttype")
+        .filter_map(|(name, value)| Some((HEADERS.get(name)?, value.into_owned())))
         .collect();
     h.push(("content-type", BINARY_CONTENT_TYPE.to_string()));
     h
