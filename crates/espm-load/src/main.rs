@@ -362,9 +362,13 @@ async fn compare_builds(
             all_ok = false;
             continue;
         };
-        let (mut this_runs, mut other_runs) = (Vec::new(), Vec::new());
+        // Runs of `against`, then of `this`.
+        let mut runs = [Vec::new(), Vec::new()];
         for pair in 1..=args.pairs {
-            for (label, s) in [("against", &other), ("this", &settings)] {
+            for (side, (label, s)) in [("against", &other), ("this", &settings)]
+                .into_iter()
+                .enumerate()
+            {
                 eprintln!(
                     "espm-load: {} pair {pair} of {}, {label}: {}",
                     kind.as_str(),
@@ -375,11 +379,7 @@ async fn compare_builds(
                     Ok(r) => {
                         println!("{label} {}", report::line(&r));
                         all_ok &= r.complete();
-                        if label == "this" {
-                            this_runs.push(r);
-                        } else {
-                            other_runs.push(r);
-                        }
+                        runs[side].push(r);
                     }
                     Err(e) => {
                         all_ok = false;
@@ -389,10 +389,7 @@ async fn compare_builds(
             }
         }
         drop(broker);
-        println!(
-            "{}",
-            compare::summary(kind.as_str(), &this_runs, &other_runs)
-        );
+        println!("{}", compare::summary(kind.as_str(), &runs[1], &runs[0]));
     }
     Ok(all_ok)
 }

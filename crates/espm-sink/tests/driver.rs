@@ -302,8 +302,8 @@ async fn pipelined_batches_never_skip_a_failed_event_and_count_every_send() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settle_the_journal_refuses_is_never_passed_over_by_a_later_one() {
     // e3 is dead-lettered in the first batch and the journal refuses to store dead letters.
-    // Settles run while later batches are sent and answered; storing any of those would move
-    // the cursor over e3, whose dead letter would then be lost.
+    // Later batches are in flight (depth 4) and answered meanwhile; settling any of them would
+    // move the cursor over e3, whose dead letter would then be lost.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.db");
     let j = Journal::open(&path).unwrap();
