@@ -50,25 +50,53 @@ pub(crate) fn linked_notification(
 impl Journal {
     /// Which of `ids` are stored for `scope` already (their events were committed with them):
     /// the clear of peek-then-clear need not enrich them again.
+    ///
+    /// One range scan from the smallest id to the largest, not a lookup per id: a part of a
+    /// burst names hundreds of SHAREUPDATEs, PM's ids rise, and a fresh burst's range is empty.
+    /// Ids far apart (an old notification listed again beside new ones) are looked up one by
+    /// one instead, so the scan never walks an account's history.
     pub fn known_notifications(
         &self,
         scope: &Scope,
         ids: &[i64],
     ) -> Result<std::collections::HashSet<i64>, JournalError> {
+        let mut known = std::collections::HashSet::new();
+        let (Some(&lo), Some(&hi)) = (ids.iter().min(), ids.iter().max()) else {
+            return Ok(known);
+        };
         let conn = self.reader();
+        let dense = (hi as i128 - lo as i128) <= 4 * ids.len() as i128 + 1_000;
+        if !dense {
+            let mut st = conn
+                .prepare_cached(
+                    "SELECT 1 FROM notifications WHERE environment = ?1 AND account = ?2 \
+                     AND notification_id = ?3",
+                )
+                .j()?;
+            for id in ids {
+                if st
+                    .exists(params![scope.environment, scope.account, id])
+                    .j()?
+                {
+                    known.insert(*id);
+                }
+            }
+            return Ok(known);
+        }
+        let asked: std::collections::HashSet<i64> = ids.iter().copied().collect();
         let mut st = conn
             .prepare_cached(
-                "SELECT 1 FROM notifications WHERE environment = ?1 AND account = ?2 \
-                 AND notification_id = ?3",
+                "SELECT notification_id FROM notifications WHERE environment = ?1 AND account = ?2 \
+                 AND notification_id BETWEEN ?3 AND ?4",
             )
             .j()?;
-        let mut known = std::collections::HashSet::new();
-        for id in ids {
-            if st
-                .exists(params![scope.environment, scope.account, id])
-                .j()?
-            {
-                known.insert(*id);
+        let mut rows = st
+            .query(params![scope.environment, scope.account, lo, hi])
+            .j()?;
+        while let Some(row) = rows.next().j()? {
+            let id: i64 = row.get(0).j()?;
+            if asked.contains(&id) {
+                known.insert(id);
             }
         }
         Ok(known)
@@ -250,5 +278,37 @@ mod tests {
         assert_eq!(known, [7].into());
         let other = Scope::new("sim", "other");
         assert!(j.known_notifications(&other, &[7]).unwrap().is_empty());
+    }
+
+    /// Stored notifications between the ids asked about are not answered; the ends of the
+    /// range are; the order of the ids asked does not matter.
+    #[test]
+    fn known_notifications_answers_only_the_ids_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(&dir.path().join("j.db")).unwrap();
+        let scope = Scope::new("sim", "acme");
+        let raw = j
+            .record_raw(&scope, "notification/list", 200, b"<x/>")
+            .unwrap();
+        let entries: Vec<NotificationEntry> = [3, 5, 6, 9, 12]
+            .into_iter()
+            .map(|id| NotificationEntry {
+                notification_id: id,
+                type_code: "SHAREUPDATE".into(),
+                json: "{}".into(),
+            })
+            .collect();
+        j.commit_notifications(&scope, raw, &entries, &[]).unwrap();
+        assert_eq!(
+            j.known_notifications(&scope, &[12, 4, 3, 6, 13]).unwrap(),
+            [3, 6, 12].into()
+        );
+        assert!(j.known_notifications(&scope, &[]).unwrap().is_empty());
+        assert_eq!(j.known_notifications(&scope, &[9, 9]).unwrap(), [9].into());
+        // Far apart: looked up one by one, same answer.
+        assert_eq!(
+            j.known_notifications(&scope, &[i64::MIN, 5, 4, i64::MAX]).unwrap(),
+            [5].into()
+        );
     }
 }

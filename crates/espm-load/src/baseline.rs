@@ -27,7 +27,7 @@ use rdkafka::ClientConfig;
 use crate::receivers::{self, now_us, Recorder};
 use crate::run::{
     create_topic, post_burst, start_sim, toml_str, unique_suffix, KAFKA_PARTITIONS, PM_PASSWORD,
-    PM_USER, WHSEC,
+    PM_USER, POLL_INTERVAL, WHSEC,
 };
 use crate::SinkKind;
 
@@ -380,7 +380,13 @@ pub async fn naive_bridge(
         account: "load".into(),
     };
     let started = now_us();
-    post_burst(&http, &sim, notifications, chunk).await?;
+    // Polled while the burst is still being created, as the bridge's leg is: the bodies each
+    // leg gets then come from the same arrival process, not one body for the naive leg and a
+    // first part and the rest for the bridge.
+    let posting = {
+        let (http, url) = (http.clone(), sim.control_url());
+        tokio::spawn(async move { post_burst(&http, &url, notifications, chunk).await })
+    };
     let mut inflight = FuturesUnordered::new();
     let mut records = Vec::with_capacity(notifications);
     let mut bytes = 0usize;
@@ -399,7 +405,7 @@ pub async fn naive_bridge(
         let list: NotificationList =
             espm_model::parse(&body).context("naive bridge: the body does not parse")?;
         if list.notifications.is_empty() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(POLL_INTERVAL).await;
             continue;
         }
         for n in &list.notifications {
@@ -412,6 +418,7 @@ pub async fn naive_bridge(
         }
     }
     settle(&mut inflight, 0).await?;
+    posting.await.context("naive bridge: the posting task failed")??;
     let last = received(&rec, notifications).await?;
     publisher.close().await;
     sim.shutdown().await;

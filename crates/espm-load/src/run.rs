@@ -26,6 +26,8 @@ const WHSEC_ENV: &str = "ESPM_LOAD_WHSEC";
 /// A throw-away signing secret for the loopback receiver (not a credential of anything).
 pub(crate) const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub(crate) const KAFKA_PARTITIONS: i32 = 3;
+/// How often the bridge's leg polls PM (its config's `poll_interval`), and the naive bridge's.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(50);
 pub(crate) const NOTIFICATION_TYPES: [&str; 4] =
     ["UNSHARE", "SHAREUPDATE", "DISCONNECT", "TRANSFERPROPERTY"];
 
@@ -101,14 +103,15 @@ async fn create(http: &reqwest::Client, url: &str, count: usize) -> anyhow::Resu
     Ok(())
 }
 
-/// Create `n` notifications in the simulator, `chunk` per `POST /sim/notifications`.
+/// Create `n` notifications in the simulator at `control_url` (its `/sim`), `chunk` per
+/// `POST /sim/notifications`.
 pub(crate) async fn post_burst(
     http: &reqwest::Client,
-    sim: &SimServer,
+    control_url: &str,
     n: usize,
     chunk: usize,
 ) -> anyhow::Result<()> {
-    let url = format!("{}/notifications", sim.control_url());
+    let url = format!("{control_url}/notifications");
     let mut posted = 0usize;
     while posted < n {
         let count = chunk.min(n - posted);
@@ -467,10 +470,11 @@ pub async fn run(
     let config = format!(
         "[journal]\npath = {}\nretention = \"1d\"\n\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\n\
          [[accounts]]\nname = \"load\"\nenvironment = \"sim\"\nbase_url = {}\nusername = \"{PM_USER}\"\n\
-         password_env = \"{PASSWORD_ENV}\"\ndrain_mode = \"clear\"\npoll_interval = \"50ms\"\n\
+         password_env = \"{PASSWORD_ENV}\"\ndrain_mode = \"clear\"\npoll_interval = \"{poll_ms}ms\"\n\
          pending_interval = \"1h\"\nrequest_timeout = \"60s\"\n\n{sink_toml}",
         toml_str(&dir.path().join("journal.db").to_string_lossy()),
         toml_str(&sim.base_url()),
+        poll_ms = POLL_INTERVAL.as_millis(),
     );
     let config_path = dir.path().join("bridge.toml");
     std::fs::write(&config_path, config).context("cannot write the bridge config")?;
@@ -601,7 +605,7 @@ async fn measure(
     let n = settings.notifications;
     let first_post_us = now_us();
     match settings.rate {
-        None => post_burst(http, sim, n, settings.chunk).await?,
+        None => post_burst(http, &sim.control_url(), n, settings.chunk).await?,
         Some(per_s) => post_at_rate(http, sim, n, per_s).await?,
     }
     if let (true, Prepared::Webhook { up, .. }) = (settings.backlog, prepared) {

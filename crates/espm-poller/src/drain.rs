@@ -52,6 +52,8 @@ struct BodyParse {
     first: bool,
     parse: Duration,
     commit: Duration,
+    /// Waiting for custom field reads: on the drain's path, as a part's events need them.
+    lookup: Duration,
 }
 
 /// What [`Committer::parse_part`] found.
@@ -821,6 +823,7 @@ impl Committer {
             first: true,
             parse: Duration::ZERO,
             commit: Duration::ZERO,
+            lookup: Duration::ZERO,
         };
         loop {
             let c = self.clone();
@@ -837,7 +840,9 @@ impl Committer {
                 Step::Part { part, last, scan } => {
                     if let Some(scan) = scan {
                         body.skipped += scan.skipped;
+                        let t = Instant::now();
                         let fields = self.read_fields(&scan, &mut body.deadline).await;
+                        body.lookup += t.elapsed();
                         body.correlator.add_custom_fields(fields);
                     }
                     (part, last)
@@ -902,6 +907,7 @@ impl Committer {
             tracing::info!(
                 account = %account, clear, received = n, new = body.out.new_notifications, quarantined = bad,
                 parse_ms = body.parse.as_millis() as u64, commit_ms = body.commit.as_millis() as u64,
+                lookup_ms = body.lookup.as_millis() as u64,
                 "drained notifications"
             );
         }
