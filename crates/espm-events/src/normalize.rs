@@ -190,7 +190,15 @@ pub fn share_update_access_level(description: &str) -> Option<String> {
 /// `notification.received` carrying the code. The id depends only on the origin and PM's
 /// notification id, so a re-read notification gets the same id.
 pub fn notification_event(origin: &Origin, n: &Notification) -> CloudEvent {
-    let data = notification_data(n);
+    notification_event_with(origin, n, notification_data(n))
+}
+
+/// [`notification_event`] with its `data` built by the caller from [`notification_data`].
+fn notification_event_with(
+    origin: &Origin,
+    n: &Notification,
+    data: NotificationData,
+) -> CloudEvent {
     let time = data.notification_created_date.clone();
     origin.event(
         notification_event_type(&n.notification_type_code),
@@ -250,10 +258,16 @@ impl NotificationCorrelator {
 
     /// The event of the next notification of the response.
     pub fn event(&mut self, origin: &Origin, n: &Notification) -> CloudEvent {
-        let mut event = notification_event(origin, n);
+        let mut data = notification_data(n);
         if let (Some(fields), Some(target)) = (&self.custom_fields, share_update_target(n)) {
-            crate::enrich_custom_fields(&mut event, fields.get(&target));
+            // What `crate::enrich_custom_fields` does to an event's `data`, set before it is
+            // encoded (not decoded, edited and encoded again: a quarter of a burst's events).
+            match fields.get(&target) {
+                Some(values) => data.custom_fields = Some(values.clone()),
+                None => data.enrichment = Some(Enrichment::Unavailable),
+            }
         }
+        let mut event = notification_event_with(origin, n, data);
         let by = n
             .notification_created_by_account_id
             .as_deref()

@@ -1147,7 +1147,7 @@ fn share_updated_carries_the_custom_fields_read_for_its_target_or_the_flag() {
 
     let values: BTreeMap<String, String> = [("Lot Number".to_string(), "2".to_string())].into();
     let mut fields = CustomFieldsByTarget::new();
-    fields.insert(CustomFieldTarget::Property(5), values);
+    fields.insert(CustomFieldTarget::Property(5), values.clone());
     let mut c = NotificationCorrelator::new().with_custom_fields(fields);
     let read = c.event(&o, &on_property);
     assert_eq!(read.data["customFields"], json!({"Lot Number": "2"}));
@@ -1157,6 +1157,18 @@ fn share_updated_carries_the_custom_fields_read_for_its_target_or_the_flag() {
     assert!(missed.data.get("customFields").is_none());
     let revoked = c.event(&o, &unshare);
     assert!(revoked.data.get("enrichment").is_none());
+    // The correlator sets them before `data` is encoded: the same event as enriching after.
+    for (ev, n, found) in [
+        (&read, &on_property, Some(&values)),
+        (&missed, &on_meter, None),
+    ] {
+        let mut after = notification_event(&o, n);
+        enrich_custom_fields(&mut after, found);
+        assert_eq!(
+            serde_json::to_value(ev).unwrap(),
+            serde_json::to_value(&after).unwrap()
+        );
+    }
     for ev in [&read, &missed, &revoked] {
         assert_valid(ev);
     }

@@ -307,7 +307,8 @@ mod tests {
         assert_eq!(j.known_notifications(&scope, &[9, 9]).unwrap(), [9].into());
         // Far apart: looked up one by one, same answer.
         assert_eq!(
-            j.known_notifications(&scope, &[i64::MIN, 5, 4, i64::MAX]).unwrap(),
+            j.known_notifications(&scope, &[i64::MIN, 5, 4, i64::MAX])
+                .unwrap(),
             [5].into()
         );
     }

@@ -418,7 +418,9 @@ pub async fn naive_bridge(
         }
     }
     settle(&mut inflight, 0).await?;
-    posting.await.context("naive bridge: the posting task failed")??;
+    posting
+        .await
+        .context("naive bridge: the posting task failed")??;
     let last = received(&rec, notifications).await?;
     publisher.close().await;
     sim.shutdown().await;
