@@ -1181,3 +1181,37 @@ fn share_updated_carries_the_custom_fields_read_for_its_target_or_the_flag() {
         "nor on the flag"
     );
 }
+
+/// Event ids never change across releases (consumers deduplicate on them): these are Python's
+/// `uuid.uuid5` of the documented names under [`ID_NAMESPACE`], computed outside this code.
+#[test]
+fn event_ids_are_the_documented_uuidv5_of_their_names() {
+    assert_eq!(
+        ID_NAMESPACE.to_string(),
+        "6f1c0f4e-8b7a-4d1e-9c39-2a5e7d3b9f10"
+    );
+    assert_eq!(
+        Origin::new("sim", "acme").event_id("notification/8833000001"),
+        "d41822ae-b146-5953-8a32-f7f6a3d0a799"
+    );
+    assert_eq!(
+        Origin::new("live", "Provider Ünïcode").event_id("quarantine/abc"),
+        "20212559-9454-515f-bc27-62afda0d45b0"
+    );
+    let n = espm_model::Notification {
+        notification_type_code: "UNSHARE".into(),
+        notification_id: 8_833_000_001,
+        description: "d".into(),
+        account_id: None,
+        username: None,
+        property_id: None,
+        meter_id: None,
+        notification_created_date: None,
+        notification_created_by: None,
+        notification_created_by_account_id: None,
+    };
+    assert_eq!(
+        notification_event(&Origin::new("sim", "acme"), &n).id,
+        "d41822ae-b146-5953-8a32-f7f6a3d0a799"
+    );
+}

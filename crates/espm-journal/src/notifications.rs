@@ -132,6 +132,42 @@ impl Journal {
         events: &[CloudEvent],
         last: bool,
     ) -> Result<CommitStats, JournalError> {
+        // A set, not a scan: one drain can hold tens of thousands of notifications.
+        let ids: std::collections::HashSet<i64> = items.iter().map(|i| i.notification_id).collect();
+        self.commit_part(scope, raw, items, events, last, &|_, ev| {
+            linked_notification(ev, items, &ids)
+        })
+    }
+
+    /// [`Journal::commit_notifications_part`] for events built one per notification, in order:
+    /// `events[i]` is the event of `items[i]`, so no event's `data` is read to find its
+    /// notification (5% of a drain's instructions). Anything else goes the general way.
+    pub fn commit_paired_part(
+        &self,
+        scope: &Scope,
+        raw: RawId,
+        items: &[NotificationEntry],
+        events: &[CloudEvent],
+        last: bool,
+    ) -> Result<CommitStats, JournalError> {
+        if items.len() != events.len() {
+            return self.commit_notifications_part(scope, raw, items, events, last);
+        }
+        self.commit_part(scope, raw, items, events, last, &|i, _| {
+            Some(items[i].notification_id)
+        })
+    }
+
+    /// The commit of a part: `owner(i, event)` names the notification `events[i]` belongs to.
+    fn commit_part(
+        &self,
+        scope: &Scope,
+        raw: RawId,
+        items: &[NotificationEntry],
+        events: &[CloudEvent],
+        last: bool,
+        owner: &dyn Fn(usize, &CloudEvent) -> Option<i64>,
+    ) -> Result<CommitStats, JournalError> {
         let now = now_ms();
         // The body they come from is committed durably already (`record_raw`, `finish_raw`).
         self.write_relaxed(|tx| {
@@ -195,16 +231,13 @@ impl Journal {
                          event_id, event_type, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )
                     .j()?;
-                // A set, not a scan: one drain can hold tens of thousands of notifications.
-                let ids: std::collections::HashSet<i64> =
-                    items.iter().map(|i| i.notification_id).collect();
                 let mut unlinked = Vec::new();
                 // The new events of the part's notifications, appended as one page (one row,
                 // whatever the part's size), and what links each to its notification.
                 let mut page: Vec<&CloudEvent> = Vec::new();
                 let mut links: Vec<i64> = Vec::new();
-                for ev in events {
-                    let Some(nid) = linked_notification(ev, items, &ids) else {
+                for (i, ev) in events.iter().enumerate() {
+                    let Some(nid) = owner(i, ev) else {
                         unlinked.push(ev.clone());
                         continue;
                     };
@@ -278,6 +311,62 @@ mod tests {
         assert_eq!(known, [7].into());
         let other = Scope::new("sim", "other");
         assert!(j.known_notifications(&other, &[7]).unwrap().is_empty());
+    }
+
+    /// Events paired with their notifications by position are stored and linked exactly as
+    /// those found through `data.notificationId`, including a notification listed twice.
+    #[test]
+    fn paired_parts_commit_what_linking_through_data_commits() {
+        let entry = |id: i64| NotificationEntry {
+            notification_id: id,
+            type_code: "UNSHARE".into(),
+            json: format!("{{\"id\":{id}}}"),
+        };
+        let event = |id: i64| {
+            let mut ev = crate::schema::tests::event(&format!("ev-{id}"), id);
+            ev.ty = "t".into();
+            ev
+        };
+        let ids = [4, 5, 4, 9];
+        let items: Vec<_> = ids.iter().map(|&i| entry(i)).collect();
+        let events: Vec<_> = ids.iter().map(|&i| event(i)).collect();
+        let scope = Scope::new("sim", "acme");
+        let rows = |paired: bool| {
+            let dir = tempfile::tempdir().unwrap();
+            let j = Journal::open(&dir.path().join("j.db")).unwrap();
+            let raw = j
+                .record_raw(&scope, "notification/list", 200, b"<x/>")
+                .unwrap();
+            let first = if paired {
+                j.commit_paired_part(&scope, raw, &items[..2], &events[..2], false)
+            } else {
+                j.commit_notifications_part(&scope, raw, &items[..2], &events[..2], false)
+            }
+            .unwrap();
+            let second = if paired {
+                j.commit_paired_part(&scope, raw, &items[2..], &events[2..], true)
+            } else {
+                j.commit_notifications_part(&scope, raw, &items[2..], &events[2..], true)
+            }
+            .unwrap();
+            let conn = j.reader();
+            let mut st = conn
+                .prepare(
+                    "SELECT notification_id, event_id, event_type, seq FROM notification_events \
+                     ORDER BY seq",
+                )
+                .unwrap();
+            let links: Vec<(i64, String, String, i64)> = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            (first, second, links)
+        };
+        let (paired, by_data) = (rows(true), rows(false));
+        assert_eq!(paired, by_data);
+        assert_eq!(paired.2.len(), 3, "ev-4 once, ev-5, ev-9: {:?}", paired.2);
+        assert_eq!(paired.0.new_events + paired.1.new_events, 3);
     }
 
     /// Stored notifications between the ids asked about are not answered; the ends of the

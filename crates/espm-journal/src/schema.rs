@@ -269,12 +269,13 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<(), JournalError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{Journal, NotificationEntry, Scope};
     use espm_events::CloudEvent;
 
-    fn event(id: &str, notification_id: i64) -> CloudEvent {
+    /// A small notification event (`data.notificationId` only).
+    pub(crate) fn event(id: &str, notification_id: i64) -> CloudEvent {
         CloudEvent {
             specversion: "1.0".into(),
             id: id.into(),

@@ -1040,13 +1040,9 @@ impl Committer {
         part: Part,
         out: &mut DrainOutcome,
     ) -> Result<(), JournalError> {
-        let stats = j.commit_notifications_part(
-            &self.scope,
-            raw_id,
-            &part.entries,
-            &part.events,
-            part.last,
-        )?;
+        // `build_part` makes one event per notification, in order.
+        let stats =
+            j.commit_paired_part(&self.scope, raw_id, &part.entries, &part.events, part.last)?;
         if stats.new_events > 0 {
             self.wake_sinks();
         }
