@@ -229,7 +229,7 @@ impl CloudEvent {
         // The stored form leaves out what the type implies (`&&`: the wire form computes none).
         let omit_version = stored && self.specversion == SPEC_VERSION;
         let omit_content_type = stored && self.datacontenttype == JSON;
-        let omit_schema = stored && self.dataschema == crate::dataschema_uri(&self.ty);
+        let omit_schema = stored && crate::types::is_dataschema_uri(&self.dataschema, &self.ty);
         Wire {
             specversion: (!omit_version).then_some(self.specversion.as_str()),
             id: &self.id,
@@ -252,8 +252,16 @@ impl CloudEvent {
     /// `datacontenttype`, the type's `dataschema`, the derived `partitionkey`) is left out, about
     /// a quarter of a notification event's bytes (issue 9). One line: JSON escapes every newline.
     pub fn to_stored_json(&self) -> String {
-        // Serialising a struct of strings and a Value cannot fail.
-        serde_json::to_string(&self.wire(true)).unwrap_or_default()
+        let mut out = Vec::with_capacity(1024);
+        self.write_stored_json(&mut out);
+        // serde_json writes UTF-8 only.
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// [`CloudEvent::to_stored_json`] appended to `out` (a page of them, without a string each).
+    pub fn write_stored_json(&self, out: &mut Vec<u8>) {
+        // Serialising a struct of strings and JSON text into memory cannot fail.
+        let _ = serde_json::to_writer(out, &self.wire(true));
     }
 
     /// An event from [`CloudEvent::to_stored_json`], or from the full form.

@@ -72,8 +72,23 @@ pub const SCHEMA_BASE: &str =
 /// `{SCHEMA_BASE}/data/{type}.v1.json`.
 pub fn dataschema_uri(event_type: &str) -> String {
     // Concatenated, not `format!`ed: once per event of a burst.
-    [SCHEMA_BASE, "/", &data_schema_file_name(event_type)].concat()
+    [SCHEMA_BASE, "/", DATA_DIR, event_type, SCHEMA_SUFFIX].concat()
 }
+
+/// Whether `uri` is [`dataschema_uri`] of `event_type`, without building it (the journal asks
+/// for every event it stores).
+pub fn is_dataschema_uri(uri: &str, event_type: &str) -> bool {
+    uri.strip_prefix(SCHEMA_BASE)
+        .and_then(|r| r.strip_prefix('/'))
+        .and_then(|r| r.strip_prefix(DATA_DIR))
+        .and_then(|r| r.strip_suffix(SCHEMA_SUFFIX))
+        == Some(event_type)
+}
+
+/// Where data schemas are, under `schemas/`.
+const DATA_DIR: &str = "data/";
+/// What every published schema's file name ends with (its version).
+const SCHEMA_SUFFIX: &str = ".v1.json";
 
 /// The `$id` of the schema of a whole event (the structured-mode JSON) of a type,
 /// `{SCHEMA_BASE}/{type}.v1.json`.
@@ -84,13 +99,13 @@ pub fn envelope_schema_uri(event_type: &str) -> String {
 /// The file (under `schemas/`) of an event type's envelope schema, e.g.
 /// `gov.energystar.pm.share.revoked.v1.json`.
 pub fn schema_file_name(event_type: &str) -> String {
-    format!("{event_type}.v1.json")
+    [event_type, SCHEMA_SUFFIX].concat()
 }
 
 /// The file (under `schemas/`) of an event type's data schema, e.g.
 /// `data/gov.energystar.pm.share.revoked.v1.json`.
 pub fn data_schema_file_name(event_type: &str) -> String {
-    ["data/", event_type, ".v1.json"].concat()
+    [DATA_DIR, event_type, SCHEMA_SUFFIX].concat()
 }
 
 /// The file under `schemas/` that a schema id names, if it is one of ours.
@@ -109,4 +124,20 @@ pub fn notification_event_type(code: &str) -> &'static str {
         .find(|(c, _)| c.eq_ignore_ascii_case(code))
         .map(|(_, t)| *t)
         .unwrap_or(NOTIFICATION_RECEIVED)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `is_dataschema_uri` says yes to the type's own URI and no to any other type's.
+        #[test]
+        fn is_dataschema_uri_is_dataschema_uri(a in "[a-z.]{0,30}", b in "[a-z./]{0,30}") {
+            prop_assert!(is_dataschema_uri(&dataschema_uri(&a), &a));
+            prop_assert_eq!(is_dataschema_uri(&dataschema_uri(&a), &b), a == b);
+            prop_assert!(!is_dataschema_uri(&envelope_schema_uri(&a), &a));
+        }
+    }
 }

