@@ -16,84 +16,17 @@ use crate::Notification;
 pub(crate) fn notification(fragment: &[u8]) -> Option<Notification> {
     let mut reader = quick_xml::Reader::from_reader(fragment);
     match reader.read_event().ok()? {
-        Event::Start(e)
-            if e.name().as_ref() == b"notification" && e.attributes_raw().is_empty() => {}
+        Event::Start(e) if opens_fast(&e) => {}
         _ => return None,
     }
-    let mut n = Notification::default();
-    let (mut code, mut id) = (false, false);
-    let mut seen = 0u16;
-    loop {
-        let child = match reader.read_event().ok()? {
-            Event::Start(e) if e.attributes_raw().is_empty() => field(e.name().as_ref())?,
-            Event::End(e) if e.name().as_ref() == b"notification" => break,
-            Event::Text(t) if blank(&t) => continue,
-            _ => return None,
-        };
-        let bit = 1u16 << child as u16;
-        if seen & bit != 0 {
-            return None; // a duplicate: serde's error to give
+    let mut fast = Fast::default();
+    let n = loop {
+        match fast.feed(&reader.read_event().ok()?) {
+            Feed::More => {}
+            Feed::Done(n) => break n,
+            Feed::Reject => return None,
         }
-        seen |= bit;
-        // quick-xml hands text and entity references out as separate events.
-        let mut text = String::new();
-        let end = loop {
-            match reader.read_event().ok()? {
-                Event::Text(t) => {
-                    if t.iter().any(|b| *b == b'\r' || !b.is_ascii()) {
-                        return None;
-                    }
-                    text.push_str(&t.decode().ok()?);
-                }
-                Event::GeneralRef(r) => {
-                    let c = match r.resolve_char_ref().ok()? {
-                        Some(c) => c,
-                        None => match r.as_ref() {
-                            b"amp" => '&',
-                            b"lt" => '<',
-                            b"gt" => '>',
-                            b"quot" => '"',
-                            b"apos" => '\'',
-                            _ => return None,
-                        },
-                    };
-                    if !c.is_ascii() || c.is_ascii_whitespace() || c.is_ascii_control() {
-                        return None;
-                    }
-                    text.push(c);
-                }
-                Event::End(e) => break e,
-                _ => return None,
-            }
-        };
-        if field(end.name().as_ref()) != Some(child)
-            || text.is_empty()
-            || text.starts_with(|c: char| c.is_ascii_whitespace())
-            || text.ends_with(|c: char| c.is_ascii_whitespace())
-        {
-            return None;
-        }
-        match child {
-            Field::NotificationTypeCode => {
-                n.notification_type_code = text;
-                code = true;
-            }
-            Field::NotificationId => {
-                n.notification_id = int(&text)?;
-                id = true;
-            }
-            Field::Description => n.description = text,
-            Field::AccountId => n.account_id = Some(int(&text)?),
-            Field::Username => n.username = Some(text),
-            Field::PropertyId => n.property_id = Some(int(&text)?),
-            Field::MeterId => n.meter_id = Some(int(&text)?),
-            Field::NotificationCreatedDate => n.notification_created_date = Some(text),
-            Field::NotificationCreatedBy => n.notification_created_by = Some(text),
-            Field::NotificationCreatedByAccountId => {
-                n.notification_created_by_account_id = Some(text)
-            }
-        }
-    }
+    };
     // Nothing may follow the element but whitespace.
     loop {
         match reader.read_event().ok()? {
@@ -102,7 +35,130 @@ pub(crate) fn notification(fragment: &[u8]) -> Option<Notification> {
             _ => return None,
         }
     }
-    (code && id).then_some(n)
+    Some(n)
+}
+
+/// Whether a `<notification>` start tag is one the fast path reads (no prefix, no attributes).
+pub(crate) fn opens_fast(e: &quick_xml::events::BytesStart<'_>) -> bool {
+    e.name().as_ref() == b"notification" && e.attributes_raw().is_empty()
+}
+
+/// The fast path as a state machine over the events after a `<notification>` start tag that
+/// [`opens_fast`] accepts: [`notification`] feeds it from a fragment, the stream from its own
+/// reader (each element tokenized once). One statement of what the fast path accepts.
+#[derive(Debug, Default)]
+pub(crate) struct Fast {
+    n: Notification,
+    code: bool,
+    id: bool,
+    seen: u16,
+    /// The child being read and its text so far.
+    child: Option<(Field, String)>,
+}
+
+/// What [`Fast::feed`] made of an event.
+#[derive(Debug)]
+pub(crate) enum Feed {
+    /// Not at the end of the element yet.
+    More,
+    /// The element's end: the notification.
+    Done(Notification),
+    /// Not the plain form: serde decides (the caller parses the element's bytes).
+    Reject,
+}
+
+impl Fast {
+    /// The next event of the element.
+    pub(crate) fn feed(&mut self, ev: &Event<'_>) -> Feed {
+        match self.step(ev) {
+            Some(Some(n)) => Feed::Done(n),
+            Some(None) => Feed::More,
+            None => Feed::Reject,
+        }
+    }
+
+    /// `None`: reject; `Some(None)`: more; `Some(Some(n))`: done.
+    fn step(&mut self, ev: &Event<'_>) -> Option<Option<Notification>> {
+        let Some((child, text)) = &mut self.child else {
+            let child = match ev {
+                Event::Start(e) if e.attributes_raw().is_empty() => field(e.name().as_ref())?,
+                Event::End(e) if e.name().as_ref() == b"notification" => {
+                    return (self.code && self.id).then(|| Some(std::mem::take(&mut self.n)));
+                }
+                Event::Text(t) if blank(t) => return Some(None),
+                _ => return None,
+            };
+            let bit = 1u16 << child as u16;
+            if self.seen & bit != 0 {
+                return None; // a duplicate: serde's error to give
+            }
+            self.seen |= bit;
+            self.child = Some((child, String::new()));
+            return Some(None);
+        };
+        let child = *child;
+        // quick-xml hands text and entity references out as separate events.
+        match ev {
+            Event::Text(t) => {
+                if t.iter().any(|b| *b == b'\r' || !b.is_ascii()) {
+                    return None;
+                }
+                text.push_str(&t.decode().ok()?);
+                Some(None)
+            }
+            Event::GeneralRef(r) => {
+                let c = match r.resolve_char_ref().ok()? {
+                    Some(c) => c,
+                    None => match r.as_ref() {
+                        b"amp" => '&',
+                        b"lt" => '<',
+                        b"gt" => '>',
+                        b"quot" => '"',
+                        b"apos" => '\'',
+                        _ => return None,
+                    },
+                };
+                if !c.is_ascii() || c.is_ascii_whitespace() || c.is_ascii_control() {
+                    return None;
+                }
+                text.push(c);
+                Some(None)
+            }
+            Event::End(end) => {
+                let text = self.child.take().map(|(_, t)| t)?;
+                if field(end.name().as_ref()) != Some(child)
+                    || text.is_empty()
+                    || text.starts_with(|c: char| c.is_ascii_whitespace())
+                    || text.ends_with(|c: char| c.is_ascii_whitespace())
+                {
+                    return None;
+                }
+                let n = &mut self.n;
+                match child {
+                    Field::NotificationTypeCode => {
+                        n.notification_type_code = text;
+                        self.code = true;
+                    }
+                    Field::NotificationId => {
+                        n.notification_id = int(&text)?;
+                        self.id = true;
+                    }
+                    Field::Description => n.description = text,
+                    Field::AccountId => n.account_id = Some(int(&text)?),
+                    Field::Username => n.username = Some(text),
+                    Field::PropertyId => n.property_id = Some(int(&text)?),
+                    Field::MeterId => n.meter_id = Some(int(&text)?),
+                    Field::NotificationCreatedDate => n.notification_created_date = Some(text),
+                    Field::NotificationCreatedBy => n.notification_created_by = Some(text),
+                    Field::NotificationCreatedByAccountId => {
+                        n.notification_created_by_account_id = Some(text)
+                    }
+                }
+                Some(None)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Layout between elements: spaces, tabs and newlines only (a carriage return is serde's).

@@ -11,6 +11,7 @@ use std::io::BufRead;
 
 use quick_xml::events::Event;
 
+use crate::fast::{opens_fast, Fast, Feed};
 use crate::salvage::parse_fragment;
 use crate::{Notification, NotificationList, PmDocument};
 
@@ -48,6 +49,9 @@ pub struct NotificationStream<R: BufRead> {
     depth: usize,
     /// Offset where the `<notification>` being read starts.
     open: Option<u64>,
+    /// The fast path reading that `<notification>` from this reader's own events, until it
+    /// rejects it (then its kept bytes go to [`parse_fragment`], as every element once did).
+    fast: Option<Fast>,
     root_closed: bool,
     done: bool,
 }
@@ -62,6 +66,7 @@ impl<R: BufRead> NotificationStream<R> {
             root_name: NotificationList::ROOT.as_bytes().to_vec(),
             depth: 0,
             open: None,
+            fast: None,
             root_closed: false,
             done: false,
         }
@@ -82,6 +87,14 @@ impl<R: BufRead> NotificationStream<R> {
             self.buf.clear();
             let ev = self.reader.read_event_into(&mut self.buf);
             let after = self.reader.get_ref().consumed;
+            let mut done = None;
+            if let (Some(fast), Ok(e)) = (&mut self.fast, &ev) {
+                match fast.feed(e) {
+                    Feed::More => {}
+                    Feed::Done(n) => done = Some(n),
+                    Feed::Reject => self.fast = None,
+                }
+            }
             match ev {
                 Ok(Event::Start(e)) => {
                     self.depth += 1;
@@ -102,6 +115,7 @@ impl<R: BufRead> NotificationStream<R> {
                     } else if self.depth == 2 && e.local_name().as_ref() == b"notification" {
                         // The parser may have consumed the `<` with the text before it.
                         self.open = Some(after.saturating_sub(e.len() as u64 + 2));
+                        self.fast = opens_fast(&e).then(Fast::default);
                     }
                 }
                 Ok(Event::Empty(e)) if self.depth == 0 => {
@@ -126,7 +140,12 @@ impl<R: BufRead> NotificationStream<R> {
                     self.depth = self.depth.saturating_sub(1);
                     if self.depth == 1 {
                         if let Some(start) = self.open.take() {
+                            self.fast = None;
                             let rec = self.reader.get_ref();
+                            if let (Some(n), false) = (done, rec.overflowed) {
+                                // Read once, from these events: its bytes are not needed.
+                                return Ok(Some(ListItem::Notification(n)));
+                            }
                             if rec.overflowed {
                                 let bytes = rec.since(start).to_vec();
                                 return Ok(Some(ListItem::Bad {

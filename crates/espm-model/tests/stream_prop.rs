@@ -80,6 +80,41 @@ proptest! {
         }
     }
 
+    /// Elements PM's writer would not lay out so (comments, CDATA, carriage returns, entities,
+    /// whitespace, duplicates, unknown children) stream as the in-memory salvage reads them:
+    /// the stream's own fast reading gives way to serde exactly where the fast path would.
+    #[test]
+    fn edited_elements_stream_like_they_parse(
+        n in 1usize..12,
+        edits in proptest::collection::vec((0usize..11, any::<prop::sample::Index>()), 1..6),
+        buf in 1usize..300,
+    ) {
+        let mut body = to_xml(&list(n));
+        for (edit, at) in edits {
+            let insert = [
+                " ", "\r\n", "<!-- c -->", "<![CDATA[x]]>", "&amp;", "<extra>1</extra>",
+                "<notificationId>9</notificationId>", "\t", "<accountId/>", "+", "0",
+            ][edit];
+            // Only between the root's tags: the edits are to the elements, not the list.
+            let lo = body.find("<notification>").unwrap_or(0);
+            let hi = body.rfind("</notification>").unwrap_or(body.len());
+            // Right after a tag: between children, or at the start of a child's text.
+            let cuts: Vec<usize> = (lo + 1..hi)
+                .filter(|&i| body.as_bytes()[i - 1] == b'>')
+                .collect();
+            if cuts.is_empty() {
+                continue;
+            }
+            body.insert_str(cuts[at.index(cuts.len())], insert);
+        }
+        match (parse_notifications_salvaging(body.as_bytes()), stream(body.as_bytes(), buf)) {
+            (Ok(s), Ok(items)) => prop_assert_eq!(good(&items), s.notifications, "{}", body),
+            (Err(_), Err(_)) => {}
+            (Ok(s), Err(e)) => prop_assert!(s.notifications.is_empty(), "stream: {e}"),
+            (Err(e), Ok(items)) => prop_assert!(good(&items).is_empty(), "in memory: {e}"),
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic_nor_invent(bytes in proptest::collection::vec(any::<u8>(), 0..400), buf in 1usize..64) {
         if let Ok(items) = stream(&bytes, buf) {
