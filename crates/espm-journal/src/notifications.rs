@@ -289,24 +289,34 @@ impl Journal {
 
 #[cfg(test)]
 mod tests {
-    use crate::{Journal, NotificationEntry, Scope};
+    use crate::{Journal, NotificationEntry, RawId, Scope};
 
-    /// The notifications committed for one scope, and only those, are known.
-    #[test]
-    fn known_notifications_are_those_committed_for_the_scope() {
+    /// A fresh journal holding one small body of `sim`/`acme`.
+    fn journal_with_body() -> (tempfile::TempDir, Journal, Scope, RawId) {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(&dir.path().join("j.db")).unwrap();
         let scope = Scope::new("sim", "acme");
         let raw = j
             .record_raw(&scope, "notification/list", 200, b"<x/>")
             .unwrap();
-        let entry = NotificationEntry {
-            notification_id: 7,
-            type_code: "SHAREUPDATE".into(),
-            json: "{}".into(),
-        };
+        (dir, j, scope, raw)
+    }
+
+    fn entry(id: i64, type_code: &str) -> NotificationEntry {
+        NotificationEntry {
+            notification_id: id,
+            type_code: type_code.into(),
+            json: format!("{{\"id\":{id}}}"),
+        }
+    }
+
+    /// The notifications committed for one scope, and only those, are known.
+    #[test]
+    fn known_notifications_are_those_committed_for_the_scope() {
+        let (_dir, j, scope, raw) = journal_with_body();
         assert!(j.known_notifications(&scope, &[7]).unwrap().is_empty());
-        j.commit_notifications(&scope, raw, &[entry], &[]).unwrap();
+        j.commit_notifications(&scope, raw, &[entry(7, "SHAREUPDATE")], &[])
+            .unwrap();
         let known = j.known_notifications(&scope, &[7, 8]).unwrap();
         assert_eq!(known, [7].into());
         let other = Scope::new("sim", "other");
@@ -317,38 +327,26 @@ mod tests {
     /// those found through `data.notificationId`, including a notification listed twice.
     #[test]
     fn paired_parts_commit_what_linking_through_data_commits() {
-        let entry = |id: i64| NotificationEntry {
-            notification_id: id,
-            type_code: "UNSHARE".into(),
-            json: format!("{{\"id\":{id}}}"),
-        };
         let event = |id: i64| {
             let mut ev = crate::schema::tests::event(&format!("ev-{id}"), id);
             ev.ty = "t".into();
             ev
         };
         let ids = [4, 5, 4, 9];
-        let items: Vec<_> = ids.iter().map(|&i| entry(i)).collect();
+        let items: Vec<_> = ids.iter().map(|&i| entry(i, "UNSHARE")).collect();
         let events: Vec<_> = ids.iter().map(|&i| event(i)).collect();
-        let scope = Scope::new("sim", "acme");
         let rows = |paired: bool| {
-            let dir = tempfile::tempdir().unwrap();
-            let j = Journal::open(&dir.path().join("j.db")).unwrap();
-            let raw = j
-                .record_raw(&scope, "notification/list", 200, b"<x/>")
-                .unwrap();
-            let first = if paired {
-                j.commit_paired_part(&scope, raw, &items[..2], &events[..2], false)
-            } else {
-                j.commit_notifications_part(&scope, raw, &items[..2], &events[..2], false)
-            }
-            .unwrap();
-            let second = if paired {
-                j.commit_paired_part(&scope, raw, &items[2..], &events[2..], true)
-            } else {
-                j.commit_notifications_part(&scope, raw, &items[2..], &events[2..], true)
-            }
-            .unwrap();
+            let (_dir, j, scope, raw) = journal_with_body();
+            let commit = |range: std::ops::Range<usize>, last: bool| {
+                let (items, events) = (&items[range.clone()], &events[range]);
+                if paired {
+                    j.commit_paired_part(&scope, raw, items, events, last)
+                } else {
+                    j.commit_notifications_part(&scope, raw, items, events, last)
+                }
+                .unwrap()
+            };
+            let (first, second) = (commit(0..2, false), commit(2..4, true));
             let conn = j.reader();
             let mut st = conn
                 .prepare(
@@ -373,19 +371,10 @@ mod tests {
     /// range are; the order of the ids asked does not matter.
     #[test]
     fn known_notifications_answers_only_the_ids_asked() {
-        let dir = tempfile::tempdir().unwrap();
-        let j = Journal::open(&dir.path().join("j.db")).unwrap();
-        let scope = Scope::new("sim", "acme");
-        let raw = j
-            .record_raw(&scope, "notification/list", 200, b"<x/>")
-            .unwrap();
+        let (_dir, j, scope, raw) = journal_with_body();
         let entries: Vec<NotificationEntry> = [3, 5, 6, 9, 12]
             .into_iter()
-            .map(|id| NotificationEntry {
-                notification_id: id,
-                type_code: "SHAREUPDATE".into(),
-                json: "{}".into(),
-            })
+            .map(|id| entry(id, "SHAREUPDATE"))
             .collect();
         j.commit_notifications(&scope, raw, &entries, &[]).unwrap();
         assert_eq!(
