@@ -4,8 +4,10 @@
 //! [`NotificationStream`] reads the list from any [`BufRead`] (the journal's stored chunks),
 //! cuts it into its top-level `<notification>` elements as they go by and parses each on its
 //! own, the way [`crate::parse_notifications_salvaging`] does for a body in memory: what parses
-//! is yielded, what does not is yielded with its exact bytes. Memory holds one element at a
-//! time, never the body.
+//! is yielded, what does not is yielded with its exact bytes. An element in PM's plain layout is
+//! read by the fast path from this reader's own events as they pass (tokenized once); its bytes
+//! are kept until it ends, for serde should the fast path give way. Memory holds one element at
+//! a time, never the body.
 
 use std::io::BufRead;
 
