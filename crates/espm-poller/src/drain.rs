@@ -36,7 +36,7 @@ struct Part {
 }
 
 /// The state of one journalled body between the blocking parse of a part, the reads of its
-/// custom field values and its blocking commit.
+/// custom field values (in the background) and its blocking commit.
 struct BodyParse {
     stream: NotificationStream<espm_journal::RawReader>,
     /// One per body: a DISCONNECT and its UNSHAREs may fall into different parts, and values
@@ -52,7 +52,7 @@ struct BodyParse {
     first: bool,
     parse: Duration,
     commit: Duration,
-    /// Waiting for custom field reads: on the drain's path, as a part's events need them.
+    /// Waiting for custom field reads a part's events need, once parsing ahead ran out.
     lookup: Duration,
 }
 
@@ -66,6 +66,38 @@ enum Step {
     },
     /// The body is not a notification list: quarantined whole.
     NotAList,
+}
+
+/// Parts parsed ahead of the oldest one while it waits for its custom field reads. A part of
+/// parsed notifications holds well under 1 MiB.
+const PARSE_AHEAD: usize = 8;
+
+/// A part parsed, to be committed once its custom field reads are done.
+struct Parsed {
+    part: Vec<Notification>,
+    last: bool,
+    reads: Option<Reads>,
+}
+
+/// Custom field reads running in the background; dropped (the drain stopped on an error), they
+/// are cancelled.
+struct Reads(tokio::task::JoinHandle<CustomFieldsByTarget>);
+
+impl Reads {
+    fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+
+    /// What was read; reads that did not finish are missing (their events go out flagged).
+    async fn fields(mut self) -> CustomFieldsByTarget {
+        (&mut self.0).await.unwrap_or_default()
+    }
+}
+
+impl Drop for Reads {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A body is journalled in parts of about this size as it arrives: memory holds one part.
@@ -750,7 +782,7 @@ impl Committer {
                         &share_fields::share_updates(&list.notifications),
                         &Default::default(),
                     );
-                    let fields = self.read_fields(&scan, &mut None).await;
+                    let fields = self.read_fields(scan, &mut None).await;
                     let c = self.clone();
                     let id = body.id;
                     let n = list.notifications.len();
@@ -793,9 +825,11 @@ impl Committer {
 
     /// Parse a journalled notification body as a stream and commit it: good notifications in
     /// parts of [`COMMIT_PART`] (sinks start on a huge drain before all of it is stored), each bad
-    /// part quarantined with its bytes and event as it comes. Memory holds one part, never the
-    /// body. Between a part's parse and its commit, the custom field values of its SHAREUPDATEs
-    /// are read from PM ([`share_fields`]), so the body is parsed once. The raw body is marked
+    /// part quarantined with its bytes and event as it comes. Memory holds a few parts, never the
+    /// body. The custom field values of a part's SHAREUPDATEs are read from PM
+    /// ([`share_fields`]) in the background while the next parts parse (up to [`PARSE_AHEAD`]),
+    /// and a part is committed, in order, once its reads are done, so the body is parsed once
+    /// and the drain does not wait for PM while there is parsing to do. The raw body is marked
     /// processed only with the last part; a crash before that leaves it to
     /// [`Poller::recover`], and every step is idempotent. (Committing on a second thread while
     /// the next part parses was tried: on two cores it gained nothing and cost 20 MiB of RSS.)
@@ -825,30 +859,48 @@ impl Committer {
             commit: Duration::ZERO,
             lookup: Duration::ZERO,
         };
+        // Parts parsed and not yet committed, oldest first.
+        let mut ahead: std::collections::VecDeque<Parsed> = Default::default();
+        let mut parsed_all = false;
         loop {
-            let c = self.clone();
-            let ep = endpoint.clone();
-            let (b, step) = self
-                .journal
-                .call(move |j| {
-                    let step = c.parse_part(j, raw_id, &ep, &mut body)?;
-                    Ok((body, step))
-                })
-                .await?;
-            body = b;
-            let (part, last) = match step {
-                Step::Part { part, last, scan } => {
-                    if let Some(scan) = scan {
-                        body.skipped += scan.skipped;
-                        let t = Instant::now();
-                        let fields = self.read_fields(&scan, &mut body.deadline).await;
-                        body.lookup += t.elapsed();
-                        body.correlator.add_custom_fields(fields);
+            let waiting = ahead
+                .front()
+                .and_then(|p| p.reads.as_ref())
+                .is_some_and(|r| !r.is_finished());
+            if !parsed_all && (ahead.is_empty() || (waiting && ahead.len() < PARSE_AHEAD)) {
+                let c = self.clone();
+                let ep = endpoint.clone();
+                let (b, step) = self
+                    .journal
+                    .call(move |j| {
+                        let step = c.parse_part(j, raw_id, &ep, &mut body)?;
+                        Ok((body, step))
+                    })
+                    .await?;
+                body = b;
+                match step {
+                    Step::Part { part, last, scan } => {
+                        let reads = scan.and_then(|scan| {
+                            body.skipped += scan.skipped;
+                            self.start_reads(scan, &mut body.deadline)
+                        });
+                        parsed_all = last;
+                        ahead.push_back(Parsed { part, last, reads });
                     }
-                    (part, last)
+                    Step::NotAList => break,
                 }
-                Step::NotAList => break,
+                continue;
+            }
+            let Some(Parsed { part, last, reads }) = ahead.pop_front() else {
+                break;
             };
+            if let Some(reads) = reads {
+                let t = Instant::now();
+                let fields = reads.fields().await;
+                body.lookup += t.elapsed();
+                // Values read for this part serve the SHAREUPDATEs of later parts too.
+                body.correlator.add_custom_fields(fields);
+            }
             let c = self.clone();
             body = self
                 .journal
@@ -873,16 +925,33 @@ impl Committer {
     /// its first read: the lookup budget is for the whole body).
     async fn read_fields(
         &self,
-        scan: &share_fields::Scan,
+        scan: share_fields::Scan,
         deadline: &mut Option<tokio::time::Instant>,
     ) -> CustomFieldsByTarget {
+        match self.start_reads(scan, deadline) {
+            Some(reads) => reads.fields().await,
+            None => CustomFieldsByTarget::new(),
+        }
+    }
+
+    /// Start reading `scan`'s targets in the background (`None`: nothing to read, or no PM
+    /// client). The reads themselves still reach PM one at a time: the client takes turns.
+    fn start_reads(
+        &self,
+        scan: share_fields::Scan,
+        deadline: &mut Option<tokio::time::Instant>,
+    ) -> Option<Reads> {
         match &self.client {
             Some(client) if !scan.targets.is_empty() || scan.skipped > 0 => {
                 let by = *deadline
                     .get_or_insert_with(|| tokio::time::Instant::now() + self.lookup_budget);
-                share_fields::read_custom_fields(client, scan, by, &self.scope.account).await
+                let client = client.clone();
+                let account = self.scope.account.clone();
+                Some(Reads(tokio::spawn(async move {
+                    share_fields::read_custom_fields(&client, &scan, by, &account).await
+                })))
             }
-            _ => CustomFieldsByTarget::new(),
+            _ => None,
         }
     }
 

@@ -1058,3 +1058,58 @@ async fn recovered_and_reprocessed_share_updates_are_read_again_or_flagged() {
         "ids do not depend on the values"
     );
 }
+
+/// A part's custom field values are read while the next parts parse: with PM slow to answer
+/// them, each `share.updated` of a body of several parts still carries the values read for its
+/// own share, none goes out flagged, and the events keep the notifications' order.
+#[tokio::test]
+async fn share_updates_in_later_parts_carry_their_own_values_while_reads_are_slow() {
+    let e = env().await;
+    let j = Journal::open(&e.journal_path).unwrap();
+    let mut shares = Vec::new();
+    for user in ["ahead_a", "ahead_b", "ahead_c"] {
+        shares.push((user, accepted_share_with_fields(&e, user).await.1));
+    }
+    let poller = e
+        .poller(&j, DrainMode::Clear)
+        .with_customer_lookup(espm_poller::CustomerLookup {
+            ttl: Duration::from_secs(60),
+            budget: Duration::from_secs(20),
+        });
+    poller.drain_once().await.unwrap();
+    let before = outbox(&j).len();
+    // One edit per part of the body (parts hold 1,000 notifications).
+    for (i, (user, p)) in shares.iter().enumerate() {
+        customer_edits_fields(&e, user, *p, &[("Lot Number", &format!("v{i}"))]).await;
+        e.post(
+            "/notifications",
+            json!({"count": 1500, "types": ["UNSHARE"]}),
+        )
+        .await;
+    }
+    let paths: Vec<String> = shares
+        .iter()
+        .map(|(_, p)| format!("/property/{p}/customFieldList"))
+        .collect();
+    e.faults(json!({"latency_ms": 300, "paths": paths})).await;
+    let out = poller.drain_once().await.unwrap();
+    assert_eq!(out.new_events, 3 + 3 * 1500);
+    let updated = share_updates(&j);
+    assert_eq!(updated.len(), 3, "{updated:?}");
+    for (i, ev) in updated.iter().enumerate() {
+        assert_eq!(ev.data["propertyId"], shares[i].1, "{}", ev.data);
+        assert_eq!(
+            ev.data["customFields"],
+            json!({ "Lot Number": format!("v{i}") }),
+            "{}",
+            ev.data
+        );
+        espm_testkit::schemas::assert_valid(ev);
+    }
+    let ids: Vec<i64> = outbox(&j)[before..]
+        .iter()
+        .map(|r| r.event.data["notificationId"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3 + 3 * 1500);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "events out of order");
+}
