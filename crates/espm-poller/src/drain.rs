@@ -35,25 +35,35 @@ struct Part {
     last: bool,
 }
 
-/// The state of one journalled body between the blocking parse of a part, the reads of its
-/// custom field values (in the background) and its blocking commit.
+/// The parse side of one journalled body: its stream and what reading it found so far.
 struct BodyParse {
     stream: NotificationStream<espm_journal::RawReader>,
-    /// One per body: a DISCONNECT and its UNSHAREs may fall into different parts, and values
-    /// read for one part serve the SHAREUPDATEs of the next.
-    correlator: NotificationCorrelator,
     targets: share_fields::BodyTargets,
     /// When the body's custom field reads must be done by (set by the first).
     deadline: Option<tokio::time::Instant>,
+    /// Done when the reads started last are (the next part's wait for it).
+    turn: Option<tokio::sync::oneshot::Receiver<()>>,
     processed: Processed,
-    out: DrainOutcome,
+    /// Bad parts quarantined as they came.
+    quarantined: usize,
     /// SHAREUPDATEs over the body's cap of targets.
     skipped: usize,
     first: bool,
     parse: Duration,
+}
+
+/// The normalizing side of one journalled body: its parts' events, in order.
+struct BodyBuild {
+    /// One per body: a DISCONNECT and its UNSHAREs may fall into different parts, and values
+    /// read for one part serve the SHAREUPDATEs of the next.
+    correlator: NotificationCorrelator,
+    normalize: Duration,
+}
+
+/// The commit side of one journalled body.
+struct BodyCommit {
+    out: DrainOutcome,
     commit: Duration,
-    /// Waiting for custom field reads a part's events need, once parsing ahead ran out.
-    lookup: Duration,
 }
 
 /// What [`Committer::parse_part`] found.
@@ -68,9 +78,11 @@ enum Step {
     NotAList,
 }
 
-/// Parts parsed ahead of the oldest one while it waits for its custom field reads. A part of
-/// parsed notifications holds well under 1 MiB.
+/// Parts parsed and waiting for their commit: while the oldest waits for its custom field
+/// reads, up to [`PARSE_AHEAD`]; otherwise [`PARSE_NEXT`] (the commit is the slower side). A
+/// part of parsed notifications holds well under 1 MiB.
 const PARSE_AHEAD: usize = 8;
+const PARSE_NEXT: usize = 1;
 
 /// A part parsed, to be committed once its custom field reads are done.
 struct Parsed {
@@ -81,22 +93,56 @@ struct Parsed {
 
 /// Custom field reads running in the background; dropped (the drain stopped on an error), they
 /// are cancelled.
-struct Reads(tokio::task::JoinHandle<CustomFieldsByTarget>);
+struct Reads {
+    handle: tokio::task::JoinHandle<CustomFieldsByTarget>,
+    done: Option<CustomFieldsByTarget>,
+}
 
 impl Reads {
     fn is_finished(&self) -> bool {
-        self.0.is_finished()
+        self.done.is_some() || self.handle.is_finished()
     }
 
-    /// What was read; reads that did not finish are missing (their events go out flagged).
+    /// Until the reads are done (cancel-safe: the answer is kept as soon as it is there).
+    async fn wait(&mut self) {
+        if self.done.is_none() {
+            // Reads that did not finish are missing: their events go out flagged.
+            self.done = Some((&mut self.handle).await.unwrap_or_default());
+        }
+    }
+
+    /// What was read.
     async fn fields(mut self) -> CustomFieldsByTarget {
-        (&mut self.0).await.unwrap_or_default()
+        self.wait().await;
+        self.done.take().unwrap_or_default()
     }
 }
 
 impl Drop for Reads {
     fn drop(&mut self) {
-        self.0.abort();
+        self.handle.abort();
+    }
+}
+
+/// What an optional blocking step in flight gives; never ready when there is none.
+async fn in_flight<F: std::future::Future + Unpin>(f: &mut Option<F>) -> F::Output {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Wait for a blocking step in flight, if any, whatever its outcome.
+async fn finish<F: std::future::Future>(f: Option<F>) {
+    if let Some(f) = f {
+        f.await;
+    }
+}
+
+/// Ready once the reads of `part` (if any) are done.
+async fn reads_of(part: Option<&mut Parsed>) {
+    if let Some(reads) = part.and_then(|p| p.reads.as_mut()) {
+        reads.wait().await;
     }
 }
 
@@ -840,85 +886,171 @@ impl Committer {
         clear: bool,
         out: &mut DrainOutcome,
     ) -> Result<Processed, PollError> {
-        let mut body = BodyParse {
+        type Blocking<'a, T> = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T, JournalError>> + Send + 'a>,
+        >;
+        let mut parse_side = Some(BodyParse {
             stream: NotificationStream::new(self.journal.raw_reader(raw_id)),
-            // Every SHAREUPDATE gets its values or the flag (no client, `journal reprocess`:
-            // always the flag), even in a body with nothing to read.
-            correlator: NotificationCorrelator::new()
-                .with_custom_fields(CustomFieldsByTarget::new()),
             targets: share_fields::BodyTargets::new(share_fields::MAX_TARGETS),
             deadline: None,
+            turn: None,
             processed: Processed {
                 notifications: 0,
                 bad: 0,
             },
-            out: DrainOutcome::default(),
+            quarantined: 0,
             skipped: 0,
             first: true,
             parse: Duration::ZERO,
+        });
+        let mut build_side = Some(BodyBuild {
+            // Every SHAREUPDATE gets its values or the flag (no client, `journal reprocess`:
+            // always the flag), even in a body with nothing to read.
+            correlator: NotificationCorrelator::new()
+                .with_custom_fields(CustomFieldsByTarget::new()),
+            normalize: Duration::ZERO,
+        });
+        let mut commit_side = Some(BodyCommit {
+            out: DrainOutcome::default(),
             commit: Duration::ZERO,
-            lookup: Duration::ZERO,
-        };
-        // Parts parsed and not yet committed, oldest first.
+        });
+        // Parsing the next part, normalizing an earlier one and committing the one before run
+        // at once, each on its own blocking thread, each in body order (SQLite's WAL lets the
+        // reader read while the writer commits).
+        let mut parsing: Option<Blocking<'_, (BodyParse, Step)>> = None;
+        let mut building: Option<Blocking<'_, (BodyBuild, Part)>> = None;
+        let mut committing: Option<Blocking<'_, (BodyCommit, bool)>> = None;
+        // Parts parsed and not yet normalized, oldest first; a part normalized, to commit.
         let mut ahead: std::collections::VecDeque<Parsed> = Default::default();
+        let mut built: Option<Part> = None;
         let mut parsed_all = false;
+        let mut lookup = Duration::ZERO;
         loop {
             let waiting = ahead
                 .front()
                 .and_then(|p| p.reads.as_ref())
                 .is_some_and(|r| !r.is_finished());
-            if !parsed_all && (ahead.is_empty() || (waiting && ahead.len() < PARSE_AHEAD)) {
-                let c = self.clone();
-                let ep = endpoint.clone();
-                let (b, step) = self
-                    .journal
-                    .call(move |j| {
+            let room = if waiting { PARSE_AHEAD } else { PARSE_NEXT };
+            if parsing.is_none() && !parsed_all && ahead.len() < room {
+                if let Some(mut body) = parse_side.take() {
+                    let c = self.clone();
+                    let ep = endpoint.clone();
+                    parsing = Some(Box::pin(self.journal.call(move |j| {
                         let step = c.parse_part(j, raw_id, &ep, &mut body)?;
                         Ok((body, step))
-                    })
-                    .await?;
-                body = b;
-                match step {
-                    Step::Part { part, last, scan } => {
-                        let reads = scan.and_then(|scan| {
-                            body.skipped += scan.skipped;
-                            self.start_reads(scan, &mut body.deadline)
-                        });
-                        parsed_all = last;
-                        ahead.push_back(Parsed { part, last, reads });
-                    }
-                    Step::NotAList => break,
+                    })));
                 }
-                continue;
             }
-            let Some(Parsed { part, last, reads }) = ahead.pop_front() else {
+            if building.is_none() && built.is_none() && !waiting {
+                if let Some(mut body) = build_side.take() {
+                    match ahead.pop_front() {
+                        Some(Parsed { part, last, reads }) => {
+                            if let Some(reads) = reads {
+                                // Finished: no wait.
+                                body.correlator.add_custom_fields(reads.fields().await);
+                            }
+                            let c = self.clone();
+                            building = Some(Box::pin(async move {
+                                tokio::task::spawn_blocking(move || {
+                                    let t = Instant::now();
+                                    let part = c.build_part(&part, last, &mut body.correlator);
+                                    body.normalize += t.elapsed();
+                                    (body, part)
+                                })
+                                .await
+                                .map_err(|e| JournalError::Task(e.to_string()))
+                            }));
+                        }
+                        None => build_side = Some(body),
+                    }
+                }
+            }
+            if committing.is_none() {
+                if let Some(mut body) = commit_side.take() {
+                    match built.take() {
+                        Some(part) => {
+                            let c = self.clone();
+                            committing = Some(Box::pin(self.journal.call(move |j| {
+                                let t = Instant::now();
+                                let last = part.last;
+                                c.store_part(j, raw_id, part, &mut body.out)?;
+                                body.commit += t.elapsed();
+                                Ok((body, last))
+                            })));
+                        }
+                        None => commit_side = Some(body),
+                    }
+                }
+            }
+            let idle = parsing.is_none() && building.is_none() && committing.is_none();
+            if idle && !waiting {
+                // Nothing to parse, normalize or commit, no reads to wait for.
                 break;
+            }
+            let t = Instant::now();
+            let finished = tokio::select! {
+                r = in_flight(&mut parsing) => {
+                    parsing = None;
+                    r.map(|(body, step)| {
+                        parse_side = Some(body);
+                        match step {
+                            Step::Part { part, last, scan } => {
+                                let reads = scan.and_then(|scan| {
+                                    let body = parse_side.as_mut()?;
+                                    body.skipped += scan.skipped;
+                                    self.start_reads(scan, &mut body.deadline, &mut body.turn)
+                                });
+                                parsed_all = last;
+                                ahead.push_back(Parsed { part, last, reads });
+                            }
+                            // Only a body's start says so: nothing was parsed before it.
+                            Step::NotAList => parsed_all = true,
+                        }
+                        false
+                    })
+                }
+                r = in_flight(&mut building) => {
+                    building = None;
+                    r.map(|(body, part)| {
+                        build_side = Some(body);
+                        built = Some(part);
+                        false
+                    })
+                }
+                r = in_flight(&mut committing) => {
+                    committing = None;
+                    r.map(|(body, last)| {
+                        commit_side = Some(body);
+                        last
+                    })
+                }
+                () = reads_of(ahead.front_mut()), if waiting => Ok(false),
             };
-            if let Some(reads) = reads {
-                let t = Instant::now();
-                let fields = reads.fields().await;
-                body.lookup += t.elapsed();
-                // Values read for this part serve the SHAREUPDATEs of later parts too.
-                body.correlator.add_custom_fields(fields);
+            match finished {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => {
+                    // What is still in flight finishes first: a retry of this body must not
+                    // find a commit of this one still running.
+                    finish(parsing.take()).await;
+                    finish(building.take()).await;
+                    finish(committing.take()).await;
+                    return Err(e.into());
+                }
             }
-            let c = self.clone();
-            body = self
-                .journal
-                .call(move |j| {
-                    let t = Instant::now();
-                    let built = c.build_part(&part, last, &mut body.correlator);
-                    body.parse += t.elapsed();
-                    let t = Instant::now();
-                    c.store_part(j, raw_id, built, &mut body.out)?;
-                    body.commit += t.elapsed();
-                    Ok(body)
-                })
-                .await?;
-            if last {
-                break;
+            if idle {
+                lookup += t.elapsed();
             }
         }
-        Ok(self.finish_body(body, clear, out))
+        let (Some(parsed), Some(built), Some(committed)) = (parse_side, build_side, commit_side)
+        else {
+            // Every side is back once nothing is in flight.
+            return Err(JournalError::Corrupt(format!(
+                "journalled body {raw_id}: its parse ended with a part in flight"
+            ))
+            .into());
+        };
+        Ok(self.finish_body(parsed, built, committed, lookup, clear, out))
     }
 
     /// The custom field values of `scan`'s targets, read from PM by the body's deadline (set by
@@ -928,18 +1060,20 @@ impl Committer {
         scan: share_fields::Scan,
         deadline: &mut Option<tokio::time::Instant>,
     ) -> CustomFieldsByTarget {
-        match self.start_reads(scan, deadline) {
+        match self.start_reads(scan, deadline, &mut None) {
             Some(reads) => reads.fields().await,
             None => CustomFieldsByTarget::new(),
         }
     }
 
     /// Start reading `scan`'s targets in the background (`None`: nothing to read, or no PM
-    /// client). The reads themselves still reach PM one at a time: the client takes turns.
+    /// client), after the reads started before with the same `turn` (the client takes turns
+    /// anyway: one part's reads done first let its commit start while the next part's run).
     fn start_reads(
         &self,
         scan: share_fields::Scan,
         deadline: &mut Option<tokio::time::Instant>,
+        turn: &mut Option<tokio::sync::oneshot::Receiver<()>>,
     ) -> Option<Reads> {
         match &self.client {
             Some(client) if !scan.targets.is_empty() || scan.skipped > 0 => {
@@ -947,40 +1081,64 @@ impl Committer {
                     .get_or_insert_with(|| tokio::time::Instant::now() + self.lookup_budget);
                 let client = client.clone();
                 let account = self.scope.account.clone();
-                Some(Reads(tokio::spawn(async move {
-                    share_fields::read_custom_fields(&client, &scan, by, &account).await
-                })))
+                let before = turn.take();
+                let (done, next) = tokio::sync::oneshot::channel::<()>();
+                *turn = Some(next);
+                Some(Reads {
+                    handle: tokio::spawn(async move {
+                        if let Some(before) = before {
+                            // Sent or dropped (done, or cancelled): either way, our turn.
+                            let _ = before.await;
+                        }
+                        let fields =
+                            share_fields::read_custom_fields(&client, &scan, by, &account).await;
+                        drop(done);
+                        fields
+                    }),
+                    done: None,
+                })
             }
             _ => None,
         }
     }
 
     /// Metrics and the log line of a body parsed to its end.
-    fn finish_body(&self, body: BodyParse, clear: bool, out: &mut DrainOutcome) -> Processed {
+    fn finish_body(
+        &self,
+        parsed: BodyParse,
+        built: BodyBuild,
+        committed: BodyCommit,
+        lookup: Duration,
+        clear: bool,
+        out: &mut DrainOutcome,
+    ) -> Processed {
         let account = &self.scope.account;
-        out.add(&body.out);
+        let mut body_out = committed.out;
+        body_out.quarantined += parsed.quarantined;
+        out.add(&body_out);
         let Processed {
             notifications: n,
             bad,
-        } = body.processed;
+        } = parsed.processed;
         let outcome = if bad > 0 { "parse_error" } else { "ok" };
         metrics::counter!("espm_bridge_polls_total", "account" => account.clone(), "endpoint" => ENDPOINT, "outcome" => outcome).increment(1);
         self.set_parse_failing(bad > 0);
-        if body.skipped > 0 {
-            tracing::warn!(account = %account, skipped = body.skipped, cap = share_fields::MAX_TARGETS, "a body names more shares than are re-read at once: the rest of its share.updated events go out flagged enrichment=unavailable");
+        if parsed.skipped > 0 {
+            tracing::warn!(account = %account, skipped = parsed.skipped, cap = share_fields::MAX_TARGETS, "a body names more shares than are re-read at once: the rest of its share.updated events go out flagged enrichment=unavailable");
         }
         if clear {
             metrics::counter!("espm_bridge_notifications_drained_total", "account" => account.clone()).increment(n as u64);
         }
         if n > 0 || bad > 0 {
+            // Parsing and committing overlap: these are each side's own time, not the body's.
             tracing::info!(
-                account = %account, clear, received = n, new = body.out.new_notifications, quarantined = bad,
-                parse_ms = body.parse.as_millis() as u64, commit_ms = body.commit.as_millis() as u64,
-                lookup_ms = body.lookup.as_millis() as u64,
+                account = %account, clear, received = n, new = body_out.new_notifications, quarantined = bad,
+                parse_ms = parsed.parse.as_millis() as u64, normalize_ms = built.normalize.as_millis() as u64,
+                commit_ms = committed.commit.as_millis() as u64, lookup_ms = lookup.as_millis() as u64,
                 "drained notifications"
             );
         }
-        body.processed
+        parsed.processed
     }
 
     /// Parse the next part of a body (up to [`COMMIT_PART`] notifications), quarantining bad
@@ -1017,7 +1175,7 @@ impl Committer {
                     let error = not_a_list.to_string();
                     tracing::error!(account = %account, raw_id = %raw_id, error = %error, "PM notification body does not parse: quarantined");
                     self.quarantine_blocking(j, endpoint, raw_id, &error)?;
-                    body.out.quarantined += 1;
+                    body.quarantined += 1;
                     body.processed.bad = 1;
                     return Ok(Step::NotAList);
                 }
@@ -1053,7 +1211,7 @@ impl Committer {
                         })?;
                     tracing::error!(account = %account, raw_id = %raw_id, error = %error, outcome = ?outcome, "one part of a PM notification body does not parse: quarantined, the rest goes on");
                     self.counted_quarantine(outcome);
-                    body.out.quarantined += 1;
+                    body.quarantined += 1;
                     body.processed.bad += 1;
                 }
             }
