@@ -97,6 +97,13 @@ impl CloudEvent {
         // Serialising a struct of strings and a Value cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
     }
+
+    /// [`CloudEvent::to_json_bytes`] with `partitionkey` derived already (by the caller, from
+    /// [`CloudEvent::partitionkey`]): a binding that also puts it in a header reads `data` once.
+    pub fn to_json_bytes_keyed(&self, partitionkey: Option<&str>) -> Vec<u8> {
+        serde_json::to_vec(&self.wire_keyed(false, partitionkey.map(Cow::Borrowed)))
+            .unwrap_or_default()
+    }
 }
 
 /// A header value as the CloudEvents NATS (3.1.3.2) and HTTP (3.1.3.2) bindings require in
@@ -192,7 +199,7 @@ struct Wire<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     correlationid: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    partitionkey: Option<String>,
+    partitionkey: Option<Cow<'a, str>>,
     data: &'a crate::Data,
 }
 
@@ -226,6 +233,16 @@ struct Stored {
 
 impl CloudEvent {
     fn wire(&self, stored: bool) -> Wire<'_> {
+        let partitionkey = if stored {
+            None
+        } else {
+            self.partitionkey().map(Cow::Owned)
+        };
+        self.wire_keyed(stored, partitionkey)
+    }
+
+    /// [`CloudEvent::wire`] with `partitionkey` given.
+    fn wire_keyed<'a>(&'a self, stored: bool, partitionkey: Option<Cow<'a, str>>) -> Wire<'a> {
         // The stored form leaves out what the type implies (`&&`: the wire form computes none).
         let omit_version = stored && self.specversion == SPEC_VERSION;
         let omit_content_type = stored && self.datacontenttype == JSON;
@@ -243,7 +260,7 @@ impl CloudEvent {
             espmaccount: &self.espmaccount,
             causationid: self.causationid.as_deref(),
             correlationid: self.correlationid.as_deref(),
-            partitionkey: if stored { None } else { self.partitionkey() },
+            partitionkey,
             data: &self.data,
         }
     }
@@ -374,6 +391,40 @@ mod tests {
             prop_assert_eq!(&CloudEvent::from_stored_json(&full).unwrap(), &ev);
             prop_assert!(stored.len() <= full.len());
         }
+
+        /// The wire form with the key derived by the caller is the wire form.
+        #[test]
+        fn the_keyed_wire_form_is_the_wire_form(ev in arb_event()) {
+            let key = ev.partitionkey();
+            prop_assert_eq!(ev.to_json_bytes_keyed(key.as_deref()), ev.to_json_bytes());
+        }
+    }
+
+    /// The key given is the key written: the same bytes as deriving it, other bytes for another.
+    #[test]
+    fn the_keyed_wire_form_writes_the_key_it_is_given() {
+        let ty = "gov.energystar.pm.share.revoked";
+        let ev = CloudEvent {
+            specversion: "1.0".into(),
+            id: "id".into(),
+            source: "urn:espm:sim:acme".into(),
+            ty: ty.into(),
+            subject: None,
+            time: None,
+            datacontenttype: "application/json".into(),
+            dataschema: crate::dataschema_uri(ty),
+            espmenvironment: "sim".into(),
+            espmaccount: "acme".into(),
+            causationid: None,
+            correlationid: None,
+            data: serde_json::json!({"accountId": 5}).into(),
+        };
+        let key = ev.partitionkey();
+        assert_eq!(key.as_deref(), Some("5"));
+        assert_eq!(ev.to_json_bytes_keyed(key.as_deref()), ev.to_json_bytes());
+        let other: serde_json::Value =
+            serde_json::from_slice(&ev.to_json_bytes_keyed(Some("6"))).unwrap();
+        assert_eq!(other["partitionkey"], "6");
     }
 
     /// A notification event's stored form leaves out what its type implies.

@@ -55,11 +55,17 @@ static HEADER_NAMES: std::sync::LazyLock<Vec<(&'static str, HeaderName)>> =
 /// window drops a retried publish of the same event.
 pub fn build_request(subject: &Template, event: &CloudEvent, jetstream: bool) -> NatsRequest {
     let mut headers = HeaderMap::new();
-    for (attribute, value) in event.attributes() {
-        if let Some((_, name)) = HEADER_NAMES.iter().find(|(a, _)| *a == attribute) {
-            headers.insert(name.clone(), percent_encode(&value));
+    let attributes = event.attributes();
+    for (attribute, value) in &attributes {
+        if let Some((_, name)) = HEADER_NAMES.iter().find(|(a, _)| a == attribute) {
+            headers.insert(name.clone(), percent_encode(value));
         }
     }
+    // Read from `data` once, for its header and the payload.
+    let partitionkey = attributes
+        .iter()
+        .find(|(a, _)| *a == "partitionkey")
+        .map(|(_, v)| v.as_ref());
     headers.insert(CONTENT_TYPE_HEADER.clone(), CONTENT_TYPE);
     if jetstream {
         // The standard name, so readers of this HeaderMap find it with NATS_MESSAGE_ID too.
@@ -68,7 +74,7 @@ pub fn build_request(subject: &Template, event: &CloudEvent, jetstream: bool) ->
     NatsRequest {
         subject: render_subject(subject, event),
         headers,
-        payload: Bytes::from(event.to_json_bytes()),
+        payload: Bytes::from(event.to_json_bytes_keyed(partitionkey)),
     }
 }
 
