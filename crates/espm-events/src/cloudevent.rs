@@ -350,7 +350,12 @@ mod tests {
             (
                 opt(),
                 opt(),
-                prop::collection::btree_map("[a-zA-Z]{1,8}", any::<i64>(), 0..4),
+                // `accountId` gives a share event its `partitionkey`.
+                prop::collection::btree_map(
+                    prop_oneof![Just("accountId".to_string()), "[a-zA-Z]{1,8}"],
+                    any::<i64>(),
+                    0..4,
+                ),
             ),
         )
             .prop_map(
