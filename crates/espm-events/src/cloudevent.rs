@@ -165,6 +165,12 @@ impl AttributeHeaders {
         }
     }
 
+    /// Each attribute with its header name, in the order of [`ATTRIBUTE_NAMES`]: a binding that
+    /// writes every header walks this instead of looking each name up.
+    pub fn pairs(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        self.names.iter().copied()
+    }
+
     /// The header name of `attribute` (one of [`ATTRIBUTE_NAMES`]).
     pub fn get(&self, attribute: &str) -> Option<&'static str> {
         self.names

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use espm_config::KafkaMode;
-use espm_events::{AttributeHeaders, CloudEvent, Template};
+use espm_events::{AttributeHeaders, CloudEvent, Template, ATTRIBUTE_NAMES};
 
 /// `content-type` of a binary-mode record: the value is the JSON of `data`.
 pub const BINARY_CONTENT_TYPE: &str = "application/json";
@@ -54,12 +54,23 @@ pub struct RequestBuilder {
     topic: Template,
     key: Template,
     mode: KafkaMode,
+    /// The topic of every record when the template has no placeholders, checked once.
+    fixed_topic: Option<Result<String, BuildError>>,
 }
 
 impl RequestBuilder {
     /// A builder from parsed templates.
     pub fn new(topic: Template, key: Template, mode: KafkaMode) -> Self {
-        Self { topic, key, mode }
+        let mut b = Self {
+            topic,
+            key,
+            mode,
+            fixed_topic: None,
+        };
+        b.fixed_topic = b
+            .static_topic()
+            .map(|t| validate_topic(t).map(|()| t.to_string()));
+        b
     }
 
     /// The topic template.
@@ -84,8 +95,14 @@ impl RequestBuilder {
                 .map(Cow::Borrowed),
             _ => ev.attribute(name),
         };
-        let topic = self.topic.render_with(ev, attribute);
-        validate_topic(&topic)?;
+        let topic = match &self.fixed_topic {
+            Some(fixed) => fixed.clone()?,
+            None => {
+                let topic = self.topic.render_with(ev, attribute);
+                validate_topic(&topic)?;
+                topic
+            }
+        };
         let key = self.key.render_with(ev, attribute);
         let key = (!key.is_empty()).then_some(key);
         let (headers, payload) = match self.mode {
@@ -118,11 +135,17 @@ static HEADERS: std::sync::LazyLock<AttributeHeaders> =
 fn binary_headers<'a>(
     attribute: impl Fn(&str) -> Option<Cow<'a, str>>,
 ) -> Vec<(&'static str, String)> {
-    let mut h: Vec<(&'static str, String)> = CloudEvent::attributes_with(attribute)
-        .into_iter()
-        .filter(|(name, _)| *name != "datacontenttype")
-        .filter_map(|(name, value)| Some((HEADERS.get(name)?, value.into_owned())))
-        .collect();
+    // Straight into one vector, names in attribute order: no list of attributes in between and
+    // no name looked up per header (a quarter of a record's build time, issue 9).
+    let mut h: Vec<(&'static str, String)> = Vec::with_capacity(ATTRIBUTE_NAMES.len());
+    for (name, header) in HEADERS.pairs() {
+        if name == "datacontenttype" {
+            continue;
+        }
+        if let Some(value) = attribute(name) {
+            h.push((header, value.into_owned()));
+        }
+    }
     h.push(("content-type", BINARY_CONTENT_TYPE.to_string()));
     h
 }
@@ -269,6 +292,29 @@ mod tests {
         assert!(validate_topic(&"a".repeat(250)).is_err());
         assert!(validate_topic("..").is_err());
         assert!(validate_topic("espm.sim_x-1").is_ok());
+    }
+
+    /// A topic without placeholders is checked once, at construction, and every record still
+    /// gets it, or the same error.
+    #[test]
+    fn fixed_topics_are_checked_once_and_given_to_every_record() {
+        let good = builder("espm-events", "{id}", KafkaMode::Binary);
+        for id in ["a", "b"] {
+            let mut e = ev();
+            e.id = id.into();
+            let r = good.build(&e).unwrap();
+            assert_eq!(
+                (r.topic.as_str(), r.key.as_deref()),
+                ("espm-events", Some(id))
+            );
+        }
+        let bad = builder("espm events", "", KafkaMode::Binary);
+        for _ in 0..2 {
+            assert!(matches!(
+                bad.build(&ev()),
+                Err(BuildError::InvalidTopic { ref topic, .. }) if topic == "espm events"
+            ));
+        }
     }
 
     #[test]

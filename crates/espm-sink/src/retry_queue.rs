@@ -388,9 +388,7 @@ pub(crate) async fn run(
         state.cursor.store(cursor, Ordering::Relaxed);
         if !delivered.is_empty() {
             metrics.published(delivered.len() as u64);
-            for at in &delivered {
-                metrics.latency(*at, now);
-            }
+            metrics.latencies(&delivered, now);
             write(&state.last_delivery, Some(now));
             state.connected.store(true, Ordering::Relaxed);
         } else if let Some(reason) = last_failure {
