@@ -78,17 +78,9 @@ impl CloudEvent {
     /// Every context attribute that has a value, in a fixed order (`datacontenttype` included),
     /// as binary content modes put them in headers.
     pub fn attributes(&self) -> Vec<(&'static str, Cow<'_, str>)> {
-        Self::attributes_with(|name| self.attribute(name))
-    }
-
-    /// [`CloudEvent::attributes`] with each looked up through `attribute` (see
-    /// [`crate::Template::render_with`]).
-    pub fn attributes_with<'a>(
-        attribute: impl Fn(&str) -> Option<Cow<'a, str>>,
-    ) -> Vec<(&'static str, Cow<'a, str>)> {
         ATTRIBUTE_NAMES
             .iter()
-            .filter_map(|n| attribute(n).map(|v| (*n, v)))
+            .filter_map(|n| self.attribute(n).map(|v| (*n, v)))
             .collect()
     }
 
