@@ -95,22 +95,15 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
-/// Classify a transport error.
-fn classify_error(err: &reqwest::Error) -> Attempt {
-    let kind = if err.is_timeout() {
-        FailureKind::Timeout
-    } else if err.is_connect() {
-        FailureKind::Connect
-    } else {
-        FailureKind::Transport
-    };
-    // `without_url` keeps query strings (which may carry tokens) out of reasons and logs.
+/// A failed exchange: `kind`, then `err` and its causes, for the dead-letter reason and logs.
+/// Callers pass errors without the URL (it may carry a token in its query).
+fn failed(kind: FailureKind, err: &dyn std::error::Error) -> Attempt {
     let mut detail = String::from(match kind {
         FailureKind::Timeout => "timeout",
         FailureKind::Connect => "connection failed",
         _ => "transport error",
     });
-    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(err);
+    let mut source = Some(err);
     while let Some(e) = source {
         detail.push_str(": ");
         detail.push_str(&e.to_string());
@@ -123,39 +116,233 @@ fn classify_error(err: &reqwest::Error) -> Attempt {
     }
 }
 
+/// Whether `err` or one of its causes is an I/O timeout (a connect timeout, say).
+fn timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Classify a transport error of the proxied client.
+fn classify_reqwest_error(err: &reqwest::Error) -> Attempt {
+    let kind = if err.is_timeout() {
+        FailureKind::Timeout
+    } else if err.is_connect() {
+        FailureKind::Connect
+    } else {
+        FailureKind::Transport
+    };
+    // reqwest's own message ("error sending request") says nothing; its causes do.
+    match std::error::Error::source(err) {
+        Some(cause) => failed(kind, cause),
+        None => failed(kind, err),
+    }
+}
+
+/// Classify a transport error of the direct client.
+fn classify_hyper_error(err: &hyper_util::client::legacy::Error) -> Attempt {
+    let kind = if timed_out(err) {
+        FailureKind::Timeout
+    } else if err.is_connect() {
+        FailureKind::Connect
+    } else {
+        FailureKind::Transport
+    };
+    failed(kind, err)
+}
+
+/// The building of the HTTP client failed (no TLS provider, say).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build HTTP client: {0}")]
+pub struct ClientError(String);
+
+type DirectClient = hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    http_body_util::Full<bytes::Bytes>,
+>;
+
+/// How requests reach the endpoint.
+#[derive(Clone)]
+enum Transport {
+    /// hyper's pooled HTTP/1 client: reqwest's layers (retry, redirect, URL conversions) were
+    /// about a tenth of the bridge's CPU in a webhook burst (issue 9), and none of them is used.
+    Direct(DirectClient),
+    /// Through the proxy the environment names for this URL (`HTTPS_PROXY`, `HTTP_PROXY`,
+    /// `ALL_PROXY`, minus `NO_PROXY`): reqwest, which speaks to proxies.
+    Proxied(reqwest::Client),
+}
+
 /// A client bound to one endpoint.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebhookService {
-    client: reqwest::Client,
+    transport: Transport,
+    /// The configured URL, for the proxied client (which reads its user info itself).
     url: reqwest::Url,
+    /// The URL without user info or fragment, for the direct client.
+    uri: http::Uri,
+    /// `authorization: Basic ...` from the URL's user info, as reqwest would send it.
+    basic_auth: Option<http::HeaderValue>,
     timeout: Duration,
+}
+
+impl fmt::Debug for WebhookService {
+    // Neither the URL (a token in its query) nor the credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookService")
+            .field(
+                "transport",
+                &match self.transport {
+                    Transport::Direct(_) => "direct",
+                    Transport::Proxied(_) => "proxied",
+                },
+            )
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL as the direct client sends it, and the `authorization` header its user info stands
+/// for (percent-decoded, as reqwest does; marked sensitive).
+fn direct_target(url: &reqwest::Url) -> Result<(http::Uri, Option<http::HeaderValue>), ClientError> {
+    let mut bare = url.clone();
+    let auth = if url.username().is_empty() && url.password().is_none() {
+        None
+    } else {
+        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let credentials = format!(
+            "{}:{}",
+            decode(url.username()),
+            url.password().map(decode).unwrap_or_default()
+        );
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+        let mut value = http::HeaderValue::from_str(&format!("Basic {encoded}"))
+            .map_err(|_| ClientError("the URL's user info is not a valid credential".into()))?;
+        value.set_sensitive(true);
+        // Only fails for URLs that cannot have user info, which `url` then never reports.
+        let _ = bare.set_username("");
+        let _ = bare.set_password(None);
+        Some(value)
+    };
+    bare.set_fragment(None);
+    // Never echo the URL: it may carry a token.
+    let uri = bare
+        .as_str()
+        .parse::<http::Uri>()
+        .map_err(|_| ClientError("the URL is not a valid HTTP request target".into()))?;
+    Ok((uri, auth))
+}
+
+fn direct_client(timeout: Duration, max_in_flight: usize) -> Result<DirectClient, ClientError> {
+    use hyper_util::client::legacy::connect::HttpConnector;
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(timeout));
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(provider)
+        .map_err(|e| ClientError(e.to_string()))?
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_max_idle_per_host(max_in_flight.max(1))
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(https),
+    )
 }
 
 impl WebhookService {
     /// Build the HTTP client. Redirects are not followed: a signed event must reach the
-    /// configured URL or fail visibly.
+    /// configured URL or fail visibly. A proxy the environment names for this URL is used, as
+    /// by every reqwest or curl based tool.
     pub fn new(
         url: reqwest::Url,
         timeout: Duration,
         max_in_flight: usize,
-    ) -> reqwest::Result<Self> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(timeout)
-            .pool_max_idle_per_host(max_in_flight.max(1))
-            .build()?;
+    ) -> Result<Self, ClientError> {
+        let (uri, basic_auth) = direct_target(&url)?;
+        let proxied = hyper_util::client::proxy::matcher::Matcher::from_env()
+            .intercept(&uri)
+            .is_some();
+        let transport = if proxied {
+            Transport::Proxied(
+                reqwest::Client::builder()
+                    .redirect(reqwest::redirect::Policy::none())
+                    .connect_timeout(timeout)
+                    .pool_max_idle_per_host(max_in_flight.max(1))
+                    .build()
+                    .map_err(|e| ClientError(e.without_url().to_string()))?,
+            )
+        } else {
+            Transport::Direct(direct_client(timeout, max_in_flight)?)
+        };
         Ok(Self {
-            client,
+            transport,
             url,
+            uri,
+            basic_auth,
             timeout,
         })
     }
 
-    /// Send one request and classify the result. The whole exchange, body included, is bounded
-    /// by the configured timeout.
+    /// Whether requests go through a proxy named by the environment.
+    pub fn is_proxied(&self) -> bool {
+        matches!(self.transport, Transport::Proxied(_))
+    }
+
+    /// Send one request and classify the result. The exchange is bounded by the configured
+    /// timeout; a status that arrived in time stands even if its body does not.
     pub async fn send(&self, request: WebhookRequest) -> Attempt {
-        let sent = self
-            .client
+        match &self.transport {
+            Transport::Direct(client) => self.send_direct(client, request).await,
+            Transport::Proxied(client) => self.send_proxied(client, request).await,
+        }
+    }
+
+    async fn send_direct(&self, client: &DirectClient, request: WebhookRequest) -> Attempt {
+        use http::header::{ACCEPT, AUTHORIZATION};
+        use http_body_util::BodyExt;
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut headers = request.headers;
+        if let Some(auth) = &self.basic_auth {
+            // A configured `authorization` header wins, as with reqwest.
+            headers
+                .entry(AUTHORIZATION)
+                .or_insert_with(|| auth.clone());
+        }
+        headers
+            .entry(ACCEPT)
+            .or_insert(http::HeaderValue::from_static("*/*"));
+        let mut req = http::Request::new(http_body_util::Full::new(bytes::Bytes::from(
+            request.body,
+        )));
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = headers;
+        let resp = match tokio::time::timeout_at(deadline, client.request(req)).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(err)) => return classify_hyper_error(&err),
+            Err(_) => return no_answer(self.timeout),
+        };
+        let (parts, body) = resp.into_parts();
+        let attempt = classify(parts.status, &parts.headers, SystemTime::now());
+        // Drain the body so the connection can be reused; its content is irrelevant.
+        let _ = tokio::time::timeout_at(deadline, body.collect()).await;
+        attempt
+    }
+
+    async fn send_proxied(&self, client: &reqwest::Client, request: WebhookRequest) -> Attempt {
+        let sent = client
             .post(self.url.clone())
             .headers(request.headers)
             .body(request.body)
@@ -165,12 +352,24 @@ impl WebhookService {
         match sent {
             Ok(resp) => {
                 let attempt = classify(resp.status(), resp.headers(), SystemTime::now());
-                // Drain the body so the connection can be reused; its content is irrelevant.
                 let _ = resp.bytes().await;
                 attempt
             }
-            Err(err) => classify_error(&err.without_url()),
+            // `without_url` keeps query strings (which may carry tokens) out of reasons and logs.
+            Err(err) => classify_reqwest_error(&err.without_url()),
         }
+    }
+}
+
+/// No status within `timeout`.
+fn no_answer(timeout: Duration) -> Attempt {
+    Attempt::Failed {
+        kind: FailureKind::Timeout,
+        detail: format!(
+            "timeout: no answer within {}",
+            humantime::format_duration(timeout)
+        ),
+        retry_after: None,
     }
 }
 

@@ -177,7 +177,7 @@ impl WebhookSink {
         }
         let headers = extra_headers(&all_headers).map_err(|e| config_error(name, e.to_string()))?;
         let service = WebhookService::new(url, cfg.timeout, cfg.max_in_flight)
-            .map_err(|e| config_error(name, format!("cannot build HTTP client: {e}")))?;
+            .map_err(|e| config_error(name, e.to_string()))?;
         Ok(Self {
             name: cfg.name.clone(),
             filter,

@@ -713,3 +713,89 @@ async fn binary_mode_posts_data_with_ce_headers() {
         "the signature covers the binary body"
     );
 }
+
+#[tokio::test]
+async fn user_info_in_the_url_is_sent_as_basic_auth_unless_a_header_says_otherwise() {
+    use base64::Engine as _;
+    let rx = Receiver::start(vec![], Reply::status(204)).await;
+    let f = secret_file(&[SECRET_A]);
+    // Percent-encoded user info, decoded before it is encoded again in base64.
+    let url = rx.url.replace("http://", "http://hook%40user:p%3Ass@");
+    let sink = WebhookSink::new(&config("auth", &url, &f)).unwrap();
+    assert!(!format!("{sink:?}").contains("p%3Ass"));
+    assert_eq!(sink.deliver(&[envelope(1)]).await, vec![Outcome::Delivered]);
+    let want = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("hook@user:p:ss")
+    );
+    assert_eq!(rx.received()[0].headers["authorization"], want.as_str());
+    assert!(verify(SECRET_A, &rx.received()[0]));
+
+    let mut cfg = config("auth-header", &url, &f);
+    let var = "ESPM_WEBHOOK_TEST_AUTH_ENV";
+    // Only this test reads this variable.
+    std::env::set_var(var, "Bearer configured");
+    cfg.header_envs.insert("Authorization".into(), var.into());
+    let sink = WebhookSink::new(&cfg).unwrap();
+    assert_eq!(sink.deliver(&[envelope(2)]).await, vec![Outcome::Delivered]);
+    assert_eq!(rx.received()[1].headers["authorization"], "Bearer configured");
+}
+
+#[tokio::test]
+async fn https_urls_are_sent_over_tls_only() {
+    use tokio::io::AsyncReadExt;
+    // A listener that records the first bytes it is sent and hangs up: no certificate is needed
+    // to see whether the client opened with a TLS handshake or with plaintext HTTP.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let first = tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut head = [0u8; 3];
+        sock.read_exact(&mut head).await.unwrap();
+        head
+    });
+    let f = secret_file(&[SECRET_A]);
+    let mut cfg = config("tls", &format!("https://{addr}/hook"), &f);
+    cfg.retry.schedule = Vec::new();
+    let sink = WebhookSink::new(&cfg).unwrap();
+    match &sink.deliver(&[envelope(1)]).await[0] {
+        Outcome::DeadLetter { reason, .. } => assert!(reason.contains("connection"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let head = first.await.unwrap();
+    // A TLS record of type handshake (22), protocol version 3.x: a ClientHello.
+    assert_eq!(&head[..2], &[0x16, 0x03], "not a TLS handshake: {head:?}");
+}
+
+#[tokio::test]
+async fn a_status_that_arrived_in_time_stands_when_its_body_does_not() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // 200 and a content-length, then a body that never comes: the endpoint has accepted the
+    // event, so it is delivered, not retried (which would only send a duplicate).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut sock, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = sock.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request ended before its headers did");
+            seen.extend_from_slice(&buf[..n]);
+        }
+        sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let f = secret_file(&[SECRET_A]);
+    let mut cfg = config("slow-body", &format!("http://{addr}/hook"), &f);
+    cfg.timeout = Duration::from_millis(300);
+    let sink = WebhookSink::new(&cfg).unwrap();
+    let sent = tokio::time::Instant::now();
+    assert_eq!(sink.deliver(&[envelope(1)]).await, vec![Outcome::Delivered]);
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "the body wait is bounded by the timeout"
+    );
+}
