@@ -8,6 +8,10 @@
 //! way the bridge is: until the same kind of reader (a Kafka consumer, a JetStream ordered
 //! consumer, the loopback receiver) has every record. The reader shares the broker and the two
 //! cores with the sender, as it does in the bridge's leg.
+//!
+//! The naive leg sends with the bridge's own clients (for webhooks, the sink's hyper client), so
+//! that it differs from the bridge only by the journal; the bare leg with plain ones (for
+//! webhooks, reqwest with its defaults, as issue 9 names it).
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -73,7 +77,7 @@ impl Destination {
     }
 
     /// A fresh topic, stream or receiver, with a reader recording into `rec`.
-    async fn open(&self, rec: &Recorder) -> anyhow::Result<Publisher> {
+    async fn open(&self, rec: &Recorder, leg: Leg) -> anyhow::Result<Publisher> {
         let sfx = unique_suffix();
         Ok(match self {
             Destination::Kafka { brokers } => {
@@ -149,9 +153,20 @@ impl Destination {
                     "name = \"baseline\"\nurl = \"http://{addr}/hook\"\nsecret_env = \"X\"\n"
                 ))
                 .context("baseline webhook sink configuration")?;
+                let url = format!("http://{addr}/hook");
+                let http = match leg {
+                    Leg::Naive => WebhookClient::Bridge(Arc::new(
+                        espm_sink_webhook::service::WebhookService::new(
+                            url.parse().context("baseline webhook URL")?,
+                            cfg.timeout,
+                            WEBHOOK_IN_FLIGHT,
+                        )?,
+                    )),
+                    Leg::Raw => WebhookClient::Reqwest(reqwest::Client::new()),
+                };
                 Publisher::Webhook {
-                    http: reqwest::Client::new(),
-                    url: format!("http://{addr}/hook"),
+                    http,
+                    url,
                     server,
                     signer: espm_sink_webhook::Signer::from_secrets(&[WHSEC])
                         .map_err(|_| anyhow::anyhow!("internal: the load secret does not parse"))?,
@@ -198,12 +213,30 @@ enum Publisher {
         reader: tokio::task::JoinHandle<anyhow::Result<()>>,
     },
     Webhook {
-        http: reqwest::Client,
+        http: WebhookClient,
         url: String,
         server: tokio::task::JoinHandle<()>,
         signer: espm_sink_webhook::Signer,
         mode: espm_config::WebhookMode,
     },
+}
+
+/// Which leg a publisher serves.
+#[derive(Debug, Clone, Copy)]
+enum Leg {
+    /// The naive bridge: the bridge's own clients, only the journal left out.
+    Naive,
+    /// The bare client the issue names (for webhooks, a plain reqwest POST loop).
+    Raw,
+}
+
+/// The HTTP client of a webhook leg.
+enum WebhookClient {
+    /// The bridge's webhook client, so that the naive leg differs from the bridge only by what
+    /// durability costs.
+    Bridge(Arc<espm_sink_webhook::service::WebhookService>),
+    /// reqwest with its defaults.
+    Reqwest(reqwest::Client),
 }
 
 type Ack = BoxFuture<'static, anyhow::Result<()>>;
@@ -299,7 +332,14 @@ impl Publisher {
                     Ok(())
                 })
             }
-            (Publisher::Webhook { http, url, .. }, Record::Webhook(r)) => {
+            (
+                Publisher::Webhook {
+                    http: WebhookClient::Reqwest(http),
+                    url,
+                    ..
+                },
+                Record::Webhook(r),
+            ) => {
                 let req = http.post(url).headers(r.headers).body(r.body);
                 Box::pin(async move {
                     req.send()
@@ -307,6 +347,21 @@ impl Publisher {
                         .and_then(|r| r.error_for_status())
                         .context("baseline POST failed")?;
                     Ok(())
+                })
+            }
+            (
+                Publisher::Webhook {
+                    http: WebhookClient::Bridge(service),
+                    ..
+                },
+                Record::Webhook(r),
+            ) => {
+                let service = service.clone();
+                Box::pin(async move {
+                    match service.send(r).await {
+                        espm_sink_webhook::service::Attempt::Success { .. } => Ok(()),
+                        other => anyhow::bail!("baseline POST failed: {other}"),
+                    }
                 })
             }
             _ => anyhow::bail!("internal: a record for another destination"),
@@ -372,7 +427,7 @@ pub async fn naive_bridge(
 ) -> anyhow::Result<Naive> {
     let sim = start_sim().await?;
     let rec = Recorder::default();
-    let publisher = dest.open(&rec).await?;
+    let publisher = dest.open(&rec, Leg::Naive).await?;
     let window = publisher.window();
     let http = reqwest::Client::new();
     let origin = Origin {
@@ -436,7 +491,7 @@ pub async fn naive_bridge(
 /// awaited pipelined. Records/s from the first send until the leg's reader has every one.
 pub async fn raw_client(dest: &Destination, naive: Naive) -> anyhow::Result<f64> {
     let rec = Recorder::default();
-    let publisher = dest.open(&rec).await?;
+    let publisher = dest.open(&rec, Leg::Raw).await?;
     let window = publisher.window();
     let mut records = naive.records;
     publisher.retarget(&mut records);

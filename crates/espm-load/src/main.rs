@@ -94,7 +94,8 @@ struct Args {
     chunk: u64,
 
     /// After each kafka, nats or webhook run, two baselines on the same destination, side by
-    /// side: a naive bridge (clear=true, parse, publish; no journal) and a bare client sending
+    /// side: a naive bridge (clear=true, parse, publish with the bridge's own clients; no
+    /// journal) and a bare client sending
     /// the same records again (an idempotent rdkafka producer; async-nats JetStream publish
     /// with PubAcks pipelined, 256 outstanding; reqwest POSTs, 64 concurrent). Both send what
     /// the bridge's sink would (its request builder: same key, headers and value) and are

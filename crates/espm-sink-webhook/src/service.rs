@@ -210,12 +210,18 @@ impl fmt::Debug for WebhookService {
 
 /// The URL as the direct client sends it, and the `authorization` header its user info stands
 /// for (percent-decoded, as reqwest does; marked sensitive).
-fn direct_target(url: &reqwest::Url) -> Result<(http::Uri, Option<http::HeaderValue>), ClientError> {
+fn direct_target(
+    url: &reqwest::Url,
+) -> Result<(http::Uri, Option<http::HeaderValue>), ClientError> {
     let mut bare = url.clone();
     let auth = if url.username().is_empty() && url.password().is_none() {
         None
     } else {
-        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        };
         let credentials = format!(
             "{}:{}",
             decode(url.username()),
@@ -316,16 +322,13 @@ impl WebhookService {
         let mut headers = request.headers;
         if let Some(auth) = &self.basic_auth {
             // A configured `authorization` header wins, as with reqwest.
-            headers
-                .entry(AUTHORIZATION)
-                .or_insert_with(|| auth.clone());
+            headers.entry(AUTHORIZATION).or_insert_with(|| auth.clone());
         }
         headers
             .entry(ACCEPT)
             .or_insert(http::HeaderValue::from_static("*/*"));
-        let mut req = http::Request::new(http_body_util::Full::new(bytes::Bytes::from(
-            request.body,
-        )));
+        let mut req =
+            http::Request::new(http_body_util::Full::new(bytes::Bytes::from(request.body)));
         *req.method_mut() = http::Method::POST;
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = headers;

@@ -55,7 +55,13 @@ fn envelope() -> Envelope {
 async fn a_proxy_from_the_environment_is_used_and_no_proxy_is_respected() {
     let (proxy, via_proxy) = recorder().await;
     let (direct, at_endpoint) = recorder().await;
-    for var in ["http_proxy", "https_proxy", "all_proxy", "ALL_PROXY", "no_proxy"] {
+    for var in [
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "ALL_PROXY",
+        "no_proxy",
+    ] {
         std::env::remove_var(var);
     }
     std::env::set_var("HTTP_PROXY", &proxy);
@@ -83,6 +89,9 @@ async fn a_proxy_from_the_environment_is_used_and_no_proxy_is_respected() {
         straight.deliver(&[envelope()]).await,
         vec![Outcome::Delivered]
     );
-    assert_eq!(at_endpoint.lock().unwrap().clone(), vec!["/hook".to_string()]);
+    assert_eq!(
+        at_endpoint.lock().unwrap().clone(),
+        vec!["/hook".to_string()]
+    );
     assert_eq!(via_proxy.lock().unwrap().len(), 1);
 }

@@ -738,7 +738,10 @@ async fn user_info_in_the_url_is_sent_as_basic_auth_unless_a_header_says_otherwi
     cfg.header_envs.insert("Authorization".into(), var.into());
     let sink = WebhookSink::new(&cfg).unwrap();
     assert_eq!(sink.deliver(&[envelope(2)]).await, vec![Outcome::Delivered]);
-    assert_eq!(rx.received()[1].headers["authorization"], "Bearer configured");
+    assert_eq!(
+        rx.received()[1].headers["authorization"],
+        "Bearer configured"
+    );
 }
 
 #[tokio::test]
