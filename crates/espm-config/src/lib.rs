@@ -38,7 +38,7 @@ pub use load::{
     ConfigProblem, ENV_PREFIX,
 };
 pub use policy::{DecisionWebhookConfig, FieldCondition, PolicyConfig, PolicyDecision, PolicyRule};
-pub use secret::{read_secret_map, Secret, SecretError, SecretSource};
+pub use secret::{read_secret_map, redact_url, Secret, SecretError, SecretSource};
 pub use sink_arcadia::{ArcadiaSinkConfig, PROPERTY_ID_PLACEHOLDER};
 pub use sink_kafka::{kafka_topic_name, KafkaMode, KafkaSinkConfig};
 pub use sink_nats::NatsSinkConfig;

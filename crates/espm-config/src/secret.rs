@@ -117,6 +117,26 @@ pub fn read_secret_map(
     Ok(out)
 }
 
+/// A URL as logs and `Debug` may show it: user info (`user:password@`) becomes `***@` and a
+/// query (often a token) `?***`. Works on anything URL-like, parsed or not.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => (&url[..i + 3], &url[i + 3..]),
+        None => ("", url),
+    };
+    let host_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(host_end);
+    let host = match authority.rfind('@') {
+        Some(at) => format!("***@{}", &authority[at + 1..]),
+        None => authority.to_string(),
+    };
+    let tail = match tail.find('?') {
+        Some(q) => format!("{}?***", &tail[..q]),
+        None => tail.to_string(),
+    };
+    format!("{scheme}{host}{tail}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

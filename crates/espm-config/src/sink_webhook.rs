@@ -165,7 +165,10 @@ pub struct WebhookSinkConfig {
     /// Sink name; keys its cursor. Each endpoint is its own sink, so one slow endpoint never
     /// delays another.
     pub name: String,
-    /// Endpoint URL (`http` or `https`). Redirects are not followed.
+    /// Endpoint URL (`http` or `https`). Redirects are not followed. User info
+    /// (`https://user:pass@host/...`) is sent as `authorization: Basic` unless an `Authorization`
+    /// header is configured. A proxy named by `HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY` (minus
+    /// `NO_PROXY`) for this URL is used.
     pub url: String,
     /// File holding `whsec_...` secrets, one per line; several lines sign with each (rotation).
     /// Blank lines and lines starting with `#` are ignored. Wins over `secret_env`; one of the
@@ -182,7 +185,8 @@ pub struct WebhookSinkConfig {
     /// events behind it).
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
-    /// Per-request timeout.
+    /// Per-request timeout: connecting, sending and waiting for the status. A 2xx that arrived
+    /// in time stands even if the response body then stalls.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     #[schemars(with = "String")]
     pub timeout: Duration,
@@ -219,7 +223,7 @@ impl std::fmt::Debug for WebhookSinkConfig {
             self.headers.keys().map(|k| (k.as_str(), "***")).collect();
         f.debug_struct("WebhookSinkConfig")
             .field("name", &self.name)
-            .field("url", &self.url)
+            .field("url", &crate::redact_url(&self.url))
             .field("secret_file", &self.secret_file)
             .field("secret_env", &self.secret_env)
             .field("types", &self.types)
@@ -266,6 +270,15 @@ mod tests {
         let dbg = format!("{cfg:?}");
         assert!(dbg.contains("Authorization"), "{dbg}");
         assert!(!dbg.contains("s3cr3t"), "{dbg}");
+
+        // User info is sent as Basic auth and a query may carry a token: neither is shown.
+        let with_creds = WebhookSinkConfig {
+            url: "https://hook:pa55@example.com/in?token=t0k".into(),
+            ..cfg.clone()
+        };
+        let dbg = format!("{with_creds:?}");
+        assert!(dbg.contains("https://***@example.com/in?***"), "{dbg}");
+        assert!(!dbg.contains("pa55") && !dbg.contains("t0k"), "{dbg}");
 
         let typo = toml::from_str::<WebhookSinkConfig>(
             "name = \"h\"\nurl = \"https://x\"\nretry = { max_atempts = 3 }\n",

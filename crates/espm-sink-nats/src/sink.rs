@@ -415,21 +415,10 @@ fn retry_all(batch: &[Envelope], reason: &str) -> Vec<Outcome> {
         .collect()
 }
 
-/// Hide the userinfo (`user:password@`) of each comma-separated server URL.
+/// Hide the user info (`user:password@`) of each comma-separated server URL.
 pub(crate) fn redact_urls(urls: &str) -> String {
     urls.split(',')
-        .map(|u| {
-            let u = u.trim();
-            let (scheme, rest) = match u.find("://") {
-                Some(i) => (&u[..i + 3], &u[i + 3..]),
-                None => ("", u),
-            };
-            let host_end = rest.find('/').unwrap_or(rest.len());
-            match rest[..host_end].rfind('@') {
-                Some(at) => format!("{scheme}***@{}", &rest[at + 1..]),
-                None => u.to_string(),
-            }
-        })
+        .map(|u| espm_config::redact_url(u.trim()))
         .collect::<Vec<_>>()
         .join(",")
 }
