@@ -55,17 +55,20 @@ static HEADER_NAMES: std::sync::LazyLock<Vec<(&'static str, HeaderName)>> =
 /// window drops a retried publish of the same event.
 pub fn build_request(subject: &Template, event: &CloudEvent, jetstream: bool) -> NatsRequest {
     let mut headers = HeaderMap::new();
-    let attributes = event.attributes();
-    for (attribute, value) in &attributes {
-        if let Some((_, name)) = HEADER_NAMES.iter().find(|(a, _)| a == attribute) {
-            headers.insert(name.clone(), percent_encode(value));
+    // The name table in attribute order, no list of attributes in between; `partitionkey` is
+    // read from `data` once, for its header and the payload.
+    let mut partitionkey = None;
+    for (attribute, name) in HEADER_NAMES.iter() {
+        let value = if *attribute == "partitionkey" {
+            partitionkey = event.partitionkey();
+            partitionkey.as_deref().map(std::borrow::Cow::Borrowed)
+        } else {
+            event.attribute(attribute)
+        };
+        if let Some(value) = value {
+            headers.insert(name.clone(), percent_encode(&value));
         }
     }
-    // Read from `data` once, for its header and the payload.
-    let partitionkey = attributes
-        .iter()
-        .find(|(a, _)| *a == "partitionkey")
-        .map(|(_, v)| v.as_ref());
     headers.insert(CONTENT_TYPE_HEADER.clone(), CONTENT_TYPE);
     if jetstream {
         // The standard name, so readers of this HeaderMap find it with NATS_MESSAGE_ID too.
@@ -74,7 +77,7 @@ pub fn build_request(subject: &Template, event: &CloudEvent, jetstream: bool) ->
     NatsRequest {
         subject: render_subject(subject, event),
         headers,
-        payload: Bytes::from(event.to_json_bytes_keyed(partitionkey)),
+        payload: Bytes::from(event.to_json_bytes_keyed(partitionkey.as_deref())),
     }
 }
 
