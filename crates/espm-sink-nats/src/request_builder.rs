@@ -144,21 +144,12 @@ mod tests {
         }
     }
 
-    /// A strict decoder, as a receiver following the binding would decode.
+    /// Decoded as a receiver following the binding would, by the `percent-encoding` crate.
     fn percent_decode(s: &str) -> String {
-        let b = s.as_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'%' {
-                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-                i += 3;
-            } else {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-        String::from_utf8(out).unwrap()
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .unwrap()
+            .into_owned()
     }
 
     fn h<'a>(r: &'a NatsRequest, name: &str) -> Option<&'a str> {
