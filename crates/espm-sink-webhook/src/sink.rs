@@ -178,6 +178,12 @@ impl WebhookSink {
         let headers = extra_headers(&all_headers).map_err(|e| config_error(name, e.to_string()))?;
         let service = WebhookService::new(url, cfg.timeout, cfg.max_in_flight)
             .map_err(|e| config_error(name, e.to_string()))?;
+        if service.is_proxied() {
+            tracing::info!(
+                sink = name,
+                "sending through the proxy the environment names for this URL"
+            );
+        }
         Ok(Self {
             name: cfg.name.clone(),
             filter,
