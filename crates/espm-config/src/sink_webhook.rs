@@ -279,6 +279,17 @@ mod tests {
         let dbg = format!("{with_creds:?}");
         assert!(dbg.contains("https://***@example.com/in?***"), "{dbg}");
         assert!(!dbg.contains("pa55") && !dbg.contains("t0k"), "{dbg}");
+        // Nor does a validation problem with such a URL.
+        let bad_scheme = WebhookSinkConfig {
+            url: "ftp://hook:pa55@example.com/in?token=t0k".into(),
+            ..cfg.clone()
+        };
+        let problems = format!("{:?}", bad_scheme.validate("sinks.hook"));
+        assert!(problems.contains("not an http(s) URL"), "{problems}");
+        assert!(
+            !problems.contains("pa55") && !problems.contains("t0k"),
+            "{problems}"
+        );
 
         let typo = toml::from_str::<WebhookSinkConfig>(
             "name = \"h\"\nurl = \"https://x\"\nretry = { max_atempts = 3 }\n",

@@ -184,17 +184,19 @@ impl Problems {
     }
     pub(crate) fn http_url(&mut self, path: impl Into<String>, s: &str) {
         let path = path.into();
+        // Shown redacted: user info and a query may be credentials.
+        let shown = crate::redact_url(s);
         match url::Url::parse(s) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => {}
             Ok(u) => self.push(
                 path,
                 format!(
-                    "`{s}` is not an http(s) URL (scheme `{}`{})",
+                    "`{shown}` is not an http(s) URL (scheme `{}`{})",
                     u.scheme(),
                     if u.has_host() { "" } else { ", no host" }
                 ),
             ),
-            Err(e) => self.push(path, format!("`{s}` is not a valid URL: {e}")),
+            Err(e) => self.push(path, format!("`{shown}` is not a valid URL: {e}")),
         }
     }
     /// At most one of the given secret sources; `required` makes exactly one.
