@@ -136,9 +136,9 @@ impl Journal {
             let mut st = tx
                 .prepare_cached(
                     // The body that first carried it, and any that carried it again.
-                    "SELECT first_raw_id FROM notifications WHERE environment = ?1 AND account = ?2 \
-                     AND notification_id = ?3 UNION SELECT raw_id FROM notification_raw \
-                     WHERE environment = ?1 AND account = ?2 AND notification_id = ?3 ORDER BY 1",
+                    "SELECT first_raw_id FROM notifications WHERE notification_id = ?3 \
+                     AND environment = ?1 AND account = ?2 UNION SELECT raw_id FROM notification_raw \
+                     WHERE notification_id = ?3 AND environment = ?1 AND account = ?2 ORDER BY 1",
                 )
                 .j()?;
             let raws = st
@@ -150,9 +150,14 @@ impl Journal {
 
             let mut st = tx
                 .prepare_cached(
-                    "SELECT n.event_id, COALESCE(n.event_type, l.event_type), COALESCE(n.seq, l.seq) \
+                    // The event kept in the notification's row (version 10), then the linked ones.
+                    "SELECT event_id, event_type, event_seq FROM notifications \
+                     WHERE notification_id = ?3 AND environment = ?1 AND account = ?2 \
+                     AND event_id IS NOT NULL \
+                     UNION ALL \
+                     SELECT n.event_id, COALESCE(n.event_type, l.event_type), COALESCE(n.seq, l.seq) \
                      FROM notification_events n LEFT JOIN event_log l ON n.seq IS NULL AND l.event_id = n.event_id \
-                     WHERE n.environment = ?1 AND n.account = ?2 AND n.notification_id = ?3 \
+                     WHERE n.notification_id = ?3 AND n.environment = ?1 AND n.account = ?2 \
                      AND COALESCE(n.seq, l.seq) IS NOT NULL ORDER BY 3",
                 )
                 .j()?;

@@ -67,7 +67,7 @@ pub use spool::{Spool, SpoolEntry, SpoolWriter};
 
 use dead_letters::store_dead_letter;
 use error::SqlResultExt;
-use outbox::{append_events, insert_page, parse_event, store_cursor};
+use outbox::{append_events, insert_page, outbox_head, parse_event, store_cursor};
 use raw::mark_parsed;
 
 /// How long a writer waits for a lock held by another connection before reporting

@@ -69,13 +69,13 @@ impl Journal {
         if !dense {
             let mut st = conn
                 .prepare_cached(
-                    "SELECT 1 FROM notifications WHERE environment = ?1 AND account = ?2 \
-                     AND notification_id = ?3",
+                    "SELECT 1 FROM notifications WHERE notification_id = ?1 AND environment = ?2 \
+                     AND account = ?3",
                 )
                 .j()?;
             for id in ids {
                 if st
-                    .exists(params![scope.environment, scope.account, id])
+                    .exists(params![id, scope.environment, scope.account])
                     .j()?
                 {
                     known.insert(*id);
@@ -86,12 +86,12 @@ impl Journal {
         let asked: std::collections::HashSet<i64> = ids.iter().copied().collect();
         let mut st = conn
             .prepare_cached(
-                "SELECT notification_id FROM notifications WHERE environment = ?1 AND account = ?2 \
-                 AND notification_id BETWEEN ?3 AND ?4",
+                "SELECT notification_id FROM notifications WHERE notification_id BETWEEN ?1 AND ?2 \
+                 AND environment = ?3 AND account = ?4",
             )
             .j()?;
         let mut rows = st
-            .query(params![scope.environment, scope.account, lo, hi])
+            .query(params![lo, hi, scope.environment, scope.account])
             .j()?;
         while let Some(row) = rows.next().j()? {
             let id: i64 = row.get(0).j()?;
@@ -134,7 +134,7 @@ impl Journal {
     ) -> Result<CommitStats, JournalError> {
         // A set, not a scan: one drain can hold tens of thousands of notifications.
         let ids: std::collections::HashSet<i64> = items.iter().map(|i| i.notification_id).collect();
-        self.commit_part(scope, raw, items, events, last, &|_, ev| {
+        self.commit_part(scope, raw, items, events, last, false, &|_, ev| {
             linked_notification(ev, items, &ids)
         })
     }
@@ -153,12 +153,15 @@ impl Journal {
         if items.len() != events.len() {
             return self.commit_notifications_part(scope, raw, items, events, last);
         }
-        self.commit_part(scope, raw, items, events, last, &|i, _| {
+        self.commit_part(scope, raw, items, events, last, true, &|i, _| {
             Some(items[i].notification_id)
         })
     }
 
     /// The commit of a part: `owner(i, event)` names the notification `events[i]` belongs to.
+    /// With `paired` (`events[i]` is the event of `items[i]`), a notification stored for the
+    /// first time keeps its event in its own row (schema version 10): one row, not two.
+    #[allow(clippy::too_many_arguments)]
     fn commit_part(
         &self,
         scope: &Scope,
@@ -166,6 +169,7 @@ impl Journal {
         items: &[NotificationEntry],
         events: &[CloudEvent],
         last: bool,
+        paired: bool,
         owner: &dyn Fn(usize, &CloudEvent) -> Option<i64>,
     ) -> Result<CommitStats, JournalError> {
         let now = now_ms();
@@ -175,68 +179,88 @@ impl Journal {
             {
                 let mut ins = tx
                     .prepare_cached(
-                        "INSERT OR IGNORE INTO notifications(environment, account, notification_id, \
-                         type_code, json, first_seen_at, first_raw_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        "INSERT OR IGNORE INTO notifications(notification_id, environment, account, \
+                         type_code, json, first_seen_at, first_raw_id, event_id, event_type, event_seq) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                     )
                     .j()?;
                 let mut link = tx
                     .prepare_cached(
-                        "INSERT OR IGNORE INTO notification_raw(environment, account, notification_id, raw_id) \
+                        "INSERT OR IGNORE INTO notification_raw(notification_id, environment, account, raw_id) \
                          VALUES (?1, ?2, ?3, ?4)",
                     )
                     .j()?;
+                // The part's new events, appended as one page (one row, whatever the part's
+                // size) numbered from `first`, and the links of those not kept in their
+                // notification's row.
+                let first = outbox_head(tx)? + 1;
+                let mut page: Vec<&CloudEvent> = Vec::new();
+                let mut links: Vec<(i64, usize)> = Vec::new();
                 // Notifications first stored by this transaction: none of their events can be in
                 // the outbox yet, so their links need no lookup (two of five statements per
                 // notification saved on a burst, where every notification is new).
                 let mut fresh = std::collections::HashSet::with_capacity(items.len());
-                for item in items {
+                // (notification, event) pairs appended by this transaction, for a notification
+                // listed twice in one body.
+                let mut appended = std::collections::HashSet::new();
+                // Events already appended in their notification's row.
+                let mut carried = vec![false; events.len()];
+                for (i, item) in items.iter().enumerate() {
+                    let event = if paired { events.get(i) } else { None };
+                    let seq = first + page.len() as i64;
                     let n = ins
                         .execute(params![
+                            item.notification_id,
                             scope.environment,
                             scope.account,
-                            item.notification_id,
                             item.type_code,
                             item.json,
                             now,
-                            raw.0
+                            raw.0,
+                            event.map(|e| e.id.as_str()),
+                            event.map(|e| e.ty.as_str()),
+                            event.map(|_| seq),
                         ])
                         .j()?;
                     if n == 1 {
                         stats.new_notifications += 1;
                         // `first_raw_id` names this body; `notification_raw` holds the others.
                         fresh.insert(item.notification_id);
+                        if let Some(ev) = event {
+                            page.push(ev);
+                            appended.insert((item.notification_id, ev.id.as_str()));
+                            carried[i] = true;
+                        }
                     } else {
                         stats.duplicate_notifications += 1;
                         link.execute(params![
+                            item.notification_id,
                             scope.environment,
                             scope.account,
-                            item.notification_id,
                             raw.0
                         ])
                         .j()?;
                     }
                 }
-                // (notification, event) pairs appended by this transaction, for a notification
-                // listed twice in one body.
-                let mut appended = std::collections::HashSet::new();
                 let mut linked = tx
                     .prepare_cached(
-                        "SELECT 1 FROM notification_events WHERE environment = ?1 AND account = ?2 \
-                         AND notification_id = ?3 AND event_id = ?4",
+                        "SELECT 1 FROM notification_events WHERE notification_id = ?1 \
+                         AND environment = ?2 AND account = ?3 AND event_id = ?4 \
+                         UNION ALL SELECT 1 FROM notifications WHERE notification_id = ?1 \
+                         AND environment = ?2 AND account = ?3 AND event_id = ?4",
                     )
                     .j()?;
                 let mut ev_link = tx
                     .prepare_cached(
-                        "INSERT INTO notification_events(environment, account, notification_id, \
+                        "INSERT INTO notification_events(notification_id, environment, account, \
                          event_id, event_type, seq) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )
                     .j()?;
                 let mut unlinked = Vec::new();
-                // The new events of the part's notifications, appended as one page (one row,
-                // whatever the part's size), and what links each to its notification.
-                let mut page: Vec<&CloudEvent> = Vec::new();
-                let mut links: Vec<i64> = Vec::new();
                 for (i, ev) in events.iter().enumerate() {
+                    if carried[i] {
+                        continue;
+                    }
                     let Some(nid) = owner(i, ev) else {
                         unlinked.push(ev.clone());
                         continue;
@@ -246,27 +270,34 @@ impl Journal {
                             continue;
                         }
                     } else {
-                        let key = params![scope.environment, scope.account, nid, ev.id];
+                        let key = params![nid, scope.environment, scope.account, ev.id];
                         // Appended by an earlier commit (before version 5 too: the link was
                         // always written with the event).
                         if linked.exists(key).j()? || !appended.insert((nid, ev.id.as_str())) {
                             continue;
                         }
                     }
+                    links.push((nid, page.len()));
                     page.push(ev);
-                    links.push(nid);
                 }
-                let first = insert_page(tx, &page, now)?;
+                let start = insert_page(tx, &page, now)?;
+                if start != first {
+                    // Nothing else writes inside this transaction.
+                    return Err(JournalError::Corrupt(format!(
+                        "outbox page numbered from {start}, expected {first}"
+                    )));
+                }
                 stats.new_events += page.len();
-                for (i, (ev, nid)) in page.iter().zip(&links).enumerate() {
+                for (nid, at) in links {
+                    let ev = page[at];
                     ev_link
                         .execute(params![
+                            nid,
                             scope.environment,
                             scope.account,
-                            nid,
                             ev.id,
                             ev.ty,
-                            first + i as i64
+                            first + at as i64
                         ])
                         .j()?;
                 }
@@ -347,24 +378,73 @@ mod tests {
                 .unwrap()
             };
             let (first, second) = (commit(0..2, false), commit(2..4, true));
-            let conn = j.reader();
-            let mut st = conn
-                .prepare(
-                    "SELECT notification_id, event_id, event_type, seq FROM notification_events \
-                     ORDER BY seq",
-                )
-                .unwrap();
-            let links: Vec<(i64, String, String, i64)> = st
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
+            // What history tells of each notification's events, wherever the link is kept.
+            let mut links: Vec<(i64, String, String, i64)> = Vec::new();
+            for id in [4, 5, 9] {
+                for entry in j.notification_history(Some(&scope), id).unwrap() {
+                    for e in entry.events {
+                        links.push((id, e.event_id, e.event_type, e.seq));
+                    }
+                }
+            }
+            links.sort_by_key(|l| l.3);
             (first, second, links)
         };
         let (paired, by_data) = (rows(true), rows(false));
         assert_eq!(paired, by_data);
         assert_eq!(paired.2.len(), 3, "ev-4 once, ev-5, ev-9: {:?}", paired.2);
         assert_eq!(paired.0.new_events + paired.1.new_events, 3);
+    }
+
+    /// A burst's notification keeps its event in its own row (no link row): committing the
+    /// same part again appends nothing, a new event for a stored notification is linked, and
+    /// history shows both in outbox order.
+    #[test]
+    fn paired_events_live_in_their_notification_row_and_are_appended_once() {
+        let (_dir, j, scope, raw) = journal_with_body();
+        let event = |id: &str, nid: i64| crate::schema::tests::event(id, nid);
+        let items = [
+            entry(1, "UNSHARE"),
+            entry(2, "UNSHARE"),
+            entry(3, "UNSHARE"),
+        ];
+        let events = [event("ev-1", 1), event("ev-2", 2), event("ev-3", 3)];
+        let first = j
+            .commit_paired_part(&scope, raw, &items, &events, false)
+            .unwrap();
+        assert_eq!((first.new_notifications, first.new_events), (3, 3));
+        let link_rows = |j: &Journal| -> i64 {
+            j.reader()
+                .query_row("SELECT count(*) FROM notification_events", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(link_rows(&j), 0, "one row per notification");
+        // A crash before the body was marked parsed: the part is committed again.
+        let again = j
+            .commit_paired_part(&scope, raw, &items, &events, true)
+            .unwrap();
+        assert_eq!((again.duplicate_notifications, again.new_events), (3, 0));
+        assert_eq!(j.head_seq().unwrap(), 3);
+        // A later body names notification 2 again, with an event of a newer version.
+        let later = j
+            .commit_paired_part(&scope, raw, &items[1..2], &[event("ev-2b", 2)], true)
+            .unwrap();
+        assert_eq!(later.new_events, 1);
+        assert_eq!(link_rows(&j), 1);
+        let history = j.notification_history(Some(&scope), 2).unwrap();
+        let seen: Vec<(&str, i64)> = history[0]
+            .events
+            .iter()
+            .map(|e| (e.event_id.as_str(), e.seq))
+            .collect();
+        assert_eq!(seen, [("ev-2", 2), ("ev-2b", 4)]);
+        let outbox: Vec<String> = j
+            .read_outbox("s", 0, 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.event.id.clone())
+            .collect();
+        assert_eq!(outbox, ["ev-1", "ev-2", "ev-3", "ev-2b"]);
     }
 
     /// Stored notifications between the ids asked about are not answered; the ends of the

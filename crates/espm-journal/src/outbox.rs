@@ -70,7 +70,7 @@ pub(crate) fn append_events(
 }
 
 /// The highest sequence number ever assigned, inside a transaction (0 for an empty journal).
-fn head(tx: &Transaction<'_>) -> Result<i64, JournalError> {
+pub(crate) fn outbox_head(tx: &Transaction<'_>) -> Result<i64, JournalError> {
     Ok(tx
         .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'")
         .j()?
@@ -88,7 +88,7 @@ pub(crate) fn insert_page(
     events: &[&CloudEvent],
     now: i64,
 ) -> Result<i64, JournalError> {
-    let first = head(tx)? + 1;
+    let first = outbox_head(tx)? + 1;
     let Some(ev) = events.first() else {
         return Ok(first);
     };
