@@ -153,6 +153,29 @@ impl Journal {
         after_seq: i64,
         limit: usize,
     ) -> Result<Vec<OutboxRow>, JournalError> {
+        self.read_rows(sink, after_seq, limit, false)
+    }
+
+    /// [`Journal::read_outbox`] for a reader that keeps what it read ahead: at least `limit`
+    /// events unless the outbox ends first, and never part of a page, so each page (a drain
+    /// part's events, more than a sink's batch) is read and decoded once, not once per batch.
+    /// Returns at most `limit` events plus one page.
+    pub fn read_outbox_pages(
+        &self,
+        sink: &str,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxRow>, JournalError> {
+        self.read_rows(sink, after_seq, limit, true)
+    }
+
+    fn read_rows(
+        &self,
+        sink: &str,
+        after_seq: i64,
+        limit: usize,
+        whole_pages: bool,
+    ) -> Result<Vec<OutboxRow>, JournalError> {
         let conn = self.reader();
         // A page holds up to a part's events: rows are fewer than events, so `limit` rows are
         // always enough, and the loop stops at `limit` events.
@@ -180,7 +203,7 @@ impl Journal {
             for (i, line) in json.split('\n').enumerate() {
                 lines += 1;
                 let at = first + i as i64;
-                if at <= after_seq || out.len() >= limit {
+                if at <= after_seq || (out.len() >= limit && !whole_pages) {
                     continue;
                 }
                 out.push(OutboxRow {

@@ -690,6 +690,19 @@ fn a_parts_events_share_one_page_and_keep_their_own_sequence_numbers() {
         ids(&j.read_outbox("k", 4, 10).unwrap()),
         vec!["e4", "e5", "after"]
     );
+    // Read ahead in whole pages: a page is never cut, whatever the limit.
+    assert_eq!(
+        ids(&j.read_outbox_pages("k", 0, 2).unwrap()),
+        vec!["before", "e1", "e2", "e3", "e4", "e5"]
+    );
+    assert_eq!(
+        ids(&j.read_outbox_pages("k", 2, 1).unwrap()),
+        vec!["e2", "e3", "e4", "e5"]
+    );
+    assert_eq!(
+        ids(&j.read_outbox_pages("k", 5, 2).unwrap()),
+        vec!["e5", "after"]
+    );
 
     j.set_cursor("k", 4).unwrap();
     assert_eq!(j.outbox_depth("k").unwrap().pending, 3);

@@ -319,6 +319,8 @@ pub async fn run_sink(
     // Batches handed to the sink, oldest first, and the last outbox position read.
     let mut window: VecDeque<InFlight> = VecDeque::with_capacity(depth);
     let mut read_pos = cursor;
+    // Events read after `read_pos` and not yet handed out: the rest of an outbox page.
+    let mut ahead: VecDeque<OutboxRow> = VecDeque::new();
 
     loop {
         // At shutdown, take no new batch but settle what is already in flight.
@@ -348,15 +350,20 @@ pub async fn run_sink(
         // Keep up to `depth` batches in flight.
         let mut read_error = None;
         while window.len() < depth && !shutdown.is_cancelled() {
-            let n = name.clone();
-            let rows: Vec<OutboxRow> =
-                match blocking(&journal, move |j| j.read_outbox(&n, read_pos, batch_size)).await {
-                    Ok(rows) => rows,
+            if ahead.len() < batch_size {
+                let n = name.clone();
+                let from = ahead.back().map_or(read_pos, |r| r.seq);
+                let want = batch_size - ahead.len();
+                match blocking(&journal, move |j| j.read_outbox_pages(&n, from, want)).await {
+                    Ok(rows) => ahead.extend(rows),
                     Err(e) => {
                         read_error = Some(e);
                         break;
                     }
-                };
+                }
+            }
+            let take = batch_size.min(ahead.len());
+            let rows: Vec<OutboxRow> = ahead.drain(..take).collect();
             let Some(last) = rows.last() else { break };
             read_pos = last.seq;
             let full = rows.len() == batch_size;
@@ -428,6 +435,7 @@ pub async fn run_sink(
                 );
             }
             read_pos = new_cursor;
+            ahead.clear();
         }
 
         if new_cursor != cursor || !dead.is_empty() {
@@ -458,6 +466,7 @@ pub async fn run_sink(
                         drop(later.acks.await);
                     }
                     read_pos = cursor;
+                    ahead.clear();
                     let delay = backoff.next_backoff().unwrap_or(cfg.retry_max);
                     if sleep_or_shutdown(delay, &shutdown).await {
                         return;

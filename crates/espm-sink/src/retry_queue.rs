@@ -104,6 +104,8 @@ pub(crate) async fn run(
     let depth = sink.pipeline_depth().max(1);
     let mut window: VecDeque<Round> = VecDeque::with_capacity(depth);
     let mut read_pos = cursor;
+    // Events read after `read_pos` and not yet sent: the rest of an outbox page.
+    let mut ahead: VecDeque<OutboxRow> = VecDeque::new();
 
     loop {
         // At shutdown, read nothing new but settle the rounds already sent.
@@ -178,6 +180,7 @@ pub(crate) async fn run(
             let now = SystemTime::now();
             let n = name.clone();
             let from = read_pos;
+            let (held, read_from) = (ahead.len(), ahead.back().map_or(read_pos, |r| r.seq));
             let read = blocking(&journal, move |j| {
                 let due = if with_due {
                     j.due_retries(&n, now, batch_size)?
@@ -185,21 +188,23 @@ pub(crate) async fn run(
                     Vec::new()
                 };
                 let room = fresh_limit.min(batch_size - due.len());
-                let fresh = if room > 0 {
-                    j.read_outbox(&n, from, room)?
+                let read = if room > held {
+                    j.read_outbox_pages(&n, read_from, room - held)?
                 } else {
                     Vec::new()
                 };
-                Ok((due, fresh, room))
+                Ok((due, read, room))
             })
             .await;
-            let (due, fresh, room): (Vec<RetryRow>, Vec<OutboxRow>, usize) = match read {
+            let (due, read, room): (Vec<RetryRow>, Vec<OutboxRow>, usize) = match read {
                 Ok(r) => r,
                 Err(e) => {
                     read_error = Some(e);
                     break;
                 }
             };
+            ahead.extend(read);
+            let fresh: Vec<OutboxRow> = ahead.drain(..room.min(ahead.len())).collect();
             if due.is_empty() && fresh.is_empty() {
                 break;
             }
@@ -359,6 +364,7 @@ pub(crate) async fn run(
                 drop(later.outcomes.await);
             }
             read_pos = cursor;
+            ahead.clear();
             journal_failed!(e, "cannot store the round's outcomes");
         }
         backoff.reset();

@@ -59,6 +59,8 @@ struct ScriptSink {
     filter: bool,
     /// Batches in flight (`Sink::pipeline_depth`); above 1 the acks arrive a little later.
     depth: usize,
+    /// The size of every batch handed to the sink.
+    batches: Mutex<Vec<usize>>,
 }
 
 impl ScriptSink {
@@ -115,6 +117,7 @@ impl Sink for ScriptSink {
         if let Some(gate) = &self.gate {
             gate.acquire().await.unwrap().forget();
         }
+        self.batches.lock().unwrap().push(batch.len());
         let mut out = Vec::new();
         for e in batch {
             self.seen
@@ -297,6 +300,60 @@ async fn pipelined_batches_never_skip_a_failed_event_and_count_every_send() {
     assert_eq!(dl.len(), 1);
     assert_eq!(dl[0].event_id, "e30");
     assert_eq!(dl[0].attempts as usize, attempts_of("e30").len());
+}
+
+/// A drain part's events share one outbox page, larger than a batch: the driver still hands
+/// out batches of at most `batch_size`, in order, and a failure inside the page sends again
+/// from the cursor, not from what it had read ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_cut_from_a_page_larger_than_a_batch_resend_from_the_cursor() {
+    let (_d, j) = journal();
+    let scope = espm_journal::Scope::new("sim", "acme");
+    let raw = j
+        .record_raw(&scope, "notification/list", 200, b"<x/>")
+        .unwrap();
+    let ids: Vec<String> = (1..=60).map(|i| format!("e{i}")).collect();
+    let items: Vec<espm_journal::NotificationEntry> = (1..=60)
+        .map(|i| espm_journal::NotificationEntry {
+            notification_id: i,
+            type_code: "UNSHARE".into(),
+            json: "{}".into(),
+        })
+        .collect();
+    let events: Vec<CloudEvent> = ids.iter().map(|i| ev(i)).collect();
+    let stats = j
+        .commit_paired_part(&scope, raw, &items, &events, true)
+        .unwrap();
+    assert_eq!(stats.new_events, 60);
+    let sink = Arc::new(ScriptSink {
+        depth: 4,
+        ..ScriptSink::new("p").rule(|e| match (e.event.id.as_str(), e.attempts) {
+            ("e17", 0 | 1) => retry("503"),
+            _ => Outcome::Delivered,
+        })
+    });
+    let r = spawn(&j, sink.clone(), fast_cfg(7));
+    wait_for("cursor at 60", || r.state.cursor() == 60).await;
+    r.shutdown.cancel();
+    r.handle.await.unwrap();
+
+    let delivered = sink.delivered_ids();
+    for id in &ids {
+        assert!(delivered.contains(id), "{id} never delivered");
+    }
+    let seen = sink.seen.lock().unwrap().clone();
+    let e17: Vec<u32> = seen
+        .iter()
+        .filter(|(i, _)| i == "e17")
+        .map(|(_, a)| *a)
+        .collect();
+    assert_eq!(e17, vec![0, 1, 2]);
+    // The first pass over the page went in order, up to the failed event's batch.
+    let first: Vec<&str> = seen.iter().take(21).map(|(i, _)| i.as_str()).collect();
+    let expected: Vec<&str> = ids.iter().take(21).map(String::as_str).collect();
+    assert_eq!(first, expected);
+    let batches = sink.batches.lock().unwrap().clone();
+    assert!(batches.iter().all(|&n| (1..=7).contains(&n)), "{batches:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
