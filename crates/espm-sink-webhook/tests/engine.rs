@@ -178,12 +178,35 @@ async fn until(what: &str, mut f: impl FnMut() -> bool) {
 
 /// A journal in a fresh directory (kept while the guard lives) with events 1..=`n` enqueued.
 fn journal_with(n: usize) -> (tempfile::TempDir, std::path::PathBuf, Journal) {
+    journal_of(n, false)
+}
+
+/// [`journal_with`], or with the events committed as a drain commits a part (`paged`): one
+/// outbox page holding them all, larger than any round.
+fn journal_of(n: usize, paged: bool) -> (tempfile::TempDir, std::path::PathBuf, Journal) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.db");
     let journal = Journal::open(&path).unwrap();
-    journal
-        .enqueue(&(1..=n).map(event).collect::<Vec<_>>())
-        .unwrap();
+    let events: Vec<CloudEvent> = (1..=n).map(event).collect();
+    if paged {
+        let scope = espm_journal::Scope::new("sim", "acme");
+        let raw = journal
+            .record_raw(&scope, "notification/list", 200, b"<x/>")
+            .unwrap();
+        let items: Vec<espm_journal::NotificationEntry> = (1..=n as i64)
+            .map(|id| espm_journal::NotificationEntry {
+                notification_id: id,
+                type_code: "UNSHARE".into(),
+                json: "{}".into(),
+            })
+            .collect();
+        let stats = journal
+            .commit_paired_part(&scope, raw, &items, &events, true)
+            .unwrap();
+        assert_eq!(stats.new_events, n);
+    } else {
+        journal.enqueue(&events).unwrap();
+    }
     (dir, path, journal)
 }
 
@@ -368,11 +391,22 @@ async fn continuous_failure_disables_the_endpoint_and_the_flag_survives_a_restar
 /// and the events queued during the outage go again once it ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outage_keeps_the_backlog_in_the_outbox_and_probes_at_the_back_off_pace() {
+    outage_case(false).await;
+}
+
+/// The same with the backlog in one outbox page: what the engine read ahead of a round is
+/// held back during the outage, one probe at a time, and all of it is delivered after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_over_a_backlog_in_one_page_probes_one_event_at_a_time() {
+    outage_case(true).await;
+}
+
+async fn outage_case(paged: bool) {
     const EVENTS: usize = 2_000;
     const BATCH: usize = 10;
     let (url, rx) = receiver().await;
     rx.script.lock().unwrap().always = Some(503);
-    let (_dir, _, journal) = journal_with(EVENTS);
+    let (_dir, _, journal) = journal_of(EVENTS, paged);
     let secret = secret_file();
     let cfg = config(&url, secret.path(), vec![Duration::from_secs(3600); 10]);
     let probe = Duration::from_millis(200);
@@ -488,12 +522,23 @@ async fn the_next_round_goes_out_before_the_last_one_is_answered_within_the_endp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_whose_outcomes_cannot_be_stored_goes_again_though_a_later_round_was_answered() {
+    refused_settle_case(false).await;
+}
+
+/// The same with the events in one outbox page: the engine goes back to the cursor, not to
+/// what it had read ahead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_settle_inside_a_page_goes_back_to_the_cursor() {
+    refused_settle_case(true).await;
+}
+
+async fn refused_settle_case(paged: bool) {
     // evt-1 fails in the first round and the journal refuses to queue its retry; the second
     // round is on the wire meanwhile and answered. Settling that one would move the cursor over
     // evt-1, which would then never be sent again.
     let (url, rx) = receiver().await;
     rx.script.lock().unwrap().by_id.insert("evt-1".into(), 503);
-    let (_dir, path, journal) = journal_with(6);
+    let (_dir, path, journal) = journal_of(6, paged);
     let sql = |s: &str| espm_testkit::journal_sql(&path, s);
     sql("CREATE TRIGGER refuse BEFORE INSERT ON sink_retries \
          BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;");
