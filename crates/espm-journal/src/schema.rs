@@ -352,6 +352,15 @@ pub(crate) mod tests {
         }
     }
 
+    /// An UNSHARE notification's journal entry.
+    pub(crate) fn unshare(id: i64) -> NotificationEntry {
+        NotificationEntry {
+            notification_id: id,
+            type_code: "UNSHARE".into(),
+            json: "{}".into(),
+        }
+    }
+
     /// A journal written by a version-4 build (event appended by event id, linked without a
     /// seq) still appends that event once after the upgrade, and its history still finds it.
     #[test]
@@ -380,11 +389,6 @@ pub(crate) mod tests {
 
         let j = Journal::open(&path).unwrap();
         let scope = Scope::new("sim", "acme");
-        let entry = |id: i64| NotificationEntry {
-            notification_id: id,
-            type_code: "UNSHARE".into(),
-            json: "{}".into(),
-        };
         let raw = j
             .record_raw(&scope, "notification/list", 200, b"<x/>")
             .unwrap();
@@ -392,7 +396,7 @@ pub(crate) mod tests {
             .commit_notifications(
                 &scope,
                 raw,
-                &[entry(7), entry(8)],
+                &[unshare(7), unshare(8)],
                 &[event("ev-old", 7), event("ev-new", 8)],
             )
             .unwrap();
@@ -403,7 +407,7 @@ pub(crate) mod tests {
         assert_eq!(j.head_seq().unwrap(), 2);
         // Committing the same part again (a crash before the body was marked parsed) adds nothing.
         let again = j
-            .commit_notifications(&scope, raw, &[entry(8)], &[event("ev-new", 8)])
+            .commit_notifications(&scope, raw, &[unshare(8)], &[event("ev-new", 8)])
             .unwrap();
         assert_eq!(again.new_events, 0);
         assert_eq!(j.head_seq().unwrap(), 2);
@@ -470,11 +474,6 @@ pub(crate) mod tests {
         assert_eq!(j.notification_history(None, 7).unwrap().len(), 2);
         assert_eq!(j.known_notifications(&scope, &[6, 7]).unwrap(), [7].into());
 
-        let entry = |id: i64| NotificationEntry {
-            notification_id: id,
-            type_code: "UNSHARE".into(),
-            json: "{}".into(),
-        };
         let raw = j
             .record_raw(&scope, "notification/list", 200, b"<x/>")
             .unwrap();
@@ -482,7 +481,7 @@ pub(crate) mod tests {
             .commit_paired_part(
                 &scope,
                 raw,
-                &[entry(7), entry(8)],
+                &[unshare(7), unshare(8)],
                 &[event("ev-7", 7), event("ev-8", 8)],
                 true,
             )
