@@ -319,8 +319,7 @@ pub async fn run_sink(
     // Batches handed to the sink, oldest first, and the last outbox position read.
     let mut window: VecDeque<InFlight> = VecDeque::with_capacity(depth);
     let mut read_pos = cursor;
-    // Events read after `read_pos` and not yet handed out: the rest of an outbox page.
-    let mut ahead: VecDeque<OutboxRow> = VecDeque::new();
+    let mut ahead = ReadAhead::default();
 
     loop {
         // At shutdown, take no new batch but settle what is already in flight.
@@ -350,20 +349,18 @@ pub async fn run_sink(
         // Keep up to `depth` batches in flight.
         let mut read_error = None;
         while window.len() < depth && !shutdown.is_cancelled() {
-            if ahead.len() < batch_size {
+            let mut read = Vec::new();
+            if let Some((from, want)) = ahead.need(read_pos, batch_size) {
                 let n = name.clone();
-                let from = ahead.back().map_or(read_pos, |r| r.seq);
-                let want = batch_size - ahead.len();
                 match blocking(&journal, move |j| j.read_outbox_pages(&n, from, want)).await {
-                    Ok(rows) => ahead.extend(rows),
+                    Ok(rows) => read = rows,
                     Err(e) => {
                         read_error = Some(e);
                         break;
                     }
                 }
             }
-            let take = batch_size.min(ahead.len());
-            let rows: Vec<OutboxRow> = ahead.drain(..take).collect();
+            let rows = ahead.take(read, batch_size);
             let Some(last) = rows.last() else { break };
             read_pos = last.seq;
             let full = rows.len() == batch_size;
@@ -509,6 +506,34 @@ pub async fn run_sink(
                 }
             }
         }
+    }
+}
+
+/// Outbox events read past a driver's position and not yet handed out: the rest of a page. A
+/// drain part's events share one page (1,000), more than a batch; reading whole pages and
+/// cutting batches from them reads and decodes each page once, not once per batch.
+#[derive(Default)]
+pub(crate) struct ReadAhead {
+    rows: VecDeque<OutboxRow>,
+}
+
+impl ReadAhead {
+    /// Where the next read starts, and how many events it needs, for `n` events to be held;
+    /// `None` when enough are held already.
+    pub(crate) fn need(&self, pos: i64, n: usize) -> Option<(i64, usize)> {
+        let held = self.rows.len();
+        (held < n).then(|| (self.rows.back().map_or(pos, |r| r.seq), n - held))
+    }
+
+    /// Keep what a read returned, then hand out up to `n` events in order.
+    pub(crate) fn take(&mut self, read: Vec<OutboxRow>, n: usize) -> Vec<OutboxRow> {
+        self.rows.extend(read);
+        self.rows.drain(..n.min(self.rows.len())).collect()
+    }
+
+    /// Forget what is held: the driver goes back to its cursor.
+    pub(crate) fn clear(&mut self) {
+        self.rows.clear();
     }
 }
 

@@ -34,7 +34,7 @@ use espm_journal::{Journal, NewDeadLetter, NewRetry, OutboxRow, RetryRow, Settle
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::driver::{blocking, new_backoff, sleep_or_shutdown, write, Metrics};
+use crate::driver::{blocking, new_backoff, sleep_or_shutdown, write, Metrics, ReadAhead};
 use crate::{DriverConfig, Envelope, Outcome, Sink, SinkState};
 
 /// The longest delay one outcome may ask for; a larger one is treated as this.
@@ -104,8 +104,7 @@ pub(crate) async fn run(
     let depth = sink.pipeline_depth().max(1);
     let mut window: VecDeque<Round> = VecDeque::with_capacity(depth);
     let mut read_pos = cursor;
-    // Events read after `read_pos` and not yet sent: the rest of an outbox page.
-    let mut ahead: VecDeque<OutboxRow> = VecDeque::new();
+    let mut ahead = ReadAhead::default();
 
     loop {
         // At shutdown, read nothing new but settle the rounds already sent.
@@ -180,7 +179,8 @@ pub(crate) async fn run(
             let now = SystemTime::now();
             let n = name.clone();
             let from = read_pos;
-            let (held, read_from) = (ahead.len(), ahead.back().map_or(read_pos, |r| r.seq));
+            // What to read for a whole round, even if due retries leave less room.
+            let need = ahead.need(read_pos, fresh_limit.min(batch_size));
             let read = blocking(&journal, move |j| {
                 let due = if with_due {
                     j.due_retries(&n, now, batch_size)?
@@ -188,10 +188,9 @@ pub(crate) async fn run(
                     Vec::new()
                 };
                 let room = fresh_limit.min(batch_size - due.len());
-                let read = if room > held {
-                    j.read_outbox_pages(&n, read_from, room - held)?
-                } else {
-                    Vec::new()
+                let read = match need {
+                    Some((from, want)) if room > 0 => j.read_outbox_pages(&n, from, want)?,
+                    _ => Vec::new(),
                 };
                 Ok((due, read, room))
             })
@@ -203,8 +202,7 @@ pub(crate) async fn run(
                     break;
                 }
             };
-            ahead.extend(read);
-            let fresh: Vec<OutboxRow> = ahead.drain(..room.min(ahead.len())).collect();
+            let fresh = ahead.take(read, room);
             if due.is_empty() && fresh.is_empty() {
                 break;
             }
